@@ -1,0 +1,1 @@
+"""Integration Hub gateway: reverse proxy, request capture, webhooks for a hotel PMS."""

@@ -1,0 +1,192 @@
+"""create_app(settings, routes): wiring only. Each capability lives in its own package."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway import metrics
+from gateway.capture import partitions
+from gateway.capture.writer import LogWriter
+from gateway.db import migrations
+from gateway.db.pool import create_pool
+from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.proxy.pipeline import Proxy
+from gateway.proxy.responses import error_response, json_response
+from gateway.routes import RouteTable
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+ROUTES = web.AppKey("routes", RouteTable)
+POOL = web.AppKey("pool", asyncpg.Pool)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+WRITER = web.AppKey("writer", LogWriter)
+PROXY = web.AppKey("proxy", Proxy)
+
+READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
+UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(settings: Settings, routes: RouteTable) -> web.Application:
+    if settings.database_url is None:
+        raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server)")
+    app = web.Application(
+        client_max_size=max(settings.max_request_bytes, 1), middlewares=[error_middleware]
+    )
+    app[SETTINGS] = settings
+    app[ROUTES] = routes
+    app.cleanup_ctx.extend([_database, _client_session, _log_writer, _proxy, _maintenance])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    return app
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error of the gateway's own endpoints into a JSON answer with a code."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return error_response(exc, request.headers.get("X-Request-Id"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return json_response({"code": code, "message": exc.reason}, exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(GatewayError("internal error"), None)
+
+
+# -- resources (cleanup_ctx: cleanup runs only for what started) ---------------------------
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    pool = await create_pool(
+        settings.database_url.reveal(), settings.db_pool_min, settings.db_pool_max
+    )
+    async with pool.acquire() as conn:
+        applied = await migrations.migrate(conn)
+    if applied:
+        log.info("applied migrations %s", applied)
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL_LIMIT, limit_per_host=0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,  # pass compressed bodies through untouched
+        timeout=aiohttp.ClientTimeout(total=None),  # per-route timeouts are set per request
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+    )
+    app[SESSION] = session
+    yield
+    await session.close()
+
+
+async def _log_writer(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    writer = LogWriter(
+        app[POOL], s.journal_dir, batch_size=s.log_batch_size,
+        flush_interval=s.log_flush_interval, queue_max=s.log_queue_max,
+        retry_interval=s.db_retry_interval,
+    )
+    writer.start()
+    app[WRITER] = writer
+    yield
+    await writer.close(s.shutdown_timeout)
+    log.info("api_logs writer drained: %d written, %d journaled, %d dropped",
+             writer.rows_written, writer.rows_journaled, writer.rows_dropped)
+
+
+async def _proxy(app: web.Application) -> AsyncIterator[None]:
+    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER])
+    yield
+
+
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    await _maintain_once(app)
+    task = asyncio.create_task(_maintenance_loop(app), name="partition-maintenance")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _maintenance_loop(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(app[SETTINGS].maintenance_interval)
+        await _maintain_once(app)
+
+
+async def _maintain_once(app: web.Application) -> None:
+    s = app[SETTINGS]
+    try:
+        async with app[POOL].acquire() as conn:
+            await partitions.run_maintenance(
+                conn, datetime.now(UTC).date(), s.partitions_ahead, s.retention_days
+            )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        metrics.PARTITION_RUNS.labels("error").inc()
+        log.warning("partition maintenance failed: %s", exc)
+
+
+# -- handlers --------------------------------------------------------------------------
+
+async def proxy_handler(request: web.Request) -> web.StreamResponse:
+    return await request.app[PROXY].handle(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and the schema is current."""
+    writer = request.app[WRITER]
+    detail = {
+        "log_writer": {
+            "database_up": writer.database_up,
+            "queue_depth": writer.queue_depth,
+            "journal_files": len(writer.journal.pending()),
+        }
+    }
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.app[POOL].acquire() as conn:
+                version = await migrations.current_version(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _NotReady(f"database unreachable: {type(exc).__name__}", detail) from None
+    latest = migrations.latest_version()
+    if version != latest:
+        raise _NotReady(f"schema at version {version}, expected {latest}", detail)
+    return json_response({"status": "ready", "schema_version": version, **detail})
+
+
+class _NotReady(ServiceUnavailable):
+    def __init__(self, message: str, detail: dict[str, object]) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,97 @@
+"""One request/response exchange as it is being proxied, and its api_logs row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.capture.record import (
+    EMPTY_BODY,
+    Body,
+    Redactor,
+    clean_text,
+    describe_body,
+    omitted,
+    uuid7,
+)
+from gateway.routes import CaptureOptions
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePolicy:
+    """What to keep of one route's traffic (route options merged with the global defaults)."""
+
+    max_body_bytes: int
+    request_body: bool
+    response_body: bool
+    redactor: Redactor
+    redact_headers: frozenset[str]
+
+    @classmethod
+    def build(
+        cls,
+        options: CaptureOptions,
+        default_cap: int,
+        fields: frozenset[str],
+        headers: frozenset[str],
+    ) -> CapturePolicy:
+        cap = default_cap if options.max_body_bytes is None else options.max_body_bytes
+        return cls(
+            max_body_bytes=cap,
+            request_body=options.request_body,
+            response_body=options.response_body,
+            redactor=Redactor(fields | options.redact_fields),
+            redact_headers=headers | options.redact_headers,
+        )
+
+    def body(
+        self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str
+    ) -> Body:
+        if size == 0:
+            return EMPTY_BODY
+        if not enabled:
+            return omitted(size)
+        return describe_body(data, size, self.max_body_bytes, self.redactor, content_type, encoding)
+
+
+@dataclass(slots=True)
+class Exchange:
+    created_at: datetime
+    started: float
+    request_id: str
+    method: str
+    path: str
+    query: str
+    request_headers: list[list[str]]
+    client_ip: str | None
+    user_agent: str | None
+    route: str | None = None
+    upstream: str | None = None
+    status: int = 0
+    request_body: Body = EMPTY_BODY
+    response_headers: list[list[str]] | None = None
+    response_body: Body = EMPTY_BODY
+    upstream_ms: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    tenant_id: str | None = None
+    api_key_id: str | None = None
+    external_system: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, code: str, message: str) -> None:
+        self.error_code = code
+        self.error_message = clean_text(message)
+
+    def to_row(self, duration_ms: float) -> tuple[Any, ...]:
+        """The api_logs row, in record.COLUMNS order."""
+        rq, rs = self.request_body, self.response_body
+        return (
+            uuid7(self.created_at.timestamp()), self.created_at, self.tenant_id,
+            self.api_key_id, self.external_system, self.request_id, self.route, self.upstream,
+            self.method, self.path, self.query, self.request_headers, rq.value, rq.format,
+            rq.size, rq.truncated, self.response_headers, rs.value, rs.format, rs.size,
+            rs.truncated, self.status, duration_ms, self.upstream_ms, self.error_code,
+            self.error_message, self.client_ip, self.user_agent,
+        )

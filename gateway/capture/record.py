@@ -1,0 +1,238 @@
+"""Building api_logs rows: body description, redaction, sanitising.
+
+Everything here runs before a row is queued, so a row that leaves this module can never
+poison a COPY batch: jsonb refuses the ``\\u0000`` escape and lone surrogates, and text
+columns refuse NUL, so both are replaced here.
+
+Body storage (documented in sql/001_api_logs.sql and the README):
+
+* ``json``   — the parsed JSON value (configured fields redacted);
+* ``text``   — a JSON string with the UTF-8 text (fields redacted by pattern);
+* ``binary`` — ``{"base64": ..., "sha256": ...}`` of the captured bytes;
+* ``empty`` / ``omitted`` — no body, or capture switched off for the route.
+
+Bodies above the cap keep their first ``max_body_bytes`` bytes (a truncated JSON body is
+stored as text, since its prefix is not JSON), with ``*_truncated`` set and the original
+size in ``*_body_size``.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import os
+import re
+import time
+import uuid
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+REDACTED = "[REDACTED]"
+
+DEFAULT_REDACT_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
+    "x-auth-token", "x-gateway-key",
+})
+DEFAULT_REDACT_FIELDS = frozenset({
+    "password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token",
+    "api_key", "apikey", "card_number", "cardnumber", "cvv", "cvc", "pan", "iban",
+})
+
+# Column order of api_logs as written by COPY; rows are tuples in this order.
+COLUMNS = (
+    "id", "created_at", "tenant_id", "api_key_id", "external_system", "request_id", "route",
+    "upstream", "method", "path", "query", "request_headers", "request_body",
+    "request_body_format", "request_body_size", "request_body_truncated", "response_headers",
+    "response_body", "response_body_format", "response_body_size", "response_body_truncated",
+    "status", "duration_ms", "upstream_ms", "error_code", "error_message", "client_ip",
+    "user_agent",
+)
+CREATED_AT_INDEX = COLUMNS.index("created_at")
+MAX_TEXT_COLUMN = 4096  # chars kept of path, query, user agent, error message
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    value: Any
+    format: str
+    size: int
+    truncated: bool
+
+
+EMPTY_BODY = Body(None, "empty", 0, False)
+
+
+def omitted(size: int) -> Body:
+    return Body(None, "omitted", size, False)
+
+
+def uuid7(ts: float | None = None) -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 v7): 48-bit unix milliseconds, then randomness."""
+    ms = int((time.time() if ts is None else ts) * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def clean_text(value: str, limit: int = MAX_TEXT_COLUMN) -> str:
+    """Make a string storable in a text/jsonb column: no NUL, no lone surrogates."""
+    if len(value) > limit:
+        value = value[:limit]
+    if value.isascii():
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    return (
+        value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+    )
+
+
+def capture_headers(
+    items: Iterable[tuple[str, str]], redact: frozenset[str]
+) -> list[list[str]]:
+    """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted)."""
+    out = []
+    for name, value in items:
+        lname = name.lower()
+        if lname in redact:
+            value = REDACTED
+        elif not value.isascii() or "\x00" in value:
+            value = clean_text(value, 1 << 16)
+        out.append([str(name), value])
+    return out
+
+
+class Redactor:
+    """Redacts configured JSON fields (case-insensitive key names) in bodies."""
+
+    def __init__(self, fields: frozenset[str]) -> None:
+        self.fields = fields
+        self._needles = tuple(f.encode() for f in fields)
+        alt = "|".join(re.escape(f) for f in sorted(fields)) or r"(?!)"
+        # "field": "value" | number | literal, inside text that is not parseable JSON
+        self._json_re = re.compile(
+            rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)'
+        )
+        self._form_re = re.compile(rf"((?:^|&)(?i:{alt})=)[^&]*")
+
+    def mentions(self, data: bytes) -> bool:
+        low = data.lower()
+        return any(n in low for n in self._needles)
+
+    def json(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: (REDACTED if k.lower() in self.fields else self.json(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.json(v) for v in value]
+        return value
+
+    def text(self, text: str) -> str:
+        text = self._json_re.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
+        return self._form_re.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def _strip_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_nul(v) for v in value]
+    return value
+
+
+def _decompress(data: bytes, encoding: str, limit: int) -> bytes | None:
+    """Decode a gzip/deflate body for the log (not for the client); None if it fails."""
+    wbits = {"gzip": 47, "x-gzip": 47, "deflate": 15}.get(encoding.strip().lower())
+    if wbits is None:
+        return None
+    try:
+        d = zlib.decompressobj(wbits)
+        return d.decompress(data, limit + 1)
+    except zlib.error:
+        return None
+
+
+def describe_body(
+    data: bytes,
+    total_size: int,
+    cap: int,
+    redactor: Redactor,
+    content_type: str = "",
+    content_encoding: str = "",
+) -> Body:
+    """Turn captured bytes (the first ``len(data)`` of ``total_size``) into a storable Body."""
+    if total_size == 0:
+        return EMPTY_BODY
+    complete = len(data) >= total_size
+    if content_encoding and complete:
+        plain = _decompress(data, content_encoding, max(cap, 1))
+        if plain is not None:
+            data, total_size = plain, len(plain)
+            complete = len(data) <= cap
+    truncated = not complete or len(data) > cap
+    if len(data) > cap:
+        data = data[:cap]
+    if not truncated:
+        parsed = _try_json(data, content_type, redactor)
+        if parsed is not None:
+            return Body(parsed[0], "json", total_size, False)
+    text = _try_text(data, truncated)
+    if text is not None:
+        if redactor.fields and redactor.mentions(data):
+            text = redactor.text(text)
+        return Body(text, "text", total_size, truncated)
+    return Body(
+        {"base64": base64.b64encode(data).decode(), "sha256": hashlib.sha256(data).hexdigest()},
+        "binary", total_size, truncated,
+    )
+
+
+def _try_json(data: bytes, content_type: str, redactor: Redactor) -> tuple[Any] | None:
+    head = data[:1]
+    if head not in (b"{", b"[") and "json" not in content_type:
+        return None
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if b"\\u0000" in data:
+        value = _strip_nul(value)
+    if redactor.fields and redactor.mentions(data):
+        value = redactor.json(value)
+    return (value,)
+
+
+def _try_text(data: bytes, truncated: bool) -> str | None:
+    # A truncated body may end inside a multi-byte character: decode incrementally.
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=not truncated)
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text:
+        return None
+    return text
+
+
+def row_to_json(row: tuple[Any, ...]) -> list[Any]:
+    """A row in a form orjson can write to the journal (UUIDs and datetimes become strings)."""
+    return list(row)
+
+
+def row_from_json(values: list[Any]) -> tuple[Any, ...]:
+    """Inverse of row_to_json: restore the datetime asyncpg needs; UUID columns take strings."""
+    values[CREATED_AT_INDEX] = datetime.fromisoformat(values[CREATED_AT_INDEX])
+    return tuple(values)

@@ -1,0 +1,1 @@
+"""Database access: the pool and its codecs, the embedded server, migrations."""

@@ -1,0 +1,1 @@
+"""The proxy pipeline, upstream forwarding and WebSocket pass-through."""

@@ -1,0 +1,109 @@
+"""Header handling at the proxy boundary: hop-by-hop, X-Forwarded-*, request ids, client IP."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.settings import IPNetwork
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the ones aiohttp computes for each hop.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+})
+# Set by the gateway itself; a caller's values are replaced, never trusted blindly.
+GATEWAY_SET = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
+WEBSOCKET_HANDSHAKE = frozenset({
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-protocol", "sec-websocket-accept",
+})
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+
+
+def request_id_from(headers: CIMultiDictProxy[str]) -> str:
+    """Keep the caller's X-Request-Id when it is sane, otherwise mint one."""
+    rid = headers.get(REQUEST_ID_HEADER)
+    if rid is not None and REQUEST_ID_RE.match(rid):
+        return rid
+    return uuid.uuid4().hex
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    conn = headers.getall("Connection", ())
+    if not conn:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in conn for t in v.split(","))
+
+
+def is_trusted(peer: str | None, trusted: Iterable[IPNetwork]) -> bool:
+    if not peer:
+        return False
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in trusted)
+
+
+def client_ip(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> str | None:
+    """The caller's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
+    peer = request.remote or None
+    if peer is not None:
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            peer = None  # unix socket peer names are not IPs
+    if not trusted or not is_trusted(peer, trusted):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a garbage hop ends what we can believe
+        if not is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def upstream_request_headers(
+    request: web.BaseRequest,
+    request_id: str,
+    trusted: tuple[IPNetwork, ...],
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """The caller's headers minus hop-by-hop ones, plus X-Forwarded-* and X-Request-Id."""
+    drop = HOP_BY_HOP | GATEWAY_SET | _connection_tokens(request.headers)
+    if websocket:
+        drop = drop | WEBSOCKET_HANDSHAKE
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    peer = request.remote or ""
+    from_trusted = bool(trusted) and is_trusted(peer, trusted)
+    prior = ", ".join(request.headers.getall("X-Forwarded-For", ())) if from_trusted else ""
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    proto = request.headers.get("X-Forwarded-Proto") if from_trusted else None
+    out["X-Forwarded-Proto"] = proto or request.scheme
+    host = request.headers.get("X-Forwarded-Host") if from_trusted else None
+    out["X-Forwarded-Host"] = host or request.host
+    out[REQUEST_ID_HEADER] = request_id
+    return out
+
+
+def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's answer headers without hop-by-hop ones (aiohttp sets framing itself)."""
+    drop = HOP_BY_HOP | _connection_tokens(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in drop:
+            out.add(name, value)
+    return out

@@ -1,0 +1,316 @@
+"""The proxy pipeline, top to bottom, for one partner call:
+
+    match route → read/stream the request (capture it) → forward to the upstream
+    → relay the answer (capture it) → queue the api_logs row → metrics
+
+Later capabilities slot in where marked: authentication before the match result is used,
+ID translation around the forward, event emission after the answer.
+Every outcome, refusals included, produces exactly one api_logs row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp_retry import ExponentialRetry, RetryClient
+from multidict import CIMultiDict
+
+from gateway import metrics
+from gateway.capture.exchange import CapturePolicy, Exchange
+from gateway.capture.record import (
+    DEFAULT_REDACT_FIELDS,
+    Body,
+    DEFAULT_REDACT_HEADERS,
+    capture_headers,
+    clean_text,
+    now_utc,
+)
+from gateway.capture.writer import LogWriter
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.proxy import websocket
+from gateway.proxy.headers import (
+    REQUEST_ID_HEADER,
+    client_ip,
+    downstream_response_headers,
+    request_id_from,
+    upstream_request_headers,
+)
+from gateway.proxy.responses import error_payload, error_response
+from gateway.routes import IDEMPOTENT_METHODS, Route, RouteTable
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024  # bytes per read when streaming bodies
+CLIENT_GONE_STATUS = 499  # nginx's "client closed request": the caller hung up mid-answer
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Proxy:
+    def __init__(
+        self,
+        settings: Settings,
+        routes: RouteTable,
+        session: aiohttp.ClientSession,
+        writer: LogWriter,
+    ) -> None:
+        self.settings = settings
+        self.routes = routes
+        self.session = session
+        self.writer = writer
+        fields = DEFAULT_REDACT_FIELDS | frozenset(settings.capture_redact_fields)
+        headers = DEFAULT_REDACT_HEADERS | frozenset(settings.capture_redact_headers)
+        self.default_policy = CapturePolicy.build(
+            Route.__dataclass_fields__["capture"].default,  # type: ignore[arg-type]
+            settings.capture_max_body_bytes, fields, headers,
+        )
+        self.policies = {
+            r.name: CapturePolicy.build(r.capture, settings.capture_max_body_bytes, fields, headers)
+            for r in routes
+        }
+        self.retry_clients = {
+            name: _retry_client(session, up.retries, up.retry_backoff)
+            for name, up in routes.upstreams.items()
+            if up.retries > 0
+        }
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Entry point for every request that is not the gateway's own endpoint."""
+        started = time.perf_counter()
+        policy = self.default_policy
+        ex = Exchange(
+            created_at=now_utc(), started=started,
+            request_id=request_id_from(request.headers), method=request.method,
+            path=clean_text(request.raw_path.split("?", 1)[0]),
+            query=clean_text(request.rel_url.raw_query_string),
+            request_headers=[], client_ip=client_ip(request, self.settings.trusted_proxies),
+            user_agent=_user_agent(request),
+        )
+        metrics.IN_FLIGHT.inc()
+        try:
+            match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
+            route = match.route
+            ex.route, ex.upstream = route.name, route.upstream.name
+            policy = self.policies[route.name]
+            ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+            _check_path(request.rel_url.raw_path)
+            # (authentication and ID translation hook in here)
+            if websocket.is_upgrade(request):
+                return await websocket.relay(self, request, route, ex)
+            return await self._proxy_http(request, route, policy, ex)
+        except GatewayError as exc:
+            if not ex.request_headers:
+                ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+            return self._refuse(exc, ex)
+        except Exception as exc:  # never a traceback to the client
+            log.exception("unexpected error proxying %s %s", request.method, ex.path)
+            return self._refuse(GatewayError("the gateway failed to handle this request"), ex, exc)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            self._finish(ex)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _proxy_http(
+        self, request: web.Request, route: Route, policy: CapturePolicy, ex: Exchange
+    ) -> web.StreamResponse:
+        body = await self._request_body(request, policy, ex)
+        headers = upstream_request_headers(request, ex.request_id, self.settings.trusted_proxies)
+        url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        up = route.upstream
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=up.connect_timeout, sock_read=up.read_timeout
+        )
+        retry = self.retry_clients.get(up.name)
+        sender: Any = self.session
+        if retry is not None and request.method in IDEMPOTENT_METHODS and isinstance(body, bytes):
+            sender = retry
+        t0 = time.perf_counter()
+        try:
+            async with sender.request(
+                request.method, url, headers=headers, data=body, allow_redirects=False,
+                timeout=timeout,
+            ) as upstream:
+                ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
+                return await self._relay(request, upstream, policy, ex)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(
+                f"upstream {up.name!r} did not answer within its timeout"
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(f"upstream {up.name!r} refused the connection") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream {up.name!r} failed: {type(exc).__name__}"
+            ) from exc
+
+    async def _request_body(
+        self, request: web.Request, policy: CapturePolicy, ex: Exchange
+    ) -> bytes | Any | None:
+        """The body to send upstream: bytes when small and sized, else a capturing stream."""
+        if not request.body_exists:
+            return None
+        size = request.content_length
+        limit = self.settings.max_request_bytes
+        if size is not None and size > limit:
+            raise PayloadTooLarge(f"request body of {size} bytes exceeds the {limit} byte limit")
+        ctype = request.headers.get("Content-Type", "")
+        enc = request.headers.get("Content-Encoding", "")
+        if size is not None and size <= self.settings.stream_threshold_bytes:
+            try:
+                data = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                raise PayloadTooLarge(f"request body exceeds the {limit} byte limit") from exc
+            ex.request_body = policy.body(policy.request_body, data, len(data), ctype, enc)
+            return data
+        return _StreamCapture(request, policy, ex, limit, ctype, enc).stream()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        policy: CapturePolicy,
+        ex: Exchange,
+    ) -> web.StreamResponse:
+        """Send the upstream's answer to the caller, buffered when small, streamed otherwise."""
+        ex.status = upstream.status
+        headers = downstream_response_headers(upstream.headers)
+        headers[REQUEST_ID_HEADER] = ex.request_id
+        ex.response_headers = capture_headers(upstream.headers.items(), policy.redact_headers)
+        ctype = upstream.headers.get("Content-Type", "")
+        enc = upstream.headers.get("Content-Encoding", "")
+        size = upstream.content_length
+        if request.method == "HEAD" or upstream.status in NO_BODY_STATUSES:
+            await upstream.release()
+            resp = web.Response(status=upstream.status, headers=headers)
+            if size is not None and request.method == "HEAD":
+                resp.headers["Content-Length"] = str(size)
+            return resp
+        if size is not None and size <= self.settings.stream_threshold_bytes:
+            data = await upstream.read()
+            ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
+            return web.Response(status=upstream.status, headers=headers, body=data)
+        return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)
+
+    async def _stream_response(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        policy: CapturePolicy,
+        ex: Exchange,
+        ctype: str,
+        enc: str,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=upstream.status, headers=headers)
+        if upstream.content_length is not None:
+            resp.content_length = upstream.content_length
+        cap = policy.max_body_bytes if policy.response_body else 0
+        kept = bytearray()
+        total = 0
+        try:
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                total += len(chunk)
+                if len(kept) < cap:
+                    kept += chunk[: cap - len(kept) + 1]
+                await resp.write(chunk)
+            await resp.write_eof()
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
+            ex.status = CLIENT_GONE_STATUS
+            ex.fail("client_disconnected", f"client closed the connection mid-answer: {exc}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are gone already: all we can do is cut the answer short and say so.
+            ex.fail("upstream_stream_error",
+                    f"upstream {ex.upstream!r} broke off mid-answer: {type(exc).__name__}")
+            request.transport and request.transport.close()  # type: ignore[func-returns-value]
+        finally:
+            ex.response_body = policy.body(policy.response_body, bytes(kept), total, ctype, enc)
+        return resp
+
+    # -- refusals and bookkeeping ------------------------------------------------------
+
+    def _refuse(
+        self, exc: GatewayError, ex: Exchange, cause: BaseException | None = None
+    ) -> web.Response:
+        ex.status = exc.status
+        ex.fail(exc.code, exc.message if cause is None else f"{exc.message}: {type(cause).__name__}")
+        if ex.route is not None and isinstance(exc, UpstreamError):
+            metrics.UPSTREAM_ERRORS.labels(ex.route, exc.code).inc()
+        payload = error_payload(exc, ex.request_id)
+        resp = error_response(exc, ex.request_id)
+        ex.response_headers = [[k, v] for k, v in resp.headers.items()]
+        size = len(resp.body) if isinstance(resp.body, bytes) else 0
+        ex.response_body = Body(payload, "json", size, False)
+        return resp
+
+    def _finish(self, ex: Exchange) -> None:
+        elapsed = time.perf_counter() - ex.started
+        route = ex.route or "unmatched"
+        metrics.REQUESTS.labels(route, ex.method, metrics.status_class(ex.status)).inc()
+        metrics.REQUEST_DURATION.labels(route).observe(elapsed)
+        if ex.upstream_ms is not None:
+            metrics.UPSTREAM_DURATION.labels(route).observe(ex.upstream_ms / 1000.0)
+        self.writer.submit(ex.to_row(elapsed * 1000.0))
+
+
+class _StreamCapture:
+    """Streams a request body upstream while keeping the first bytes for the log."""
+
+    def __init__(
+        self, request: web.Request, policy: CapturePolicy, ex: Exchange, limit: int,
+        ctype: str, enc: str,
+    ) -> None:
+        self.request, self.policy, self.ex = request, policy, ex
+        self.limit, self.ctype, self.enc = limit, ctype, enc
+
+    async def stream(self) -> Any:
+        cap = self.policy.max_body_bytes if self.policy.request_body else 0
+        kept = bytearray()
+        total = 0
+        try:
+            async for chunk in self.request.content.iter_chunked(CHUNK):
+                total += len(chunk)
+                if total > self.limit:
+                    raise PayloadTooLarge(f"request body exceeds the {self.limit} byte limit")
+                if len(kept) < cap:
+                    kept += chunk[: cap - len(kept) + 1]
+                yield chunk
+        finally:
+            self.ex.request_body = self.policy.body(
+                self.policy.request_body, bytes(kept), total, self.ctype, self.enc
+            )
+
+
+def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) -> RetryClient:
+    options = ExponentialRetry(
+        attempts=retries + 1, start_timeout=backoff, statuses=set(),
+        exceptions={aiohttp.ClientConnectorError}, methods=set(IDEMPOTENT_METHODS),
+        retry_all_server_errors=False,
+    )
+    return RetryClient(client_session=session, retry_options=options)
+
+
+def _user_agent(request: web.BaseRequest) -> str | None:
+    ua = request.headers.get("User-Agent")
+    return clean_text(ua, 512) if ua is not None else None
+
+
+def _check_path(raw_path: str) -> None:
+    """Refuse dot-segments (raw or percent-encoded): they could escape the route's prefix."""
+    for segment in raw_path.split("/"):
+        if segment in (".", "..") or segment.lower().replace("%2e", ".") in (".", ".."):
+            raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
+    if "%2f" in raw_path.lower() and ".." in raw_path.replace("%2e", ".").replace("%2E", "."):
+        raise BadRequest("path must not contain encoded traversal", code="bad_path")

@@ -1,0 +1,348 @@
+"""routes.yaml → frozen route objects and the matcher.
+
+The whole file is validated at load; every problem is reported at once, each naming
+the file, the route (index and name) and the field, e.g.::
+
+    routes.yaml: routes[2] 'guests': field 'methods': unknown HTTP method 'FETCH'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yarl import URL
+
+from gateway.errors import ConfigError, MethodNotAllowed, RouteNotFound
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Methods that may be retried on connection failure: repeating them changes nothing.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}")
+DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds to open a TCP connection to an upstream
+DEFAULT_READ_TIMEOUT = 30.0  # seconds of silence tolerated while reading an upstream answer
+DEFAULT_RETRY_BACKOFF = 0.1  # first wait between connection retries; doubles each time
+MAX_RETRIES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    url: URL
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    retries: int = 0
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    max_body_bytes: int | None = None  # None: the GATEWAY_CAPTURE_MAX_BODY_BYTES default
+    request_body: bool = True
+    response_body: bool = True
+    redact_fields: frozenset[str] = frozenset()
+    redact_headers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    path: str
+    methods: frozenset[str]
+    upstream: Upstream
+    regex: re.Pattern[str] = field(repr=False, compare=False)
+    host: str | None = None
+    strip_prefix: str = ""
+    capture: CaptureOptions = CaptureOptions()
+
+    def upstream_url(self, raw_path: str, query_string: str) -> URL:
+        """The upstream URL for a matched request (raw, still percent-encoded path)."""
+        rest = raw_path[len(self.strip_prefix) :] if self.strip_prefix else raw_path
+        if not rest.startswith("/"):
+            rest = "/" + rest
+        base = self.upstream.url.raw_path.rstrip("/")
+        full = base + rest
+        if query_string:
+            full += "?" + query_string
+        return self.upstream.url.origin().join(URL(full, encoded=True))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    params: Mapping[str, str]
+
+
+class RouteTable:
+    """Routes in file order; the first whose host, path and method match wins."""
+
+    def __init__(self, routes: tuple[Route, ...], upstreams: Mapping[str, Upstream]) -> None:
+        self.routes = routes
+        self.upstreams = dict(upstreams)
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self.routes)
+
+    def match(self, method: str, raw_path: str, host: str | None) -> RouteMatch:
+        """Find the route; raise RouteNotFound (404) or MethodNotAllowed (405)."""
+        allowed: set[str] = set()
+        hostname = (host or "").split(":", 1)[0].lower()
+        for route in self.routes:
+            if route.host is not None and not _host_matches(route.host, hostname):
+                continue
+            m = route.regex.fullmatch(raw_path)
+            if m is None:
+                continue
+            if method in route.methods or (method == "HEAD" and "GET" in route.methods):
+                return RouteMatch(route, m.groupdict())
+            allowed |= route.methods
+        if allowed:
+            raise MethodNotAllowed(
+                f"method {method} is not allowed on {raw_path}", tuple(sorted(allowed))
+            )
+        raise RouteNotFound(f"no route matches {method} {raw_path}")
+
+
+def _host_matches(pattern: str, hostname: str) -> bool:
+    if pattern.startswith("*."):
+        return hostname.endswith(pattern[1:])
+    return hostname == pattern
+
+
+def compile_path(pattern: str) -> re.Pattern[str]:
+    """``/rooms/{room_id}`` → one segment; ``/files/{rest...}`` → the rest of the path."""
+    out = []
+    pos = 0
+    for m in PARAM_RE.finditer(pattern):
+        out.append(re.escape(pattern[pos : m.start()]))
+        name, rest = m.group(1), m.group(2)
+        out.append(f"(?P<{name}>.+)" if rest else f"(?P<{name}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("".join(out))
+
+
+def load_routes(path: Path | str) -> RouteTable:
+    """Read and validate a routes file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read routes file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: routes file is not valid UTF-8") from None
+    return parse_routes(text, str(path))
+
+
+def parse_routes(text: str, source: str = "routes.yaml") -> RouteTable:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    return _Parser(source).parse(doc)
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    def fail(self, where: str, msg: str) -> None:
+        self.problems.append(f"{self.source}: {where}: {msg}")
+
+    def parse(self, doc: Any) -> RouteTable:
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{self.source}: top level must be a mapping with 'upstreams' and 'routes'")
+        self._unknown(doc, {"upstreams", "routes"}, "top level")
+        upstreams = self._upstreams(doc.get("upstreams"))
+        routes = self._routes(doc.get("routes"), upstreams)
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+        return RouteTable(tuple(routes), upstreams)
+
+    def _unknown(self, d: Mapping[str, Any], known: set[str], where: str) -> None:
+        for key in d:
+            if key not in known:
+                self.fail(where, f"unknown field {key!r} (expected one of {', '.join(sorted(known))})")
+
+    def _upstreams(self, raw: Any) -> dict[str, Upstream]:
+        if not isinstance(raw, dict) or not raw:
+            self.fail("field 'upstreams'", "must be a non-empty mapping of name → upstream")
+            return {}
+        out = {}
+        for name, spec in raw.items():
+            where = f"upstreams.{name}"
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                self.fail(where, "upstream names are lowercase letters, digits, '_', '-', '.'")
+                continue
+            if isinstance(spec, str):
+                spec = {"url": spec}
+            if not isinstance(spec, dict):
+                self.fail(where, "must be a mapping (or a URL string)")
+                continue
+            up = self._upstream(name, spec, where)
+            if up is not None:
+                out[name] = up
+        return out
+
+    def _upstream(self, name: str, spec: dict[str, Any], where: str) -> Upstream | None:
+        self._unknown(
+            spec, {"url", "connect_timeout", "read_timeout", "retries", "retry_backoff"}, where
+        )
+        url = self._url(spec.get("url"), where)
+        ct = self._number(spec, "connect_timeout", where, DEFAULT_CONNECT_TIMEOUT, 0.001, 3600)
+        rt = self._number(spec, "read_timeout", where, DEFAULT_READ_TIMEOUT, 0.001, 86400)
+        retries = self._int(spec, "retries", where, 0, 0, MAX_RETRIES)
+        backoff = self._number(spec, "retry_backoff", where, DEFAULT_RETRY_BACKOFF, 0, 60)
+        if url is None:
+            return None
+        return Upstream(name, url, ct, rt, retries, backoff)
+
+    def _url(self, raw: Any, where: str) -> URL | None:
+        if not isinstance(raw, str) or not raw:
+            self.fail(f"{where}: field 'url'", "required, e.g. http://127.0.0.1:9001")
+            return None
+        try:
+            url = URL(raw)
+        except ValueError as exc:
+            self.fail(f"{where}: field 'url'", f"not a URL ({exc})")
+            return None
+        if url.scheme not in ("http", "https") or not url.host:
+            self.fail(f"{where}: field 'url'", f"must be an absolute http(s) URL, got {raw!r}")
+            return None
+        if url.query_string or url.fragment:
+            self.fail(f"{where}: field 'url'", "must not carry a query or fragment")
+            return None
+        return url
+
+    def _number(
+        self, d: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float
+    ) -> float:
+        v = d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            self.fail(f"{where}: field {key!r}", f"must be a number of seconds in [{lo}, {hi}], got {v!r}")
+            return default
+        return float(v)
+
+    def _int(self, d: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+        v = d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            self.fail(f"{where}: field {key!r}", f"must be an integer in [{lo}, {hi}], got {v!r}")
+            return default
+        return v
+
+    def _routes(self, raw: Any, upstreams: Mapping[str, Upstream]) -> list[Route]:
+        if not isinstance(raw, list) or not raw:
+            self.fail("field 'routes'", "must be a non-empty list of routes")
+            return []
+        out: list[Route] = []
+        seen: set[str] = set()
+        for i, spec in enumerate(raw):
+            name = spec.get("name") if isinstance(spec, dict) else None
+            where = f"routes[{i}]" + (f" {name!r}" if isinstance(name, str) else "")
+            if not isinstance(spec, dict):
+                self.fail(where, "must be a mapping")
+                continue
+            route = self._route(spec, where, upstreams)
+            if route is None:
+                continue
+            if route.name in seen:
+                self.fail(f"{where}: field 'name'", f"duplicate route name {route.name!r}")
+            seen.add(route.name)
+            out.append(route)
+        return out
+
+    def _route(self, spec: dict[str, Any], where: str, ups: Mapping[str, Upstream]) -> Route | None:
+        known = {"name", "path", "methods", "host", "strip_prefix", "upstream", "capture"}
+        self._unknown(spec, known, where)
+        before = len(self.problems)
+        name = spec.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            self.fail(f"{where}: field 'name'", "required; lowercase letters, digits, '_', '-', '.'")
+        path = self._path(spec.get("path"), where)
+        methods = self._methods(spec.get("methods", ["GET"]), where)
+        host = spec.get("host")
+        if host is not None and (not isinstance(host, str) or not host or "/" in host):
+            self.fail(f"{where}: field 'host'", f"must be a host name such as api.example.com, got {host!r}")
+        strip = spec.get("strip_prefix", "")
+        if not isinstance(strip, str) or (strip and (not strip.startswith("/") or not isinstance(path, str) or not path.startswith(strip))):
+            self.fail(f"{where}: field 'strip_prefix'", f"must be a leading part of 'path', got {strip!r}")
+        up_name = spec.get("upstream")
+        if up_name not in ups:
+            known_ups = ", ".join(sorted(ups)) or "none defined"
+            self.fail(f"{where}: field 'upstream'", f"unknown upstream {up_name!r} (known: {known_ups})")
+        capture = self._capture(spec.get("capture", {}), where)
+        if len(self.problems) > before or path is None:
+            return None
+        return Route(
+            name=name, path=path, methods=methods, upstream=ups[up_name],
+            regex=compile_path(path), host=host.lower() if host else None,
+            strip_prefix=strip.rstrip("/"), capture=capture,
+        )
+
+    def _path(self, raw: Any, where: str) -> str | None:
+        if not isinstance(raw, str) or not raw.startswith("/"):
+            self.fail(f"{where}: field 'path'", f"required; must start with '/', got {raw!r}")
+            return None
+        names = [m.group(1) for m in PARAM_RE.finditer(raw)]
+        leftover = PARAM_RE.sub("", raw)
+        if "{" in leftover or "}" in leftover:
+            self.fail(f"{where}: field 'path'", "parameters look like {name} or {name...}")
+            return None
+        if len(names) != len(set(names)):
+            self.fail(f"{where}: field 'path'", "a parameter name is used twice")
+            return None
+        return raw
+
+    def _methods(self, raw: Any, where: str) -> frozenset[str]:
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            self.fail(f"{where}: field 'methods'", "must be a non-empty list such as [GET, POST]")
+            return frozenset()
+        out = set()
+        for m in raw:
+            if not isinstance(m, str) or m.upper() not in HTTP_METHODS:
+                self.fail(f"{where}: field 'methods'", f"unknown HTTP method {m!r}")
+            else:
+                out.add(m.upper())
+        return frozenset(out)
+
+    def _capture(self, raw: Any, where: str) -> CaptureOptions:
+        w = f"{where}: field 'capture'"
+        if not isinstance(raw, dict):
+            self.fail(w, "must be a mapping")
+            return CaptureOptions()
+        keys = {"max_body_bytes", "request_body", "response_body", "redact_fields", "redact_headers"}
+        self._unknown(raw, keys, w)
+        cap = raw.get("max_body_bytes")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            self.fail(f"{w}.max_body_bytes", f"must be a non-negative integer, got {cap!r}")
+            cap = None
+        flags = {}
+        for key in ("request_body", "response_body"):
+            v = raw.get(key, True)
+            if not isinstance(v, bool):
+                self.fail(f"{w}.{key}", f"must be true or false, got {v!r}")
+                v = True
+            flags[key] = v
+        lists = {}
+        for key in ("redact_fields", "redact_headers"):
+            v = raw.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+                self.fail(f"{w}.{key}", "must be a list of names")
+                v = []
+            lists[key] = frozenset(x.lower() for x in v)
+        return CaptureOptions(
+            max_body_bytes=cap, request_body=flags["request_body"],
+            response_body=flags["response_body"], redact_fields=lists["redact_fields"],
+            redact_headers=lists["redact_headers"],
+        )

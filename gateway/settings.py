@@ -1,0 +1,186 @@
+"""Typed settings read once from ``GATEWAY_*`` environment variables.
+
+Every value is parsed and checked at start; a bad value raises :class:`SettingsError`
+naming the variable, so the process fails fast instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from gateway.errors import SettingsError
+
+T = TypeVar("T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL, keeping the rest readable."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:****@{host}"
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Gateway configuration. Field comments name the environment variable."""
+
+    # GATEWAY_DATABASE_URL: PostgreSQL DSN; unset → embedded server under data_dir/pg
+    database_url: Secret | None = None
+    # GATEWAY_DATA_DIR: embedded database, log journal
+    data_dir: Path = Path(".gateway")
+    # GATEWAY_DB_POOL_MIN / GATEWAY_DB_POOL_MAX
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    # GATEWAY_CAPTURE_MAX_BODY_BYTES: bytes of each body kept in api_logs (routes may lower it)
+    capture_max_body_bytes: int = 64 * 1024
+    # GATEWAY_CAPTURE_REDACT_HEADERS / _FIELDS: comma lists added to the built-in ones
+    capture_redact_headers: tuple[str, ...] = ()
+    capture_redact_fields: tuple[str, ...] = ()
+    # GATEWAY_LOG_QUEUE_MAX: rows held in memory before spilling straight to the journal
+    log_queue_max: int = 100_000
+    # GATEWAY_LOG_BATCH_SIZE / GATEWAY_LOG_FLUSH_INTERVAL: COPY when either is reached
+    log_batch_size: int = 1000
+    log_flush_interval: float = 0.5
+    # GATEWAY_RETENTION_DAYS: api_logs partitions older than this are dropped
+    retention_days: int = 30
+    # GATEWAY_PARTITIONS_AHEAD: daily partitions created in advance
+    partitions_ahead: int = 3
+    # GATEWAY_MAINTENANCE_INTERVAL: seconds between partition maintenance runs
+    maintenance_interval: float = 3600.0
+    # GATEWAY_TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # GATEWAY_MAX_REQUEST_BYTES: request bodies larger than this are refused with 413
+    max_request_bytes: int = 100 * 1024 * 1024
+    # GATEWAY_STREAM_THRESHOLD_BYTES: bodies above this (or of unknown size) are streamed
+    stream_threshold_bytes: int = 1024 * 1024
+    # GATEWAY_SHUTDOWN_TIMEOUT: seconds given to in-flight requests and the log drain
+    shutdown_timeout: float = 30.0
+    # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
+    db_retry_interval: float = 2.0
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``GATEWAY_*`` variable; raise SettingsError on the first bad one."""
+        e = os.environ if env is None else env
+        r = _Reader(e)
+        d = cls()  # defaults
+        url = e.get("GATEWAY_DATABASE_URL") or None
+        settings = cls(
+            database_url=Secret(url) if url else None,
+            data_dir=Path(e.get("GATEWAY_DATA_DIR") or ".gateway"),
+            db_pool_min=r.get("GATEWAY_DB_POOL_MIN", int, d.db_pool_min, minimum=0),
+            db_pool_max=r.get("GATEWAY_DB_POOL_MAX", int, d.db_pool_max, minimum=1),
+            capture_max_body_bytes=r.get(
+                "GATEWAY_CAPTURE_MAX_BODY_BYTES", int, d.capture_max_body_bytes, minimum=0
+            ),
+            capture_redact_headers=_csv(e.get("GATEWAY_CAPTURE_REDACT_HEADERS", "")),
+            capture_redact_fields=_csv(e.get("GATEWAY_CAPTURE_REDACT_FIELDS", "")),
+            log_queue_max=r.get("GATEWAY_LOG_QUEUE_MAX", int, d.log_queue_max, minimum=1),
+            log_batch_size=r.get("GATEWAY_LOG_BATCH_SIZE", int, d.log_batch_size, minimum=1),
+            log_flush_interval=r.get(
+                "GATEWAY_LOG_FLUSH_INTERVAL", float, d.log_flush_interval, minimum=0.001
+            ),
+            retention_days=r.get("GATEWAY_RETENTION_DAYS", int, d.retention_days, minimum=1),
+            partitions_ahead=r.get(
+                "GATEWAY_PARTITIONS_AHEAD", int, d.partitions_ahead, minimum=1
+            ),
+            maintenance_interval=r.get(
+                "GATEWAY_MAINTENANCE_INTERVAL", float, d.maintenance_interval, minimum=1.0
+            ),
+            trusted_proxies=r.get("GATEWAY_TRUSTED_PROXIES", _networks, ()),
+            max_request_bytes=r.get(
+                "GATEWAY_MAX_REQUEST_BYTES", int, d.max_request_bytes, minimum=0
+            ),
+            stream_threshold_bytes=r.get(
+                "GATEWAY_STREAM_THRESHOLD_BYTES", int, d.stream_threshold_bytes, minimum=0
+            ),
+            shutdown_timeout=r.get(
+                "GATEWAY_SHUTDOWN_TIMEOUT", float, d.shutdown_timeout, minimum=0.0
+            ),
+            db_retry_interval=r.get(
+                "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
+            ),
+        )
+        if settings.db_pool_min > settings.db_pool_max:
+            raise SettingsError(
+                "GATEWAY_DB_POOL_MIN: must not exceed GATEWAY_DB_POOL_MAX "
+                f"({settings.db_pool_min} > {settings.db_pool_max})"
+            )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(
+        self,
+        name: str,
+        cast: Callable[[str], T],
+        default: T,
+        minimum: float | None = None,
+    ) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = cast(raw.strip())
+        except (ValueError, TypeError) as exc:
+            kind = getattr(cast, "__name__", "value").lstrip("_")
+            raise SettingsError(f"{name}: expected {kind}, got {raw!r} ({exc})") from None
+        if minimum is not None and isinstance(value, int | float) and value < minimum:
+            raise SettingsError(f"{name}: must be >= {minimum}, got {raw!r}")
+        return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or addresses, e.g. ``10.0.0.0/8,127.0.0.1``."""
+    return tuple(ipaddress.ip_network(p, strict=False) for p in _csv(raw))

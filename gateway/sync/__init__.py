@@ -1,0 +1,1 @@
+"""data_sync_status tracking. Lands with issue 6."""

@@ -1,0 +1,1 @@
+"""Outbound webhooks: subscriptions, outbox, delivery loop, signing. Lands with issue 5."""
