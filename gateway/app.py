@@ -44,7 +44,10 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server)")
     app = web.Application(
-        client_max_size=max(settings.max_request_bytes, 1), middlewares=[error_middleware]
+        client_max_size=max(settings.max_request_bytes, 1),
+        middlewares=[error_middleware],
+        # A proxy passes compressed request bodies through as they are; the log decodes them.
+        handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes

@@ -241,8 +241,8 @@ class LogWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._db_up:
-            log.error("api_logs: database unreachable (%s); journaling to %s",
-                      type(exc).__name__, self.journal.directory)
+            log.error("api_logs: database unreachable (%s: %s); journaling to %s",
+                      type(exc).__name__, exc, self.journal.directory)
         self._db_up = False
         self._next_probe = asyncio.get_running_loop().time() + self.retry_interval
         metrics.LOG_DB_UP.set(0)

@@ -134,7 +134,7 @@ class Proxy:
         )
         retry = self.retry_clients.get(up.name)
         sender: Any = self.session
-        if retry is not None and request.method in IDEMPOTENT_METHODS and isinstance(body, bytes):
+        if retry is not None and request.method in IDEMPOTENT_METHODS and not _is_stream(body):
             sender = retry
         t0 = time.perf_counter()
         try:
@@ -314,3 +314,8 @@ def _check_path(raw_path: str) -> None:
             raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
     if "%2f" in raw_path.lower() and ".." in raw_path.replace("%2e", ".").replace("%2E", "."):
         raise BadRequest("path must not contain encoded traversal", code="bad_path")
+
+
+def _is_stream(body: object) -> bool:
+    """A streamed body cannot be sent twice, so such a request is never retried."""
+    return body is not None and not isinstance(body, bytes)

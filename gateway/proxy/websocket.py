@@ -64,7 +64,11 @@ async def relay(proxy: Proxy, request: web.Request, route: Route, ex: Exchange) 
     )
     await ws.prepare(request)
     ex.status = 101
-    stats = {"client_frames": 0, "client_bytes": 0, "upstream_frames": 0, "upstream_bytes": 0}
+    stats: dict[str, int | None] = {
+        "client_frames": 0, "client_bytes": 0, "upstream_frames": 0, "upstream_bytes": 0,
+    }
+    # Logged as it evolves: aiohttp may cancel this handler when the caller drops the TCP link.
+    ex.response_body = Body({"websocket": stats}, "json", 0, False)
     to_up = asyncio.create_task(_pump(ws, upstream, stats, "client"))
     to_down = asyncio.create_task(_pump(upstream, ws, stats, "upstream"))
     try:
@@ -78,27 +82,28 @@ async def relay(proxy: Proxy, request: web.Request, route: Route, ex: Exchange) 
             await upstream.close()
         with contextlib.suppress(Exception):
             await ws.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
-    summary = {"websocket": {**stats, "close_code": ws.close_code, "upstream_close_code": upstream.close_code}}
-    ex.response_body = Body(summary, "json", 0, False)
+        stats["close_code"] = ws.close_code
+        stats["upstream_close_code"] = upstream.close_code
     return ws
 
 
 async def _pump(
     src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    stats: dict[str, int],
+    stats: dict[str, int | None],
     side: str,
 ) -> None:
     async for msg in src:
         if msg.type == WSMsgType.TEXT:
             await dst.send_str(msg.data)
-            stats[f"{side}_bytes"] += len(msg.data.encode())
+            size = len(msg.data.encode())
         elif msg.type == WSMsgType.BINARY:
             await dst.send_bytes(msg.data)
-            stats[f"{side}_bytes"] += len(msg.data)
+            size = len(msg.data)
         else:
             break
-        stats[f"{side}_frames"] += 1
+        stats[f"{side}_bytes"] = (stats[f"{side}_bytes"] or 0) + size
+        stats[f"{side}_frames"] = (stats[f"{side}_frames"] or 0) + 1
     # src closed: pass its close code on.
     code = src.close_code or aiohttp.WSCloseCode.OK
     await dst.close(code=code)

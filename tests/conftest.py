@@ -1,0 +1,171 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or GATEWAY_TEST_DATABASE_URL), a template
+database migrated once per session and cloned per test, real upstream servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from gateway.db import migrations
+from gateway.db.pool import init_connection
+
+TEMPLATE_DB = "gateway_test_template"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server DSN pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Admin DSN of the server the tests use."""
+    configured = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from gateway.db.embedded import start_embedded
+
+    yield with_database(start_embedded(tmp_path_factory.mktemp("pg") / "data"), "postgres")
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_dsn: str) -> str:
+    async def build() -> None:
+        conn = await asyncpg.connect(pg_server_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(with_database(pg_server_dsn, TEMPLATE_DB))
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database for one test (cloned from the template)."""
+    name = f"gw_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    yield with_database(pg_server_dsn, name)
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    await init_connection(conn)
+    yield conn
+    await conn.close()
+
+
+async def wait_for_rows(
+    conn: asyncpg.Connection, count: int, timeout: float = 10.0, where: str = "true"
+) -> list[asyncpg.Record]:
+    """Poll api_logs until ``count`` rows match (the writer flushes in the background)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await conn.fetch(f"SELECT * FROM api_logs WHERE {where} ORDER BY created_at, id")
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def wait_rows(db: asyncpg.Connection) -> Callable[..., Awaitable[list[asyncpg.Record]]]:
+    async def wait(count: int, timeout: float = 10.0, where: str = "true") -> list[asyncpg.Record]:
+        return await wait_for_rows(db, count, timeout, where)
+
+    return wait
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "gateway-data"
+    d.mkdir()
+    return d
+
+
+def routes_yaml(upstream_url: str, extra_routes: str = "", upstream_opts: str = "") -> str:
+    """A routes file for the test upstream (tests/integration/upstream_app.py)."""
+    return f"""
+upstreams:
+  main:
+    url: {upstream_url}
+    connect_timeout: 2
+    read_timeout: 1.5
+{upstream_opts}
+  dead:
+    url: http://127.0.0.1:9
+    connect_timeout: 1
+routes:
+{extra_routes}
+  - name: echo
+    path: /api/echo/{{rest...}}
+    methods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]
+    strip_prefix: /api
+    upstream: main
+    capture:
+      redact_fields: [guest_passport]
+      redact_headers: [x-partner-signature]
+  - name: readonly
+    path: /ro/readonly
+    methods: [GET]
+    strip_prefix: /ro
+    upstream: main
+  - name: small-capture
+    path: /api/small/{{rest...}}
+    methods: [GET, POST]
+    strip_prefix: /api/small
+    upstream: main
+    capture:
+      max_body_bytes: 16
+  - name: dead
+    path: /api/dead
+    methods: [GET]
+    upstream: dead
+  - name: other
+    path: /api/{{rest...}}
+    methods: [GET, POST, PUT]
+    strip_prefix: /api
+    upstream: main
+"""
+
+
+@pytest.fixture
+def settings_factory(database_url: str, data_dir: Path) -> Callable[..., Any]:
+    from dataclasses import replace
+
+    from gateway.settings import Secret, Settings
+
+    def make(**overrides: Any) -> Settings:
+        base = Settings(
+            database_url=Secret(database_url), data_dir=data_dir, log_flush_interval=0.05,
+            maintenance_interval=3600, shutdown_timeout=10, db_retry_interval=0.2,
+        )
+        return replace(base, **overrides)
+
+    return make

@@ -1,0 +1,117 @@
+"""A real upstream PMS service for tests: echo, bytes, uploads, slow, SSE, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+
+from aiohttp import WSMsgType, web
+
+
+def pattern(n: int) -> bytes:
+    """Deterministic non-UTF-8 bytes of length n."""
+    block = bytes(range(256))
+    return (block * (n // 256 + 1))[:n]
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({
+        "method": request.method,
+        "path": request.path,
+        "raw_path": request.raw_path,
+        "query": request.query_string,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body_b64": base64.b64encode(body).decode(),
+    }, headers={"X-Upstream": "echo"})
+
+
+async def json_answer(request: web.Request) -> web.Response:
+    resp = web.json_response(
+        {"reservation": {"id": "R-1", "guest": "Ada", "card_number": "4111111111111111"},
+         "token": "t0ps3cret", "items": [{"password": "p"}]},
+        status=201,
+    )
+    resp.headers.add("Set-Cookie", "a=1")
+    resp.headers.add("Set-Cookie", "b=2")
+    return resp
+
+
+async def bytes_answer(request: web.Request) -> web.StreamResponse:
+    n = int(request.query.get("n", "1024"))
+    data = pattern(n)
+    if request.query.get("chunked"):
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, n, 65536):
+            await resp.write(data[i : i + 65536])
+        await resp.write_eof()
+        return resp
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def upload(request: web.Request) -> web.Response:
+    h = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        h.update(chunk)
+        size += len(chunk)
+    return web.json_response({"size": size, "sha256": h.hexdigest(),
+                              "chunked": request.headers.get("Transfer-Encoding") == "chunked"})
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("delay", "5")))
+    return web.json_response({"slow": True})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response({"status": int(request.match_info["code"])},
+                             status=int(request.match_info["code"]))
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    for i in range(3):
+        await resp.write(f"id: {i}\nevent: room.status\ndata: {{\"n\": {i}}}\n\n".encode())
+        await asyncio.sleep(0.05)
+    await resp.write_eof()
+    return resp
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=("pms.v1",))
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            if msg.data == "close":
+                await ws.close(code=4001, message=b"bye")
+                break
+            await ws.send_str("echo:" + msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data[::-1])
+    return ws
+
+
+async def text_answer(request: web.Request) -> web.Response:
+    return web.Response(text="plain ünïcode text", content_type="text/plain")
+
+
+def make_upstream_app() -> web.Application:
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_get("/json", json_answer)
+    app.router.add_post("/json", json_answer)
+    app.router.add_get("/bytes", bytes_answer)
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/sse", sse)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/text", text_answer)
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_route("*", "/readonly", echo)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
