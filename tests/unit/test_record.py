@@ -1,0 +1,106 @@
+"""Body description, redaction and sanitising: rows that can never poison a COPY batch."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import time
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.capture.record import (
+    DEFAULT_REDACT_FIELDS,
+    Redactor,
+    capture_headers,
+    clean_text,
+    describe_body,
+    uuid7,
+)
+
+def has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+R = Redactor(DEFAULT_REDACT_FIELDS | {"passport"})
+
+
+def test_json_body_is_stored_as_json_with_fields_redacted() -> None:
+    data = orjson.dumps({"guest": {"Password": "x", "passport": "P1"}, "items": [{"cvv": 1}]})
+    b = describe_body(data, len(data), 1000, R, "application/json")
+    assert b.format == "json" and not b.truncated and b.size == len(data)
+    assert b.value == {"guest": {"Password": "[REDACTED]", "passport": "[REDACTED]"},
+                       "items": [{"cvv": "[REDACTED]"}]}
+
+
+def test_text_binary_empty_and_truncated() -> None:
+    assert describe_body(b"", 0, 100, R).format == "empty"
+    t = describe_body("héllo".encode(), 6, 100, R, "text/plain")
+    assert (t.format, t.value) == ("text", "héllo")
+    raw = b"\xff\x00\x01"
+    bin_ = describe_body(raw, 3, 100, R)
+    assert bin_.format == "binary" and base64.b64decode(bin_.value["base64"]) == raw
+    cut = describe_body("ééééé".encode(), 10, 5, R)  # cap falls inside a character
+    assert cut.truncated and cut.value == "éé" and cut.size == 10
+    partial = describe_body(b'{"a": 1, "password": "secret-value", "b": 2}', 200, 1000, R)
+    assert partial.truncated and partial.format == "text"
+    assert "secret-value" not in partial.value
+
+
+def test_form_bodies_are_redacted() -> None:
+    b = describe_body(b"user=ada&password=hunter2&x=1", 29, 100, R,
+                      "application/x-www-form-urlencoded")
+    assert b.value == "user=ada&password=[REDACTED]&x=1"
+
+
+def test_nul_and_surrogates_are_made_storable() -> None:
+    data = b'{"a": "x\\u0000y", "k\\u0000": 1}'
+    b = describe_body(data, len(data), 100, R)
+    assert b.value == {"a": "x\ufffdy", "k\ufffd": 1}
+    assert clean_text("a\x00b") == "a\ufffdb"
+    assert clean_text("bad \udcff surrogate") == "bad \ufffd surrogate"
+    hdrs = capture_headers([("X-A", "v\udcff"), ("Cookie", "s=1"), ("X-A", "2")], frozenset({"cookie"}))
+    assert hdrs == [["X-A", "v\ufffd"], ["Cookie", "[REDACTED]"], ["X-A", "2"]]
+
+
+def test_gzip_bodies_are_decoded_for_the_log() -> None:
+    raw = gzip.compress(b'{"token": "abc", "ok": true}')
+    b = describe_body(raw, len(raw), 1000, R, "application/json", "gzip")
+    assert b.value == {"token": "[REDACTED]", "ok": True}
+
+
+def test_uuid7_is_time_ordered() -> None:
+    now = time.time()
+    a, b = uuid7(now), uuid7(now + 0.002)
+    assert a.version == 7 and a < b and a.int >> 80 == int(now * 1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cap=st.integers(0, 400), ctype=st.sampled_from(["", "application/json", "text/plain"]))
+def test_any_bytes_become_a_storable_body(data: bytes, cap: int, ctype: str) -> None:
+    b = describe_body(data, len(data), cap, R, ctype)
+    assert not has_nul(orjson.loads(orjson.dumps(b.value)))  # jsonb refuses \u0000
+    assert b.size == len(data)
+    assert b.truncated == (len(data) > cap)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=20,
+))
+def test_any_json_round_trips_or_is_sanitised(value: object) -> None:
+    data = orjson.dumps(value)
+    b = describe_body(data, len(data), 1 << 20, Redactor(frozenset()), "application/json")
+    assert b.format == "json"
+    assert not has_nul(b.value)
+    if b"\\u0000" not in data:
+        assert b.value == value
