@@ -39,11 +39,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, routes)
     logging.getLogger(__name__).info(
         "gateway: %d routes from %s; database %s",
-        len(routes.routes), args.routes, mask_url(settings.database_url.reveal()),  # type: ignore[union-attr]
+        len(routes.routes),
+        args.routes,
+        mask_url(settings.database_url.reveal()),  # type: ignore[union-attr]
     )
     web.run_app(
-        app, host=args.host, port=args.port, loop=uvloop.new_event_loop(),
-        shutdown_timeout=settings.shutdown_timeout, access_log=None,
+        app,
+        host=args.host,
+        port=args.port,
+        loop=uvloop.new_event_loop(),
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
         print=lambda msg: logging.getLogger("gateway").info(msg),
     )
     return 0
@@ -85,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
     serve.set_defaults(func=cmd_serve)
-    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
+        func=cmd_migrate
+    )
     sub.add_parser(
         "db-url", help="print the database URL in use (starts the embedded server if needed)"
     ).set_defaults(func=cmd_db_url)

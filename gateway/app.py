@@ -42,7 +42,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     if settings.database_url is None:
-        raise ValueError("create_app needs settings.database_url (the CLI starts the embedded server)")
+        raise ValueError(
+            "create_app needs settings.database_url (the CLI starts the embedded server)"
+        )
     app = web.Application(
         client_max_size=max(settings.max_request_bytes, 1),
         middlewares=[error_middleware],
@@ -78,6 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 # -- resources (cleanup_ctx: cleanup runs only for what started) ---------------------------
 
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url is not None
@@ -109,16 +112,23 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 async def _log_writer(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     writer = LogWriter(
-        app[POOL], s.journal_dir, batch_size=s.log_batch_size,
-        flush_interval=s.log_flush_interval, queue_max=s.log_queue_max,
+        app[POOL],
+        s.journal_dir,
+        batch_size=s.log_batch_size,
+        flush_interval=s.log_flush_interval,
+        queue_max=s.log_queue_max,
         retry_interval=s.db_retry_interval,
     )
     writer.start()
     app[WRITER] = writer
     yield
     await writer.close(s.shutdown_timeout)
-    log.info("api_logs writer drained: %d written, %d journaled, %d dropped",
-             writer.rows_written, writer.rows_journaled, writer.rows_dropped)
+    log.info(
+        "api_logs writer drained: %d written, %d journaled, %d dropped",
+        writer.rows_written,
+        writer.rows_journaled,
+        writer.rows_dropped,
+    )
 
 
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
@@ -155,6 +165,7 @@ async def _maintain_once(app: web.Application) -> None:
 
 # -- handlers --------------------------------------------------------------------------
 
+
 async def proxy_handler(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY].handle(request)
 
@@ -164,9 +175,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and the schema is current."""
+    """Ready when the database answers and the schema is current; 503 JSON otherwise."""
     writer = request.app[WRITER]
-    detail = {
+    detail: dict[str, object] = {
         "log_writer": {
             "database_up": writer.database_up,
             "queue_depth": writer.queue_depth,
@@ -178,18 +189,19 @@ async def readyz(request: web.Request) -> web.Response:
             async with request.app[POOL].acquire() as conn:
                 version = await migrations.current_version(conn)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise _NotReady(f"database unreachable: {type(exc).__name__}", detail) from None
+        return _not_ready(f"database unreachable: {type(exc).__name__}", detail)
     latest = migrations.latest_version()
     if version != latest:
-        raise _NotReady(f"schema at version {version}, expected {latest}", detail)
+        return _not_ready(f"schema at version {version}, expected {latest}", detail)
     return json_response({"status": "ready", "schema_version": version, **detail})
 
 
-class _NotReady(ServiceUnavailable):
-    def __init__(self, message: str, detail: dict[str, object]) -> None:
-        super().__init__(message)
-        self.detail = detail
+def _not_ready(message: str, detail: dict[str, object]) -> web.Response:
+    exc = ServiceUnavailable(message)
+    return json_response({"code": exc.code, "message": message, **detail}, exc.status)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

@@ -12,37 +12,68 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Proxy latencies: most answers land between 1 ms and a few seconds.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 
 REQUESTS = Counter(
-    "gateway_requests_total", "Proxied and refused calls by route, method and status class",
-    ["route", "method", "status_class"], registry=REGISTRY,
+    "gateway_requests_total",
+    "Proxied and refused calls by route, method and status class",
+    ["route", "method", "status_class"],
+    registry=REGISTRY,
 )
 REQUEST_DURATION = Histogram(
-    "gateway_request_duration_seconds", "Time from request received to answer sent, per route",
-    ["route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "gateway_request_duration_seconds",
+    "Time from request received to answer sent, per route",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 UPSTREAM_DURATION = Histogram(
-    "gateway_upstream_duration_seconds", "Time until the upstream's answer headers arrived",
-    ["route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "gateway_upstream_duration_seconds",
+    "Time until the upstream's answer headers arrived",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 IN_FLIGHT = Gauge(
-    "gateway_requests_in_flight", "Requests being proxied now", registry=REGISTRY,
+    "gateway_requests_in_flight",
+    "Requests being proxied now",
+    registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(
-    "gateway_upstream_errors_total", "Upstream failures by route and kind",
-    ["route", "kind"], registry=REGISTRY,
+    "gateway_upstream_errors_total",
+    "Upstream failures by route and kind",
+    ["route", "kind"],
+    registry=REGISTRY,
 )
 
 LOG_QUEUE_DEPTH = Gauge(
-    "gateway_log_queue_depth", "api_logs rows waiting in memory", registry=REGISTRY,
+    "gateway_log_queue_depth",
+    "api_logs rows waiting in memory",
+    registry=REGISTRY,
 )
 LOG_ROWS_WRITTEN = Counter(
-    "gateway_log_rows_written_total", "api_logs rows committed to PostgreSQL", registry=REGISTRY,
+    "gateway_log_rows_written_total",
+    "api_logs rows committed to PostgreSQL",
+    registry=REGISTRY,
 )
 LOG_ROWS_JOURNALED = Counter(
-    "gateway_log_rows_journaled_total", "api_logs rows written to the on-disk journal",
+    "gateway_log_rows_journaled_total",
+    "api_logs rows written to the on-disk journal",
     registry=REGISTRY,
 )
 LOG_ROWS_DROPPED = Counter(
@@ -56,22 +87,30 @@ LOG_ROWS_SALVAGED = Counter(
     registry=REGISTRY,
 )
 LOG_JOURNAL_BYTES = Gauge(
-    "gateway_log_journal_bytes", "Size of the on-disk log journal", registry=REGISTRY,
+    "gateway_log_journal_bytes",
+    "Size of the on-disk log journal",
+    registry=REGISTRY,
 )
 LOG_FLUSH_DURATION = Histogram(
-    "gateway_log_flush_duration_seconds", "Time to COPY one batch of api_logs rows",
-    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+    "gateway_log_flush_duration_seconds",
+    "Time to COPY one batch of api_logs rows",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 LOG_DB_UP = Gauge(
-    "gateway_log_database_up", "1 while the log writer reaches PostgreSQL, 0 while journaling",
+    "gateway_log_database_up",
+    "1 while the log writer reaches PostgreSQL, 0 while journaling",
     registry=REGISTRY,
 )
 PARTITION_RUNS = Counter(
-    "gateway_partition_maintenance_runs_total", "Partition maintenance runs by result",
-    ["result"], registry=REGISTRY,
+    "gateway_partition_maintenance_runs_total",
+    "Partition maintenance runs by result",
+    ["result"],
+    registry=REGISTRY,
 )
 PARTITIONS_DROPPED = Counter(
-    "gateway_partitions_dropped_total", "api_logs partitions dropped by retention",
+    "gateway_partitions_dropped_total",
+    "api_logs partitions dropped by retention",
     registry=REGISTRY,
 )
 

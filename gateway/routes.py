@@ -160,7 +160,9 @@ class _Parser:
 
     def parse(self, doc: Any) -> RouteTable:
         if not isinstance(doc, dict):
-            raise ConfigError(f"{self.source}: top level must be a mapping with 'upstreams' and 'routes'")
+            raise ConfigError(
+                f"{self.source}: top level must be a mapping with 'upstreams' and 'routes'"
+            )
         self._unknown(doc, {"upstreams", "routes"}, "top level")
         upstreams = self._upstreams(doc.get("upstreams"))
         routes = self._routes(doc.get("routes"), upstreams)
@@ -171,7 +173,9 @@ class _Parser:
     def _unknown(self, d: Mapping[str, Any], known: set[str], where: str) -> None:
         for key in d:
             if key not in known:
-                self.fail(where, f"unknown field {key!r} (expected one of {', '.join(sorted(known))})")
+                self.fail(
+                    where, f"unknown field {key!r} (expected one of {', '.join(sorted(known))})"
+                )
 
     def _upstreams(self, raw: Any) -> dict[str, Upstream]:
         if not isinstance(raw, dict) or not raw:
@@ -228,11 +232,15 @@ class _Parser:
     ) -> float:
         v = d.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            self.fail(f"{where}: field {key!r}", f"must be a number of seconds in [{lo}, {hi}], got {v!r}")
+            self.fail(
+                f"{where}: field {key!r}", f"must be a number of seconds in [{lo}, {hi}], got {v!r}"
+            )
             return default
         return float(v)
 
-    def _int(self, d: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    def _int(
+        self, d: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int
+    ) -> int:
         v = d.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             self.fail(f"{where}: field {key!r}", f"must be an integer in [{lo}, {hi}], got {v!r}")
@@ -266,26 +274,45 @@ class _Parser:
         before = len(self.problems)
         name = spec.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            self.fail(f"{where}: field 'name'", "required; lowercase letters, digits, '_', '-', '.'")
+            self.fail(
+                f"{where}: field 'name'", "required; lowercase letters, digits, '_', '-', '.'"
+            )
         path = self._path(spec.get("path"), where)
         methods = self._methods(spec.get("methods", ["GET"]), where)
         host = spec.get("host")
         if host is not None and (not isinstance(host, str) or not host or "/" in host):
-            self.fail(f"{where}: field 'host'", f"must be a host name such as api.example.com, got {host!r}")
+            self.fail(
+                f"{where}: field 'host'",
+                f"must be a host name such as api.example.com, got {host!r}",
+            )
         strip = spec.get("strip_prefix", "")
-        if not isinstance(strip, str) or (strip and (not strip.startswith("/") or not isinstance(path, str) or not path.startswith(strip))):
-            self.fail(f"{where}: field 'strip_prefix'", f"must be a leading part of 'path', got {strip!r}")
+        if not isinstance(strip, str) or (
+            strip
+            and (
+                not strip.startswith("/") or not isinstance(path, str) or not path.startswith(strip)
+            )
+        ):
+            self.fail(
+                f"{where}: field 'strip_prefix'", f"must be a leading part of 'path', got {strip!r}"
+            )
         up_name = spec.get("upstream")
         if up_name not in ups:
             known_ups = ", ".join(sorted(ups)) or "none defined"
-            self.fail(f"{where}: field 'upstream'", f"unknown upstream {up_name!r} (known: {known_ups})")
+            self.fail(
+                f"{where}: field 'upstream'", f"unknown upstream {up_name!r} (known: {known_ups})"
+            )
         capture = self._capture(spec.get("capture", {}), where)
-        if len(self.problems) > before or path is None:
+        if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
         return Route(
-            name=name, path=path, methods=methods, upstream=ups[up_name],
-            regex=compile_path(path), host=host.lower() if host else None,
-            strip_prefix=strip.rstrip("/"), capture=capture,
+            name=name,
+            path=path,
+            methods=methods,
+            upstream=ups[str(up_name)],
+            regex=compile_path(path),
+            host=host.lower() if host else None,
+            strip_prefix=strip.rstrip("/"),
+            capture=capture,
         )
 
     def _path(self, raw: Any, where: str) -> str | None:
@@ -321,7 +348,13 @@ class _Parser:
         if not isinstance(raw, dict):
             self.fail(w, "must be a mapping")
             return CaptureOptions()
-        keys = {"max_body_bytes", "request_body", "response_body", "redact_fields", "redact_headers"}
+        keys = {
+            "max_body_bytes",
+            "request_body",
+            "response_body",
+            "redact_fields",
+            "redact_headers",
+        }
         self._unknown(raw, keys, w)
         cap = raw.get("max_body_bytes")
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
@@ -342,7 +375,9 @@ class _Parser:
                 v = []
             lists[key] = frozenset(x.lower() for x in v)
         return CaptureOptions(
-            max_body_bytes=cap, request_body=flags["request_body"],
-            response_body=flags["response_body"], redact_fields=lists["redact_fields"],
+            max_body_bytes=cap,
+            request_body=flags["request_body"],
+            response_body=flags["response_body"],
+            redact_fields=lists["redact_fields"],
             redact_headers=lists["redact_headers"],
         )

@@ -104,7 +104,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every ``GATEWAY_*`` variable; raise SettingsError on the first bad one."""
+        """Read and check every ``GATEWAY_*`` variable; SettingsError names the first bad one."""
         e = os.environ if env is None else env
         r = _Reader(e)
         d = cls()  # defaults
@@ -125,9 +125,7 @@ class Settings:
                 "GATEWAY_LOG_FLUSH_INTERVAL", float, d.log_flush_interval, minimum=0.001
             ),
             retention_days=r.get("GATEWAY_RETENTION_DAYS", int, d.retention_days, minimum=1),
-            partitions_ahead=r.get(
-                "GATEWAY_PARTITIONS_AHEAD", int, d.partitions_ahead, minimum=1
-            ),
+            partitions_ahead=r.get("GATEWAY_PARTITIONS_AHEAD", int, d.partitions_ahead, minimum=1),
             maintenance_interval=r.get(
                 "GATEWAY_MAINTENANCE_INTERVAL", float, d.maintenance_interval, minimum=1.0
             ),

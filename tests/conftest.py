@@ -163,8 +163,12 @@ def settings_factory(database_url: str, data_dir: Path) -> Callable[..., Any]:
 
     def make(**overrides: Any) -> Settings:
         base = Settings(
-            database_url=Secret(database_url), data_dir=data_dir, log_flush_interval=0.05,
-            maintenance_interval=3600, shutdown_timeout=10, db_retry_interval=0.2,
+            database_url=Secret(database_url),
+            data_dir=data_dir,
+            log_flush_interval=0.05,
+            maintenance_interval=3600,
+            shutdown_timeout=10,
+            db_retry_interval=0.2,
         )
         return replace(base, **overrides)
 

@@ -1,1 +1,4 @@
-"""Request/response capture into api_logs: records, redaction, the COPY writer, journal, partitions."""
+"""Request/response capture into api_logs.
+
+Records and redaction, the batching COPY writer, its journal, daily partitions.
+"""

@@ -45,9 +45,7 @@ class CapturePolicy:
             redact_headers=headers | options.redact_headers,
         )
 
-    def body(
-        self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str
-    ) -> Body:
+    def body(self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str) -> Body:
         if size == 0:
             return EMPTY_BODY
         if not enabled:
@@ -88,10 +86,32 @@ class Exchange:
         """The api_logs row, in record.COLUMNS order."""
         rq, rs = self.request_body, self.response_body
         return (
-            uuid7(self.created_at.timestamp()), self.created_at, self.tenant_id,
-            self.api_key_id, self.external_system, self.request_id, self.route, self.upstream,
-            self.method, self.path, self.query, self.request_headers, rq.value, rq.format,
-            rq.size, rq.truncated, self.response_headers, rs.value, rs.format, rs.size,
-            rs.truncated, self.status, duration_ms, self.upstream_ms, self.error_code,
-            self.error_message, self.client_ip, self.user_agent,
+            uuid7(self.created_at.timestamp()),
+            self.created_at,
+            self.tenant_id,
+            self.api_key_id,
+            self.external_system,
+            self.request_id,
+            self.route,
+            self.upstream,
+            self.method,
+            self.path,
+            self.query,
+            self.request_headers,
+            rq.value,
+            rq.format,
+            rq.size,
+            rq.truncated,
+            self.response_headers,
+            rs.value,
+            rs.format,
+            rs.size,
+            rs.truncated,
+            self.status,
+            duration_ms,
+            self.upstream_ms,
+            self.error_code,
+            self.error_message,
+            self.client_ip,
+            self.user_agent,
         )

@@ -91,6 +91,7 @@ async def run_maintenance(
     metrics.PARTITION_RUNS.labels("ok").inc()
     metrics.PARTITIONS_DROPPED.inc(len(dropped))
     if created or dropped:
-        log.info("api_logs partitions: created %s, dropped %s",
-                 [str(d) for d in created], list(dropped))
+        log.info(
+            "api_logs partitions: created %s, dropped %s", [str(d) for d in created], list(dropped)
+        )
     return MaintenanceResult(ran=True, created=created, dropped=dropped)

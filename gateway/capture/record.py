@@ -35,22 +35,67 @@ import orjson
 
 REDACTED = "[REDACTED]"
 
-DEFAULT_REDACT_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key",
-    "x-auth-token", "x-gateway-key",
-})
-DEFAULT_REDACT_FIELDS = frozenset({
-    "password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token",
-    "api_key", "apikey", "card_number", "cardnumber", "cvv", "cvc", "pan", "iban",
-})
+DEFAULT_REDACT_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-gateway-key",
+    }
+)
+DEFAULT_REDACT_FIELDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "card_number",
+        "cardnumber",
+        "cvv",
+        "cvc",
+        "pan",
+        "iban",
+    }
+)
 
 # Column order of api_logs as written by COPY; rows are tuples in this order.
 COLUMNS = (
-    "id", "created_at", "tenant_id", "api_key_id", "external_system", "request_id", "route",
-    "upstream", "method", "path", "query", "request_headers", "request_body",
-    "request_body_format", "request_body_size", "request_body_truncated", "response_headers",
-    "response_body", "response_body_format", "response_body_size", "response_body_truncated",
-    "status", "duration_ms", "upstream_ms", "error_code", "error_message", "client_ip",
+    "id",
+    "created_at",
+    "tenant_id",
+    "api_key_id",
+    "external_system",
+    "request_id",
+    "route",
+    "upstream",
+    "method",
+    "path",
+    "query",
+    "request_headers",
+    "request_body",
+    "request_body_format",
+    "request_body_size",
+    "request_body_truncated",
+    "response_headers",
+    "response_body",
+    "response_body_format",
+    "response_body_size",
+    "response_body_truncated",
+    "status",
+    "duration_ms",
+    "upstream_ms",
+    "error_code",
+    "error_message",
+    "client_ip",
     "user_agent",
 )
 CREATED_AT_INDEX = COLUMNS.index("created_at")
@@ -98,9 +143,7 @@ def clean_text(value: str, limit: int = MAX_TEXT_COLUMN) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def capture_headers(
-    items: Iterable[tuple[str, str]], redact: frozenset[str]
-) -> list[list[str]]:
+def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) -> list[list[str]]:
     """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted)."""
     out = []
     for name, value in items:
@@ -121,9 +164,7 @@ class Redactor:
         self._needles = tuple(f.encode() for f in fields)
         alt = "|".join(re.escape(f) for f in sorted(fields)) or r"(?!)"
         # "field": "value" | number | literal, inside text that is not parseable JSON
-        self._json_re = re.compile(
-            rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)'
-        )
+        self._json_re = re.compile(rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)')
         self._form_re = re.compile(rf"((?:^|&)(?i:{alt})=)[^&]*")
 
     def mentions(self, data: bytes) -> bool:
@@ -198,7 +239,9 @@ def describe_body(
         return Body(text, "text", total_size, truncated)
     return Body(
         {"base64": base64.b64encode(data).decode(), "sha256": hashlib.sha256(data).hexdigest()},
-        "binary", total_size, truncated,
+        "binary",
+        total_size,
+        truncated,
     )
 
 

@@ -48,8 +48,7 @@ UNAVAILABLE = (
 # Failures caused by a row's content.
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 SALVAGE_COLUMNS = {
-    COLUMNS.index(c): None
-    for c in ("request_body", "response_body", "response_headers")
+    COLUMNS.index(c): None for c in ("request_body", "response_body", "response_headers")
 }
 REQUEST_HEADERS_INDEX = COLUMNS.index("request_headers")
 REQ_FORMAT_INDEX = COLUMNS.index("request_body_format")
@@ -174,7 +173,9 @@ class LogWriter:
             await self._to_journal(batch_id, rows)
             return False
         except DATA_ERRORS as exc:
-            log.warning("api_logs batch refused (%s); writing its rows one by one", type(exc).__name__)
+            log.warning(
+                "api_logs batch refused (%s); writing its rows one by one", type(exc).__name__
+            )
             await self._salvage(batch_id, rows)
             return True
         except Exception as exc:  # a bug must not cost rows: keep them on disk for a replay
@@ -195,7 +196,8 @@ class LogWriter:
                 fresh = await conn.fetchval(
                     "INSERT INTO api_log_batches (batch_id, row_count) VALUES ($1, $2) "
                     "ON CONFLICT DO NOTHING RETURNING true",
-                    batch_id, len(rows),
+                    batch_id,
+                    len(rows),
                 )
                 if fresh:
                     await conn.copy_records_to_table("api_logs", records=rows, columns=COLUMNS)
@@ -241,8 +243,12 @@ class LogWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._db_up:
-            log.error("api_logs: database unreachable (%s: %s); journaling to %s",
-                      type(exc).__name__, exc, self.journal.directory)
+            log.error(
+                "api_logs: database unreachable (%s: %s); journaling to %s",
+                type(exc).__name__,
+                exc,
+                self.journal.directory,
+            )
         self._db_up = False
         self._next_probe = asyncio.get_running_loop().time() + self.retry_interval
         metrics.LOG_DB_UP.set(0)
@@ -290,5 +296,7 @@ def _stripped(row: Row) -> Row:
     values[REQ_FORMAT_INDEX] = "omitted"
     values[RESP_FORMAT_INDEX] = "omitted"
     note = "capture: bodies and headers dropped because PostgreSQL refused them"
-    values[ERROR_MESSAGE_INDEX] = f"{values[ERROR_MESSAGE_INDEX]}; {note}" if values[ERROR_MESSAGE_INDEX] else note
+    values[ERROR_MESSAGE_INDEX] = (
+        f"{values[ERROR_MESSAGE_INDEX]}; {note}" if values[ERROR_MESSAGE_INDEX] else note
+    )
     return tuple(values)

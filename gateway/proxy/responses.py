@@ -12,7 +12,9 @@ from gateway.errors import GatewayError
 JSON_TYPE = "application/json"
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(payload), status=status, content_type=JSON_TYPE, headers=headers
     )

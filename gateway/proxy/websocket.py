@@ -28,13 +28,12 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for the other side's close frame
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
-    return (
-        request.method == "GET"
-        and request.headers.get("Upgrade", "").lower() == "websocket"
-    )
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-async def relay(proxy: Proxy, request: web.Request, route: Route, ex: Exchange) -> web.StreamResponse:
+async def relay(
+    proxy: Proxy, request: web.Request, route: Route, ex: Exchange
+) -> web.StreamResponse:
     url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
     headers = upstream_request_headers(
         request, ex.request_id, proxy.settings.trusted_proxies, websocket=True
@@ -46,7 +45,9 @@ async def relay(proxy: Proxy, request: web.Request, route: Route, ex: Exchange) 
     t0 = time.perf_counter()
     try:
         upstream = await proxy.session.ws_connect(
-            url, headers=headers, protocols=protocols,
+            url,
+            headers=headers,
+            protocols=protocols,
             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
             max_msg_size=0,
         )
@@ -65,7 +66,10 @@ async def relay(proxy: Proxy, request: web.Request, route: Route, ex: Exchange) 
     await ws.prepare(request)
     ex.status = 101
     stats: dict[str, int | None] = {
-        "client_frames": 0, "client_bytes": 0, "upstream_frames": 0, "upstream_bytes": 0,
+        "client_frames": 0,
+        "client_bytes": 0,
+        "upstream_frames": 0,
+        "upstream_bytes": 0,
     }
     # Logged as it evolves: aiohttp may cancel this handler when the caller drops the TCP link.
     ex.response_body = Body({"websocket": stats}, "json", 0, False)

@@ -58,7 +58,9 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stoppable
 
 
 async def test_database_stopped_while_requests_flow_loses_nothing(
-    own_postgres: StoppablePostgres, aiohttp_server: Callable[..., Any], tmp_path: Path,
+    own_postgres: StoppablePostgres,
+    aiohttp_server: Callable[..., Any],
+    tmp_path: Path,
     settings_factory: Callable[..., Any],
 ) -> None:
     from tests.integration.upstream_app import make_upstream_app
@@ -74,6 +76,7 @@ async def test_database_stopped_while_requests_flow_loses_nothing(
     statuses: list[int] = []
 
     async with ClientSession(base_url=str(server.make_url(""))) as http:
+
         async def burst(n: int, tag: str) -> None:
             for i in range(n):
                 rid = f"{tag}-{i}"
@@ -129,13 +132,19 @@ async def gateway_process(
     routes.write_text(routes_yaml(str(upstream.make_url("")).rstrip("/")))
     port = free_port()
     env = {
-        **os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_DATA_DIR": str(tmp_path / "d"),
-        "GATEWAY_LOG_FLUSH_INTERVAL": "60", "GATEWAY_LOG_BATCH_SIZE": "100000",
+        **os.environ,
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_DATA_DIR": str(tmp_path / "d"),
+        "GATEWAY_LOG_FLUSH_INTERVAL": "60",
+        "GATEWAY_LOG_BATCH_SIZE": "100000",
         "GATEWAY_SHUTDOWN_TIMEOUT": "10",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -181,10 +190,16 @@ async def test_sigterm_flushes_queued_rows(
 
 def test_bad_routes_file_stops_the_cli_with_a_clear_message(tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text("upstreams:\n  a: {url: 'http://127.0.0.1:1'}\nroutes:\n  - name: x\n    path: /x\n    upstream: b\n")
+    routes.write_text(
+        "upstreams:\n  a: {url: 'http://127.0.0.1:1'}\n"
+        "routes:\n  - name: x\n    path: /x\n    upstream: b\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--routes", str(routes)],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
         env={**os.environ, "GATEWAY_DATABASE_URL": "postgresql://unused@127.0.0.1:9/x"},
     )
     assert proc.returncode == 2
@@ -195,7 +210,10 @@ def test_bad_routes_file_stops_the_cli_with_a_clear_message(tmp_path: Path) -> N
 def test_bad_setting_stops_the_cli_naming_the_variable(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--routes", str(REPO / "routes.yaml")],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
         env={**os.environ, "GATEWAY_RETENTION_DAYS": "forever"},
     )
     assert proc.returncode == 2

@@ -20,8 +20,15 @@ from gateway.db.pool import create_pool
 
 def make_row(request_id: str, body: Any = None) -> tuple[Any, ...]:
     ex = Exchange(
-        created_at=now_utc(), started=0.0, request_id=request_id, method="GET", path="/x",
-        query="", request_headers=[["Host", "gw"]], client_ip="127.0.0.1", user_agent="t",
+        created_at=now_utc(),
+        started=0.0,
+        request_id=request_id,
+        method="GET",
+        path="/x",
+        query="",
+        request_headers=[["Host", "gw"]],
+        client_ip="127.0.0.1",
+        user_agent="t",
         status=200,
     )
     if body is not None:
@@ -40,7 +47,9 @@ async def count(db: asyncpg.Connection, where: str = "true") -> int:
     return int(await db.fetchval(f"SELECT count(*) FROM api_logs WHERE {where}"))
 
 
-async def test_batches_flush_by_size_and_by_time(pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path) -> None:
+async def test_batches_flush_by_size_and_by_time(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     writer = LogWriter(pool, tmp_path / "j", batch_size=5, flush_interval=30)
     writer.start()
     for i in range(5):
@@ -56,7 +65,9 @@ async def test_batches_flush_by_size_and_by_time(pool: asyncpg.Pool, db: asyncpg
     assert await db.fetchval("SELECT count(*) FROM api_log_batches") == 2
 
 
-async def test_replaying_a_committed_batch_writes_nothing(pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path) -> None:
+async def test_replaying_a_committed_batch_writes_nothing(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     writer = LogWriter(pool, tmp_path / "j")
     rows = [make_row(f"dup-{i}") for i in range(3)]
     batch = uuid.uuid4()
@@ -85,7 +96,9 @@ async def test_journal_left_by_a_previous_process_is_replayed_at_start(
     assert (tmp_path / "j" / "rejected" / "garbage.journal").exists()  # kept for a human
 
 
-async def test_a_poisoned_row_does_not_cost_its_batch(pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path) -> None:
+async def test_a_poisoned_row_does_not_cost_its_batch(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     writer = LogWriter(pool, tmp_path / "j", batch_size=100, flush_interval=0.05)
     writer.start()
     for i in range(10):
@@ -107,7 +120,9 @@ async def test_unreachable_database_journals_and_close_keeps_rows_on_disk(tmp_pa
         "postgresql://postgres@127.0.0.1:9/none", min_size=0, max_size=1, timeout=1
     )
     try:
-        writer = LogWriter(pool, tmp_path / "j", batch_size=3, flush_interval=0.05, retry_interval=60)
+        writer = LogWriter(
+            pool, tmp_path / "j", batch_size=3, flush_interval=0.05, retry_interval=60
+        )
         writer.start()
         for i in range(7):
             writer.submit(make_row(f"down-{i}"))
@@ -124,7 +139,9 @@ async def test_unreachable_database_journals_and_close_keeps_rows_on_disk(tmp_pa
         await pool.close()
 
 
-async def test_full_queue_spills_to_the_journal(pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path) -> None:
+async def test_full_queue_spills_to_the_journal(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
     writer = LogWriter(pool, tmp_path / "j", batch_size=1000, flush_interval=60, queue_max=5)
     for i in range(8):  # not started: nothing drains the queue
         writer.submit(make_row(f"spill-{i}"))

@@ -24,8 +24,10 @@ def header_values(pairs: list[list[str]], name: str) -> list[str]:
 async def test_methods_query_headers_and_body_round_trip(gateway: TestClient, method: str) -> None:
     body = b'{"room": 101}' if method in ("POST", "PUT", "PATCH") else None
     resp = await gateway.request(
-        method, "/api/echo/rooms/101?a=1&b=%20x&a=2",
-        data=body, headers={"X-Custom": "v1", "Content-Type": "application/json"},
+        method,
+        "/api/echo/rooms/101?a=1&b=%20x&a=2",
+        data=body,
+        headers={"X-Custom": "v1", "Content-Type": "application/json"},
     )
     assert resp.status == 200
     got = await resp.json()
@@ -39,8 +41,13 @@ async def test_methods_query_headers_and_body_round_trip(gateway: TestClient, me
 async def test_forwarding_headers_and_request_id(gateway: TestClient) -> None:
     resp = await gateway.get(
         "/api/echo/x",
-        headers={"X-Request-Id": "partner-req-42", "Connection": "keep-alive, X-Drop-Me",
-                 "X-Drop-Me": "1", "X-Forwarded-For": "6.6.6.6", "Proxy-Authorization": "Basic Zm9v"},
+        headers={
+            "X-Request-Id": "partner-req-42",
+            "Connection": "keep-alive, X-Drop-Me",
+            "X-Drop-Me": "1",
+            "X-Forwarded-For": "6.6.6.6",
+            "Proxy-Authorization": "Basic Zm9v",
+        },
     )
     got = await resp.json()
     hdrs = got["headers"]
@@ -61,7 +68,9 @@ async def test_invalid_request_id_is_replaced(gateway: TestClient) -> None:
     assert uuid.UUID(hex=rid)
 
 
-async def test_trusted_proxy_chain(gateway_factory: Callable[..., Any], db: Any, wait_rows: Any) -> None:
+async def test_trusted_proxy_chain(
+    gateway_factory: Callable[..., Any], db: Any, wait_rows: Any
+) -> None:
     import ipaddress
 
     gw = await gateway_factory(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
@@ -80,7 +89,9 @@ async def test_binary_bodies_both_ways(gateway: TestClient) -> None:
     assert await resp.read() == pattern(3000)
 
 
-async def test_large_bodies_are_streamed(gateway_factory: Callable[..., Any], wait_rows: Any) -> None:
+async def test_large_bodies_are_streamed(
+    gateway_factory: Callable[..., Any], wait_rows: Any
+) -> None:
     gw = await gateway_factory(stream_threshold_bytes=64 * 1024, capture_max_body_bytes=1024)
     size = 8 * 1024 * 1024
 
@@ -160,7 +171,9 @@ async def test_gzip_passes_through_compressed(gateway: TestClient, wait_rows: An
     plain = b'{"guest": "Ada", "password": "hunter2"}'
     compressed = gzip.compress(plain)
     resp = await gateway.post(
-        "/api/upload", data=compressed, headers={"Content-Encoding": "gzip"},
+        "/api/upload",
+        data=compressed,
+        headers={"Content-Encoding": "gzip"},
         compress=False,
     )
     # The upstream decoded what the gateway passed through untouched.
@@ -207,7 +220,9 @@ async def raw_request(port: int, raw: bytes) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("path", ["/api/echo/a/%2e%2e/b", "/api/echo/a/../../b", "/api/echo/%2E%2E"])
+@pytest.mark.parametrize(
+    "path", ["/api/echo/a/%2e%2e/b", "/api/echo/a/../../b", "/api/echo/%2E%2E"]
+)
 async def test_dot_segments_are_refused(gateway: TestClient, wait_rows: Any, path: str) -> None:
     answer = await raw_request(
         gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
@@ -223,9 +238,13 @@ async def test_logged_row_fields(gateway: TestClient, wait_rows: Any) -> None:
     resp = await gateway.post(
         "/api/echo/reservations?hotel=7",
         data=orjson.dumps({"guest": "Ada", "guest_passport": "X123", "card": {"cvv": "123"}}),
-        headers={"Content-Type": "application/json", "User-Agent": "booking-engine/2.1",
-                 "Authorization": "Bearer sk_live_abc", "X-Partner-Signature": "sig",
-                 "X-Request-Id": "req-fields-1"},
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "booking-engine/2.1",
+            "Authorization": "Bearer sk_live_abc",
+            "X-Partner-Signature": "sig",
+            "X-Request-Id": "req-fields-1",
+        },
     )
     assert resp.status == 200
     (row,) = await wait_rows(1)
@@ -242,7 +261,9 @@ async def test_logged_row_fields(gateway: TestClient, wait_rows: Any) -> None:
     assert 0 < row["upstream_ms"] <= row["duration_ms"]
     assert row["request_body_format"] == "json"
     assert row["request_body"] == {
-        "guest": "Ada", "guest_passport": "[REDACTED]", "card": {"cvv": "[REDACTED]"}
+        "guest": "Ada",
+        "guest_passport": "[REDACTED]",
+        "card": {"cvv": "[REDACTED]"},
     }
     assert row["response_body_format"] == "json"
     assert row["response_body"]["method"] == "POST"
@@ -257,8 +278,11 @@ async def test_logged_row_fields(gateway: TestClient, wait_rows: Any) -> None:
 
 async def test_response_redaction_and_truncation(gateway: TestClient, wait_rows: Any) -> None:
     await gateway.get("/api/json")
-    await gateway.post("/api/small/echo/x", data=b'{"password": "hunter2", "room": 1234567890}',
-                       headers={"Content-Type": "application/json"})
+    await gateway.post(
+        "/api/small/echo/x",
+        data=b'{"password": "hunter2", "room": 1234567890}',
+        headers={"Content-Type": "application/json"},
+    )
     await gateway.post("/api/small/echo/y", data="ünïcödé text that is long enough to cut")
     await gateway.post("/api/echo/z", data=b"\xff\xfe\x00binary")
     rows = await wait_rows(4)
@@ -291,7 +315,9 @@ async def test_gateway_endpoints(gateway: TestClient) -> None:
     assert "gateway_request_duration_seconds_bucket" in text
 
 
-async def test_request_over_limit_is_refused(gateway_factory: Callable[..., Any], wait_rows: Any) -> None:
+async def test_request_over_limit_is_refused(
+    gateway_factory: Callable[..., Any], wait_rows: Any
+) -> None:
     gw = await gateway_factory(max_request_bytes=1000)
     resp = await gw.post("/api/upload", data=b"x" * 5000)
     assert resp.status == 413
@@ -301,7 +327,9 @@ async def test_request_over_limit_is_refused(gateway_factory: Callable[..., Any]
 
 
 async def test_retries_idempotent_requests_on_connection_failure(
-    gateway_factory: Callable[..., Any], unused_tcp_port_factory: Callable[[], int], wait_rows: Any,
+    gateway_factory: Callable[..., Any],
+    unused_tcp_port_factory: Callable[[], int],
+    wait_rows: Any,
 ) -> None:
     """A GET to an upstream that comes up during the retry window succeeds."""
     import asyncio
@@ -311,9 +339,9 @@ async def test_retries_idempotent_requests_on_connection_failure(
     from tests.integration.upstream_app import make_upstream_app
 
     port = unused_tcp_port_factory()
-    extra = f"""
+    extra = """
   - name: flaky
-    path: /flaky/{{rest...}}
+    path: /flaky/{rest...}
     methods: [GET, POST]
     strip_prefix: /flaky
     upstream: flaky

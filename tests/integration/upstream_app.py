@@ -17,20 +17,26 @@ def pattern(n: int) -> bytes:
 
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
-    return web.json_response({
-        "method": request.method,
-        "path": request.path,
-        "raw_path": request.raw_path,
-        "query": request.query_string,
-        "headers": [[k, v] for k, v in request.headers.items()],
-        "body_b64": base64.b64encode(body).decode(),
-    }, headers={"X-Upstream": "echo"})
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query": request.query_string,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_b64": base64.b64encode(body).decode(),
+        },
+        headers={"X-Upstream": "echo"},
+    )
 
 
 async def json_answer(request: web.Request) -> web.Response:
     resp = web.json_response(
-        {"reservation": {"id": "R-1", "guest": "Ada", "card_number": "4111111111111111"},
-         "token": "t0ps3cret", "items": [{"password": "p"}]},
+        {
+            "reservation": {"id": "R-1", "guest": "Ada", "card_number": "4111111111111111"},
+            "token": "t0ps3cret",
+            "items": [{"password": "p"}],
+        },
         status=201,
     )
     resp.headers.add("Set-Cookie", "a=1")
@@ -58,8 +64,13 @@ async def upload(request: web.Request) -> web.Response:
     async for chunk in request.content.iter_chunked(65536):
         h.update(chunk)
         size += len(chunk)
-    return web.json_response({"size": size, "sha256": h.hexdigest(),
-                              "chunked": request.headers.get("Transfer-Encoding") == "chunked"})
+    return web.json_response(
+        {
+            "size": size,
+            "sha256": h.hexdigest(),
+            "chunked": request.headers.get("Transfer-Encoding") == "chunked",
+        }
+    )
 
 
 async def slow(request: web.Request) -> web.Response:
@@ -68,15 +79,18 @@ async def slow(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({"status": int(request.match_info["code"])},
-                             status=int(request.match_info["code"]))
+    return web.json_response(
+        {"status": int(request.match_info["code"])}, status=int(request.match_info["code"])
+    )
 
 
 async def sse(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await resp.prepare(request)
     for i in range(3):
-        await resp.write(f"id: {i}\nevent: room.status\ndata: {{\"n\": {i}}}\n\n".encode())
+        await resp.write(f'id: {i}\nevent: room.status\ndata: {{"n": {i}}}\n\n'.encode())
         await asyncio.sleep(0.05)
     await resp.write_eof()
     return resp

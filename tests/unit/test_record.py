@@ -19,6 +19,7 @@ from gateway.capture.record import (
     uuid7,
 )
 
+
 def has_nul(value: object) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -36,8 +37,10 @@ def test_json_body_is_stored_as_json_with_fields_redacted() -> None:
     data = orjson.dumps({"guest": {"Password": "x", "passport": "P1"}, "items": [{"cvv": 1}]})
     b = describe_body(data, len(data), 1000, R, "application/json")
     assert b.format == "json" and not b.truncated and b.size == len(data)
-    assert b.value == {"guest": {"Password": "[REDACTED]", "passport": "[REDACTED]"},
-                       "items": [{"cvv": "[REDACTED]"}]}
+    assert b.value == {
+        "guest": {"Password": "[REDACTED]", "passport": "[REDACTED]"},
+        "items": [{"cvv": "[REDACTED]"}],
+    }
 
 
 def test_text_binary_empty_and_truncated() -> None:
@@ -55,8 +58,9 @@ def test_text_binary_empty_and_truncated() -> None:
 
 
 def test_form_bodies_are_redacted() -> None:
-    b = describe_body(b"user=ada&password=hunter2&x=1", 29, 100, R,
-                      "application/x-www-form-urlencoded")
+    b = describe_body(
+        b"user=ada&password=hunter2&x=1", 29, 100, R, "application/x-www-form-urlencoded"
+    )
     assert b.value == "user=ada&password=[REDACTED]&x=1"
 
 
@@ -66,7 +70,9 @@ def test_nul_and_surrogates_are_made_storable() -> None:
     assert b.value == {"a": "x\ufffdy", "k\ufffd": 1}
     assert clean_text("a\x00b") == "a\ufffdb"
     assert clean_text("bad \udcff surrogate") == "bad \ufffd surrogate"
-    hdrs = capture_headers([("X-A", "v\udcff"), ("Cookie", "s=1"), ("X-A", "2")], frozenset({"cookie"}))
+    hdrs = capture_headers(
+        [("X-A", "v\udcff"), ("Cookie", "s=1"), ("X-A", "2")], frozenset({"cookie"})
+    )
     assert hdrs == [["X-A", "v\ufffd"], ["Cookie", "[REDACTED]"], ["X-A", "2"]]
 
 
@@ -83,7 +89,11 @@ def test_uuid7_is_time_ordered() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=300), cap=st.integers(0, 400), ctype=st.sampled_from(["", "application/json", "text/plain"]))
+@given(
+    data=st.binary(max_size=300),
+    cap=st.integers(0, 400),
+    ctype=st.sampled_from(["", "application/json", "text/plain"]),
+)
 def test_any_bytes_become_a_storable_body(data: bytes, cap: int, ctype: str) -> None:
     b = describe_body(data, len(data), cap, R, ctype)
     assert not has_nul(orjson.loads(orjson.dumps(b.value)))  # jsonb refuses \u0000
@@ -92,11 +102,15 @@ def test_any_bytes_become_a_storable_body(data: bytes, cap: int, ctype: str) -> 
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=st.recursive(
-    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
-    max_leaves=20,
-))
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+        lambda kids: (
+            st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_any_json_round_trips_or_is_sanitised(value: object) -> None:
     data = orjson.dumps(value)
     b = describe_body(data, len(data), 1 << 20, Redactor(frozenset()), "application/json")

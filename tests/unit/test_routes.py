@@ -39,7 +39,10 @@ def test_match_params_methods_and_upstream_url() -> None:
     table = parse_routes(GOOD)
     m = table.match("PUT", "/api/rooms/101", "gw:8080")
     assert m.route.name == "room" and m.params == {"room_id": "101"}
-    assert str(m.route.upstream_url("/api/rooms/101", "x=1")) == "http://127.0.0.1:9001/base/rooms/101?x=1"
+    assert (
+        str(m.route.upstream_url("/api/rooms/101", "x=1"))
+        == "http://127.0.0.1:9001/base/rooms/101?x=1"
+    )
     assert table.match("GET", "/api/rooms/feed", None).route.name == "rooms-feed"
     assert table.match("HEAD", "/api/rooms/1", None).route.name == "room"
     files = table.match("GET", "/files/a/b/c.pdf", "cdn.example.com:443")
@@ -63,25 +66,42 @@ def test_no_route_and_wrong_method() -> None:
         ("routes: [", "not valid YAML (line 1"),
         ("- a\n- b\n", "top level must be a mapping"),
         ("upstreams: {}\nroutes: []", "field 'upstreams': must be a non-empty mapping"),
-        (GOOD.replace("methods: [get, PUT]", "methods: [FETCH]"),
-         "routes[1] 'room': field 'methods': unknown HTTP method 'FETCH'"),
-        (GOOD.replace("upstream: pms\n  - name: files", "upstream: nope\n  - name: files"),
-         "routes[1] 'room': field 'upstream': unknown upstream 'nope' (known: pms)"),
-        (GOOD.replace("strip_prefix: /api", "strip_prefix: /other"),
-         "routes[1] 'room': field 'strip_prefix'"),
-        (GOOD.replace("path: /api/rooms/{room_id}", "path: api/rooms"),
-         "routes[1] 'room': field 'path': required; must start with '/'"),
+        (
+            GOOD.replace("methods: [get, PUT]", "methods: [FETCH]"),
+            "routes[1] 'room': field 'methods': unknown HTTP method 'FETCH'",
+        ),
+        (
+            GOOD.replace("upstream: pms\n  - name: files", "upstream: nope\n  - name: files"),
+            "routes[1] 'room': field 'upstream': unknown upstream 'nope' (known: pms)",
+        ),
+        (
+            GOOD.replace("strip_prefix: /api", "strip_prefix: /other"),
+            "routes[1] 'room': field 'strip_prefix'",
+        ),
+        (
+            GOOD.replace("path: /api/rooms/{room_id}", "path: api/rooms"),
+            "routes[1] 'room': field 'path': required; must start with '/'",
+        ),
         (GOOD.replace("name: files", "name: room"), "routes[2] 'room': field 'name': duplicate"),
-        (GOOD.replace("    url: http://127.0.0.1:9001/base", "    url: ftp://x"),
-         "upstreams.pms: field 'url': must be an absolute http(s) URL"),
+        (
+            GOOD.replace("    url: http://127.0.0.1:9001/base", "    url: ftp://x"),
+            "upstreams.pms: field 'url': must be an absolute http(s) URL",
+        ),
         (GOOD + "    timeout: 3\n", "routes[2] 'files': unknown field 'timeout'"),
-        (GOOD.replace("    url: http://127.0.0.1:9001/base",
-                      "    url: http://h\n    read_timeout: -1"),
-         "upstreams.pms: field 'read_timeout': must be a number of seconds"),
-        (GOOD + "    capture: {max_body_bytes: big}\n",
-         "routes[2] 'files': field 'capture'.max_body_bytes: must be a non-negative integer"),
-        (GOOD.replace("/api/rooms/{room_id}", "/api/rooms/{room_id"),
-         "field 'path': parameters look like {name}"),
+        (
+            GOOD.replace(
+                "    url: http://127.0.0.1:9001/base", "    url: http://h\n    read_timeout: -1"
+            ),
+            "upstreams.pms: field 'read_timeout': must be a number of seconds",
+        ),
+        (
+            GOOD + "    capture: {max_body_bytes: big}\n",
+            "routes[2] 'files': field 'capture'.max_body_bytes: must be a non-negative integer",
+        ),
+        (
+            GOOD.replace("/api/rooms/{room_id}", "/api/rooms/{room_id"),
+            "field 'path': parameters look like {name}",
+        ),
     ],
 )
 def test_bad_routes_file_names_file_route_and_field(text: str, expected: str) -> None:
@@ -93,7 +113,7 @@ def test_bad_routes_file_names_file_route_and_field(text: str, expected: str) ->
 
 def test_every_problem_is_reported_at_once() -> None:
     text = GOOD.replace("methods: [get, PUT]", "methods: [FETCH]").replace(
-        "host: \"*.example.com\"", "host: 5"
+        'host: "*.example.com"', "host: 5"
     )
     with pytest.raises(ConfigError) as exc:
         parse_routes(text)
@@ -103,5 +123,5 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.yaml: cannot read routes file"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read routes file"):
         load_routes(tmp_path / "missing.yaml")

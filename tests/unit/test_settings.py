@@ -17,19 +17,24 @@ def test_defaults() -> None:
 
 
 def test_values_are_parsed() -> None:
-    s = Settings.from_env({
-        "GATEWAY_DATABASE_URL": "postgresql://u:pw@db/gw",
-        "GATEWAY_DATA_DIR": "/var/lib/gw",
-        "GATEWAY_RETENTION_DAYS": "7",
-        "GATEWAY_CAPTURE_MAX_BODY_BYTES": "1024",
-        "GATEWAY_LOG_FLUSH_INTERVAL": "0.25",
-        "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
-        "GATEWAY_CAPTURE_REDACT_FIELDS": "Passport, iban",
-    })
+    s = Settings.from_env(
+        {
+            "GATEWAY_DATABASE_URL": "postgresql://u:pw@db/gw",
+            "GATEWAY_DATA_DIR": "/var/lib/gw",
+            "GATEWAY_RETENTION_DAYS": "7",
+            "GATEWAY_CAPTURE_MAX_BODY_BYTES": "1024",
+            "GATEWAY_LOG_FLUSH_INTERVAL": "0.25",
+            "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+            "GATEWAY_CAPTURE_REDACT_FIELDS": "Passport, iban",
+        }
+    )
     assert s.retention_days == 7
     assert s.capture_max_body_bytes == 1024
     assert s.log_flush_interval == 0.25
-    assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
+    assert s.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("127.0.0.1/32"),
+    )
     assert s.capture_redact_fields == ("passport", "iban")
     assert s.database_url is not None and s.database_url.reveal() == "postgresql://u:pw@db/gw"
 
