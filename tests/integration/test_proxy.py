@@ -304,6 +304,19 @@ async def test_response_redaction_and_truncation(gateway: TestClient, wait_rows:
     assert base64.b64decode(binary["request_body"]["base64"]) == b"\xff\xfe\x00binary"
 
 
+async def test_client_hanging_up_is_logged_as_499(gateway: TestClient, wait_rows: Any) -> None:
+    import asyncio
+
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(b"GET /api/slow?delay=0.4 HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-1\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    (row,) = await wait_rows(1, timeout=5)
+    assert row["request_id"] == "gone-1"
+    assert row["status"] == 499 and row["error_code"] == "client_disconnected"
+
+
 async def test_gateway_endpoints(gateway: TestClient) -> None:
     assert (await (await gateway.get("/healthz")).json()) == {"status": "ok"}
     ready = await gateway.get("/readyz")
