@@ -48,7 +48,7 @@ from gateway.proxy.headers import (
     upstream_request_headers,
 )
 from gateway.proxy.responses import error_payload, error_response
-from gateway.routes import IDEMPOTENT_METHODS, Route, RouteTable
+from gateway.routes import IDEMPOTENT_METHODS, CaptureOptions, Route, RouteTable
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,7 @@ class Proxy:
         fields = DEFAULT_REDACT_FIELDS | frozenset(settings.capture_redact_fields)
         headers = DEFAULT_REDACT_HEADERS | frozenset(settings.capture_redact_headers)
         self.default_policy = CapturePolicy.build(
-            Route.__dataclass_fields__["capture"].default,  # type: ignore[arg-type]
-            settings.capture_max_body_bytes,
-            fields,
-            headers,
+            CaptureOptions(), settings.capture_max_body_bytes, fields, headers
         )
         self.policies = {
             r.name: CapturePolicy.build(r.capture, settings.capture_max_body_bytes, fields, headers)
@@ -167,6 +164,9 @@ class Proxy:
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnavailable(f"upstream {up.name!r} refused the connection") from exc
         except aiohttp.ClientError as exc:
+            own = _own_error(exc)  # e.g. the streamed body went over the size limit
+            if own is not None:
+                raise own from None
             raise UpstreamError(f"upstream {up.name!r} failed: {type(exc).__name__}") from exc
 
     async def _request_body(
@@ -348,3 +348,15 @@ def _check_path(raw_path: str) -> None:
 def _is_stream(body: object) -> bool:
     """A streamed body cannot be sent twice, so such a request is never retried."""
     return body is not None and not isinstance(body, bytes)
+
+
+def _own_error(exc: BaseException) -> GatewayError | None:
+    """A GatewayError raised inside aiohttp's send (by our body stream), if that was the cause."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # exception chains are short; never loop forever
+        if seen is None:
+            return None
+        if isinstance(seen, GatewayError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

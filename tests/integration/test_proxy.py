@@ -339,6 +339,22 @@ async def test_request_over_limit_is_refused(
     assert row["status"] == 413
 
 
+async def test_streamed_request_over_limit_is_refused(
+    gateway_factory: Callable[..., Any], wait_rows: Any
+) -> None:
+    gw = await gateway_factory(max_request_bytes=200_000, stream_threshold_bytes=10_000)
+
+    async def gen() -> Any:  # chunked: no Content-Length to refuse up front
+        for _ in range(10):
+            yield b"x" * 50_000
+
+    resp = await gw.post("/api/upload", data=gen())
+    assert resp.status == 413
+    assert (await resp.json())["code"] == "payload_too_large"
+    (row,) = await wait_rows(1)
+    assert row["status"] == 413 and row["error_code"] == "payload_too_large"
+
+
 async def test_retries_idempotent_requests_on_connection_failure(
     gateway_factory: Callable[..., Any],
     unused_tcp_port_factory: Callable[[], int],
