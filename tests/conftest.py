@@ -34,7 +34,7 @@ def throwaway_pgdata() -> Path:
     system user can reach it, while pytest resets /tmp/pytest-of-<user> to 0700 whenever a
     session starts; a server under that tree breaks as soon as a second session runs.
     """
-    return Path(tempfile.mkdtemp(prefix="gateway-test-pg-")) / "data"
+    return Path(tempfile.mkdtemp(prefix="gateway-test-pg-"))  # removed at exit
 
 
 @pytest.fixture(scope="session")
