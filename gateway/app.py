@@ -47,23 +47,31 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
         )
     app = web.Application(
         client_max_size=max(settings.max_request_bytes, 1),
-        middlewares=[error_middleware],
+        # No middleware: the proxy answers its own errors, and a middleware chain would cost
+        # every proxied call; the gateway's own endpoints are wrapped by json_errors instead.
         # A proxy passes compressed request bodies through as they are; the log decodes them.
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes
     app.cleanup_ctx.extend([_database, _client_session, _log_writer, _proxy, _maintenance])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", json_errors(healthz))
+    app.router.add_get("/readyz", json_errors(readyz))
+    app.router.add_get("/metrics", json_errors(metrics_endpoint))
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error of the gateway's own endpoints into a JSON answer with a code."""
+def json_errors(handler: Handler) -> Handler:
+    """Wrap one of the gateway's own endpoints: every error becomes JSON with a code."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        return await _answer_errors(request, handler)
+
+    return wrapped
+
+
+async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:

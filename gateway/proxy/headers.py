@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -50,7 +50,7 @@ def request_id_from(headers: CIMultiDictProxy[str]) -> str:
     rid = headers.get(REQUEST_ID_HEADER)
     if rid is not None and REQUEST_ID_RE.match(rid):
         return rid
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -73,13 +73,11 @@ def is_trusted(peer: str | None, trusted: Iterable[IPNetwork]) -> bool:
 def client_ip(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> str | None:
     """The caller's address: the peer, or the nearest untrusted X-Forwarded-For hop."""
     peer = request.remote or None
-    if peer is not None:
-        try:
-            ipaddress.ip_address(peer)
-        except ValueError:
-            peer = None  # unix socket peer names are not IPs
-    if not trusted or not is_trusted(peer, trusted):
-        return peer
+    if not trusted:
+        # TCP peers are IP literals; anything else (a unix socket) has no address to log.
+        return peer if peer and (peer[0].isdigit() or ":" in peer) else None
+    if not is_trusted(peer, trusted):
+        return _ip_or_none(peer)
     hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
     for hop in reversed(hops):
         try:
@@ -89,6 +87,16 @@ def client_ip(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> str |
         if not is_trusted(hop, trusted):
             return hop
     return peer
+
+
+def _ip_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return value
 
 
 def upstream_request_headers(

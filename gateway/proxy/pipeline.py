@@ -48,7 +48,13 @@ from gateway.proxy.headers import (
     upstream_request_headers,
 )
 from gateway.proxy.responses import error_payload, error_response
-from gateway.routes import IDEMPOTENT_METHODS, CaptureOptions, Route, RouteTable
+from gateway.routes import (
+    HTTP_METHODS,
+    IDEMPOTENT_METHODS,
+    CaptureOptions,
+    Route,
+    RouteTable,
+)
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,11 @@ class Proxy:
             r.name: CapturePolicy.build(r.capture, settings.capture_max_body_bytes, fields, headers)
             for r in routes
         }
+        self.in_flight = 0
+        metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
+        # Metric children resolved once per label set: .labels() takes a lock every call.
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[str, tuple[Any, Any]] = {}
         self.retry_clients = {
             name: _retry_client(session, up.retries, up.retry_backoff)
             for name, up in routes.upstreams.items()
@@ -100,7 +111,7 @@ class Proxy:
             client_ip=client_ip(request, self.settings.trusted_proxies),
             user_agent=_user_agent(request),
         )
-        metrics.IN_FLIGHT.inc()
+        self.in_flight += 1
         try:
             match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
             route = match.route
@@ -126,7 +137,7 @@ class Proxy:
             log.exception("unexpected error proxying %s %s", request.method, ex.path)
             return self._refuse(GatewayError("the gateway failed to handle this request"), ex, exc)
         finally:
-            metrics.IN_FLIGHT.dec()
+            self.in_flight -= 1
             self._finish(ex)
 
     # -- HTTP -----------------------------------------------------------------------------
@@ -279,10 +290,22 @@ class Proxy:
     def _finish(self, ex: Exchange) -> None:
         elapsed = time.perf_counter() - ex.started
         route = ex.route or "unmatched"
-        metrics.REQUESTS.labels(route, ex.method, metrics.status_class(ex.status)).inc()
-        metrics.REQUEST_DURATION.labels(route).observe(elapsed)
+        # Label values stay bounded: unknown methods (any token is legal HTTP) become OTHER.
+        method = ex.method if ex.method in HTTP_METHODS else "OTHER"
+        key = (route, method, metrics.status_class(ex.status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.REQUESTS.labels(*key)
+        counter.inc()
+        durations = self._durations.get(route)
+        if durations is None:
+            durations = self._durations[route] = (
+                metrics.REQUEST_DURATION.labels(route),
+                metrics.UPSTREAM_DURATION.labels(route),
+            )
+        durations[0].observe(elapsed)
         if ex.upstream_ms is not None:
-            metrics.UPSTREAM_DURATION.labels(route).observe(ex.upstream_ms / 1000.0)
+            durations[1].observe(ex.upstream_ms / 1000.0)
         self.writer.submit(ex.to_row(elapsed * 1000.0))
 
 

