@@ -8,7 +8,9 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from gateway.admin.keys import KeyStoreError
 from gateway.errors import ConfigError, SettingsError
 from gateway.settings import Secret, Settings, mask_url
 
@@ -83,6 +85,87 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_conn(settings: Settings, work: Any) -> Any:
+    from gateway.db import migrations
+    from gateway.db.pool import create_pool
+
+    assert settings.database_url is not None
+    pool = await create_pool(settings.database_url.reveal(), 1, 1)
+    try:
+        async with pool.acquire() as conn:
+            await migrations.migrate(conn)
+            return await work(conn)
+    finally:
+        await pool.close()
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    from gateway.admin import keys
+
+    settings = resolve_database_url(Settings.from_env())
+    tenant = asyncio.run(_with_conn(settings, lambda c: keys.create_tenant(c, args.name, "cli")))
+    print(f"tenant {tenant.name!r} created: id {tenant.id}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from gateway.admin import keys
+
+    settings = resolve_database_url(Settings.from_env())
+
+    async def work(conn: Any) -> Any:
+        tenant = await keys.find_tenant(conn, args.tenant)
+        if tenant is None:
+            raise keys.KeyStoreError(f"no tenant named {args.tenant!r}")
+        return await keys.create_key(
+            conn,
+            tenant.id,
+            args.role,
+            actor="cli",
+            name=args.name or "",
+            external_system=args.external_system,
+            rate_limit_per_minute=args.rate_limit,
+            expires_in=timedelta(days=args.expires_days) if args.expires_days else None,
+        )
+
+    key, token = asyncio.run(_with_conn(settings, work))
+    print(
+        f"key {key.id} ({key.role.value}"
+        + (f", {key.external_system}" if key.external_system else "")
+        + ") created"
+    )
+    print(f"token: {token}")
+    print("the token is shown once; only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    import uuid
+
+    from gateway.admin import keys
+
+    settings = resolve_database_url(Settings.from_env())
+
+    async def work(conn: Any) -> Any:
+        tenant = await keys.find_tenant(conn, args.tenant)
+        if tenant is None:
+            raise keys.KeyStoreError(f"no tenant named {args.tenant!r}")
+        try:
+            key_id = uuid.UUID(args.key_id)
+        except ValueError:
+            raise keys.KeyStoreError(f"not a key id: {args.key_id!r}") from None
+        return await keys.revoke_key(conn, tenant.id, key_id, actor="cli")
+
+    key = asyncio.run(_with_conn(settings, work))
+    if key is None:
+        print(f"gateway: no key {args.key_id} in tenant {args.tenant!r}", file=sys.stderr)
+        return 1
+    print(f"key {key.id} revoked")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Integration Hub gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "db-url", help="print the database URL in use (starts the embedded server if needed)"
     ).set_defaults(func=cmd_db_url)
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="tenants_command", required=True
+    )
+    tc = tenants.add_parser("create", help="create a tenant")
+    tc.add_argument("name")
+    tc.set_defaults(func=cmd_tenants_create)
+    keys_ = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    kc = keys_.add_parser("create", help="create an API key (prints the token once)")
+    kc.add_argument("--tenant", required=True, help="tenant name or id")
+    kc.add_argument("--role", required=True, choices=["partner", "service", "viewer", "admin"])
+    kc.add_argument("--external-system", help="partner keys: e.g. booking_engine")
+    kc.add_argument("--name", help="a label for the key")
+    kc.add_argument("--rate-limit", type=int, help="requests per minute for this key")
+    kc.add_argument("--expires-days", type=int, help="the key stops working after this")
+    kc.set_defaults(func=cmd_keys_create)
+    kr = keys_.add_parser("revoke", help="revoke an API key")
+    kr.add_argument("--tenant", required=True, help="tenant name or id")
+    kr.add_argument("key_id")
+    kr.set_defaults(func=cmd_keys_revoke)
     return parser
 
 
@@ -110,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (SettingsError, ConfigError) as exc:
         print(f"gateway: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyStoreError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
+from gateway.admin.auth import Authenticator
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
 from gateway.db import migrations
@@ -32,6 +33,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 WRITER = web.AppKey("writer", LogWriter)
 PROXY = web.AppKey("proxy", Proxy)
+AUTH = web.AppKey("auth", Authenticator)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
@@ -140,7 +142,8 @@ async def _log_writer(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
-    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER])
+    app[AUTH] = Authenticator(app[POOL])
+    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER], app[AUTH])
     yield
 
 

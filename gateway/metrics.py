@@ -61,6 +61,19 @@ UPSTREAM_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+AUTH_FAILURES = Counter(
+    "gateway_auth_failures_total",
+    "Refused callers by reason (missing_key, unknown_key, revoked_key, expired_key, forbidden)",
+    ["reason"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limited_total",
+    "Calls refused with 429 by route",
+    ["route"],
+    registry=REGISTRY,
+)
+
 LOG_QUEUE_DEPTH = Gauge(
     "gateway_log_queue_depth",
     "api_logs rows waiting in memory",

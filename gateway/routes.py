@@ -50,6 +50,12 @@ class CaptureOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests: int
+    per_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -59,6 +65,9 @@ class Route:
     host: str | None = None
     strip_prefix: str = ""
     capture: CaptureOptions = CaptureOptions()
+    public: bool = False  # True: no API key needed
+    external_systems: frozenset[str] = frozenset()  # partner systems allowed (empty: all)
+    rate_limit: RateLimit | None = None  # per API key, on this route
 
     def upstream_url(self, raw_path: str, query_string: str) -> URL:
         """The upstream URL for a matched request (raw, still percent-encoded path)."""
@@ -269,7 +278,18 @@ class _Parser:
         return out
 
     def _route(self, spec: dict[str, Any], where: str, ups: Mapping[str, Upstream]) -> Route | None:
-        known = {"name", "path", "methods", "host", "strip_prefix", "upstream", "capture"}
+        known = {
+            "name",
+            "path",
+            "methods",
+            "host",
+            "strip_prefix",
+            "upstream",
+            "capture",
+            "public",
+            "external_systems",
+            "rate_limit",
+        }
         self._unknown(spec, known, where)
         before = len(self.problems)
         name = spec.get("name")
@@ -301,6 +321,19 @@ class _Parser:
             self.fail(
                 f"{where}: field 'upstream'", f"unknown upstream {up_name!r} (known: {known_ups})"
             )
+        public = spec.get("public", False)
+        if not isinstance(public, bool):
+            self.fail(f"{where}: field 'public'", f"must be true or false, got {public!r}")
+        systems = spec.get("external_systems", [])
+        if not isinstance(systems, list) or not all(
+            isinstance(x, str) and re.match(r"^[a-z][a-z0-9_]{0,62}$", x) for x in systems
+        ):
+            self.fail(
+                f"{where}: field 'external_systems'",
+                "must be a list of names such as booking_engine",
+            )
+            systems = []
+        rate_limit = self._rate_limit(spec.get("rate_limit"), where)
         capture = self._capture(spec.get("capture", {}), where)
         if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
@@ -313,7 +346,22 @@ class _Parser:
             host=host.lower() if host else None,
             strip_prefix=strip.rstrip("/"),
             capture=capture,
+            public=bool(public),
+            external_systems=frozenset(systems),
+            rate_limit=rate_limit,
         )
+
+    def _rate_limit(self, raw: Any, where: str) -> RateLimit | None:
+        if raw is None:
+            return None
+        w = f"{where}: field 'rate_limit'"
+        if not isinstance(raw, dict):
+            self.fail(w, "must be a mapping such as {requests: 100, per_seconds: 60}")
+            return None
+        self._unknown(raw, {"requests", "per_seconds"}, w)
+        n = self._int(raw, "requests", w, 0, 1, 10_000_000)
+        per = self._number(raw, "per_seconds", w, 60.0, 0.001, 86400)
+        return RateLimit(n, per) if n >= 1 else None
 
     def _path(self, raw: Any, where: str) -> str | None:
         if not isinstance(raw, str) or not raw.startswith("/"):

@@ -135,11 +135,24 @@ upstreams:
     connect_timeout: 1
 routes:
 {extra_routes}
+  - name: secure
+    path: /secure/{{rest...}}
+    methods: [GET, POST]
+    strip_prefix: /secure
+    upstream: main
+  - name: limited
+    path: /limited/{{rest...}}
+    methods: [GET]
+    strip_prefix: /limited
+    upstream: main
+    external_systems: [booking_engine]
+    rate_limit: {{requests: 3, per_seconds: 60}}
   - name: echo
     path: /api/echo/{{rest...}}
     methods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]
     strip_prefix: /api
     upstream: main
+    public: true
     capture:
       redact_fields: [guest_passport]
       redact_headers: [x-partner-signature]
@@ -148,22 +161,26 @@ routes:
     methods: [GET]
     strip_prefix: /ro
     upstream: main
+    public: true
   - name: small-capture
     path: /api/small/{{rest...}}
     methods: [GET, POST]
     strip_prefix: /api/small
     upstream: main
+    public: true
     capture:
       max_body_bytes: 16
   - name: dead
     path: /api/dead
     methods: [GET]
     upstream: dead
+    public: true
   - name: other
     path: /api/{{rest...}}
     methods: [GET, POST, PUT]
     strip_prefix: /api
     upstream: main
+    public: true
 """
 
 

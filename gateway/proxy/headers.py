@@ -42,6 +42,11 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 REQUEST_ID_HEADER = "X-Request-Id"
+# Identity the gateway vouches for, sent to upstreams; a caller's own values are dropped.
+TENANT_HEADER = "X-Gateway-Tenant-Id"
+SYSTEM_HEADER = "X-Gateway-External-System"
+KEY_ID_HEADER = "X-Gateway-Key-Id"
+IDENTITY_PREFIX = "x-gateway-"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 
 
@@ -104,15 +109,23 @@ def upstream_request_headers(
     request_id: str,
     trusted: tuple[IPNetwork, ...],
     websocket: bool = False,
+    identity: dict[str, str] | None = None,
 ) -> CIMultiDict[str]:
-    """The caller's headers minus hop-by-hop ones, plus X-Forwarded-* and X-Request-Id."""
-    drop = HOP_BY_HOP | GATEWAY_SET | _connection_tokens(request.headers)
+    """The caller's headers minus hop-by-hop ones and gateway credentials, plus
+    X-Forwarded-*, X-Request-Id and the X-Gateway-* identity of an authenticated caller."""
+    drop = HOP_BY_HOP | GATEWAY_SET | _connection_tokens(request.headers) | {"x-api-key"}
     if websocket:
         drop = drop | WEBSOCKET_HANDSHAKE
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in request.headers.items():
-        if name.lower() not in drop:
-            out.add(name, value)
+        lname = name.lower()
+        if lname in drop or lname.startswith(IDENTITY_PREFIX):
+            continue
+        if lname == "authorization" and _is_gateway_credential(value):
+            continue  # the partner's gateway key never reaches the upstream
+        out.add(name, value)
+    if identity:
+        out.update(identity)
     peer = request.remote or ""
     from_trusted = bool(trusted) and is_trusted(peer, trusted)
     prior = ", ".join(request.headers.getall("X-Forwarded-For", ())) if from_trusted else ""
@@ -123,6 +136,11 @@ def upstream_request_headers(
     out["X-Forwarded-Host"] = host or request.host
     out[REQUEST_ID_HEADER] = request_id
     return out
+
+
+def _is_gateway_credential(value: str) -> bool:
+    scheme, _, token = value.partition(" ")
+    return scheme.lower() == "bearer" and token.strip().startswith("gwk_")
 
 
 def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -21,6 +21,8 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
 
 from gateway import metrics
+from gateway.admin.auth import Authenticator, Forbidden, RateLimited, RateLimiter, refuse
+from gateway.admin.keys import ApiKey, Role
 from gateway.capture.exchange import CapturePolicy, Exchange
 from gateway.capture.record import (
     DEFAULT_REDACT_FIELDS,
@@ -41,7 +43,10 @@ from gateway.errors import (
 )
 from gateway.proxy import websocket
 from gateway.proxy.headers import (
+    KEY_ID_HEADER,
     REQUEST_ID_HEADER,
+    SYSTEM_HEADER,
+    TENANT_HEADER,
     client_ip,
     downstream_response_headers,
     request_id_from,
@@ -71,8 +76,11 @@ class Proxy:
         routes: RouteTable,
         session: aiohttp.ClientSession,
         writer: LogWriter,
+        auth: Authenticator,
     ) -> None:
         self.settings = settings
+        self.auth = auth
+        self.limiter = RateLimiter()
         self.routes = routes
         self.session = session
         self.writer = writer
@@ -119,10 +127,11 @@ class Proxy:
             policy = self.policies[route.name]
             ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
             _check_path(request.rel_url.raw_path)
-            # (authentication and ID translation hook in here)
+            identity = None if route.public else await self._authorize(request, route, ex)
+            # (ID translation hooks in here)
             if websocket.is_upgrade(request):
-                return await websocket.relay(self, request, route, ex)
-            return await self._proxy_http(request, route, policy, ex)
+                return await websocket.relay(self, request, route, ex, identity)
+            return await self._proxy_http(request, route, policy, ex, identity)
         except GatewayError as exc:
             if not ex.request_headers:
                 ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
@@ -140,13 +149,60 @@ class Proxy:
             self.in_flight -= 1
             self._finish(ex)
 
+    # -- who is calling ----------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request, route: Route, ex: Exchange) -> dict[str, str]:
+        """Authenticate a partner key, check it may use the route, apply rate limits."""
+        key = await self.auth.authenticate(request.headers)
+        ex.tenant_id, ex.api_key_id = str(key.tenant_id), str(key.id)
+        ex.external_system = key.external_system
+        if key.role is not Role.PARTNER:
+            raise refuse(
+                "forbidden",
+                Forbidden(
+                    f"proxied routes need a partner key; this key's role is {key.role.value}"
+                ),
+            )
+        if route.external_systems and key.external_system not in route.external_systems:
+            raise refuse(
+                "forbidden",
+                Forbidden(
+                    f"external system {key.external_system!r} may not use route {route.name!r}"
+                ),
+            )
+        self._rate_limit(key, route)
+        return {
+            TENANT_HEADER: str(key.tenant_id),
+            SYSTEM_HEADER: key.external_system or "",
+            KEY_ID_HEADER: str(key.id),
+        }
+
+    def _rate_limit(self, key: ApiKey, route: Route) -> None:
+        waits = []
+        if route.rate_limit is not None:
+            rl = route.rate_limit
+            waits.append(self.limiter.take(key.id, route.name, rl.requests, rl.per_seconds))
+        if key.rate_limit_per_minute is not None:
+            waits.append(self.limiter.take(key.id, "*", key.rate_limit_per_minute, 60.0))
+        wait = max(waits, default=0.0)
+        if wait > 0:
+            metrics.RATE_LIMITED.labels(route.name).inc()
+            raise RateLimited(f"rate limit exceeded for this key on route {route.name!r}", wait)
+
     # -- HTTP -----------------------------------------------------------------------------
 
     async def _proxy_http(
-        self, request: web.Request, route: Route, policy: CapturePolicy, ex: Exchange
+        self,
+        request: web.Request,
+        route: Route,
+        policy: CapturePolicy,
+        ex: Exchange,
+        identity: dict[str, str] | None,
     ) -> web.StreamResponse:
         body = await self._request_body(request, policy, ex)
-        headers = upstream_request_headers(request, ex.request_id, self.settings.trusted_proxies)
+        headers = upstream_request_headers(
+            request, ex.request_id, self.settings.trusted_proxies, identity=identity
+        )
         url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
         up = route.upstream
         timeout = aiohttp.ClientTimeout(

@@ -32,11 +32,15 @@ def is_upgrade(request: web.BaseRequest) -> bool:
 
 
 async def relay(
-    proxy: Proxy, request: web.Request, route: Route, ex: Exchange
+    proxy: Proxy,
+    request: web.Request,
+    route: Route,
+    ex: Exchange,
+    identity: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
     headers = upstream_request_headers(
-        request, ex.request_id, proxy.settings.trusted_proxies, websocket=True
+        request, ex.request_id, proxy.settings.trusted_proxies, websocket=True, identity=identity
     )
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()

@@ -374,6 +374,7 @@ async def test_retries_idempotent_requests_on_connection_failure(
     methods: [GET, POST]
     strip_prefix: /flaky
     upstream: flaky
+    public: true
 """
     opts = f"""  flaky:
     url: http://127.0.0.1:{port}

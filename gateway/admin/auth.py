@@ -1,0 +1,155 @@
+"""Who is calling: API-key authentication (with a short-lived cache) and per-key rate limits.
+
+A key is read from ``Authorization: Bearer <token>`` or ``X-Api-Key: <token>``. Lookups
+are cached per process for ``CACHE_TTL`` seconds (hits and misses), so the proxy does not
+query PostgreSQL per call; revoking a key through this process takes effect at once,
+through another process within ``CACHE_TTL``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from gateway import metrics
+from gateway.admin.keys import TOKEN_RE, ApiKey, hash_token, key_by_token_hash
+from gateway.errors import ClientError, ServiceUnavailable
+
+CACHE_TTL = 10.0  # seconds a key lookup (found or not) is trusted
+CACHE_MAX = 50_000  # entries; the cache is cleared when it grows past this (unknown-token floods)
+KEY_HEADER = "X-Api-Key"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="gateway"'}
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ClientError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
+
+
+def token_from(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The presented token and the header that carried it."""
+    auth = headers.get("Authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip(), "Authorization"
+    key = headers.get(KEY_HEADER)
+    if key:
+        return key.strip(), KEY_HEADER
+    return None, None
+
+
+def refuse(reason: str, exc: ClientError) -> ClientError:
+    """Count an authentication/authorisation failure by reason, then hand back the error."""
+    metrics.AUTH_FAILURES.labels(reason).inc()
+    return exc
+
+
+class Authenticator:
+    def __init__(self, pool: asyncpg.Pool, ttl: float = CACHE_TTL) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._cache: dict[bytes, tuple[ApiKey | None, float]] = {}
+
+    async def authenticate(self, headers: Mapping[str, str]) -> ApiKey:
+        """The caller's key, or Unauthorized (401) with a stable code per reason."""
+        token, _ = token_from(headers)
+        if token is None:
+            raise refuse(
+                "missing_key",
+                Unauthorized(
+                    "an API key is required (Authorization: Bearer <token> or X-Api-Key)",
+                    code="missing_api_key",
+                ),
+            )
+        if not TOKEN_RE.match(token):
+            raise refuse(
+                "unknown_key", Unauthorized("the API key is not valid", code="invalid_api_key")
+            )
+        key = await self._lookup(hash_token(token))
+        if key is None:
+            raise refuse(
+                "unknown_key", Unauthorized("the API key is not valid", code="invalid_api_key")
+            )
+        reason = key.usable_at(datetime.now(UTC))
+        if reason == "revoked_key":
+            raise refuse(reason, Unauthorized("the API key was revoked", code="revoked_api_key"))
+        if reason == "expired_key":
+            raise refuse(reason, Unauthorized("the API key has expired", code="expired_api_key"))
+        return key
+
+    async def _lookup(self, token_hash: bytes) -> ApiKey | None:
+        now = time.monotonic()
+        hit = self._cache.get(token_hash)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            async with self._pool.acquire() as conn:
+                key = await key_by_token_hash(conn, token_hash)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if hit is not None:  # the database is down: a recently known key still works
+                return hit[0]
+            raise ServiceUnavailable(
+                "cannot check the API key right now", code="auth_unavailable"
+            ) from None
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[token_hash] = (key, now + self._ttl)
+        return key
+
+    def forget(self, key_id: uuid.UUID) -> None:
+        """Drop a key from the cache (after it was revoked through this process)."""
+        for h, (key, _) in list(self._cache.items()):
+            if key is not None and key.id == key_id:
+                del self._cache[h]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class RateLimiter:
+    """Token buckets per (key, scope); limits are per process (see README)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[uuid.UUID, str], _Bucket] = {}
+
+    def take(self, key_id: uuid.UUID, scope: str, requests: int, per_seconds: float) -> float:
+        """Spend one request; 0.0 when allowed, else seconds until the next one is."""
+        now = time.monotonic()
+        rate = requests / per_seconds
+        b = self._buckets.get((key_id, scope))
+        if b is None:
+            b = self._buckets[(key_id, scope)] = _Bucket(float(requests), now)
+        b.tokens = min(float(requests), b.tokens + (now - b.stamp) * rate)
+        b.stamp = now
+        if b.tokens >= 1.0:
+            b.tokens -= 1.0
+            return 0.0
+        return (1.0 - b.tokens) / rate
