@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
+from gateway.admin import api as admin_api
 from gateway.admin.auth import Authenticator
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
@@ -37,7 +38,7 @@ AUTH = web.AppKey("auth", Authenticator)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
-RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
+    admin_api.setup(app, POOL, AUTH)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 

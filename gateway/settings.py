@@ -6,6 +6,7 @@ naming the variable, so the process fails fast instead of misbehaving later.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
@@ -93,6 +94,9 @@ class Settings:
     shutdown_timeout: float = 30.0
     # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
     db_retry_interval: float = 2.0
+    # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
+    # Unset: a key generated into data_dir/encryption.key (development only).
+    encryption_keys: tuple[Secret, ...] = ()
 
     @property
     def journal_dir(self) -> Path:
@@ -143,6 +147,14 @@ class Settings:
                 "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
             ),
         )
+        raw_keys = e.get("GATEWAY_ENCRYPTION_KEYS", "")
+        if raw_keys.strip():
+            from gateway.crypto import parse_keys
+
+            keys = parse_keys(raw_keys)
+            settings = dataclasses.replace(
+                settings, encryption_keys=tuple(Secret(k.decode()) for k in keys)
+            )
         if settings.db_pool_min > settings.db_pool_max:
             raise SettingsError(
                 "GATEWAY_DB_POOL_MIN: must not exceed GATEWAY_DB_POOL_MAX "

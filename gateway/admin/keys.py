@@ -292,3 +292,49 @@ async def list_keys(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[ApiK
         tenant_id,
     )
     return [ApiKey.from_row(r) for r in rows]
+
+
+async def get_key(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID
+) -> ApiKey | None:
+    row = await conn.fetchrow(
+        f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND tenant_id = $2", key_id, tenant_id
+    )
+    return ApiKey.from_row(row) if row else None
+
+
+async def rename_tenant(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    name: str,
+    actor: str,
+    actor_key_id: uuid.UUID | None = None,
+) -> Tenant:
+    async with conn.transaction():
+        before = await conn.fetchrow(
+            "SELECT id, name, created_at FROM tenants WHERE id = $1 FOR UPDATE", tenant_id
+        )
+        if before is None:
+            raise KeyStoreError("tenant not found")
+        try:
+            row = await conn.fetchrow(
+                """UPDATE tenants SET name = $2, updated_at = now() WHERE id = $1
+                   RETURNING id, name, created_at""",
+                tenant_id,
+                name.strip(),
+            )
+        except asyncpg.UniqueViolationError:
+            raise KeyStoreError(f"a tenant named {name.strip()!r} exists already") from None
+        tenant = Tenant.from_row(row)
+        await audit(
+            conn,
+            actor=actor,
+            actor_key_id=actor_key_id,
+            tenant_id=tenant_id,
+            action="tenant.update",
+            object_type="tenant",
+            object_id=str(tenant_id),
+            before=Tenant.from_row(before).public(),
+            after=tenant.public(),
+        )
+    return tenant

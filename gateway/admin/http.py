@@ -1,0 +1,207 @@
+"""Plumbing of the admin API: the endpoint decorator (auth, roles, JSON errors) and input
+parsing that refuses bad input with a stable code instead of a 500."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import metrics
+from gateway.admin.auth import Authenticator, Forbidden, refuse
+from gateway.admin.keys import ApiKey, Role
+from gateway.errors import ClientError, GatewayError, PayloadTooLarge
+from gateway.proxy.responses import error_response
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
+AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
+
+Handler = Callable[[web.Request, ApiKey], Awaitable[Any]]
+
+
+class Invalid(ClientError):
+    """422: well-formed JSON whose content is wrong (unknown field, wrong type, bad value)."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], Any]:
+    """Authenticate the caller, check its role, answer JSON; errors become JSON with a code."""
+
+    def wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def run(request: web.Request) -> web.StreamResponse:
+            try:
+                key = await request.app[AUTHENTICATOR].authenticate(request.headers)
+                if key.role not in roles:
+                    allowed = ", ".join(sorted(r.value for r in roles))
+                    raise refuse(
+                        "forbidden", Forbidden(f"this endpoint needs one of the roles: {allowed}")
+                    )
+                result = await handler(request, key)
+            except GatewayError as exc:
+                return error_response(exc, request.headers.get("X-Request-Id"))
+            except Exception:
+                log.exception("admin API error on %s %s", request.method, request.path)
+                return error_response(GatewayError("internal error"), None)
+            if isinstance(result, web.StreamResponse):
+                return result
+            return web.Response(
+                body=orjson.dumps(result), status=status, content_type="application/json"
+            )
+
+        run.__name__ = handler.__name__
+        return run
+
+    return wrap
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or 400/413/415/422 with a clear code."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge(f"request body exceeds {MAX_BODY} bytes")
+    ctype = request.headers.get("Content-Type", "")
+    if ctype and "json" not in ctype.lower():
+        raise ClientError("Content-Type must be application/json", code="unsupported_media_type")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise PayloadTooLarge(f"request body exceeds {MAX_BODY} bytes")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ClientError(
+            f"request body is not valid JSON: {exc.msg}", code="malformed_json"
+        ) from None
+    if not isinstance(value, dict):
+        raise Invalid("request body must be a JSON object")
+    return value
+
+
+def check_fields(
+    body: Mapping[str, Any], allowed: Collection[str], required: Collection[str] = ()
+) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Invalid(
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
+            code="unknown_field",
+        )
+    for name in required:
+        if name not in body:
+            raise Invalid(f"field {name!r} is required", code="missing_field")
+
+
+def field(
+    body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], *, nullable: bool = True
+) -> Any:
+    value = body.get(name)
+    if value is None:
+        if not nullable and name in body:
+            raise Invalid(f"field {name!r} must not be null", code="invalid_field")
+        return None
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
+    if not isinstance(value, kind):
+        raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
+    return value
+
+
+def parse_uuid(raw: str, what: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"no {what} {raw[:64]!r}") from None
+
+
+def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ClientError(f"query parameter {name!r} must be a UUID", code="bad_query") from None
+
+
+def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ClientError(
+            f"query parameter {name!r} must be an integer", code="bad_query"
+        ) from None
+    if not lo <= value <= hi:
+        raise ClientError(f"query parameter {name!r} must be in [{lo}, {hi}]", code="bad_query")
+    return value
+
+
+def query_time(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ClientError(
+            f"query parameter {name!r} must be an ISO 8601 time such as 2026-11-24T10:00:00Z",
+            code="bad_time_range",
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def query_json(request: web.Request, name: str) -> Any:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ClientError(f"query parameter {name!r} must be JSON", code="bad_query") from None
+    if not isinstance(value, dict | list):
+        raise ClientError(
+            f"query parameter {name!r} must be a JSON object or array", code="bad_query"
+        )
+    return value
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([str(p) for p in parts])).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, n: int) -> list[str]:
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        parts = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, orjson.JSONDecodeError):
+        raise ClientError("cursor is not valid", code="bad_cursor") from None
+    if not isinstance(parts, list) or len(parts) != n or not all(isinstance(p, str) for p in parts):
+        raise ClientError("cursor is not valid", code="bad_cursor")
+    return parts
+
+
+__all__ = ["metrics"]
