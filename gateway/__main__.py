@@ -166,6 +166,20 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from gateway.crypto import load_box, rotate_all
+
+    settings = resolve_database_url(Settings.from_env())
+    box = load_box([k.reveal().encode() for k in settings.encryption_keys], settings.data_dir)
+
+    async def work(conn: Any) -> int:
+        return await rotate_all(conn, box)
+
+    count = asyncio.run(_with_conn(settings, work))
+    print(f"{count} stored secrets re-encrypted under the newest key")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Integration Hub gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--tenant", required=True, help="tenant name or id")
     kr.add_argument("key_id")
     kr.set_defaults(func=cmd_keys_revoke)
+    secrets_ = sub.add_parser("secrets", help="secrets at rest").add_subparsers(
+        dest="secrets_command", required=True
+    )
+    secrets_.add_parser(
+        "rotate", help="re-encrypt stored secrets under the first GATEWAY_ENCRYPTION_KEYS key"
+    ).set_defaults(func=cmd_secrets_rotate)
     return parser
 
 

@@ -18,6 +18,7 @@ from gateway.admin import api as admin_api
 from gateway.admin.auth import Authenticator
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
+from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
@@ -35,6 +36,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 WRITER = web.AppKey("writer", LogWriter)
 PROXY = web.AppKey("proxy", Proxy)
 AUTH = web.AppKey("auth", Authenticator)
+SECRETS = web.AppKey("secrets", SecretBox)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
@@ -57,6 +59,10 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes
+    # Secrets at rest (webhook secrets, auth headers, mapping credentials) go through this.
+    app[SECRETS] = load_box(
+        [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
+    )
     app.cleanup_ctx.extend([_database, _client_session, _log_writer, _proxy, _maintenance])
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -92,3 +93,30 @@ def load_box(configured: Sequence[bytes], data_dir: Path) -> SecretBox:
             path,
         )
     return SecretBox(parse_keys(path.read_text(), str(path)))
+
+
+# Columns holding SecretBox tokens, as (table, primary key column, secret column). Later
+# features (webhook secrets, auth headers, mapping credentials) add theirs here so that
+# ``gateway secrets rotate`` re-encrypts them.
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+
+
+async def rotate_all(
+    conn: Any, box: SecretBox, columns: Sequence[tuple[str, str, str]] = ENCRYPTED_COLUMNS
+) -> int:
+    """Re-encrypt every stored secret under the newest key; return how many were rewritten."""
+    count = 0
+    for table, pk, column in columns:
+        async with conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {pk} AS pk, {column} AS secret FROM {table} "
+                f"WHERE {column} IS NOT NULL FOR UPDATE"
+            )
+            for row in rows:
+                await conn.execute(
+                    f"UPDATE {table} SET {column} = $2 WHERE {pk} = $1",
+                    row["pk"],
+                    box.rotate(row["secret"]),
+                )
+                count += 1
+    return count

@@ -74,3 +74,20 @@ async def test_concurrent_maintenance_runs_once(db: asyncpg.Connection, database
             assert result.ran is False
     finally:
         await other.close()
+
+
+async def test_rotate_re_encrypts_registered_columns(db: asyncpg.Connection) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway.crypto import SecretBox, rotate_all
+
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    await db.execute("CREATE TABLE scratch_secrets (id int PRIMARY KEY, secret text)")
+    await db.executemany(
+        "INSERT INTO scratch_secrets VALUES ($1, $2)",
+        [(1, SecretBox([old]).encrypt("a")), (2, SecretBox([old]).encrypt("b")), (3, None)],
+    )
+    n = await rotate_all(db, SecretBox([new, old]), [("scratch_secrets", "id", "secret")])
+    assert n == 2
+    rows = await db.fetch("SELECT secret FROM scratch_secrets WHERE secret IS NOT NULL ORDER BY id")
+    assert [SecretBox([new]).decrypt(r["secret"]) for r in rows] == ["a", "b"]
