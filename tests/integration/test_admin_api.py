@@ -217,6 +217,16 @@ async def test_tenant_rename_conflict(gateway: TestClient, tenants: dict[str, An
         "/admin/v1/tenant", json={"name": "hotel BETA"}, headers=tenants["alpha_admin"]
     )
     assert resp.status == 409
+    resp = await gateway.patch(
+        "/admin/v1/tenant", json={"name": "Hotel Alpha & Spa"}, headers=tenants["alpha_admin"]
+    )
+    assert resp.status == 200 and (await resp.json())["name"] == "Hotel Alpha & Spa"
+    audit = await (
+        await gateway.get("/admin/v1/audit?action=tenant.update", headers=tenants["alpha_admin"])
+    ).json()
+    (entry,) = audit["items"]
+    assert entry["before"]["name"] == "Hotel alpha"
+    assert entry["after"]["name"] == "Hotel Alpha & Spa"
 
 
 async def test_log_search_filters_and_pagination(
