@@ -58,10 +58,11 @@ def ensure_tools() -> None:
             sys.exit(f"bench: {t} not found (apt-get install -y wrk nginx)")
 
 
-def wrk(url: str, args: argparse.Namespace, duration: int) -> dict[str, float]:
+def wrk(url: str, args: argparse.Namespace, duration: int, token: str) -> dict[str, float]:
+    # Every target gets the same partner key header; only the gateway checks it.
     out = subprocess.run(
         ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
-         "--timeout", "5s", url],
+         "--timeout", "5s", "-H", f"Authorization: Bearer {token}", url],
         check=True, capture_output=True, text=True, timeout=duration + 30,
     ).stdout
     def unit(v: str, u: str) -> float:
@@ -154,6 +155,14 @@ def run(args: argparse.Namespace) -> None:
         dsn = subprocess.run([PY, "-m", "gateway", "db-url"], env=env, check=True,
                              capture_output=True, text=True).stdout.strip()
         env["GATEWAY_DATABASE_URL"] = dsn
+        # A partner key, as a real caller would present (the route is not public).
+        subprocess.run([PY, "-m", "gateway", "tenants", "create", "Bench Hotel"], env=env,
+                       check=True, capture_output=True)
+        made = subprocess.run(
+            [PY, "-m", "gateway", "keys", "create", "--tenant", "Bench Hotel", "--role",
+             "partner", "--external-system", "booking_engine"],
+            env=env, check=True, capture_output=True, text=True).stdout
+        token = made.split("token: ")[1].split()[0]
         routes = tmp / "routes.yaml"
         routes.write_text((HERE / "routes.bench.yaml").read_text().replace(
             "{upstream_port}", str(up_port)))
@@ -171,8 +180,8 @@ def run(args: argparse.Namespace) -> None:
         }
         gateway_requests = 0
         for name, url in targets.items():
-            warm = wrk(url, args, args.warmup)
-            res = wrk(url, args, args.duration)
+            warm = wrk(url, args, args.warmup, token)
+            res = wrk(url, args, args.duration, token)
             results[name] = res
             if name.startswith("gateway"):
                 gateway_requests = int(warm["requests"] + res["requests"])

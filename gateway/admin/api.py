@@ -29,6 +29,7 @@ from gateway.admin.http import (
     parse_uuid,
     query_int,
     query_json,
+    query_str,
     query_time,
     query_uuid,
     read_json_object,
@@ -236,14 +237,16 @@ def _log_filters(request: web.Request, tenant_id: uuid.UUID) -> _Where:
     w.add("tenant_id = {}", tenant_id)
     w.add("created_at >= {}", start)
     w.add("created_at < {}", end)
-    q = request.query
     for name in ("route", "request_id", "external_system"):
-        if name in q:
-            w.add(f"{name} = {{}}", q[name])
-    if "method" in q:
-        w.add("method = {}", q["method"].upper())
-    if "path_prefix" in q:
-        prefix = q["path_prefix"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        value = query_str(request, name)
+        if value is not None:
+            w.add(f"{name} = {{}}", value)
+    method = query_str(request, "method")
+    if method is not None:
+        w.add("method = {}", method.upper())
+    path_prefix = query_str(request, "path_prefix")
+    if path_prefix is not None:
+        prefix = path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         w.add("path LIKE {} || '%'", prefix)
     key_id = query_uuid(request, "key_id")
     if key_id is not None:
@@ -331,8 +334,9 @@ async def list_audit(request: web.Request, key: ApiKey) -> Any:
     w = _Where()
     w.add("tenant_id = {}", key.tenant_id)
     for name in ("action", "object_type"):
-        if name in request.query:
-            w.add(f"{name} = {{}}", request.query[name])
+        value = query_str(request, name)
+        if value is not None:
+            w.add(f"{name} = {{}}", value)
     cursor = request.query.get("cursor")
     if cursor is not None:
         (raw,) = decode_cursor(cursor, 1)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -59,6 +60,11 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], 
                 result = await handler(request, key)
             except GatewayError as exc:
                 return error_response(exc, request.headers.get("X-Request-Id"))
+            except asyncpg.DataError as exc:
+                # Safety net: a client value PostgreSQL cannot take is the client's error.
+                log.info("admin API: value refused by PostgreSQL: %s", type(exc).__name__)
+                bad = ClientError("a value in the request cannot be used", code="invalid_input")
+                return error_response(bad, None)
             except Exception:
                 log.exception("admin API error on %s %s", request.method, request.path)
                 return error_response(GatewayError("internal error"), None)
@@ -123,7 +129,19 @@ def field(
         raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
     if not isinstance(value, kind):
         raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
+    if isinstance(value, str) and "\x00" in value:
+        raise Invalid(f"field {name!r} must not contain NUL characters", code="invalid_field")
     return value
+
+
+def query_str(request: web.Request, name: str, max_len: int = 2048) -> str | None:
+    """A text query parameter (no NUL, bounded length), or None when absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if "\x00" in raw or len(raw) > max_len:
+        raise ClientError(f"query parameter {name!r} is not acceptable", code="bad_query")
+    return raw
 
 
 def parse_uuid(raw: str, what: str = "id") -> uuid.UUID:
@@ -182,6 +200,8 @@ def query_json(request: web.Request, name: str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ClientError(f"query parameter {name!r} must be JSON", code="bad_query") from None
+    if "\\u0000" in raw or "\x00" in raw:  # jsonb cannot hold NUL
+        raise ClientError(f"query parameter {name!r} must not contain NUL", code="bad_query")
     if not isinstance(value, dict | list):
         raise ClientError(
             f"query parameter {name!r} must be a JSON object or array", code="bad_query"

@@ -192,6 +192,10 @@ async def test_admin_api_needs_a_key(gateway: TestClient) -> None:
         ("GET", "/admin/v1/logs?request_body_contains={bad", None, 400, "bad_query"),
         ("GET", "/admin/v1/logs?cursor=%%%", None, 400, "bad_cursor"),
         ("GET", "/admin/v1/audit?cursor=WyJ4Il0", None, 400, "bad_cursor"),
+        ("PATCH", "/admin/v1/tenant", b'{"name": "a\\u0000b"}', 422, "invalid_field"),
+        ("GET", "/admin/v1/logs?route=a%00b", None, 400, "bad_query"),
+        ("GET", "/admin/v1/audit?action=%00", None, 400, "bad_query"),
+        ("GET", '/admin/v1/logs?request_body_contains={"a":"\\u0000"}', None, 400, "bad_query"),
         ("PATCH", "/admin/v1/tenant", b'{"name": ""}', 422, "invalid_field"),
     ],
 )
