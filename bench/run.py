@@ -107,6 +107,67 @@ class Procs:
             self.stop(p, timeout=10)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (nginx workers, PostgreSQL backends)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """user+system CPU seconds of each process that still exists."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return float(sum(values) - idle), float(sum(values))
+
+
+class CpuMeter:
+    """CPU used by groups of processes (and the whole machine) during one wrk run."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+
+    def __enter__(self) -> CpuMeter:
+        self.before = {g: cpu_seconds(p) for g, p in self._expand().items()}
+        self.machine_before = machine_busy()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = {g: cpu_seconds(p) for g, p in self._expand().items()}
+        self.used = {
+            g: sum(t - self.before[g].get(pid, 0.0) for pid, t in after[g].items())
+            for g in after
+        }
+        busy, total = machine_busy()
+        self.machine = (busy - self.machine_before[0]) / max(total - self.machine_before[1], 1)
+
+    def _expand(self) -> dict[str, list[int]]:
+        # Processes forked by a group's leader (nginx workers, PostgreSQL backends) count too.
+        return {g: [q for p in pids for q in (p, *children(p))] for g, pids in self.groups.items()}
+
+
 def metric_sum(base: str, name: str) -> float:
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -131,11 +192,12 @@ def run(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         up_port = free_port()
-        procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
+        upstream = procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
         wait_http(f"http://127.0.0.1:{up_port}/")
 
         bare_port = free_port()
-        procs.start([PY, str(HERE / "bare_proxy.py"), str(bare_port), f"http://127.0.0.1:{up_port}"])
+        bare_proc = procs.start([PY, str(HERE / "bare_proxy.py"), str(bare_port),
+                                 f"http://127.0.0.1:{up_port}"])
         wait_http(f"http://127.0.0.1:{bare_port}/")
 
         nginx_port = free_port()
@@ -146,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
                      "listen_port": str(nginx_port)}.items():
             conf = conf.replace("{" + k + "}", v)
         (prefix / "nginx.conf").write_text(conf)
-        procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+        nginx = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
         wait_http(f"http://127.0.0.1:{nginx_port}/")
 
         # The gateway, with full capture into an embedded PostgreSQL of its own. The server
@@ -172,21 +234,33 @@ def run(args: argparse.Namespace) -> None:
         gw_base = f"http://127.0.0.1:{gw_port}"
         wait_http(gw_base + "/healthz")
 
+        postmaster = int((tmp / "gw" / "pg" / "postmaster.pid").read_text().split()[0])
+        # name: (url, the proxy's processes) — CPU is measured per request for each.
         targets = {
-            "direct upstream": f"http://127.0.0.1:{up_port}{PATH}",
-            "bare aiohttp pass-through": f"http://127.0.0.1:{bare_port}{PATH}",
-            "nginx": f"http://127.0.0.1:{nginx_port}{PATH}",
-            "gateway, full capture": f"{gw_base}{PATH}",
+            "direct upstream": (f"http://127.0.0.1:{up_port}{PATH}", []),
+            "bare aiohttp pass-through": (f"http://127.0.0.1:{bare_port}{PATH}", [bare_proc.pid]),
+            "nginx": (f"http://127.0.0.1:{nginx_port}{PATH}", [nginx.pid]),
+            "gateway, full capture": (f"{gw_base}{PATH}", [gw.pid]),
         }
         gateway_requests = 0
-        for name, url in targets.items():
+        print(f"{'target':28s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'proxy CPU':>10s} "
+              f"{'PG CPU':>8s} {'machine':>8s}")
+        for name, (url, pids) in targets.items():
             warm = wrk(url, args, args.warmup, token)
-            res = wrk(url, args, args.duration, token)
+            groups = {"proxy": pids, "upstream": [upstream.pid], "postgres": [postmaster]}
+            with CpuMeter(groups) as cpu:
+                res = wrk(url, args, args.duration, token)
+            per_request = {g: used / res["requests"] * 1e6 for g, used in cpu.used.items()}
+            res.update(proxy_us=per_request["proxy"], pg_us=per_request["postgres"],
+                       machine=cpu.machine)
             results[name] = res
             if name.startswith("gateway"):
                 gateway_requests = int(warm["requests"] + res["requests"])
-            print(f"{name:28s} {res['rps']:9.0f} req/s  p50 {res['p50']:7.2f} ms  "
-                  f"p99 {res['p99']:7.2f} ms  non-2xx {res['non2xx']}", flush=True)
+            print(f"{name:28s} {res['rps']:9.0f} {res['p50']:8.2f} {res['p99']:8.2f} "
+                  f"{res['proxy_us']:7.0f} us {res['pg_us']:5.0f} us {res['machine']:8.0%}"
+                  f"   non-2xx {res['non2xx']}", flush=True)
+        print("(proxy / PG CPU: user+system CPU of the proxy's processes / of PostgreSQL per "
+              "completed request; machine: share of both cores busy during the run)")
 
         proxied = metric_sum(gw_base, "gateway_requests_total")
         code = procs.stop(gw)  # SIGTERM: the gateway drains its log queue before exiting
@@ -195,6 +269,7 @@ def run(args: argparse.Namespace) -> None:
         print()
         print(f"gateway / bare pass-through requests/s: {gwr['rps'] / bare['rps']:.1%} (target >= 85%)")
         print(f"gateway / nginx requests/s:             {gwr['rps'] / results['nginx']['rps']:.1%}")
+        print(f"proxy CPU per request, gateway / bare:  {gwr['proxy_us'] / bare['proxy_us']:.2f}x")
         print(f"api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
               f"completed by wrk (warm-up + run): {gateway_requests}; "
               f"rows lost: {max(0, int(proxied) - rows)}; gateway exit code {code}")
