@@ -26,6 +26,8 @@ from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
+from gateway.sync import api as sync_api
+from gateway.sync.recorder import SyncRecorder, stats_loop
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ WRITER = web.AppKey("writer", LogWriter)
 PROXY = web.AppKey("proxy", Proxy)
 AUTH = web.AppKey("auth", Authenticator)
 SECRETS = web.AppKey("secrets", SecretBox)
+SYNC = web.AppKey("sync_recorder", SyncRecorder)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
@@ -63,11 +66,12 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app[SECRETS] = load_box(
         [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
     )
-    app.cleanup_ctx.extend([_database, _client_session, _log_writer, _proxy, _maintenance])
+    app.cleanup_ctx.extend([_database, _client_session, _log_writer, _sync, _proxy, _maintenance])
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
     admin_api.setup(app, POOL, AUTH)
+    sync_api.setup(app)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
@@ -149,9 +153,24 @@ async def _log_writer(app: web.Application) -> AsyncIterator[None]:
     )
 
 
+async def _sync(app: web.Application) -> AsyncIterator[None]:
+    """Sync outcomes of proxied calls (batched writer) and the sync metrics query."""
+    recorder = SyncRecorder(app[POOL])
+    recorder.start()
+    app[SYNC] = recorder
+    stats = asyncio.create_task(
+        stats_loop(app[POOL], app[SETTINGS].sync_stats_interval), name="sync-stats"
+    )
+    yield
+    stats.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stats
+    await recorder.close(app[SETTINGS].shutdown_timeout)
+
+
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
     app[AUTH] = Authenticator(app[POOL])
-    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER], app[AUTH])
+    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER], app[AUTH], app[SYNC])
     yield
 
 

@@ -127,6 +127,57 @@ PARTITIONS_DROPPED = Counter(
     registry=REGISTRY,
 )
 
+SYNC_REPORTS = Counter(
+    "gateway_sync_reports_total",
+    "Sync status reports by source (api, traffic) and outcome (created, updated, unchanged, "
+    "stale, conflict)",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+SYNC_FAILURES = Counter(
+    "gateway_sync_failures_total",
+    "Failed sync attempts recorded, by external system",
+    ["external_system"],
+    registry=REGISTRY,
+)
+SYNC_CONFLICTS = Counter(
+    "gateway_sync_conflicts_total",
+    "Entities that went into conflict (both sides changed), by external system",
+    ["external_system"],
+    registry=REGISTRY,
+)
+SYNC_REPORTS_DROPPED = Counter(
+    "gateway_sync_reports_dropped_total",
+    "Sync reports from proxied traffic dropped because the queue was full",
+    registry=REGISTRY,
+)
+SYNC_ENTITIES = Gauge(
+    "gateway_sync_entities",
+    "Tracked entities by external system and sync status (periodic query)",
+    ["external_system", "status"],
+    registry=REGISTRY,
+)
+SYNC_LAG = Gauge(
+    "gateway_sync_lag_seconds",
+    "Age of the oldest entity not in sync (pending, in progress, failed, conflict), "
+    "per external system; 0 when everything is in sync",
+    ["external_system"],
+    registry=REGISTRY,
+)
+SYNC_SINCE_SUCCESS = Gauge(
+    "gateway_sync_since_last_success_seconds",
+    "Time since the last successful sync, per external system",
+    ["external_system"],
+    registry=REGISTRY,
+)
+SYNC_STATS_RUNS = Counter(
+    "gateway_sync_stats_runs_total",
+    "Periodic sync statistics queries by result (computed, skipped: another process holds "
+    "the lock, error)",
+    ["result"],
+    registry=REGISTRY,
+)
+
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"

@@ -56,6 +56,20 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncOptions:
+    """A route whose calls synchronise one entity: its outcome goes to data_sync_status."""
+
+    entity_type: str
+    source: str  # 'path' (a path parameter), 'request' or 'response' (a JSON pointer)
+    locator: str  # the parameter name, or the pointer such as /reservation/id
+    direction: str = "inbound"
+
+
+SYNC_SOURCES = ("path", "request", "response")
+SYNC_DIRECTIONS = ("inbound", "outbound", "bidirectional")
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -68,6 +82,7 @@ class Route:
     public: bool = False  # True: no API key needed
     external_systems: frozenset[str] = frozenset()  # partner systems allowed (empty: all)
     rate_limit: RateLimit | None = None  # per API key, on this route
+    sync: SyncOptions | None = None  # record the synced entity's outcome
 
     def upstream_url(self, raw_path: str, query_string: str) -> URL:
         """The upstream URL for a matched request (raw, still percent-encoded path)."""
@@ -289,6 +304,7 @@ class _Parser:
             "public",
             "external_systems",
             "rate_limit",
+            "sync",
         }
         self._unknown(spec, known, where)
         before = len(self.problems)
@@ -335,6 +351,7 @@ class _Parser:
             systems = []
         rate_limit = self._rate_limit(spec.get("rate_limit"), where)
         capture = self._capture(spec.get("capture", {}), where)
+        sync = self._sync(spec.get("sync"), where, path)
         if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
         return Route(
@@ -349,7 +366,38 @@ class _Parser:
             public=bool(public),
             external_systems=frozenset(systems),
             rate_limit=rate_limit,
+            sync=sync,
         )
+
+    def _sync(self, raw: Any, where: str, path: str | None) -> SyncOptions | None:
+        if raw is None:
+            return None
+        w = f"{where}: field 'sync'"
+        if not isinstance(raw, dict):
+            self.fail(w, "must be a mapping such as {entity_type: reservation, entity: path:id}")
+            return None
+        self._unknown(raw, {"entity_type", "entity", "direction"}, w)
+        etype = raw.get("entity_type")
+        if not isinstance(etype, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", etype):
+            self.fail(f"{w}.entity_type", f"required; a name such as reservation, got {etype!r}")
+        direction = raw.get("direction", "inbound")
+        if direction not in SYNC_DIRECTIONS:
+            self.fail(f"{w}.direction", f"must be one of {', '.join(SYNC_DIRECTIONS)}")
+        entity = raw.get("entity")
+        source, _, locator = entity.partition(":") if isinstance(entity, str) else ("", "", "")
+        params = {m.group(1) for m in PARAM_RE.finditer(path or "")}
+        if source not in SYNC_SOURCES or not locator:
+            self.fail(
+                f"{w}.entity",
+                f"must be path:<param>, request:/<pointer> or response:/<pointer>, got {entity!r}",
+            )
+        elif source == "path" and path is not None and locator not in params:
+            self.fail(f"{w}.entity", f"path has no parameter {locator!r}")
+        elif source != "path" and not locator.startswith("/"):
+            self.fail(f"{w}.entity", f"a JSON pointer starts with '/', got {locator!r}")
+        if not isinstance(etype, str) or source not in SYNC_SOURCES:
+            return None
+        return SyncOptions(etype, source, locator, str(direction))
 
     def _rate_limit(self, raw: Any, where: str) -> RateLimit | None:
         if raw is None:

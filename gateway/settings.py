@@ -97,6 +97,8 @@ class Settings:
     # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
     # Unset: a key generated into data_dir/encryption.key (development only).
     encryption_keys: tuple[Secret, ...] = ()
+    # GATEWAY_SYNC_STATS_INTERVAL: seconds between the sync lag/count queries behind /metrics
+    sync_stats_interval: float = 15.0
 
     @property
     def journal_dir(self) -> Path:
@@ -145,6 +147,9 @@ class Settings:
             ),
             db_retry_interval=r.get(
                 "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
+            ),
+            sync_stats_interval=r.get(
+                "GATEWAY_SYNC_STATS_INTERVAL", float, d.sync_stats_interval, minimum=0.1
             ),
         )
         raw_keys = e.get("GATEWAY_ENCRYPTION_KEYS", "")

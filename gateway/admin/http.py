@@ -80,18 +80,18 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], 
     return wrap
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
     """The body as a JSON object, or 400/413/415/422 with a clear code."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise PayloadTooLarge(f"request body exceeds {MAX_BODY} bytes")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
     ctype = request.headers.get("Content-Type", "")
     if ctype and "json" not in ctype.lower():
         raise ClientError("Content-Type must be application/json", code="unsupported_media_type")
     data = bytearray()
     async for chunk in request.content.iter_chunked(65536):
         data += chunk
-        if len(data) > MAX_BODY:
-            raise PayloadTooLarge(f"request body exceeds {MAX_BODY} bytes")
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

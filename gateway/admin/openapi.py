@@ -162,6 +162,15 @@ CURSOR = _q("cursor", {"type": "string"}, "next_cursor of the previous page")
 
 
 def document() -> dict[str, Any]:
+    """The whole document: these paths plus those of the capability packages."""
+    from gateway.sync.openapi import paths as sync_paths  # imports this module's helpers
+
+    doc = _document()
+    doc["paths"].update(sync_paths())
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {

@@ -58,9 +58,12 @@ from gateway.routes import (
     IDEMPOTENT_METHODS,
     CaptureOptions,
     Route,
+    RouteMatch,
     RouteTable,
 )
 from gateway.settings import Settings
+from gateway.sync.recorder import SyncRecorder
+from gateway.sync.traffic import report_for
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,10 @@ class Proxy:
         session: aiohttp.ClientSession,
         writer: LogWriter,
         auth: Authenticator,
+        sync: SyncRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.sync = sync
         self.auth = auth
         self.limiter = RateLimiter()
         self.routes = routes
@@ -120,6 +125,7 @@ class Proxy:
             user_agent=_user_agent(request),
         )
         self.in_flight += 1
+        match = None
         try:
             match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
             route = match.route
@@ -148,6 +154,15 @@ class Proxy:
         finally:
             self.in_flight -= 1
             self._finish(ex)
+            if match is not None and match.route.sync is not None:
+                self._record_sync(match, ex)
+
+    def _record_sync(self, match: RouteMatch, ex: Exchange) -> None:
+        """Queue the call's sync outcome (written in batches, never awaited here)."""
+        assert match.route.sync is not None
+        found = report_for(match.route.sync, match.params, ex)
+        if found is not None and self.sync is not None:
+            self.sync.submit(*found)
 
     # -- who is calling ----------------------------------------------------------------
 
