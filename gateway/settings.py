@@ -97,6 +97,11 @@ class Settings:
     # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
     # Unset: a key generated into data_dir/encryption.key (development only).
     encryption_keys: tuple[Secret, ...] = ()
+    # GATEWAY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR; GATEWAY_LOG_FORMAT: json or text
+    log_level: str = "INFO"
+    log_format: str = "json"
+    # GATEWAY_ACCESS_LOG: one process-log line per proxied call (api_logs has them anyway)
+    access_log: bool = False
     # GATEWAY_SYNC_STATS_INTERVAL: seconds between the sync lag/count queries behind /metrics
     sync_stats_interval: float = 15.0
 
@@ -148,6 +153,9 @@ class Settings:
             db_retry_interval=r.get(
                 "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
             ),
+            log_level=r.get("GATEWAY_LOG_LEVEL", _level, d.log_level),
+            log_format=r.get("GATEWAY_LOG_FORMAT", _log_format, d.log_format),
+            access_log=r.get("GATEWAY_ACCESS_LOG", _bool, d.access_log),
             sync_stats_interval=r.get(
                 "GATEWAY_SYNC_STATS_INTERVAL", float, d.sync_stats_interval, minimum=0.1
             ),
@@ -199,3 +207,25 @@ def _csv(raw: str) -> tuple[str, ...]:
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     """Comma-separated CIDRs or addresses, e.g. ``10.0.0.0/8,127.0.0.1``."""
     return tuple(ipaddress.ip_network(p, strict=False) for p in _csv(raw))
+
+
+def _level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+def _log_format(raw: str) -> str:
+    if raw.lower() not in ("json", "text"):
+        raise ValueError("json or text")
+    return raw.lower()
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")

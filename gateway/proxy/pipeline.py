@@ -66,6 +66,7 @@ from gateway.sync.recorder import SyncRecorder
 from gateway.sync.traffic import report_for
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("gateway.access")
 
 CHUNK = 64 * 1024  # bytes per read when streaming bodies
 CLIENT_GONE_STATUS = 499  # nginx's "client closed request": the caller hung up mid-answer
@@ -149,7 +150,12 @@ class Proxy:
             ex.fail("client_disconnected", "client closed the connection before the answer")
             raise
         except Exception as exc:  # never a traceback to the client
-            log.exception("unexpected error proxying %s %s", request.method, ex.path)
+            log.exception(
+                "unexpected error proxying %s %s",
+                request.method,
+                ex.path,
+                extra={"request_id": ex.request_id, "route": ex.route},
+            )
             return self._refuse(GatewayError("the gateway failed to handle this request"), ex, exc)
         finally:
             self.in_flight -= 1
@@ -378,6 +384,23 @@ class Proxy:
         if ex.upstream_ms is not None:
             durations[1].observe(ex.upstream_ms / 1000.0)
         self.writer.submit(ex.to_row(elapsed * 1000.0))
+        if self.settings.access_log:
+            access_log.info(
+                "%s %s %d",
+                ex.method,
+                ex.route or "-",
+                ex.status,
+                extra={
+                    "request_id": ex.request_id,
+                    "route": ex.route,
+                    "method": ex.method,
+                    "status": ex.status,
+                    "duration_ms": round(elapsed * 1000.0, 3),
+                    "tenant_id": ex.tenant_id,
+                    "external_system": ex.external_system,
+                    "error_code": ex.error_code,
+                },
+            )
 
 
 class _StreamCapture:

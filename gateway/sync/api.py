@@ -314,7 +314,10 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
         last = rows[-1]
         after = (int(last["change_xid"]), last["id"])
     next_cursor = encode_cursor(*after) if after is not None else None
-    items = [{**row_json(r), "deleted": r["deleted_at"] is not None} for r in rows]
+    items = [
+        {**row_json(r), "change": r["change_xid"], "deleted": r["deleted_at"] is not None}
+        for r in rows
+    ]
     return {"items": items, "next_cursor": next_cursor}
 
 

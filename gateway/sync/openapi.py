@@ -61,6 +61,18 @@ SYNC_STATUS = {
         "updated_at": TIME,
     },
 }
+CHANGE = {
+    "allOf": [
+        SYNC_STATUS,
+        {
+            "type": "object",
+            "properties": {
+                "change": {"type": "string", "description": "id of the change (transaction)"},
+                "deleted": {"type": "boolean"},
+            },
+        },
+    ]
+}
 OUTCOMES = {
     "type": "object",
     "properties": {
@@ -217,7 +229,7 @@ def paths() -> dict[str, Any]:
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
                     CURSOR,
                 ],
-                "responses": {"200": _json(_page(SYNC_STATUS)), **_errors(400)},
+                "responses": {"200": _json(_page(CHANGE)), **_errors(400)},
             }
         },
     }

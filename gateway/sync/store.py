@@ -32,6 +32,7 @@ COLUMNS = (
 KEY_SQL = "(entity_type, entity_id, external_system, direction)"
 UNNEST_KEYS = "unnest($2::text[], $3::uuid[], $4::text[], $5::text[])"
 STATS_LOCK_KEY = 0x6761_7465_0005  # "gate" + 5: one process computes sync stats at a time
+DEADLOCK_RETRIES = 3  # a batch that lost a deadlock against another writer is re-run
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,28 @@ def _tuple(k: EntityKey) -> tuple[str, uuid.UUID, str, str]:
 async def apply_reports(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, reports: Sequence[Report], now: datetime
 ) -> list[Applied]:
-    """Apply reports in order, in one transaction, with one statement per step (not per row)."""
-    keys = list(dict.fromkeys(r.key for r in reports))
+    """Apply reports in order, in one transaction, with one statement per step (not per row).
+
+    Rows are inserted and locked in one global order (the entity key), so concurrent
+    batches over the same entities wait for each other instead of deadlocking; a deadlock
+    with some other writer is retried."""
+    keys = sorted(set(r.key for r in reports), key=_tuple)
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            return await _apply_once(conn, tenant_id, keys, reports, now)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == DEADLOCK_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _apply_once(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    keys: list[EntityKey],
+    reports: Sequence[Report],
+    now: datetime,
+) -> list[Applied]:
     async with conn.transaction():
         created = await _insert_missing(conn, tenant_id, keys)
         rows = await _lock_rows(conn, tenant_id, keys)
@@ -93,6 +114,7 @@ async def _insert_missing(
         f"""INSERT INTO data_sync_status
                 (tenant_id, entity_type, entity_id, external_system, direction, status)
             SELECT $1, t, e, s, d, 'pending' FROM {UNNEST_KEYS} AS u(t, e, s, d)
+            ORDER BY t, e, s, d
             ON CONFLICT (tenant_id, entity_type, entity_id, external_system, direction)
                 WHERE deleted_at IS NULL DO NOTHING
             RETURNING {KEY_SQL[1:-1]}""",
@@ -109,7 +131,7 @@ async def _lock_rows(
         f"""SELECT {COLUMNS} FROM data_sync_status
             WHERE tenant_id = $1 AND deleted_at IS NULL
               AND {KEY_SQL} IN (SELECT * FROM {UNNEST_KEYS})
-            ORDER BY id FOR UPDATE""",
+            ORDER BY entity_type, entity_id, external_system, direction FOR UPDATE""",
         tenant_id,
         *_key_arrays(keys),
     )
@@ -221,6 +243,9 @@ async def changes(
 ) -> tuple[list[asyncpg.Record], int]:
     """Rows changed after the cursor, oldest change first, and the horizon used.
 
+    (ORDER BY names the table's columns: COLUMNS exposes change_xid as text, and an
+    output name would win, sorting '1003' before '989'.)
+
     Only changes of transactions older than every transaction still running are returned:
     one that commits later with a smaller id than the cursor would otherwise be skipped."""
     xid, row_id = after if after is not None else (0, uuid.UUID(int=0))
@@ -231,7 +256,8 @@ async def changes(
                 WHERE tenant_id = $1 AND external_system = $2
                   AND (change_xid, id) > ($3::text::xid8, $4)
                   AND change_xid < $5::text::xid8
-                ORDER BY change_xid, id LIMIT {int(limit)}""",
+                ORDER BY data_sync_status.change_xid, data_sync_status.id
+                LIMIT {int(limit)}""",
             tenant_id,
             external_system,
             str(xid),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
@@ -138,6 +139,7 @@ async def gateway_process(
         "GATEWAY_LOG_FLUSH_INTERVAL": "60",
         "GATEWAY_LOG_BATCH_SIZE": "100000",
         "GATEWAY_SHUTDOWN_TIMEOUT": "10",
+        "GATEWAY_ACCESS_LOG": "true",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
@@ -184,6 +186,15 @@ async def test_sigterm_flushes_queued_rows(
         assert code == 0, output
         assert await conn.fetchval("SELECT count(*) FROM api_logs") == 200
         assert "200 written, 0 journaled, 0 dropped" in output
+        # The process log: JSON lines on stdout, one access line per call, no secrets.
+        lines = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+        access = [x for x in lines if x["logger"] == "gateway.access"]
+        assert len(access) == 200
+        assert {"ts", "level", "message", "request_id", "route", "status", "duration_ms"} <= set(
+            access[0]
+        )
+        assert access[0]["route"] == "echo" and access[0]["status"] == 200
+        assert any("200 written" in x["message"] for x in lines)
     finally:
         await conn.close()
 
