@@ -1,0 +1,314 @@
+"""ID translation in the proxy: cached lookups, and one request's way in and out.
+
+For a route with a ``translate`` block (routes.yaml), the pipeline calls
+:meth:`Translator.start` once the partner is known, then ``inbound`` (path, query, body:
+external ids → internal UUIDs, all ids of the request resolved with one cache call and at
+most one database query) and ``outbound`` (answer body: internal UUIDs → the partner's
+external ids; auto-mapping after a create). What was rewritten goes to ``ex.translated``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from gateway import metrics
+from gateway.capture.exchange import Exchange
+from gateway.errors import ClientError, ServiceUnavailable, UpstreamError
+from gateway.mapping import store, translate
+from gateway.mapping.cache import IN, OUT, Key, MappingCache
+from gateway.routes import Route, Translation
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str]  # (entity_type, id)
+
+
+class MappingNotFound(ClientError):
+    """An external id with no mapping, on a route that refuses those (404 or 422)."""
+
+    code = "mapping_not_found"
+
+    def __init__(self, status: int, where: str, entity_type: str, value: str) -> None:
+        super().__init__(
+            f"{where} holds {entity_type} id {value[:256]!r}, which has no mapping "
+            "for this external system"
+        )
+        self.status = status
+        self.where, self.entity_type, self.value = where, entity_type, value[:256]
+
+    def details(self) -> dict[str, Any]:
+        return {"field": self.where, "entity_type": self.entity_type, "id": self.value}
+
+
+class Mappings:
+    """Lookups through the cache; the misses of one call go to PostgreSQL in one query."""
+
+    def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
+        self.pool = pool
+        self.cache = cache
+        self._hits = {w: metrics.MAPPING_CACHE_HITS.labels(w) for w in (IN, OUT)}
+        self._misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
+
+    async def resolve(
+        self, way: str, tenant: str, system: str, pairs: Iterable[Pair]
+    ) -> dict[Pair, str | None]:
+        """``(entity_type, id)`` → the other id, or None when there is no usable mapping."""
+        keys = [(way, tenant, system, et, value) for et, value in pairs]
+        found, missing = self.cache.get_many(keys)
+        if found:
+            self._hits[way].inc(len(found))
+        if missing:
+            self._misses[way].inc(len(missing))
+            found.update(await self._fetch(way, tenant, system, missing))
+        return {(k[3], k[4]): v for k, v in found.items()}
+
+    async def _fetch(
+        self, way: str, tenant: str, system: str, missing: list[Key]
+    ) -> dict[Key, str | None]:
+        generation = self.cache.generation
+        pairs = [(k[3], k[4]) for k in missing]
+        lookup = store.lookup_internal if way == IN else store.lookup_external
+        metrics.MAPPING_DB_LOOKUPS.inc()
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await lookup(conn, uuid.UUID(tenant), system, pairs)
+        except (OSError, TimeoutError, asyncpg.InterfaceError, store.MappingStoreError) as exc:
+            log.warning("mapping lookup failed: %s", type(exc).__name__)
+            raise ServiceUnavailable(
+                "ID mappings cannot be read right now", code="mapping_unavailable"
+            ) from None
+        values: dict[Key, str | None] = dict.fromkeys(missing)
+        for entity_type, source, target in rows:
+            values[(way, tenant, system, entity_type, source)] = target
+        self.cache.put_many(values, generation)
+        return values
+
+    def forget(self, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Drop cache entries at once after a change made by this process."""
+        self.cache.invalidate_rows(rows)
+
+    async def auto_map(
+        self, tenant: str, system: str, auto: Any, external: str, internal: uuid.UUID
+    ) -> dict[str, Any]:
+        """Record a mapping after a create; never overwrites. Returns what happened."""
+        new = store.NewMapping(auto.entity_type, internal, system, external)
+        try:
+            async with self.pool.acquire() as conn:
+                made, existing = await store.record_auto(conn, uuid.UUID(tenant), new)
+        except (OSError, TimeoutError, asyncpg.InterfaceError, store.MappingStoreError) as exc:
+            log.warning("auto-mapping failed: %s", type(exc).__name__)
+            return {"result": "failed", "error": type(exc).__name__}
+        if made is None:
+            held = existing.public() if existing else None
+            log.warning("auto-mapping refused: %s %r already mapped", auto.entity_type, external)
+            return {"result": "conflict", "conflicting": held and held["id"]}
+        self.forget([made.cache_row()])
+        return {"result": "created", "mapping_id": str(made.id)}
+
+
+@dataclass(frozen=True, slots=True)
+class Translator:
+    mappings: Mappings
+    max_response_bytes: int  # chunked answers on translated routes are read up to this
+
+    def start(self, route: Route, ex: Exchange) -> Flow:
+        assert route.translate is not None and ex.tenant_id is not None
+        ex.translated = {}
+        return Flow(self, route.translate, route, ex, ex.tenant_id, ex.external_system or "")
+
+
+class Flow:
+    """One request on a translated route."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        tr: Translation,
+        route: Route,
+        ex: Exchange,
+        tenant: str,
+        system: str,
+    ) -> None:
+        self.m = translator.mappings
+        self.max_response_bytes = translator.max_response_bytes
+        self.tr, self.route, self.ex = tr, route, ex
+        self.tenant, self.system = tenant, system
+        self.record: dict[str, Any] = ex.translated
+        self.auto_external: str | None = None
+
+    @property
+    def translates_response(self) -> bool:
+        return bool(self.tr.response_trie) or self.tr.auto_map is not None
+
+    # -- partner → upstream ---------------------------------------------------------------
+
+    async def inbound(
+        self, raw_path: str, query: str, body: bytes | None
+    ) -> tuple[str, str, bytes | None]:
+        """Replace external ids in path, query and body by internal UUIDs."""
+        tr = self.tr
+        m = self.route.regex.fullmatch(raw_path) if tr.path_params else None
+        in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
+        in_query = translate.query_ids(query, dict(tr.query_params)) if tr.query_params else []
+        doc, slots = self._request_doc(body)
+        pairs = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
+        pairs.update((s[2].entity_type, s[3]) for s in slots)
+        if not pairs:
+            return raw_path, query, body
+        resolved = await self.m.resolve(IN, self.tenant, self.system, pairs)
+        self._check_unknown(in_path, in_query, slots, resolved)
+        path_new = [(p[3], v) for p in in_path if (v := resolved.get((p[1], p[2])))]
+        query_new = {q[0]: v for q in in_query if (v := resolved.get((q[2], q[3])))}
+        rewritten = translate.apply(slots, resolved)
+        self._note("request", in_path, in_query, slots, resolved)
+        if path_new:
+            raw_path = translate.rewrite_path(raw_path, path_new)
+        if query_new:
+            query = translate.rewrite_query(query, query_new)
+        if rewritten:
+            body = orjson.dumps(doc)
+        return raw_path, query, body
+
+    def _request_doc(self, body: bytes | None) -> tuple[Any, list[translate.Slot]]:
+        slots: list[translate.Slot] = []
+        if body is None or not (self.tr.request_trie or self.tr.auto_map):
+            return None, slots
+        if not isinstance(body, bytes):  # streamed: too large to buffer
+            return self._untranslatable("request body too large to translate", 413)
+        if not body:
+            return None, slots
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._untranslatable("request body is not JSON", 400)
+        auto = self.tr.auto_map
+        if auto is not None:
+            value = translate.value_at(doc, auto.external_id)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                self.auto_external = str(value)
+        translate.collect(doc, self.tr.request_trie, slots)
+        return doc, slots
+
+    def _untranslatable(self, why: str, status: int) -> tuple[Any, list[translate.Slot]]:
+        if self.tr.refuse_unknown and self.tr.request_trie:
+            code = "malformed_body" if status == 400 else "payload_too_large"
+            err = ClientError(f"{why}, so its ids cannot be translated", code=code)
+            err.status = status
+            raise err
+        self.record["request_body"] = f"not translated: {why}"
+        return None, []
+
+    def _check_unknown(
+        self,
+        in_path: list[Any],
+        in_query: list[Any],
+        slots: list[translate.Slot],
+        resolved: dict[Pair, str | None],
+    ) -> None:
+        if not self.tr.refuse_unknown:
+            return
+        status = self.tr.unknown_status
+        for name, et, value, _ in in_path:
+            if resolved.get((et, value)) is None:
+                raise MappingNotFound(status or 404, f"path parameter {name!r}", et, value)
+        for _, name, et, value in in_query:
+            if resolved.get((et, value)) is None:
+                raise MappingNotFound(status or 422, f"query parameter {name!r}", et, value)
+        for _, _, leaf, value in slots:
+            if resolved.get((leaf.entity_type, value)) is None:
+                raise MappingNotFound(
+                    status or 422, f"body field {leaf.pointer!r}", leaf.entity_type, value
+                )
+
+    def _note(
+        self,
+        side: str,
+        in_path: list[Any],
+        in_query: list[Any],
+        slots: list[translate.Slot],
+        resolved: dict[Pair, str | None],
+    ) -> None:
+        """Which fields were rewritten, and how many ids each (never the ids themselves)."""
+        done: dict[str, int] = {}
+        for name, et, value, _ in in_path:
+            if resolved.get((et, value)) is not None:
+                done[f"path:{name}"] = 1
+        for _, name, et, value in in_query:
+            if resolved.get((et, value)) is not None:
+                done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
+        for pointer, n in translate.count_by_pointer(slots, resolved).items():
+            done[f"body:{pointer}"] = n
+        unknown = sum(1 for v in resolved.values() if v is None)
+        self.record[side] = done
+        if unknown:
+            self.record[f"{side}_unmapped"] = unknown
+
+    # -- upstream → partner ---------------------------------------------------------------
+
+    async def read_capped(self, upstream: aiohttp.ClientResponse) -> bytes:
+        """An answer of unknown length, read whole so it can be translated (bounded)."""
+        data = bytearray()
+        async for chunk in upstream.content.iter_any():
+            data += chunk
+            if len(data) > self.max_response_bytes:
+                raise UpstreamError(
+                    f"upstream answer exceeds {self.max_response_bytes} bytes, too large to "
+                    "translate its ids"
+                )
+        return bytes(data)
+
+    async def outbound(self, status: int, data: bytes, encoding: str) -> bytes:
+        """Auto-map after a create, then replace internal UUIDs by the partner's ids."""
+        if not data:
+            return data
+        if encoding and encoding != "identity":
+            self.record["response_body"] = "not translated: compressed answer"
+            return data
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.record["response_body"] = "not translated: answer is not JSON"
+            return data
+        await self._auto_map(status, doc)
+        slots: list[translate.Slot] = []
+        translate.collect(doc, self.tr.response_trie, slots)
+        canonical = {s[3]: _canonical_uuid(s[3]) for s in slots}
+        pairs = {(s[2].entity_type, c) for s in slots if (c := canonical[s[3]]) is not None}
+        if not pairs:
+            return data
+        found = await self.m.resolve(OUT, self.tenant, self.system, pairs)
+        resolved = {
+            (s[2].entity_type, s[3]): found.get((s[2].entity_type, canonical[s[3]] or ""))
+            for s in slots
+        }
+        self._note("response", [], [], slots, resolved)
+        return orjson.dumps(doc) if translate.apply(slots, resolved) else data
+
+    async def _auto_map(self, status: int, doc: Any) -> None:
+        auto = self.tr.auto_map
+        if auto is None or status not in auto.statuses or self.auto_external is None:
+            return
+        internal = translate.value_at(doc, auto.internal_id)
+        canonical = _canonical_uuid(internal) if isinstance(internal, str) else None
+        if canonical is None:
+            self.record["auto_map"] = {"result": "skipped: no UUID in the answer"}
+            return
+        self.record["auto_map"] = await self.m.auto_map(
+            self.tenant, self.system, auto, self.auto_external, uuid.UUID(canonical)
+        )
+
+
+def _canonical_uuid(value: str) -> str | None:
+    """The lowercase hyphenated form, or None when ``value`` is no UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
