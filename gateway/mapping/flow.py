@@ -10,6 +10,7 @@ external ids; auto-mapping after a create). What was rewritten goes to ``ex.tran
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,12 +24,10 @@ from gateway import metrics
 from gateway.capture.exchange import Exchange
 from gateway.errors import ClientError, ServiceUnavailable, UpstreamError
 from gateway.mapping import store, translate
-from gateway.mapping.cache import IN, OUT, Key, MappingCache
+from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
 from gateway.routes import Route, Translation
 
 log = logging.getLogger(__name__)
-
-Pair = tuple[str, str]  # (entity_type, id)
 
 
 class MappingNotFound(ClientError):
@@ -54,42 +53,49 @@ class Mappings:
     def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
         self.pool = pool
         self.cache = cache
-        self._hits = {w: metrics.MAPPING_CACHE_HITS.labels(w) for w in (IN, OUT)}
-        self._misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
+        self.hits = {w: metrics.MAPPING_CACHE_HITS.labels(w) for w in (IN, OUT)}
+        self.misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
 
-    async def resolve(
-        self, way: str, tenant: str, system: str, pairs: Iterable[Pair]
-    ) -> dict[Pair, str | None]:
+    async def resolve(self, scope: Scope, pairs: Iterable[Pair]) -> dict[Pair, str | None]:
         """``(entity_type, id)`` → the other id, or None when there is no usable mapping."""
-        keys = [(way, tenant, system, et, value) for et, value in pairs]
-        found, missing = self.cache.get_many(keys)
+        found, missing = self.cache.get_many(scope, pairs)
         if found:
-            self._hits[way].inc(len(found))
+            self.hits[scope[0]].inc(len(found))
         if missing:
-            self._misses[way].inc(len(missing))
-            found.update(await self._fetch(way, tenant, system, missing))
-        return {(k[3], k[4]): v for k, v in found.items()}
+            self.misses[scope[0]].inc(len(missing))
+            found.update(await self.fetch(scope, missing))
+        return found
 
-    async def _fetch(
-        self, way: str, tenant: str, system: str, missing: list[Key]
-    ) -> dict[Key, str | None]:
+    async def fetch(self, scope: Scope, missing: Iterable[Pair]) -> dict[Pair, str | None]:
+        """One query for all ``missing`` pairs; the answers are cached (negative ones too)."""
+        way, tenant, system = scope
         generation = self.cache.generation
-        pairs = [(k[3], k[4]) for k in missing]
+        values: dict[Pair, str | None] = dict.fromkeys(missing)
+        # Answers may spell a UUID in capitals; look up the canonical form, and cache only
+        # canonical spellings (invalidation names those) and non-UUIDs (never mappable).
+        asked = {p: (p[0], _canonical_uuid(p[1])) if way == OUT else p for p in values}
+        query = {q for q in asked.values() if q[1] is not None}
+        rows = await self._query(way, tenant, system, list(query)) if query else []
+        answers = {(et, source): target for et, source, target in rows}
+        for pair, q in asked.items():
+            values[pair] = answers.get(q)  # type: ignore[arg-type]
+        cacheable = {p: v for p, v in values.items() if asked[p][1] in (None, p[1])}
+        self.cache.put_many(scope, cacheable, generation)
+        return values
+
+    async def _query(
+        self, way: str, tenant: str, system: str, pairs: list[tuple[str, str | None]]
+    ) -> list[tuple[str, str, str]]:
         lookup = store.lookup_internal if way == IN else store.lookup_external
         metrics.MAPPING_DB_LOOKUPS.inc()
         try:
             async with self.pool.acquire() as conn:
-                rows = await lookup(conn, uuid.UUID(tenant), system, pairs)
+                return await lookup(conn, uuid.UUID(tenant), system, pairs)  # type: ignore[arg-type]
         except (OSError, TimeoutError, asyncpg.InterfaceError, store.MappingStoreError) as exc:
             log.warning("mapping lookup failed: %s", type(exc).__name__)
             raise ServiceUnavailable(
                 "ID mappings cannot be read right now", code="mapping_unavailable"
             ) from None
-        values: dict[Key, str | None] = dict.fromkeys(missing)
-        for entity_type, source, target in rows:
-            values[(way, tenant, system, entity_type, source)] = target
-        self.cache.put_many(values, generation)
-        return values
 
     def forget(self, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
         """Drop cache entries at once after a change made by this process."""
@@ -154,63 +160,113 @@ class Flow:
         self, raw_path: str, query: str, body: bytes | None
     ) -> tuple[str, str, bytes | None]:
         """Replace external ids in path, query and body by internal UUIDs."""
-        tr = self.tr
+        tr, scope = self.tr, (IN, self.tenant, self.system)
         m = self.route.regex.fullmatch(raw_path) if tr.path_params else None
         in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
         in_query = translate.query_ids(query, dict(tr.query_params)) if tr.query_params else []
-        doc, slots = self._request_doc(body)
-        pairs = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
-        pairs.update((s[2].entity_type, s[3]) for s in slots)
-        if not pairs:
+        done: dict[str, Any] = {}
+        rest: list[translate.Slot] = []
+        doc = self._request_doc(body, scope, done, rest)
+        if not (in_path or in_query or done or rest):
             return raw_path, query, body
-        resolved = await self.m.resolve(IN, self.tenant, self.system, pairs)
-        self._check_unknown(in_path, in_query, slots, resolved)
+        extra = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
+        unknown: list[translate.Slot] = []
+        resolved = await self._fill(scope, rest, extra, done, unknown)
+        self._check_unknown(in_path, in_query, unknown, resolved)
+        rewritten = bool(done)
         path_new = [(p[3], v) for p in in_path if (v := resolved.get((p[1], p[2])))]
         query_new = {q[0]: v for q in in_query if (v := resolved.get((q[2], q[3])))}
-        rewritten = translate.apply(slots, resolved)
-        self._note("request", in_path, in_query, slots, resolved)
+        for p in in_path:
+            if resolved.get((p[1], p[2])):
+                done[f"path:{p[0]}"] = 1
+        for _, name, et, value in in_query:
+            if resolved.get((et, value)):
+                done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
+        self._note("request", done, unknown, resolved)
         if path_new:
             raw_path = translate.rewrite_path(raw_path, path_new)
         if query_new:
             query = translate.rewrite_query(query, query_new)
-        if rewritten:
-            body = orjson.dumps(doc)
-        return raw_path, query, body
+        return raw_path, query, orjson.dumps(doc) if rewritten else body
 
-    def _request_doc(self, body: bytes | None) -> tuple[Any, list[translate.Slot]]:
-        slots: list[translate.Slot] = []
+    def _walk(
+        self, doc: Any, trie: translate.Trie, scope: Scope, done: dict[str, Any], rest: list[Any]
+    ) -> None:
+        """One pass over the body: ids the cache maps (fresh) are rewritten in place and
+        counted under ``body:<pointer>``; every other id goes to ``rest`` as a slot."""
+        tables, now = self.m.cache.tables(scope), time.monotonic()
+        empty: dict[str, Any] = {}
+
+        def emit(container: Any, key: Any, leaf: translate.Leaf, value: str) -> None:
+            hit = tables.get(leaf.entity_type, empty).get(value)
+            if hit is not None and hit[0] is not None and hit[1] > now:
+                container[key] = hit[0]
+                done[leaf.record] = done.get(leaf.record, 0) + 1
+            else:
+                rest.append((container, key, leaf, value))
+
+        translate.walk(doc, trie, emit)
+        hits = sum(done.values())
+        if hits:
+            self.m.hits[scope[0]].inc(hits)
+
+    async def _fill(
+        self,
+        scope: Scope,
+        rest: list[translate.Slot],
+        extra: set[Pair],
+        done: dict[str, Any],
+        unknown: list[translate.Slot],
+    ) -> dict[Pair, str | None]:
+        """Resolve what the walk left (and the path/query ``extra`` pairs): one cache call,
+        at most one database query; rewrite those slots; unmapped ones go to ``unknown``."""
+        wanted = {(s[2].entity_type, s[3]) for s in rest} | extra
+        if not wanted:
+            return {}
+        answers = await self.m.resolve(scope, wanted)
+        for slot in rest:
+            new = answers.get((slot[2].entity_type, slot[3]))
+            if new is None:
+                unknown.append(slot)
+            else:
+                slot[0][slot[1]] = new
+                done[slot[2].record] = done.get(slot[2].record, 0) + 1
+        return answers
+
+    def _request_doc(
+        self, body: bytes | None, scope: Scope, done: dict[str, Any], rest: list[Any]
+    ) -> Any:
         if body is None or not (self.tr.request_trie or self.tr.auto_map):
-            return None, slots
+            return None
         if not isinstance(body, bytes):  # streamed: too large to buffer
             return self._untranslatable("request body too large to translate", 413)
         if not body:
-            return None, slots
+            return None
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return self._untranslatable("request body is not JSON", 400)
         auto = self.tr.auto_map
-        if auto is not None:
+        if auto is not None:  # read before the walk rewrites anything
             value = translate.value_at(doc, auto.external_id)
             if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                 self.auto_external = str(value)
-        translate.collect(doc, self.tr.request_trie, slots)
-        return doc, slots
+        self._walk(doc, self.tr.request_trie, scope, done, rest)
+        return doc
 
-    def _untranslatable(self, why: str, status: int) -> tuple[Any, list[translate.Slot]]:
+    def _untranslatable(self, why: str, status: int) -> None:
         if self.tr.refuse_unknown and self.tr.request_trie:
             code = "malformed_body" if status == 400 else "payload_too_large"
             err = ClientError(f"{why}, so its ids cannot be translated", code=code)
             err.status = status
             raise err
         self.record["request_body"] = f"not translated: {why}"
-        return None, []
 
     def _check_unknown(
         self,
         in_path: list[Any],
         in_query: list[Any],
-        slots: list[translate.Slot],
+        unknown: list[translate.Slot],
         resolved: dict[Pair, str | None],
     ) -> None:
         if not self.tr.refuse_unknown:
@@ -222,34 +278,22 @@ class Flow:
         for _, name, et, value in in_query:
             if resolved.get((et, value)) is None:
                 raise MappingNotFound(status or 422, f"query parameter {name!r}", et, value)
-        for _, _, leaf, value in slots:
-            if resolved.get((leaf.entity_type, value)) is None:
-                raise MappingNotFound(
-                    status or 422, f"body field {leaf.pointer!r}", leaf.entity_type, value
-                )
+        for _, _, leaf, value in unknown:
+            where = f"body field {leaf.pointer!r}"
+            raise MappingNotFound(status or 422, where, leaf.entity_type, value)
 
     def _note(
         self,
         side: str,
-        in_path: list[Any],
-        in_query: list[Any],
-        slots: list[translate.Slot],
+        done: dict[str, Any],
+        unknown: list[translate.Slot],
         resolved: dict[Pair, str | None],
     ) -> None:
         """Which fields were rewritten, and how many ids each (never the ids themselves)."""
-        done: dict[str, int] = {}
-        for name, et, value, _ in in_path:
-            if resolved.get((et, value)) is not None:
-                done[f"path:{name}"] = 1
-        for _, name, et, value in in_query:
-            if resolved.get((et, value)) is not None:
-                done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
-        for pointer, n in translate.count_by_pointer(slots, resolved).items():
-            done[f"body:{pointer}"] = n
-        unknown = sum(1 for v in resolved.values() if v is None)
         self.record[side] = done
-        if unknown:
-            self.record[f"{side}_unmapped"] = unknown
+        unmapped = len(unknown) + sum(1 for v in resolved.values() if v is None)
+        if unmapped:
+            self.record[f"{side}_unmapped"] = unmapped
 
     # -- upstream → partner ---------------------------------------------------------------
 
@@ -278,19 +322,15 @@ class Flow:
             self.record["response_body"] = "not translated: answer is not JSON"
             return data
         await self._auto_map(status, doc)
-        slots: list[translate.Slot] = []
-        translate.collect(doc, self.tr.response_trie, slots)
-        canonical = {s[3]: _canonical_uuid(s[3]) for s in slots}
-        pairs = {(s[2].entity_type, c) for s in slots if (c := canonical[s[3]]) is not None}
-        if not pairs:
-            return data
-        found = await self.m.resolve(OUT, self.tenant, self.system, pairs)
-        resolved = {
-            (s[2].entity_type, s[3]): found.get((s[2].entity_type, canonical[s[3]] or ""))
-            for s in slots
-        }
-        self._note("response", [], [], slots, resolved)
-        return orjson.dumps(doc) if translate.apply(slots, resolved) else data
+        scope = (OUT, self.tenant, self.system)
+        done: dict[str, Any] = {}
+        rest: list[translate.Slot] = []
+        self._walk(doc, self.tr.response_trie, scope, done, rest)
+        unknown: list[translate.Slot] = []
+        await self._fill(scope, rest, set(), done, unknown)
+        if done or unknown:
+            self._note("response", done, unknown, {})
+        return orjson.dumps(doc) if done else data
 
     async def _auto_map(self, status: int, doc: Any) -> None:
         auto = self.tr.auto_map

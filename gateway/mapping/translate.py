@@ -10,8 +10,8 @@ array. Several pointers are compiled into one trie and the body is walked once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -44,6 +44,10 @@ class Leaf:
 
     entity_type: str
     pointer: str
+    record: str = field(init=False, compare=False)  # api_logs key: "body:<pointer>"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", "body:" + self.pointer)
 
 
 # A compiled set of pointers: segment → deeper trie, or the Leaf where a pointer ends.
@@ -70,20 +74,98 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
 
 # One id found in a body: the container holding it, its key there, and what it is.
 Slot = tuple[Any, Any, Leaf, str]
+# Called for each id found: (container, key, leaf, id as a string).
+Emit = Callable[[Any, Any, Leaf, str], None]
 
 
-def collect(doc: Any, trie: Trie, out: list[Slot]) -> None:
-    """Append every id the trie's pointers reach in ``doc`` (strings and integers)."""
+def collect(node: Any, trie: Trie, out: list[Slot]) -> None:
+    """Append every id the trie's pointers reach in ``node`` (strings and integers)."""
+    walk(node, trie, lambda c, k, leaf, v: out.append((c, k, leaf, v)))
+
+
+def walk(node: Any, trie: Trie, emit: Emit) -> None:
+    """Call ``emit`` for every id the trie's pointers reach in ``node``.
+
+    One pass, no copies; this runs for every translated request and answer, so the
+    common shapes (an object's field, every element of an array) are handled inline."""
+    kind = type(node)
+    if kind is dict:
+        _walk_dict(node, trie, emit)
+    elif kind is list:
+        _walk_list(node, trie, emit)
+
+
+def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
     for seg, sub in trie.items():
-        for container, key, child in _children(doc, seg):
-            if isinstance(sub, Leaf):
-                if isinstance(child, str):
-                    if child:
-                        out.append((container, key, sub, child))
-                elif isinstance(child, int) and not isinstance(child, bool):
-                    out.append((container, key, sub, str(child)))
-            elif isinstance(child, dict | list):
-                collect(child, sub, out)
+        if seg == WILDCARD:
+            for key, child in node.items():
+                _visit(node, key, child, sub, emit)
+            continue
+        child = node.get(seg)
+        if child is None:
+            continue
+        if type(sub) is Leaf:
+            kind = type(child)
+            if kind is str:
+                if child:
+                    emit(node, seg, sub, child)
+            elif kind is int:  # bool is not: type(True) is bool
+                emit(node, seg, sub, str(child))
+        else:
+            walk(child, sub, emit)  # type: ignore[arg-type]
+
+
+def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
+    for seg, sub in trie.items():
+        if seg != WILDCARD:
+            if seg.isdigit() and int(seg) < len(node):
+                _visit(node, int(seg), node[int(seg)], sub, emit)
+        elif type(sub) is Leaf:
+            for i, child in enumerate(node):
+                _visit(node, i, child, sub, emit)
+        elif isinstance(sub, dict) and _flat(sub):
+            _walk_records(node, list(sub.items()), emit)  # type: ignore[arg-type]
+        else:
+            for child in node:
+                kind = type(child)
+                if kind is dict:
+                    _walk_dict(child, sub, emit)  # type: ignore[arg-type]
+                elif kind is list:
+                    _walk_list(child, sub, emit)  # type: ignore[arg-type]
+
+
+def _flat(trie: Trie) -> bool:
+    """Only named fields that are ids, e.g. the ``room_id`` of ``/items/*/room_id``."""
+    return WILDCARD not in trie and all(type(v) is Leaf for v in trie.values())
+
+
+def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
+    """The hot shape: an array of objects each holding ids in named fields."""
+    for child in node:
+        if type(child) is not dict:
+            continue
+        for seg, leaf in fields:
+            value = child.get(seg)
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                if value:
+                    emit(child, seg, leaf, value)
+            elif kind is int:
+                emit(child, seg, leaf, str(value))
+
+
+def _visit(container: Any, key: Any, child: Any, sub: Trie | Leaf, emit: Emit) -> None:
+    kind = type(child)
+    if type(sub) is Leaf:
+        if kind is str:
+            if child:
+                emit(container, key, sub, child)
+        elif kind is int:
+            emit(container, key, sub, str(child))
+    elif kind is dict or kind is list:
+        walk(child, sub, emit)  # type: ignore[arg-type]
 
 
 def _children(node: Any, seg: str) -> Iterable[tuple[Any, Any, Any]]:

@@ -114,17 +114,18 @@ def test_query_values_are_rewritten_and_other_bytes_kept() -> None:
 
 def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
     cache = MappingCache(CacheLimits(max_entries=3, max_bytes=10**6, ttl=60, negative_ttl=0))
-    keys = [(IN, "t", "s", "room", str(i)) for i in range(4)]
-    cache.put_many({k: f"u{i}" for i, k in enumerate(keys)}, cache.generation)
+    scope = (IN, "t", "s")
+    pairs = [("room", str(i)) for i in range(4)]
+    cache.put_many(scope, {p: f"u{i}" for i, p in enumerate(pairs)}, cache.generation)
     assert len(cache) == 3  # the oldest was evicted
-    found, missing = cache.get_many(keys)
-    assert missing == [keys[0]] and found[keys[3]] == "u3"
-    neg = (IN, "t", "s", "room", "none")
-    cache.put_many({neg: None}, cache.generation)
-    assert cache.get_many([neg])[1] == [neg]  # negative TTL 0: already stale
+    found, missing = cache.get_many(scope, pairs)
+    assert missing == [pairs[0]] and found[pairs[3]] == "u3"
+    neg = ("room", "none")
+    cache.put_many(scope, {neg: None}, cache.generation)
+    assert cache.get_many(scope, [neg])[1] == [neg]  # negative TTL 0: already stale
     cache.invalidate_rows([("t", "s", "room", "u9", "3")])
-    assert cache.get_many([keys[3]])[1] == [keys[3]]
-    cache.put_many({(OUT, "t2", "s", "room", "u"): "x"}, cache.generation)
+    assert cache.get_many(scope, [pairs[3]])[1] == [pairs[3]]
+    cache.put_many((OUT, "t2", "s"), {("room", "u"): "x"}, cache.generation)
     cache.invalidate_tenants(["t"])
     assert len(cache) == 1
     cache.clear()
@@ -133,23 +134,25 @@ def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
 
 def test_cache_byte_bound_and_stale_generation() -> None:
     cache = MappingCache(CacheLimits(max_entries=1000, max_bytes=1000))
-    cache.put_many({(IN, "t", "s", "e", str(i)): "x" * 100 for i in range(10)}, 0)
+    scope = (IN, "t", "s")
+    cache.put_many(scope, {("e", str(i)): "x" * 100 for i in range(10)}, 0)
     assert cache.bytes <= 1000 and len(cache) < 10
     old = cache.generation
     cache.invalidate_rows([])
-    cache.put_many({(IN, "t", "s", "e", "late"): "x"}, old)  # read before the change
-    assert cache.get_many([(IN, "t", "s", "e", "late")])[1]
+    cache.put_many(scope, {("e", "late"): "x"}, old)  # read before the change: not kept
+    assert cache.get_many(scope, [("e", "late")])[1]
 
 
 def test_notifications_drop_what_they_name() -> None:
     cache = MappingCache()
-    a, b = (IN, "t1", "s", "room", "101"), (OUT, "t2", "s", "room", "u")
-    cache.put_many({a: "u1", b: "X"}, cache.generation)
+    a, b = (IN, "t1", "s"), (OUT, "t2", "s")
+    cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
+    cache.put_many(b, {("room", "u"): "X"}, cache.generation)
     apply_notification(cache, '{"rows": [["t1", "s", "room", "u1", "101"]]}')
-    assert cache.get_many([a, b])[1] == [a]
+    assert len(cache) == 1 and cache.get_many(b, [("room", "u")])[0]
     apply_notification(cache, '{"tenants": ["t2"]}')
     assert len(cache) == 0
-    cache.put_many({a: "u1"}, cache.generation)
+    cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
     apply_notification(cache, "garbage")
     assert len(cache) == 0
 
