@@ -29,6 +29,15 @@ from gateway.routes import Route, Translation
 
 log = logging.getLogger(__name__)
 
+# What a lookup may raise when PostgreSQL is unreachable or refuses (wrapped at the boundary).
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+    store.MappingStoreError,
+)
+
 
 class MappingNotFound(ClientError):
     """An external id with no mapping, on a route that refuses those (404 or 422)."""
@@ -91,7 +100,7 @@ class Mappings:
         try:
             async with self.pool.acquire() as conn:
                 return await lookup(conn, uuid.UUID(tenant), system, pairs)  # type: ignore[arg-type]
-        except (OSError, TimeoutError, asyncpg.InterfaceError, store.MappingStoreError) as exc:
+        except DATABASE_DOWN as exc:
             log.warning("mapping lookup failed: %s", type(exc).__name__)
             raise ServiceUnavailable(
                 "ID mappings cannot be read right now", code="mapping_unavailable"
@@ -109,7 +118,7 @@ class Mappings:
         try:
             async with self.pool.acquire() as conn:
                 made, existing = await store.record_auto(conn, uuid.UUID(tenant), new)
-        except (OSError, TimeoutError, asyncpg.InterfaceError, store.MappingStoreError) as exc:
+        except DATABASE_DOWN as exc:
             log.warning("auto-mapping failed: %s", type(exc).__name__)
             return {"result": "failed", "error": type(exc).__name__}
         if made is None:

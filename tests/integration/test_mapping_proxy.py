@@ -332,3 +332,29 @@ async def test_chunked_answer_is_read_whole_and_translated(
 async def test_public_routes_and_websockets_are_untouched(gw: TestClient) -> None:
     resp = await gw.get("/api/echo/R-1")
     assert resp.status == 200
+
+
+async def test_lookup_failure_is_a_clean_503_never_an_untranslated_forward(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+) -> None:
+    await db.execute("ALTER TABLE integration_mappings RENAME TO integration_mappings_gone")
+    resp = await gw.get("/tr/mirror/reservations/R-1", headers=world["booking_engine"])
+    assert resp.status == 503
+    assert (await resp.json())["code"] == "mapping_unavailable"
+    (row,) = await wait_rows(1)
+    assert row["error_code"] == "mapping_unavailable"
+
+
+async def test_chunked_request_bodies_on_translated_routes(
+    gw: TestClient, world: dict[str, Any]
+) -> None:
+    async def chunks() -> Any:
+        yield b'{"guest_id": '
+        yield b'"G-1"}'
+
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=chunks(), headers=be)
+    assert resp.status == 413 and (await resp.json())["code"] == "payload_too_large"
+    resp = await gw.post("/tp/mirror/x", data=chunks(), headers=be)
+    assert resp.status == 200  # pass-through route: streamed on, untranslated
+    assert (await resp.json())["body"] == {"guest_id": "G-1"}
