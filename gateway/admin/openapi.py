@@ -95,6 +95,10 @@ LOG_DETAIL = {
                 "response_body_size": {"type": "integer"},
                 "request_body_truncated": {"type": "boolean"},
                 "response_body_truncated": {"type": "boolean"},
+                "translated": {
+                    "type": ["object", "null"],
+                    "description": "ID translation: ids rewritten per field (null: none)",
+                },
             },
         },
     ],

@@ -287,9 +287,12 @@ class Proxy:
             if size is not None and request.method == "HEAD":
                 resp.headers["Content-Length"] = str(size)
             return resp
+        small = size is not None and size <= self.settings.stream_threshold_bytes
         translating = flow is not None and flow.translates_response
-        if translating or (size is not None and size <= self.settings.stream_threshold_bytes):
-            data = await upstream.read() if flow is None else await flow.read_capped(upstream)
+        if small or translating:
+            data = (
+                await upstream.read() if small or flow is None else await flow.read_capped(upstream)
+            )
             if flow is not None and translating:
                 data = await flow.outbound(upstream.status, data, enc)
             ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)

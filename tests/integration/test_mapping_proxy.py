@@ -111,7 +111,7 @@ def db_lookups() -> float:
 
 
 async def test_path_query_and_nested_body_ids_are_translated_both_ways(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any
+    gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
 ) -> None:
     body = {
         "guest_id": "G-1",
@@ -147,6 +147,11 @@ async def test_path_query_and_nested_body_ids_are_translated_both_ways(
         },
         "response": {"body:/body/guest_id": 1, "body:/body/items/*/room_id": 3},
     }
+    admin_key = await keys.create_key(db, world["tenant"].id, "admin", actor="test")
+    detail = await gw.get(
+        f"/admin/v1/logs/{row['id']}", headers={"Authorization": f"Bearer {admin_key[1]}"}
+    )
+    assert (await detail.json())["translated"] == row["translated"]
 
 
 async def test_upstream_sees_internal_ids(gw: TestClient, world: dict[str, Any]) -> None:
