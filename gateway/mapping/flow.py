@@ -203,19 +203,11 @@ class Flow:
     ) -> None:
         """One pass over the body: ids the cache maps (fresh) are rewritten in place and
         counted under ``body:<pointer>``; every other id goes to ``rest`` as a slot."""
-        tables, now = self.m.cache.tables(scope), time.monotonic()
-        empty: dict[str, Any] = {}
-
-        def emit(container: Any, key: Any, leaf: translate.Leaf, value: str) -> None:
-            hit = tables.get(leaf.entity_type, empty).get(value)
-            if hit is not None and hit[0] is not None and hit[1] > now:
-                container[key] = hit[0]
-                done[leaf.record] = done.get(leaf.record, 0) + 1
-            else:
-                rest.append((container, key, leaf, value))
-
-        translate.walk(doc, trie, emit)
-        hits = sum(done.values())
+        rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic())
+        translate.walk(doc, trie, rewrite)
+        done.update(rewrite.done)
+        rest.extend(rewrite.rest)
+        hits = sum(rewrite.done.values())
         if hits:
             self.m.hits[scope[0]].inc(hits)
 

@@ -141,6 +141,9 @@ def _flat(trie: Trie) -> bool:
 
 def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
     """The hot shape: an array of objects each holding ids in named fields."""
+    if type(emit) is CachedRewrite:
+        emit.records(node, fields)
+        return
     for child in node:
         if type(child) is not dict:
             continue
@@ -154,6 +157,54 @@ def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -
                     emit(child, seg, leaf, value)
             elif kind is int:
                 emit(child, seg, leaf, str(value))
+
+
+Entry = tuple[str | None, float, int]  # a cache entry: the other id (or None), expiry, size
+
+
+class CachedRewrite:
+    """An ``emit`` for :func:`walk` that rewrites each id the cache maps (and is fresh) in
+    place, counting them per pointer in ``done`` (``body:<pointer>``), and leaves every
+    other id in ``rest`` as a slot to be resolved later."""
+
+    __slots__ = ("done", "now", "rest", "tables")
+
+    def __init__(self, tables: Mapping[str, Mapping[str, Entry]], now: float) -> None:
+        self.tables, self.now = tables, now
+        self.done: dict[str, int] = {}
+        self.rest: list[Slot] = []
+
+    def __call__(self, container: Any, key: Any, leaf: Leaf, value: str) -> None:
+        table = self.tables.get(leaf.entity_type)
+        hit = table.get(value) if table is not None else None
+        if hit is not None and hit[0] is not None and hit[1] > self.now:
+            container[key] = hit[0]
+            self.done[leaf.record] = self.done.get(leaf.record, 0) + 1
+        else:
+            self.rest.append((container, key, leaf, value))
+
+    def records(self, node: list[Any], fields: list[tuple[str, Leaf]]) -> None:
+        """:func:`_walk_records` inlined: one table per field, one lookup per id."""
+        empty: Mapping[str, Entry] = {}
+        for seg, leaf in fields:
+            table, now, n = self.tables.get(leaf.entity_type, empty), self.now, 0
+            for child in node:
+                if type(child) is not dict or (value := child.get(seg)) is None:
+                    continue
+                if type(value) is not str:
+                    if type(value) is not int:
+                        continue
+                    value = str(value)
+                elif not value:
+                    continue
+                hit = table.get(value)
+                if hit is not None and hit[0] is not None and hit[1] > now:
+                    child[seg] = hit[0]
+                    n += 1
+                else:
+                    self.rest.append((child, seg, leaf, value))
+            if n:
+                self.done[leaf.record] = self.done.get(leaf.record, 0) + n
 
 
 def _visit(container: Any, key: Any, child: Any, sub: Trie | Leaf, emit: Emit) -> None:
