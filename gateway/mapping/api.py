@@ -304,15 +304,19 @@ async def import_mappings(request: web.Request, key: ApiKey) -> Any:
         raise PayloadTooLarge(f"an import holds at most {IMPORT_MAX_ROWS} rows")
     settled = importing.settle_duplicates(parsed.rows)
     records = [row.record() for row in settled.unique]
+    counts = {
+        "received": len(parsed.rows) + parsed.error_count,
+        "invalid": parsed.error_count,
+        "unchanged": settled.repeats,
+        "conflicting": len(settled.conflicts),
+    }
     async with request.app[POOL].acquire() as conn:
         try:
-            merged = await store.merge_import(conn, key.tenant_id, records)
+            merged = await store.merge_import(conn, key.tenant_id, records, _actor(key), counts)
         except store.MappingStoreError as exc:
             raise ServiceUnavailable(str(exc), code="import_failed") from None
-        report = _report(parsed, settled, merged)
-        await store.audit_import(conn, key.tenant_id, _actor(key), _counts(report))
     request.app[MAPPINGS].cache.invalidate_tenants([str(key.tenant_id)])
-    return report
+    return _report(parsed, settled, merged)
 
 
 async def _read_limited(request: web.Request) -> bytes:
@@ -339,7 +343,3 @@ def _report(
         "conflicts": sorted(conflicts, key=lambda c: c.get("line", 0))[: importing.MAX_LISTED],
         "errors": parsed.errors,
     }
-
-
-def _counts(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: report[k] for k in ("received", "created", "unchanged", "conflicting", "invalid")}

@@ -111,13 +111,20 @@ class Mappings:
         self.cache.invalidate_rows(rows)
 
     async def auto_map(
-        self, tenant: str, system: str, auto: Any, external: str, internal: uuid.UUID
+        self,
+        tenant: str,
+        system: str,
+        auto: Any,
+        external: str,
+        internal: uuid.UUID,
+        key_id: str | None,
     ) -> dict[str, Any]:
         """Record a mapping after a create; never overwrites. Returns what happened."""
         new = store.NewMapping(auto.entity_type, internal, system, external)
         try:
             async with self.pool.acquire() as conn:
-                made, existing = await store.record_auto(conn, uuid.UUID(tenant), new)
+                actor = store.Actor(f"key:{key_id}", uuid.UUID(key_id) if key_id else None)
+                made, existing = await store.record_auto(conn, uuid.UUID(tenant), new, actor)
         except DATABASE_DOWN as exc:
             log.warning("auto-mapping failed: %s", type(exc).__name__)
             return {"result": "failed", "error": type(exc).__name__}
@@ -343,7 +350,12 @@ class Flow:
             self.record["auto_map"] = {"result": "skipped: no UUID in the answer"}
             return
         self.record["auto_map"] = await self.m.auto_map(
-            self.tenant, self.system, auto, self.auto_external, uuid.UUID(canonical)
+            self.tenant,
+            self.system,
+            auto,
+            self.auto_external,
+            uuid.UUID(canonical),
+            self.ex.api_key_id,
         )
 
 

@@ -388,11 +388,12 @@ async def record_auto(
     conn: asyncpg.Connection,
     tenant_id: uuid.UUID,
     new: NewMapping,
+    actor: Actor,
 ) -> tuple[Mapping | None, Mapping | None]:
     """Auto-mapping after a create: ``(made, None)``, or ``(None, existing)`` when either
     id is already mapped (never overwritten), or ``(None, None)`` when it vanished since."""
     try:
-        return await create(conn, tenant_id, new, Actor("proxy", None), Origin.AUTO), None
+        return await create(conn, tenant_id, new, actor, Origin.AUTO), None
     except MappingConflict as exc:
         return None, exc.existing
     except asyncpg.PostgresError as exc:
@@ -421,11 +422,17 @@ class MergeResult:
 
 
 async def merge_import(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, records: list[tuple[Any, ...]]
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    records: list[tuple[Any, ...]],
+    actor: Actor,
+    counts: dict[str, int],
 ) -> MergeResult:
     """Stage rows (STAGING_COLUMNS order, ids unique within the batch) and merge them in
     one transaction: existing identical rows are unchanged, clashes are reported with the
-    holding row, everything else is inserted. Nothing is ever overwritten."""
+    holding row, everything else is inserted. Nothing is ever overwritten. The same
+    transaction appends one audit row: ``counts`` (what the caller settled before) plus
+    what the merge did."""
     try:
         async with conn.transaction():
             await conn.execute(
@@ -444,12 +451,18 @@ async def merge_import(
             await conn.execute("ANALYZE mapping_import")
             unchanged, conflicts = await _classify(conn, tenant_id)
             created = await _insert_staged(conn, tenant_id)
+            expected = len(records) - unchanged - len(conflicts)
+            for _ in range(expected - created):  # lost a race with a concurrent create
+                conflicts.append({"reason": "changed concurrently; import again to see it"})
+            done = {"created": created, "unchanged": unchanged, "conflicting": len(conflicts)}
+            await _audit_import(conn, tenant_id, actor, _sum_counts(counts, done))
     except asyncpg.PostgresError as exc:
         raise MappingStoreError(f"bulk import failed: {type(exc).__name__}") from exc
-    expected = len(records) - unchanged - len(conflicts)
-    for _ in range(expected - created):  # lost a race with a concurrent single create
-        conflicts.append({"reason": "changed concurrently; import again to see the holder"})
     return MergeResult(created, unchanged, conflicts)
+
+
+def _sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
 async def _classify(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> tuple[int, list[Any]]:
@@ -542,7 +555,7 @@ async def _insert_staged(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> int:
     return int(count)
 
 
-async def audit_import(
+async def _audit_import(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, actor: Actor, report: dict[str, Any]
 ) -> None:
     """One audit row per import: the counts, not the rows."""

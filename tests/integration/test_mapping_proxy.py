@@ -241,6 +241,10 @@ async def test_auto_mapping_on_create(
         " WHERE external_id = 'BE-77'"
     )
     assert row["origin"] == "auto" and row["direction"] == "bidirectional"
+    actor = await db.fetchval(
+        "SELECT actor FROM audit_log WHERE action = 'mapping.create' ORDER BY id DESC LIMIT 1"
+    )
+    assert actor.startswith("key:")  # attributed to the partner key that created it
     # ... and the next call with the external id resolves at once.
     got = await (await gw.get("/tr/mirror/reservations/BE-77", headers=be)).json()
     assert got["raw_path"] == f"/mirror/reservations/{row['internal_id']}"
@@ -363,3 +367,45 @@ async def test_chunked_request_bodies_on_translated_routes(
     resp = await gw.post("/tp/mirror/x", data=chunks(), headers=be)
     assert resp.status == 200  # pass-through route: streamed on, untranslated
     assert (await resp.json())["body"] == {"guest_id": "G-1"}
+
+
+async def test_listener_reconnects_and_metrics_are_exposed(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    be = world["booking_engine"]
+    got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+    assert got["raw_path"].endswith(RES)
+    killed = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    assert killed == 1
+    for _ in range(100):  # reconnects every GATEWAY_DB_RETRY_INTERVAL (0.2 s in tests)
+        await asyncio.sleep(0.05)
+        up = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+        if up:
+            break
+    got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+    assert got["raw_path"].endswith(RES)  # cached again, after the reconnect
+    moved = str(uuid.uuid4())
+    await db.execute(
+        "UPDATE integration_mappings SET internal_id = $1 WHERE external_id = 'R-1'",
+        uuid.UUID(moved),
+    )
+    for _ in range(50):
+        got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+        if got["raw_path"].endswith(moved):
+            break
+        await asyncio.sleep(0.02)
+    assert got["raw_path"].endswith(moved)
+    text = await (await gw.get("/metrics")).text()
+    for name in (
+        'gateway_mapping_cache_hits_total{way="in"}',
+        'gateway_mapping_cache_misses_total{way="in"}',
+        "gateway_mapping_cache_evictions_total",
+        "gateway_mapping_listener_up 1.0",
+    ):
+        assert name in text, name
