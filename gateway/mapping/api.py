@@ -136,17 +136,25 @@ def _enum(body: dict[str, Any], name: str, kind: Any, default: Any) -> Any:
         raise Invalid(f"field {name!r} must be one of {allowed}", code="invalid_field") from None
 
 
-def _configuration(body: dict[str, Any], box: SecretBox) -> tuple[dict[str, Any], str | None]:
-    """The configuration without credentials, and the credentials' SecretBox token."""
+KEEP = object()  # PATCH: leave the stored credentials as they are
+
+
+def _configuration(body: dict[str, Any], box: SecretBox) -> tuple[dict[str, Any], Any]:
+    """The configuration without credentials, and what to store as credentials: a
+    SecretBox token, None (no credentials), or KEEP (absent, or the "[ENCRYPTED]"
+    placeholder an earlier answer showed: the stored ones stay)."""
     config = field(body, "configuration", dict)
     if config is None:
-        return {}, None
+        return {}, KEEP
     raw = orjson.dumps(config)
     if b"\\u0000" in raw or len(raw) > 65536:
         raise Invalid("field 'configuration' is too large or holds NUL", code="invalid_field")
     config = dict(config)
-    secret = config.pop("credentials", None)
-    return config, box.encrypt(orjson.dumps(secret).decode()) if secret is not None else None
+    if "credentials" not in config or config["credentials"] == store.ENCRYPTED:
+        config.pop("credentials", None)
+        return config, KEEP
+    secret = config.pop("credentials")
+    return config, None if secret is None else box.encrypt(orjson.dumps(secret).decode())
 
 
 # -- endpoints ------------------------------------------------------------------------------
@@ -157,6 +165,7 @@ async def create_mapping(request: web.Request, key: ApiKey) -> Any:
     body = await read_json_object(request)
     check_fields(body, NEW_FIELDS, ("entity_type", "internal_id", "external_system", "external_id"))
     config, credentials = _configuration(body, request.app[BOX])
+    credentials = None if credentials is KEEP else credentials
     new = store.NewMapping(
         entity_type=_name(body, "entity_type"),
         internal_id=_internal_id(body),
@@ -218,7 +227,8 @@ def _changes(body: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     if "configuration" in body:
         config, credentials = _configuration(body, box)
         changes["configuration"] = config
-        changes["credentials"] = credentials
+        if credentials is not KEEP:
+            changes["credentials"] = credentials
     return changes
 
 

@@ -63,6 +63,14 @@ async def test_create_read_update_delete_with_audit(
     changed = await resp.json()
     assert (changed["external_id"], changed["direction"]) == ("R-1b", "inbound")
     assert changed["configuration"]["credentials"] == "[ENCRYPTED]"
+    # Sending back what was shown keeps the stored credentials; null removes them.
+    token = await db.fetchval("SELECT credentials FROM integration_mappings")
+    shown = {"configuration": changed["configuration"]}
+    resp = await gateway.patch(f"{BASE}/{mid}", json=shown, headers=admin)
+    assert await db.fetchval("SELECT credentials FROM integration_mappings") == token
+    cleared = {"configuration": {"endpoint": "https://y", "credentials": None}}
+    resp = await gateway.patch(f"{BASE}/{mid}", json=cleared, headers=admin)
+    assert (await resp.json())["configuration"] == {"endpoint": "https://y"}
     resp = await gateway.delete(f"{BASE}/{mid}", headers=admin)
     assert resp.status == 200 and (await resp.json())["deleted_at"]
     assert (await gateway.delete(f"{BASE}/{mid}", headers=admin)).status == 404
@@ -71,7 +79,7 @@ async def test_create_read_update_delete_with_audit(
     assert (await gateway.post(BASE, json=new("R-1b"), headers=admin)).status == 201
     audit = await (await gateway.get("/admin/v1/audit", headers=admin)).json()
     actions = [a["action"] for a in audit["items"]]
-    assert actions[:4] == ["mapping.create", "mapping.delete", "mapping.update", "mapping.create"]
+    assert actions[:4] == ["mapping.create", "mapping.delete", "mapping.update", "mapping.update"]
     assert "s3cr3t" not in orjson.dumps(audit).decode()
 
 
