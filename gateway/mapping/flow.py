@@ -45,12 +45,13 @@ class MappingNotFound(ClientError):
     code = "mapping_not_found"
 
     def __init__(self, status: int, where: str, entity_type: str, value: str) -> None:
+        value = _printable(value)
         super().__init__(
-            f"{where} holds {entity_type} id {value[:256]!r}, which has no mapping "
+            f"{where} holds {entity_type} id {value!r}, which has no mapping "
             "for this external system"
         )
         self.status = status
-        self.where, self.entity_type, self.value = where, entity_type, value[:256]
+        self.where, self.entity_type, self.value = where, entity_type, value
 
     def details(self) -> dict[str, Any]:
         return {"field": self.where, "entity_type": self.entity_type, "id": self.value}
@@ -82,7 +83,7 @@ class Mappings:
         values: dict[Pair, str | None] = dict.fromkeys(missing)
         # Answers may spell a UUID in capitals; look up the canonical form, and cache only
         # canonical spellings (invalidation names those) and non-UUIDs (never mappable).
-        asked = {p: (p[0], _canonical_uuid(p[1])) if way == OUT else p for p in values}
+        asked = {p: (p[0], _lookup_form(way, p[1])) for p in values}
         query = {q for q in asked.values() if q[1] is not None}
         rows = await self._query(way, tenant, system, list(query)) if query else []
         answers = {(et, source): target for et, source, target in rows}
@@ -357,6 +358,28 @@ class Flow:
             uuid.UUID(canonical),
             self.ex.api_key_id,
         )
+
+
+def _lookup_form(way: str, value: str) -> str | None:
+    """What to ask PostgreSQL for ``value``, or None when it can have no mapping: answers
+    hold UUIDs (canonical spelling); external ids are at most MAX_ID_LENGTH characters of
+    text PostgreSQL can store (no NUL, no lone surrogates)."""
+    if way == OUT:
+        return _canonical_uuid(value)
+    if len(value) > translate.MAX_ID_LENGTH or "\x00" in value:
+        return None
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return value
+
+
+def _printable(value: str) -> str:
+    """An id as it may appear in a JSON answer and in api_logs (no NUL, no surrogates)."""
+    value = value[: translate.MAX_ID_LENGTH].replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _canonical_uuid(value: str) -> str | None:

@@ -409,3 +409,21 @@ async def test_listener_reconnects_and_metrics_are_exposed(
         "gateway_mapping_listener_up 1.0",
     ):
         assert name in text, name
+
+
+async def test_ids_postgresql_cannot_hold_are_unknown_not_errors(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any
+) -> None:
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.get("/tr/mirror/reservations/R%00X", headers=be)
+    assert resp.status == 404 and (await resp.json())["id"] == "R\ufffdX"
+    long_id = b'{"guest_id": "G-1", "items": [{"room_id": "' + b"9" * 300 + b'"}]}'
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=long_id, headers=be)
+    assert resp.status == 422 and (await resp.json())["id"] == "9" * 256
+    surrogate = b'{"guest_id": "G\\ud800"}'  # JSON orjson (and jsonb) refuse
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=surrogate, headers=be)
+    assert resp.status == 400 and (await resp.json())["code"] == "malformed_body"
+    resp = await gw.post("/tp/mirror/x", data=surrogate, headers=be)
+    assert resp.status == 200  # pass-through: forwarded as sent
+    rows = await wait_rows(4)
+    assert [r["status"] for r in rows] == [404, 422, 400, 200]
