@@ -22,6 +22,10 @@ from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.mapping import api as mapping_api
+from gateway.mapping.cache import CacheLimits, MappingCache
+from gateway.mapping.flow import Mappings, Translator
+from gateway.mapping.listener import Listener
 from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
@@ -40,9 +44,12 @@ PROXY = web.AppKey("proxy", Proxy)
 AUTH = web.AppKey("auth", Authenticator)
 SECRETS = web.AppKey("secrets", SecretBox)
 SYNC = web.AppKey("sync_recorder", SyncRecorder)
+MAPPINGS = web.AppKey("mappings", Mappings)
+LISTENER = web.AppKey("mapping_listener", Listener)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
+LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN connection
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,12 +73,15 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app[SECRETS] = load_box(
         [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
     )
-    app.cleanup_ctx.extend([_database, _client_session, _log_writer, _sync, _proxy, _maintenance])
+    app.cleanup_ctx.extend(
+        [_database, _client_session, _log_writer, _mappings, _sync, _proxy, _maintenance]
+    )
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
     admin_api.setup(app, POOL, AUTH)
     sync_api.setup(app)
+    mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
@@ -168,9 +178,38 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
     await recorder.close(app[SETTINGS].shutdown_timeout)
 
 
+async def _mappings(app: web.Application) -> AsyncIterator[None]:
+    s = app[SETTINGS]
+    limits = CacheLimits(
+        s.mapping_cache_entries,
+        s.mapping_cache_bytes,
+        s.mapping_cache_ttl,
+        s.mapping_cache_negative_ttl,
+    )
+    cache = MappingCache(limits)
+    assert s.database_url is not None
+    listener = Listener(s.database_url.reveal(), cache, s.db_retry_interval)
+    listener.start()
+    with contextlib.suppress(TimeoutError):  # serve anyway; it keeps trying in the background
+        await asyncio.wait_for(listener.connected.wait(), LISTENER_START_TIMEOUT)
+    app[MAPPINGS] = Mappings(app[POOL], cache)
+    app[LISTENER] = listener
+    yield
+    await listener.close()
+
+
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
     app[AUTH] = Authenticator(app[POOL])
-    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER], app[AUTH], app[SYNC])
+    translator = Translator(app[MAPPINGS], app[SETTINGS].stream_threshold_bytes)
+    app[PROXY] = Proxy(
+        app[SETTINGS],
+        app[ROUTES],
+        app[SESSION],
+        app[WRITER],
+        app[AUTH],
+        translator,
+        app[SYNC],
+    )
     yield
 
 

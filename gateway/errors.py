@@ -24,6 +24,8 @@ Messages are written for the caller and never carry secrets or stack traces.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GatewayError(Exception):
     """An error answered to the client as JSON ``{"code", "message", "request_id"}``."""
@@ -38,6 +40,10 @@ class GatewayError(Exception):
             self.code = code
 
     def headers(self) -> dict[str, str]:
+        return {}
+
+    def details(self) -> dict[str, Any]:
+        """Extra fields of the JSON answer (e.g. which field held an unknown id)."""
         return {}
 
 

@@ -181,3 +181,38 @@ SYNC_STATS_RUNS = Counter(
 
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
+
+
+MAPPING_CACHE_HITS = Counter(
+    "gateway_mapping_cache_hits_total",
+    "ID lookups answered by the mapping cache (negative entries included), by way (in, out)",
+    ["way"],
+    registry=REGISTRY,
+)
+MAPPING_CACHE_MISSES = Counter(
+    "gateway_mapping_cache_misses_total",
+    "ID lookups the mapping cache could not answer (sent to PostgreSQL), by way",
+    ["way"],
+    registry=REGISTRY,
+)
+MAPPING_CACHE_EVICTIONS = Counter(
+    "gateway_mapping_cache_evictions_total",
+    "Mapping cache entries dropped: size (entry/byte bound), expired, invalidated",
+    ["reason"],
+    registry=REGISTRY,
+)
+MAPPING_CACHE_ENTRIES = Gauge(
+    "gateway_mapping_cache_entries",
+    "Entries held by the mapping cache",
+    registry=REGISTRY,
+)
+MAPPING_DB_LOOKUPS = Counter(
+    "gateway_mapping_db_lookups_total",
+    "Queries sent to PostgreSQL for cache misses (one per request phase at most)",
+    registry=REGISTRY,
+)
+MAPPING_LISTENER_UP = Gauge(
+    "gateway_mapping_listener_up",
+    "1 while the LISTEN connection for mapping invalidations is up",
+    registry=REGISTRY,
+)

@@ -18,6 +18,7 @@ import yaml
 from yarl import URL
 
 from gateway.errors import ConfigError, MethodNotAllowed, RouteNotFound
+from gateway.mapping.translate import Trie, compile_pointers, entity_type_ok, parse_pointer
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Methods that may be retried on connection failure: repeating them changes nothing.
@@ -70,6 +71,31 @@ SYNC_DIRECTIONS = ("inbound", "outbound", "bidirectional")
 
 
 @dataclass(frozen=True, slots=True)
+class AutoMap:
+    """After a successful create, map the request's external id to the answer's new id."""
+
+    entity_type: str
+    external_id: tuple[str, ...]  # pointer segments into the request body
+    internal_id: tuple[str, ...]  # pointer segments into the response body
+    statuses: frozenset[int] = frozenset({201})
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """Which parts of a route's traffic hold ids of which entity type (see routes.yaml)."""
+
+    path_params: tuple[tuple[str, str], ...] = ()  # (parameter, entity type)
+    query_params: tuple[tuple[str, str], ...] = ()
+    request_fields: tuple[tuple[str, str], ...] = ()  # (pointer, entity type)
+    response_fields: tuple[tuple[str, str], ...] = ()
+    refuse_unknown: bool = True  # False: unknown external ids pass through unchanged
+    unknown_status: int | None = None  # None: 404 for path parameters, 422 elsewhere
+    auto_map: AutoMap | None = None
+    request_trie: Trie = field(default_factory=dict, compare=False, repr=False)
+    response_trie: Trie = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -83,6 +109,7 @@ class Route:
     external_systems: frozenset[str] = frozenset()  # partner systems allowed (empty: all)
     rate_limit: RateLimit | None = None  # per API key, on this route
     sync: SyncOptions | None = None  # record the synced entity's outcome
+    translate: Translation | None = None  # ID translation (gateway.mapping)
 
     def upstream_url(self, raw_path: str, query_string: str) -> URL:
         """The upstream URL for a matched request (raw, still percent-encoded path)."""
@@ -305,6 +332,7 @@ class _Parser:
             "external_systems",
             "rate_limit",
             "sync",
+            "translate",
         }
         self._unknown(spec, known, where)
         before = len(self.problems)
@@ -352,6 +380,7 @@ class _Parser:
         rate_limit = self._rate_limit(spec.get("rate_limit"), where)
         capture = self._capture(spec.get("capture", {}), where)
         sync = self._sync(spec.get("sync"), where, path)
+        translate = _TranslateParser(self, where).parse(spec.get("translate"), path, public)
         if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
         return Route(
@@ -367,6 +396,7 @@ class _Parser:
             external_systems=frozenset(systems),
             rate_limit=rate_limit,
             sync=sync,
+            translate=translate,
         )
 
     def _sync(self, raw: Any, where: str, path: str | None) -> SyncOptions | None:
@@ -477,3 +507,144 @@ class _Parser:
             redact_fields=lists["redact_fields"],
             redact_headers=lists["redact_headers"],
         )
+
+
+TRANSLATE_FIELDS = {
+    "path",
+    "query",
+    "body",
+    "request_body",
+    "response_body",
+    "on_unknown",
+    "unknown_status",
+    "auto_map",
+}
+
+
+class _TranslateParser:
+    """The ``translate`` block of one route; problems go to the file's parser."""
+
+    def __init__(self, parser: _Parser, where: str) -> None:
+        self.p = parser
+        self.w = f"{where}: field 'translate'"
+
+    def parse(self, raw: Any, path: str | None, public: Any) -> Translation | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            self.p.fail(self.w, "must be a mapping (path, query, body, ...)")
+            return None
+        self.p._unknown(raw, TRANSLATE_FIELDS, self.w)
+        if public is True:
+            self.p.fail(self.w, "needs a partner key (its external system); remove public: true")
+        names = {m.group(1) for m in PARAM_RE.finditer(path or "")}
+        path_params = self._names(raw.get("path"), "path", names)
+        query_params = self._names(raw.get("query"), "query", None)
+        both = self._pointers(raw.get("body"), "body")
+        request = both + self._pointers(raw.get("request_body"), "request_body")
+        response = both + self._pointers(raw.get("response_body"), "response_body")
+        tries = (self._trie(request, "request_body"), self._trie(response, "response_body"))
+        on_unknown = raw.get("on_unknown", "refuse")
+        if on_unknown not in ("refuse", "pass"):
+            self.p.fail(f"{self.w}.on_unknown", f"must be refuse or pass, got {on_unknown!r}")
+        status = raw.get("unknown_status")
+        if status is not None and status not in (404, 422):
+            self.p.fail(f"{self.w}.unknown_status", f"must be 404 or 422, got {status!r}")
+        return Translation(
+            path_params=path_params,
+            query_params=query_params,
+            request_fields=request,
+            response_fields=response,
+            refuse_unknown=on_unknown != "pass",
+            unknown_status=status if status in (404, 422) else None,
+            auto_map=self._auto_map(raw.get("auto_map")),
+            request_trie=tries[0],
+            response_trie=tries[1],
+        )
+
+    def _entity(self, value: Any, where: str) -> bool:
+        if not entity_type_ok(value):
+            self.p.fail(
+                where, f"entity type must look like reservation or room_type, got {value!r}"
+            )
+            return False
+        return True
+
+    def _names(self, raw: Any, key: str, allowed: set[str] | None) -> tuple[tuple[str, str], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.p.fail(f"{self.w}.{key}", "must map parameter names to entity types")
+            return ()
+        out = []
+        for name, entity in raw.items():
+            where = f"{self.w}.{key}.{name}"
+            if allowed is not None and name not in allowed:
+                self.p.fail(where, f"no parameter {{{name}}} in the route's path")
+            elif not isinstance(name, str) or not name:
+                self.p.fail(where, "parameter names are non-empty strings")
+            elif self._entity(entity, where):
+                out.append((name, entity))
+        return tuple(out)
+
+    def _pointers(self, raw: Any, key: str) -> tuple[tuple[str, str], ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.p.fail(f"{self.w}.{key}", "must map pointers such as /items/*/room_id to types")
+            return ()
+        out = []
+        for pointer, entity in raw.items():
+            where = f"{self.w}.{key}.{pointer}"
+            try:
+                parse_pointer(pointer)
+            except ValueError as exc:
+                self.p.fail(where, str(exc))
+                continue
+            if self._entity(entity, where):
+                out.append((pointer, entity))
+        return tuple(out)
+
+    def _trie(self, fields: tuple[tuple[str, str], ...], key: str) -> Trie:
+        try:
+            return compile_pointers(fields)
+        except ValueError as exc:
+            self.p.fail(f"{self.w}.{key}", str(exc))
+            return {}
+
+    def _auto_map(self, raw: Any) -> AutoMap | None:
+        if raw is None:
+            return None
+        w = f"{self.w}.auto_map"
+        if not isinstance(raw, dict):
+            self.p.fail(w, "must be a mapping with entity_type, external_id, internal_id")
+            return None
+        self.p._unknown(raw, {"entity_type", "external_id", "internal_id", "statuses"}, w)
+        ok = self._entity(raw.get("entity_type"), f"{w}.entity_type")
+        pointers = [
+            self._plain_pointer(raw.get(k), f"{w}.{k}") for k in ("external_id", "internal_id")
+        ]
+        statuses = raw.get("statuses", [201])
+        if (
+            not isinstance(statuses, list)
+            or not statuses
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 200 <= s <= 299 for s in statuses
+            )
+        ):
+            self.p.fail(f"{w}.statuses", "must be a list of 2xx statuses such as [201]")
+            ok = False
+        if not ok or pointers[0] is None or pointers[1] is None:
+            return None
+        return AutoMap(raw["entity_type"], pointers[0], pointers[1], frozenset(statuses))
+
+    def _plain_pointer(self, raw: Any, where: str) -> tuple[str, ...] | None:
+        try:
+            segments = parse_pointer(raw)
+        except ValueError as exc:
+            self.p.fail(where, f"required; {exc}")
+            return None
+        if "*" in segments:
+            self.p.fail(where, "must name one value (no '*')")
+            return None
+        return segments

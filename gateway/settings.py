@@ -104,6 +104,12 @@ class Settings:
     access_log: bool = False
     # GATEWAY_SYNC_STATS_INTERVAL: seconds between the sync lag/count queries behind /metrics
     sync_stats_interval: float = 15.0
+    # GATEWAY_MAPPING_CACHE_ENTRIES / _BYTES: bounds of the ID mapping cache per process
+    mapping_cache_entries: int = 200_000
+    mapping_cache_bytes: int = 64 * 1024 * 1024
+    # GATEWAY_MAPPING_CACHE_TTL / _NEGATIVE_TTL: seconds a mapping / "no mapping" is trusted
+    mapping_cache_ttl: float = 300.0
+    mapping_cache_negative_ttl: float = 2.0
 
     @property
     def journal_dir(self) -> Path:
@@ -158,6 +164,21 @@ class Settings:
             access_log=r.get("GATEWAY_ACCESS_LOG", _bool, d.access_log),
             sync_stats_interval=r.get(
                 "GATEWAY_SYNC_STATS_INTERVAL", float, d.sync_stats_interval, minimum=0.1
+            ),
+            mapping_cache_entries=r.get(
+                "GATEWAY_MAPPING_CACHE_ENTRIES", int, d.mapping_cache_entries, minimum=1
+            ),
+            mapping_cache_bytes=r.get(
+                "GATEWAY_MAPPING_CACHE_BYTES", int, d.mapping_cache_bytes, minimum=1024
+            ),
+            mapping_cache_ttl=r.get(
+                "GATEWAY_MAPPING_CACHE_TTL", float, d.mapping_cache_ttl, minimum=0.0
+            ),
+            mapping_cache_negative_ttl=r.get(
+                "GATEWAY_MAPPING_CACHE_NEGATIVE_TTL",
+                float,
+                d.mapping_cache_negative_ttl,
+                minimum=0.0,
             ),
         )
         raw_keys = e.get("GATEWAY_ENCRYPTION_KEYS", "")

@@ -183,7 +183,7 @@ LOG_SUMMARY = (
 LOG_DETAIL = (
     LOG_SUMMARY + ", request_headers, request_body, request_body_format, request_body_size, "
     "request_body_truncated, response_headers, response_body, response_body_format, "
-    "response_body_size, response_body_truncated"
+    "response_body_size, response_body_truncated, translated"
 )
 
 

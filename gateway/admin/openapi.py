@@ -95,6 +95,10 @@ LOG_DETAIL = {
                 "response_body_size": {"type": "integer"},
                 "request_body_truncated": {"type": "boolean"},
                 "response_body_truncated": {"type": "boolean"},
+                "translated": {
+                    "type": ["object", "null"],
+                    "description": "ID translation: ids rewritten per field (null: none)",
+                },
             },
         },
     ],
@@ -113,6 +117,163 @@ AUDIT = {
         "after": {},
     },
 }
+
+
+NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
+DIRECTION = {"type": "string", "enum": ["inbound", "outbound", "bidirectional"]}
+SYNC_STATUS = {"type": "string", "enum": ["pending", "synced", "failed", "disabled"]}
+EXTERNAL_ID = {"type": "string", "minLength": 1, "maxLength": 256}
+MAPPING = {
+    "type": "object",
+    "required": ["id", "entity_type", "internal_id", "external_system", "external_id"],
+    "properties": {
+        "id": UUID,
+        "tenant_id": UUID,
+        "entity_type": {"type": "string"},
+        "internal_id": UUID,
+        "external_system": {"type": "string"},
+        "external_id": {"type": "string"},
+        "direction": DIRECTION,
+        "sync_status": SYNC_STATUS,
+        "configuration": {
+            "type": "object",
+            "description": 'credentials, when set, are shown as "[ENCRYPTED]"',
+        },
+        "origin": {"type": "string", "enum": ["api", "import", "auto", "sql"]},
+        "created_at": TIME,
+        "updated_at": TIME,
+        "deleted_at": NULLABLE_TIME,
+    },
+}
+MAPPING_WRITE = {
+    "direction": DIRECTION,
+    "sync_status": SYNC_STATUS,
+    "configuration": {
+        "type": "object",
+        "description": "free JSON; its 'credentials' value is stored encrypted",
+    },
+}
+NEW_MAPPING = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["entity_type", "internal_id", "external_system", "external_id"],
+    "properties": {
+        "entity_type": NAME,
+        "internal_id": UUID,
+        "external_system": NAME,
+        "external_id": EXTERNAL_ID,
+        **MAPPING_WRITE,
+    },
+}
+MAPPING_CHANGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"internal_id": UUID, "external_id": EXTERNAL_ID, **MAPPING_WRITE},
+}
+MAPPING_CONFLICT = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string", "enum": ["mapping_conflict"]},
+        "message": {"type": "string"},
+        "conflicting": {"anyOf": [MAPPING, {"type": "null"}]},
+    },
+}
+IMPORT_REPORT = {
+    "type": "object",
+    "required": ["received", "created", "unchanged", "conflicting", "invalid", "conflicts"],
+    "properties": {
+        "received": {"type": "integer"},
+        "created": {"type": "integer"},
+        "unchanged": {"type": "integer"},
+        "conflicting": {"type": "integer"},
+        "invalid": {"type": "integer"},
+        "conflicts": {
+            "type": "array",
+            "description": "first 1000: the row, the reason, and the conflicting mapping "
+            "(or earlier line of the same import)",
+            "items": {"type": "object"},
+        },
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"line": {"type": "integer"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _mapping_paths() -> dict[str, Any]:
+    one = {"200": _json(MAPPING), **_errors(404)}
+    return {
+        "/admin/v1/mappings": {
+            "get": {
+                "summary": "The tenant's ID mappings, newest first (admin, viewer, service)",
+                "parameters": [
+                    _q("entity_type", {"type": "string"}, "e.g. reservation"),
+                    _q("external_system", {"type": "string"}, "e.g. booking_engine"),
+                    _q("external_id", {"type": "string"}, "partner's id"),
+                    _q("internal_id", UUID, "PMS id"),
+                    _q("direction", DIRECTION, "direction"),
+                    _q("sync_status", SYNC_STATUS, "sync status"),
+                    _q(
+                        "include_deleted",
+                        {"type": "string", "enum": ["true", "false"]},
+                        "also soft-deleted rows (default false)",
+                    ),
+                    LIMIT,
+                    CURSOR,
+                ],
+                "responses": {"200": _json(_page(MAPPING)), **_errors(400)},
+            },
+            "post": {
+                "summary": "Create a mapping (admin, service)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": NEW_MAPPING}},
+                },
+                "responses": {
+                    "201": _json(MAPPING, "Created"),
+                    "409": _json(MAPPING_CONFLICT, "An id is already mapped (row named)"),
+                    **_errors(400, 413, 422),
+                },
+            },
+        },
+        "/admin/v1/mappings/import": {
+            "post": {
+                "summary": "Bulk import (admin, service): CSV with a header line, or JSON "
+                "lines; columns entity_type, internal_id, external_system, external_id, "
+                "optional direction, sync_status. Idempotent; never overwrites.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {"200": _json(IMPORT_REPORT), **_errors(400, 413, 422)},
+            }
+        },
+        "/admin/v1/mappings/{mapping_id}": {
+            "parameters": [_path("mapping_id")],
+            "get": {"summary": "One mapping (admin, viewer, service)", "responses": one},
+            "patch": {
+                "summary": "Change a live mapping (admin, service)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": MAPPING_CHANGE}},
+                },
+                "responses": {
+                    **one,
+                    "409": _json(MAPPING_CONFLICT, "An id is already mapped (row named)"),
+                    **_errors(400, 404, 413, 422),
+                },
+            },
+            "delete": {"summary": "Soft-delete a mapping (admin, service)", "responses": one},
+        },
+    }
 
 
 def _page(item: dict[str, Any]) -> dict[str, Any]:
@@ -317,5 +478,6 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json(_page(AUDIT)), **_errors(400)},
                 }
             },
+            **_mapping_paths(),
         },
     }

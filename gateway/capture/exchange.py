@@ -77,6 +77,7 @@ class Exchange:
     api_key_id: str | None = None
     external_system: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    translated: Any = None  # ID translation: which fields were rewritten (gateway.mapping)
 
     def fail(self, code: str, message: str) -> None:
         self.error_code = code
@@ -114,4 +115,5 @@ class Exchange:
             self.error_message,
             self.client_ip,
             self.user_agent,
+            self.translated,
         )

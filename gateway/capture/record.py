@@ -97,6 +97,7 @@ COLUMNS = (
     "error_message",
     "client_ip",
     "user_agent",
+    "translated",
 )
 CREATED_AT_INDEX = COLUMNS.index("created_at")
 MAX_TEXT_COLUMN = 4096  # chars kept of path, query, user agent, error message
@@ -279,4 +280,6 @@ def row_to_json(row: tuple[Any, ...]) -> list[Any]:
 def row_from_json(values: list[Any]) -> tuple[Any, ...]:
     """Inverse of row_to_json: restore the datetime asyncpg needs; UUID columns take strings."""
     values[CREATED_AT_INDEX] = datetime.fromisoformat(values[CREATED_AT_INDEX])
+    # Journals written before a column was appended to COLUMNS replay with NULL in it.
+    values.extend([None] * (len(COLUMNS) - len(values)))
     return tuple(values)

@@ -41,6 +41,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.mapping.flow import Flow, Translator
 from gateway.proxy import websocket
 from gateway.proxy.headers import (
     KEY_ID_HEADER,
@@ -81,9 +82,11 @@ class Proxy:
         session: aiohttp.ClientSession,
         writer: LogWriter,
         auth: Authenticator,
+        translator: Translator | None = None,
         sync: SyncRecorder | None = None,
     ) -> None:
         self.settings = settings
+        self.translator = translator
         self.sync = sync
         self.auth = auth
         self.limiter = RateLimiter()
@@ -135,7 +138,6 @@ class Proxy:
             ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
             _check_path(request.rel_url.raw_path)
             identity = None if route.public else await self._authorize(request, route, ex)
-            # (ID translation hooks in here)
             if websocket.is_upgrade(request):
                 return await websocket.relay(self, request, route, ex, identity)
             return await self._proxy_http(request, route, policy, ex, identity)
@@ -224,7 +226,16 @@ class Proxy:
         headers = upstream_request_headers(
             request, ex.request_id, self.settings.trusted_proxies, identity=identity
         )
-        url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
+        flow: Flow | None = None
+        if route.translate is not None and self.translator is not None:  # ID translation
+            flow = self.translator.start(route, ex)
+            raw_path, query, body = await flow.inbound(raw_path, query, body)
+            if route.sync is not None:  # sync status is keyed on the internal ids
+                internal = route.regex.fullmatch(raw_path)
+                ex.extra["params"] = internal.groupdict() if internal else {}
+            headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
+        url = route.upstream_url(raw_path, query)
         up = route.upstream
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=up.connect_timeout, sock_read=up.read_timeout
@@ -244,7 +255,7 @@ class Proxy:
                 timeout=timeout,
             ) as upstream:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
-                return await self._relay(request, upstream, policy, ex)
+                return await self._relay(request, upstream, policy, ex, flow)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(
                 f"upstream {up.name!r} did not answer within its timeout"
@@ -284,6 +295,7 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         policy: CapturePolicy,
         ex: Exchange,
+        flow: Flow | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the caller, buffered when small, streamed otherwise."""
         ex.status = upstream.status
@@ -299,8 +311,14 @@ class Proxy:
             if size is not None and request.method == "HEAD":
                 resp.headers["Content-Length"] = str(size)
             return resp
-        if size is not None and size <= self.settings.stream_threshold_bytes:
-            data = await upstream.read()
+        small = size is not None and size <= self.settings.stream_threshold_bytes
+        translating = flow is not None and flow.translates_response
+        if small or translating:
+            data = (
+                await upstream.read() if small or flow is None else await flow.read_capped(upstream)
+            )
+            if flow is not None and translating:
+                data = await flow.outbound(upstream.status, data, enc)
             ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS

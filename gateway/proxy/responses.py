@@ -21,7 +21,7 @@ def json_response(
 
 
 def error_payload(exc: GatewayError, request_id: str | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    payload: dict[str, Any] = {"code": exc.code, "message": exc.message, **exc.details()}
     if request_id is not None:
         payload["request_id"] = request_id
     return payload

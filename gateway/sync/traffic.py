@@ -31,7 +31,8 @@ def pointer_get(doc: Any, pointer: str) -> Any:
 
 def entity_value(options: SyncOptions, params: Mapping[str, str], ex: Exchange) -> Any:
     if options.source == "path":
-        return params.get(options.locator)
+        # On a translated route the proxy keeps the parameters as forwarded (internal ids).
+        return ex.extra.get("params", params).get(options.locator)
     body = ex.request_body if options.source == "request" else ex.response_body
     return pointer_get(body.value, options.locator) if body.format == "json" else None
 

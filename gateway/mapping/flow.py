@@ -1,0 +1,390 @@
+"""ID translation in the proxy: cached lookups, and one request's way in and out.
+
+For a route with a ``translate`` block (routes.yaml), the pipeline calls
+:meth:`Translator.start` once the partner is known, then ``inbound`` (path, query, body:
+external ids → internal UUIDs, all ids of the request resolved with one cache call and at
+most one database query) and ``outbound`` (answer body: internal UUIDs → the partner's
+external ids; auto-mapping after a create). What was rewritten goes to ``ex.translated``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from gateway import metrics
+from gateway.capture.exchange import Exchange
+from gateway.errors import ClientError, ServiceUnavailable, UpstreamError
+from gateway.mapping import store, translate
+from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
+from gateway.routes import Route, Translation
+
+log = logging.getLogger(__name__)
+
+# What a lookup may raise when PostgreSQL is unreachable or refuses (wrapped at the boundary).
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresError,
+    store.MappingStoreError,
+)
+
+
+class MappingNotFound(ClientError):
+    """An external id with no mapping, on a route that refuses those (404 or 422)."""
+
+    code = "mapping_not_found"
+
+    def __init__(self, status: int, where: str, entity_type: str, value: str) -> None:
+        value = _printable(value)
+        super().__init__(
+            f"{where} holds {entity_type} id {value!r}, which has no mapping "
+            "for this external system"
+        )
+        self.status = status
+        self.where, self.entity_type, self.value = where, entity_type, value
+
+    def details(self) -> dict[str, Any]:
+        return {"field": self.where, "entity_type": self.entity_type, "id": self.value}
+
+
+class Mappings:
+    """Lookups through the cache; the misses of one call go to PostgreSQL in one query."""
+
+    def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.hits = {w: metrics.MAPPING_CACHE_HITS.labels(w) for w in (IN, OUT)}
+        self.misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
+
+    async def resolve(self, scope: Scope, pairs: Iterable[Pair]) -> dict[Pair, str | None]:
+        """``(entity_type, id)`` → the other id, or None when there is no usable mapping."""
+        found, missing = self.cache.get_many(scope, pairs)
+        if found:
+            self.hits[scope[0]].inc(len(found))
+        if missing:
+            self.misses[scope[0]].inc(len(missing))
+            found.update(await self.fetch(scope, missing))
+        return found
+
+    async def fetch(self, scope: Scope, missing: Iterable[Pair]) -> dict[Pair, str | None]:
+        """One query for all ``missing`` pairs; the answers are cached (negative ones too)."""
+        way, tenant, system = scope
+        generation = self.cache.generation
+        values: dict[Pair, str | None] = dict.fromkeys(missing)
+        # Answers may spell a UUID in capitals; look up the canonical form, and cache only
+        # canonical spellings (invalidation names those) and non-UUIDs (never mappable).
+        asked = {p: (p[0], _lookup_form(way, p[1])) for p in values}
+        query = {q for q in asked.values() if q[1] is not None}
+        rows = await self._query(way, tenant, system, list(query)) if query else []
+        answers = {(et, source): target for et, source, target in rows}
+        for pair, q in asked.items():
+            values[pair] = answers.get(q)  # type: ignore[arg-type]
+        cacheable = {p: v for p, v in values.items() if asked[p][1] in (None, p[1])}
+        self.cache.put_many(scope, cacheable, generation)
+        return values
+
+    async def _query(
+        self, way: str, tenant: str, system: str, pairs: list[tuple[str, str | None]]
+    ) -> list[tuple[str, str, str]]:
+        lookup = store.lookup_internal if way == IN else store.lookup_external
+        metrics.MAPPING_DB_LOOKUPS.inc()
+        try:
+            async with self.pool.acquire() as conn:
+                return await lookup(conn, uuid.UUID(tenant), system, pairs)  # type: ignore[arg-type]
+        except DATABASE_DOWN as exc:
+            log.warning("mapping lookup failed: %s", type(exc).__name__)
+            raise ServiceUnavailable(
+                "ID mappings cannot be read right now", code="mapping_unavailable"
+            ) from None
+
+    def forget(self, rows: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """Drop cache entries at once after a change made by this process."""
+        self.cache.invalidate_rows(rows)
+
+    async def auto_map(
+        self,
+        tenant: str,
+        system: str,
+        auto: Any,
+        external: str,
+        internal: uuid.UUID,
+        key_id: str | None,
+    ) -> dict[str, Any]:
+        """Record a mapping after a create; never overwrites. Returns what happened."""
+        new = store.NewMapping(auto.entity_type, internal, system, external)
+        try:
+            async with self.pool.acquire() as conn:
+                actor = store.Actor(f"key:{key_id}", uuid.UUID(key_id) if key_id else None)
+                made, existing = await store.record_auto(conn, uuid.UUID(tenant), new, actor)
+        except DATABASE_DOWN as exc:
+            log.warning("auto-mapping failed: %s", type(exc).__name__)
+            return {"result": "failed", "error": type(exc).__name__}
+        if made is None:
+            held = existing.public() if existing else None
+            log.warning("auto-mapping refused: %s %r already mapped", auto.entity_type, external)
+            return {"result": "conflict", "conflicting": held and held["id"]}
+        self.forget([made.cache_row()])
+        return {"result": "created", "mapping_id": str(made.id)}
+
+
+@dataclass(frozen=True, slots=True)
+class Translator:
+    mappings: Mappings
+    max_response_bytes: int  # chunked answers on translated routes are read up to this
+
+    def start(self, route: Route, ex: Exchange) -> Flow:
+        assert route.translate is not None and ex.tenant_id is not None
+        ex.translated = {}
+        return Flow(self, route.translate, route, ex, ex.tenant_id, ex.external_system or "")
+
+
+class Flow:
+    """One request on a translated route."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        tr: Translation,
+        route: Route,
+        ex: Exchange,
+        tenant: str,
+        system: str,
+    ) -> None:
+        self.m = translator.mappings
+        self.max_response_bytes = translator.max_response_bytes
+        self.tr, self.route, self.ex = tr, route, ex
+        self.tenant, self.system = tenant, system
+        self.record: dict[str, Any] = ex.translated
+        self.auto_external: str | None = None
+
+    @property
+    def translates_response(self) -> bool:
+        return bool(self.tr.response_trie) or self.tr.auto_map is not None
+
+    # -- partner → upstream ---------------------------------------------------------------
+
+    async def inbound(
+        self, raw_path: str, query: str, body: bytes | None
+    ) -> tuple[str, str, bytes | None]:
+        """Replace external ids in path, query and body by internal UUIDs."""
+        tr, scope = self.tr, (IN, self.tenant, self.system)
+        m = self.route.regex.fullmatch(raw_path) if tr.path_params else None
+        in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
+        in_query = translate.query_ids(query, dict(tr.query_params)) if tr.query_params else []
+        done: dict[str, Any] = {}
+        rest: list[translate.Slot] = []
+        doc = self._request_doc(body, scope, done, rest)
+        if not (in_path or in_query or done or rest):
+            return raw_path, query, body
+        extra = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
+        unknown: list[translate.Slot] = []
+        resolved = await self._fill(scope, rest, extra, done, unknown)
+        self._check_unknown(in_path, in_query, unknown, resolved)
+        rewritten = bool(done)
+        path_new = [(p[3], v) for p in in_path if (v := resolved.get((p[1], p[2])))]
+        query_new = {q[0]: v for q in in_query if (v := resolved.get((q[2], q[3])))}
+        for p in in_path:
+            if resolved.get((p[1], p[2])):
+                done[f"path:{p[0]}"] = 1
+        for _, name, et, value in in_query:
+            if resolved.get((et, value)):
+                done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
+        self._note("request", done, unknown, resolved)
+        if path_new:
+            raw_path = translate.rewrite_path(raw_path, path_new)
+        if query_new:
+            query = translate.rewrite_query(query, query_new)
+        return raw_path, query, orjson.dumps(doc) if rewritten else body
+
+    def _walk(
+        self, doc: Any, trie: translate.Trie, scope: Scope, done: dict[str, Any], rest: list[Any]
+    ) -> None:
+        """One pass over the body: ids the cache maps (fresh) are rewritten in place and
+        counted under ``body:<pointer>``; every other id goes to ``rest`` as a slot."""
+        rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic())
+        translate.walk(doc, trie, rewrite)
+        done.update(rewrite.done)
+        rest.extend(rewrite.rest)
+        hits = sum(rewrite.done.values())
+        if hits:
+            self.m.hits[scope[0]].inc(hits)
+
+    async def _fill(
+        self,
+        scope: Scope,
+        rest: list[translate.Slot],
+        extra: set[Pair],
+        done: dict[str, Any],
+        unknown: list[translate.Slot],
+    ) -> dict[Pair, str | None]:
+        """Resolve what the walk left (and the path/query ``extra`` pairs): one cache call,
+        at most one database query; rewrite those slots; unmapped ones go to ``unknown``."""
+        wanted = {(s[2].entity_type, s[3]) for s in rest} | extra
+        if not wanted:
+            return {}
+        answers = await self.m.resolve(scope, wanted)
+        for slot in rest:
+            new = answers.get((slot[2].entity_type, slot[3]))
+            if new is None:
+                unknown.append(slot)
+            else:
+                slot[0][slot[1]] = new
+                done[slot[2].record] = done.get(slot[2].record, 0) + 1
+        return answers
+
+    def _request_doc(
+        self, body: bytes | None, scope: Scope, done: dict[str, Any], rest: list[Any]
+    ) -> Any:
+        if body is None or not (self.tr.request_trie or self.tr.auto_map):
+            return None
+        if not isinstance(body, bytes):  # streamed: too large to buffer
+            return self._untranslatable("request body too large to translate", 413)
+        if not body:
+            return None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._untranslatable("request body is not JSON", 400)
+        auto = self.tr.auto_map
+        if auto is not None:  # read before the walk rewrites anything
+            value = translate.value_at(doc, auto.external_id)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                self.auto_external = str(value)
+        self._walk(doc, self.tr.request_trie, scope, done, rest)
+        return doc
+
+    def _untranslatable(self, why: str, status: int) -> None:
+        if self.tr.refuse_unknown and self.tr.request_trie:
+            code = "malformed_body" if status == 400 else "payload_too_large"
+            err = ClientError(f"{why}, so its ids cannot be translated", code=code)
+            err.status = status
+            raise err
+        self.record["request_body"] = f"not translated: {why}"
+
+    def _check_unknown(
+        self,
+        in_path: list[Any],
+        in_query: list[Any],
+        unknown: list[translate.Slot],
+        resolved: dict[Pair, str | None],
+    ) -> None:
+        if not self.tr.refuse_unknown:
+            return
+        status = self.tr.unknown_status
+        for name, et, value, _ in in_path:
+            if resolved.get((et, value)) is None:
+                raise MappingNotFound(status or 404, f"path parameter {name!r}", et, value)
+        for _, name, et, value in in_query:
+            if resolved.get((et, value)) is None:
+                raise MappingNotFound(status or 422, f"query parameter {name!r}", et, value)
+        for _, _, leaf, value in unknown:
+            where = f"body field {leaf.pointer!r}"
+            raise MappingNotFound(status or 422, where, leaf.entity_type, value)
+
+    def _note(
+        self,
+        side: str,
+        done: dict[str, Any],
+        unknown: list[translate.Slot],
+        resolved: dict[Pair, str | None],
+    ) -> None:
+        """Which fields were rewritten, and how many ids each (never the ids themselves)."""
+        self.record[side] = done
+        unmapped = len(unknown) + sum(1 for v in resolved.values() if v is None)
+        if unmapped:
+            self.record[f"{side}_unmapped"] = unmapped
+
+    # -- upstream → partner ---------------------------------------------------------------
+
+    async def read_capped(self, upstream: aiohttp.ClientResponse) -> bytes:
+        """An answer of unknown length, read whole so it can be translated (bounded)."""
+        data = bytearray()
+        async for chunk in upstream.content.iter_any():
+            data += chunk
+            if len(data) > self.max_response_bytes:
+                raise UpstreamError(
+                    f"upstream answer exceeds {self.max_response_bytes} bytes, too large to "
+                    "translate its ids"
+                )
+        return bytes(data)
+
+    async def outbound(self, status: int, data: bytes, encoding: str) -> bytes:
+        """Auto-map after a create, then replace internal UUIDs by the partner's ids."""
+        if not data:
+            return data
+        if encoding and encoding != "identity":
+            self.record["response_body"] = "not translated: compressed answer"
+            return data
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.record["response_body"] = "not translated: answer is not JSON"
+            return data
+        await self._auto_map(status, doc)
+        scope = (OUT, self.tenant, self.system)
+        done: dict[str, Any] = {}
+        rest: list[translate.Slot] = []
+        self._walk(doc, self.tr.response_trie, scope, done, rest)
+        unknown: list[translate.Slot] = []
+        await self._fill(scope, rest, set(), done, unknown)
+        if done or unknown:
+            self._note("response", done, unknown, {})
+        return orjson.dumps(doc) if done else data
+
+    async def _auto_map(self, status: int, doc: Any) -> None:
+        auto = self.tr.auto_map
+        if auto is None or status not in auto.statuses or self.auto_external is None:
+            return
+        internal = translate.value_at(doc, auto.internal_id)
+        canonical = _canonical_uuid(internal) if isinstance(internal, str) else None
+        if canonical is None:
+            self.record["auto_map"] = {"result": "skipped: no UUID in the answer"}
+            return
+        self.record["auto_map"] = await self.m.auto_map(
+            self.tenant,
+            self.system,
+            auto,
+            self.auto_external,
+            uuid.UUID(canonical),
+            self.ex.api_key_id,
+        )
+
+
+def _lookup_form(way: str, value: str) -> str | None:
+    """What to ask PostgreSQL for ``value``, or None when it can have no mapping: answers
+    hold UUIDs (canonical spelling); external ids are at most MAX_ID_LENGTH characters of
+    text PostgreSQL can store (no NUL, no lone surrogates)."""
+    if way == OUT:
+        return _canonical_uuid(value)
+    if len(value) > translate.MAX_ID_LENGTH or "\x00" in value:
+        return None
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return value
+
+
+def _printable(value: str) -> str:
+    """An id as it may appear in a JSON answer and in api_logs (no NUL, no surrogates)."""
+    value = value[: translate.MAX_ID_LENGTH].replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _canonical_uuid(value: str) -> str | None:
+    """The lowercase hyphenated form, or None when ``value`` is no UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None

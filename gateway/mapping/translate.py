@@ -1,0 +1,314 @@
+"""Pure parts of ID translation: field pointers, finding ids in a parsed body, rewriting
+path parameters and query strings. No I/O here; gateway.mapping.flow drives it.
+
+Pointers look like JSON pointers (RFC 6901, ``~0``/``~1`` escapes) with one addition:
+``*`` stands for every element of an array (or every value of an object), so
+``/items/*/room_id`` names the ``room_id`` of each item. A numeric segment indexes an
+array. Several pointers are compiled into one trie and the body is walked once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
+
+WILDCARD = "*"
+MAX_POINTER_DEPTH = 32  # segments in one pointer; deeper bodies are not worth a config
+ENTITY_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MAX_ID_LENGTH = 256  # characters of an external id (the database CHECK says the same)
+
+
+def parse_pointer(text: str) -> tuple[str, ...]:
+    """``/items/*/room_id`` → ``("items", "*", "room_id")``; ValueError says what is wrong."""
+    if not isinstance(text, str) or not text.startswith("/"):
+        raise ValueError(f"pointer must start with '/', got {text!r}")
+    raw = text[1:].split("/")
+    if len(raw) > MAX_POINTER_DEPTH:
+        raise ValueError(f"pointer {text!r} is deeper than {MAX_POINTER_DEPTH} segments")
+    out = []
+    for seg in raw:
+        if re.search(r"~(?![01])", seg):
+            raise ValueError(f"pointer {text!r}: '~' must be followed by 0 or 1")
+        if seg == "":
+            raise ValueError(f"pointer {text!r} has an empty segment")
+        out.append(seg.replace("~1", "/").replace("~0", "~"))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """Where a pointer ends: the entity type its value holds, and the pointer as written."""
+
+    entity_type: str
+    pointer: str
+    record: str = field(init=False, compare=False)  # api_logs key: "body:<pointer>"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record", "body:" + self.pointer)
+
+
+# A compiled set of pointers: segment → deeper trie, or the Leaf where a pointer ends.
+Trie = dict[str, "Trie | Leaf"]
+
+
+def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
+    """``[(pointer, entity_type), ...]`` → a trie; ValueError when two pointers collide."""
+    root: Trie = {}
+    for pointer, entity_type in fields:
+        segments = parse_pointer(pointer)
+        node = root
+        for seg in segments[:-1]:
+            nxt = node.setdefault(seg, {})
+            if isinstance(nxt, Leaf):
+                raise ValueError(f"pointer {pointer!r} goes inside pointer {nxt.pointer!r}")
+            node = nxt
+        last = segments[-1]
+        if last in node:
+            raise ValueError(f"pointer {pointer!r} overlaps another pointer")
+        node[last] = Leaf(entity_type, pointer)
+    return root
+
+
+# One id found in a body: the container holding it, its key there, and what it is.
+Slot = tuple[Any, Any, Leaf, str]
+# Called for each id found: (container, key, leaf, id as a string).
+Emit = Callable[[Any, Any, Leaf, str], None]
+
+
+def collect(node: Any, trie: Trie, out: list[Slot]) -> None:
+    """Append every id the trie's pointers reach in ``node`` (strings and integers)."""
+    walk(node, trie, lambda c, k, leaf, v: out.append((c, k, leaf, v)))
+
+
+def walk(node: Any, trie: Trie, emit: Emit) -> None:
+    """Call ``emit`` for every id the trie's pointers reach in ``node``.
+
+    One pass, no copies; this runs for every translated request and answer, so the
+    common shapes (an object's field, every element of an array) are handled inline."""
+    kind = type(node)
+    if kind is dict:
+        _walk_dict(node, trie, emit)
+    elif kind is list:
+        _walk_list(node, trie, emit)
+
+
+def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
+    for seg, sub in trie.items():
+        if seg == WILDCARD:
+            for key, child in node.items():
+                _visit(node, key, child, sub, emit)
+            continue
+        child = node.get(seg)
+        if child is None:
+            continue
+        if type(sub) is Leaf:
+            kind = type(child)
+            if kind is str:
+                if child:
+                    emit(node, seg, sub, child)
+            elif kind is int:  # bool is not: type(True) is bool
+                emit(node, seg, sub, str(child))
+        else:
+            walk(child, sub, emit)  # type: ignore[arg-type]
+
+
+def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
+    for seg, sub in trie.items():
+        if seg != WILDCARD:
+            if seg.isdigit() and int(seg) < len(node):
+                _visit(node, int(seg), node[int(seg)], sub, emit)
+        elif type(sub) is Leaf:
+            for i, child in enumerate(node):
+                _visit(node, i, child, sub, emit)
+        elif isinstance(sub, dict) and _flat(sub):
+            _walk_records(node, list(sub.items()), emit)  # type: ignore[arg-type]
+        else:
+            for child in node:
+                kind = type(child)
+                if kind is dict:
+                    _walk_dict(child, sub, emit)  # type: ignore[arg-type]
+                elif kind is list:
+                    _walk_list(child, sub, emit)  # type: ignore[arg-type]
+
+
+def _flat(trie: Trie) -> bool:
+    """Only named fields that are ids, e.g. the ``room_id`` of ``/items/*/room_id``."""
+    return WILDCARD not in trie and all(type(v) is Leaf for v in trie.values())
+
+
+def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
+    """The hot shape: an array of objects each holding ids in named fields."""
+    if type(emit) is CachedRewrite:
+        emit.records(node, fields)
+        return
+    for child in node:
+        if type(child) is not dict:
+            continue
+        for seg, leaf in fields:
+            value = child.get(seg)
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                if value:
+                    emit(child, seg, leaf, value)
+            elif kind is int:
+                emit(child, seg, leaf, str(value))
+
+
+Entry = tuple[str | None, float, int]  # a cache entry: the other id (or None), expiry, size
+
+
+class CachedRewrite:
+    """An ``emit`` for :func:`walk` that rewrites each id the cache maps (and is fresh) in
+    place, counting them per pointer in ``done`` (``body:<pointer>``), and leaves every
+    other id in ``rest`` as a slot to be resolved later."""
+
+    __slots__ = ("done", "now", "rest", "tables")
+
+    def __init__(self, tables: Mapping[str, Mapping[str, Entry]], now: float) -> None:
+        self.tables, self.now = tables, now
+        self.done: dict[str, int] = {}
+        self.rest: list[Slot] = []
+
+    def __call__(self, container: Any, key: Any, leaf: Leaf, value: str) -> None:
+        table = self.tables.get(leaf.entity_type)
+        hit = table.get(value) if table is not None else None
+        if hit is not None and hit[0] is not None and hit[1] > self.now:
+            container[key] = hit[0]
+            self.done[leaf.record] = self.done.get(leaf.record, 0) + 1
+        else:
+            self.rest.append((container, key, leaf, value))
+
+    def records(self, node: list[Any], fields: list[tuple[str, Leaf]]) -> None:
+        """:func:`_walk_records` inlined: one table per field, one lookup per id."""
+        empty: Mapping[str, Entry] = {}
+        for seg, leaf in fields:
+            table, now, n = self.tables.get(leaf.entity_type, empty), self.now, 0
+            for child in node:
+                if type(child) is not dict or (value := child.get(seg)) is None:
+                    continue
+                if type(value) is not str:
+                    if type(value) is not int:
+                        continue
+                    value = str(value)
+                elif not value:
+                    continue
+                hit = table.get(value)
+                if hit is not None and hit[0] is not None and hit[1] > now:
+                    child[seg] = hit[0]
+                    n += 1
+                else:
+                    self.rest.append((child, seg, leaf, value))
+            if n:
+                self.done[leaf.record] = self.done.get(leaf.record, 0) + n
+
+
+def _visit(container: Any, key: Any, child: Any, sub: Trie | Leaf, emit: Emit) -> None:
+    kind = type(child)
+    if type(sub) is Leaf:
+        if kind is str:
+            if child:
+                emit(container, key, sub, child)
+        elif kind is int:
+            emit(container, key, sub, str(child))
+    elif kind is dict or kind is list:
+        walk(child, sub, emit)  # type: ignore[arg-type]
+
+
+def _children(node: Any, seg: str) -> Iterable[tuple[Any, Any, Any]]:
+    if isinstance(node, dict):
+        if seg == WILDCARD:
+            return [(node, k, v) for k, v in node.items()]
+        return [(node, seg, node[seg])] if seg in node else ()
+    if isinstance(node, list):
+        if seg == WILDCARD:
+            return [(node, i, v) for i, v in enumerate(node)]
+        if seg.isdigit() and int(seg) < len(node):
+            return [(node, int(seg), node[int(seg)])]
+    return ()
+
+
+def apply(slots: Iterable[Slot], resolved: Mapping[tuple[str, str], str | None]) -> int:
+    """Write the resolved ids into their containers; return how many were rewritten."""
+    n = 0
+    for container, key, leaf, value in slots:
+        new = resolved.get((leaf.entity_type, value))
+        if new is not None:
+            container[key] = new
+            n += 1
+    return n
+
+
+def count_by_pointer(
+    slots: Iterable[Slot], resolved: Mapping[tuple[str, str], Any]
+) -> dict[str, int]:
+    """How many ids each pointer had rewritten (for the api_logs ``translated`` column)."""
+    out: dict[str, int] = {}
+    for _, _, leaf, value in slots:
+        if resolved.get((leaf.entity_type, value)) is not None:
+            out[leaf.pointer] = out.get(leaf.pointer, 0) + 1
+    return out
+
+
+def value_at(doc: Any, segments: tuple[str, ...]) -> Any:
+    """The value a plain pointer (no ``*``) names, or None."""
+    node = doc
+    for seg in segments:
+        found = list(_children(node, seg))
+        if not found:
+            return None
+        node = found[0][2]
+    return node
+
+
+# -- path and query -----------------------------------------------------------------------
+
+
+def path_ids(
+    match: re.Match[str], params: Mapping[str, str]
+) -> list[tuple[str, str, str, tuple[int, int]]]:
+    """``(param, entity_type, decoded value, span)`` for each declared path parameter."""
+    out = []
+    for name, entity_type in params.items():
+        raw = match.group(name)
+        if raw:
+            out.append((name, entity_type, unquote(raw), match.span(name)))
+    return out
+
+
+def rewrite_path(raw_path: str, replacements: list[tuple[tuple[int, int], str]]) -> str:
+    """Replace spans of the raw path (right to left, so earlier spans stay valid)."""
+    for (start, end), new in sorted(replacements, reverse=True):
+        raw_path = raw_path[:start] + quote(new, safe="") + raw_path[end:]
+    return raw_path
+
+
+def query_ids(raw_query: str, params: Mapping[str, str]) -> list[tuple[int, str, str, str]]:
+    """``(piece index, name, entity_type, decoded value)`` of declared query parameters."""
+    out: list[tuple[int, str, str, str]] = []
+    if not raw_query:
+        return out
+    for i, piece in enumerate(raw_query.split("&")):
+        name, sep, value = piece.partition("=")
+        decoded = unquote_plus(name)
+        entity_type = params.get(decoded)
+        if entity_type is not None and sep and value:
+            out.append((i, decoded, entity_type, unquote_plus(value)))
+    return out
+
+
+def rewrite_query(raw_query: str, replacements: Mapping[int, str]) -> str:
+    """Replace the values of the given ``&`` pieces; every other byte stays as it was."""
+    pieces = raw_query.split("&")
+    for i, new in replacements.items():
+        name = pieces[i].partition("=")[0]
+        pieces[i] = f"{name}={quote(new, safe='')}"
+    return "&".join(pieces)
+
+
+def entity_type_ok(name: object) -> bool:
+    return isinstance(name, str) and ENTITY_TYPE_RE.match(name) is not None

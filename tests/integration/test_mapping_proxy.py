@@ -1,0 +1,429 @@
+"""ID translation in the proxy, against real PostgreSQL and a real upstream (upstream_app):
+path, query and nested/array body ids both ways, unknown-id policies, direction,
+auto-mapping, one query per request, invalidation by SQL, malformed bodies, api_logs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway import metrics
+from gateway.admin import keys
+from gateway.mapping import store
+from gateway.mapping.store import Actor, Direction, NewMapping
+
+ROUTES = """
+  - name: tr-mirror
+    path: /tr/mirror/reservations/{reservation_id}
+    methods: [GET, POST, PUT]
+    strip_prefix: /tr
+    upstream: main
+    translate:
+      path: {reservation_id: reservation}
+      query: {guest: guest}
+      request_body: {/guest_id: guest, /items/*/room_id: room}
+      response_body: {/body/guest_id: guest, /body/items/*/room_id: room}
+  - name: tr-pass
+    path: /tp/mirror/{rest...}
+    methods: [GET, POST]
+    strip_prefix: /tp
+    upstream: main
+    translate:
+      query: {guest: guest}
+      request_body: {/guest_id: guest}
+      response_body: {/body/guest_id: guest}
+      on_unknown: pass
+  - name: tr-create
+    path: /tr/create
+    methods: [POST]
+    strip_prefix: /tr
+    upstream: main
+    translate:
+      request_body: {/guest_id: guest}
+      response_body: {/id: reservation, /guest_id: guest}
+      auto_map: {entity_type: reservation, external_id: /external_id, internal_id: /id}
+  - name: tr-chunked
+    path: /tr/chunked-json
+    methods: [GET]
+    strip_prefix: /tr
+    upstream: main
+    translate:
+      response_body: {/reservation/id: reservation}
+  - name: tr-text
+    path: /tr/text
+    methods: [GET]
+    strip_prefix: /tr
+    upstream: main
+    translate:
+      response_body: {/id: reservation}
+"""
+
+RES, GUEST, R101, R102 = (str(uuid.uuid4()) for _ in range(4))
+
+
+@pytest.fixture
+async def world(db: asyncpg.Connection) -> dict[str, Any]:
+    """Tenant alpha with partner keys for two systems; booking_engine mappings."""
+    tenant = await keys.create_tenant(db, "Hotel Alpha", "test")
+    out: dict[str, Any] = {"tenant": tenant}
+    for system in ("booking_engine", "siteminder"):
+        _, token = await keys.create_key(
+            db, tenant.id, "partner", actor="test", external_system=system
+        )
+        out[system] = {"Authorization": f"Bearer {token}"}
+    for etype, internal, external in (
+        ("reservation", RES, "R-1"),
+        ("guest", GUEST, "G-1"),
+        ("room", R101, "101"),
+        ("room", R102, "102"),
+    ):
+        await add(db, tenant.id, etype, internal, external)
+    return out
+
+
+async def add(
+    db: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    entity_type: str,
+    internal: str,
+    external: str,
+    direction: Direction = Direction.BIDIRECTIONAL,
+    system: str = "booking_engine",
+) -> store.Mapping:
+    new = NewMapping(entity_type, uuid.UUID(internal), system, external, direction)
+    return await store.create(db, tenant_id, new, Actor("test", None))
+
+
+@pytest.fixture
+async def gw(gateway_factory: Callable[..., Any]) -> TestClient:
+    client: TestClient = await gateway_factory(ROUTES)
+    return client
+
+
+def db_lookups() -> float:
+    return metrics.REGISTRY.get_sample_value("gateway_mapping_db_lookups_total") or 0.0
+
+
+async def test_path_query_and_nested_body_ids_are_translated_both_ways(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
+) -> None:
+    body = {
+        "guest_id": "G-1",
+        "items": [{"room_id": "101"}, {"room_id": 102}, {"room_id": "101", "x": 1}],
+        "note": "R-1",
+    }
+    resp = await gw.post(
+        "/tr/mirror/reservations/R-1?guest=G-1&x=R-1",
+        json=body,
+        headers=world["booking_engine"],
+    )
+    assert resp.status == 200, await resp.text()
+    got = await resp.json()
+    # The upstream saw internal ids in the path and query (echoed back as plain strings).
+    assert got["raw_path"] == f"/mirror/reservations/{RES}"
+    assert got["query"] == f"guest={GUEST}&x=R-1"
+    # It saw internal ids in the body, and its answer came back with external ids again.
+    assert got["body"] == {
+        "guest_id": "G-1",
+        "items": [{"room_id": "101"}, {"room_id": "102"}, {"room_id": "101", "x": 1}],
+        "note": "R-1",
+    }
+    (row,) = await wait_rows(1)
+    assert row["request_body"] == body  # what the partner sent
+    assert row["response_body"]["body"]["guest_id"] == "G-1"  # what the partner received
+    assert row["path"] == "/tr/mirror/reservations/R-1"
+    assert row["translated"] == {
+        "request": {
+            "path:reservation_id": 1,
+            "query:guest": 1,
+            "body:/guest_id": 1,
+            "body:/items/*/room_id": 3,
+        },
+        "response": {"body:/body/guest_id": 1, "body:/body/items/*/room_id": 3},
+    }
+    admin_key = await keys.create_key(db, world["tenant"].id, "admin", actor="test")
+    detail = await gw.get(
+        f"/admin/v1/logs/{row['id']}", headers={"Authorization": f"Bearer {admin_key[1]}"}
+    )
+    assert (await detail.json())["translated"] == row["translated"]
+
+
+async def test_upstream_sees_internal_ids(gw: TestClient, world: dict[str, Any]) -> None:
+    """Through the pass-through route the mirror shows the forwarded body untouched."""
+    resp = await gw.post(
+        "/tp/mirror/x?guest=G-1", json={"guest_id": "G-1"}, headers=world["booking_engine"]
+    )
+    got = await resp.json()
+    assert got["query"] == f"guest={GUEST}"
+    assert got["body"] == {"guest_id": "G-1"}  # GUEST went up, came back as G-1
+
+
+async def test_unknown_external_ids_are_refused_naming_field_and_id(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any
+) -> None:
+    be = world["booking_engine"]
+    resp = await gw.get("/tr/mirror/reservations/NOPE", headers=be)
+    assert resp.status == 404
+    err = await resp.json()
+    assert err["code"] == "mapping_not_found"
+    assert err["field"] == "path parameter 'reservation_id'" and err["id"] == "NOPE"
+    assert err["entity_type"] == "reservation" and err["request_id"]
+    resp = await gw.post(
+        "/tr/mirror/reservations/R-1",
+        json={"items": [{"room_id": "101"}, {"room_id": "999"}]},
+        headers=be,
+    )
+    assert resp.status == 422
+    err = await resp.json()
+    assert (err["code"], err["id"]) == ("mapping_not_found", "999")
+    assert err["field"] == "body field '/items/*/room_id'"
+    resp = await gw.get("/tr/mirror/reservations/R-1?guest=G-404", headers=be)
+    assert resp.status == 422 and (await resp.json())["field"] == "query parameter 'guest'"
+    # Mappings belong to one external system: siteminder has none for R-1.
+    resp = await gw.get("/tr/mirror/reservations/R-1", headers=world["siteminder"])
+    assert resp.status == 404
+    rows = await wait_rows(4)
+    assert [r["error_code"] for r in rows] == ["mapping_not_found"] * 4
+
+
+async def test_unknown_ids_pass_through_when_the_route_says_so(
+    gw: TestClient, world: dict[str, Any]
+) -> None:
+    resp = await gw.post(
+        "/tp/mirror/x?guest=G-404", json={"guest_id": "G-404"}, headers=world["booking_engine"]
+    )
+    assert resp.status == 200
+    got = await resp.json()
+    assert got["query"] == "guest=G-404" and got["body"] == {"guest_id": "G-404"}
+    # An answer id with no mapping is left as it is.
+    stranger = str(uuid.uuid4())
+    resp = await gw.post(
+        "/tp/mirror/x", json={"guest_id": stranger}, headers=world["booking_engine"]
+    )
+    assert (await resp.json())["body"] == {"guest_id": stranger}
+
+
+async def test_direction_is_respected(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    tid, be = world["tenant"].id, world["booking_engine"]
+    inbound, outbound = str(uuid.uuid4()), str(uuid.uuid4())
+    await add(db, tid, "guest", inbound, "G-IN", Direction.INBOUND)
+    await add(db, tid, "guest", outbound, "G-OUT", Direction.OUTBOUND)
+    # Inbound-only: translated on the way in, not on the way back.
+    got = await (await gw.post("/tp/mirror/x", json={"guest_id": "G-IN"}, headers=be)).json()
+    assert got["body"] == {"guest_id": inbound}
+    # Outbound-only: not used on the way in (refused there), used on the way back.
+    resp = await gw.get("/tr/mirror/reservations/R-1?guest=G-OUT", headers=be)
+    assert resp.status == 422
+    got = await (await gw.post("/tp/mirror/x", json={"guest_id": outbound}, headers=be)).json()
+    assert got["body"] == {"guest_id": "G-OUT"}
+
+
+async def test_auto_mapping_on_create(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+) -> None:
+    be = world["booking_engine"]
+    # Unknown before the create (and now negatively cached) ...
+    assert (await gw.get("/tr/mirror/reservations/BE-77", headers=be)).status == 404
+    resp = await gw.post("/tr/create", json={"external_id": "BE-77", "guest_id": "G-1"}, headers=be)
+    assert resp.status == 201
+    # ... the answer names the new reservation by the partner's id already ...
+    assert await resp.json() == {"id": "BE-77", "guest_id": "G-1"}
+    row = await db.fetchrow(
+        "SELECT internal_id, origin, direction FROM integration_mappings"
+        " WHERE external_id = 'BE-77'"
+    )
+    assert row["origin"] == "auto" and row["direction"] == "bidirectional"
+    actor = await db.fetchval(
+        "SELECT actor FROM audit_log WHERE action = 'mapping.create' ORDER BY id DESC LIMIT 1"
+    )
+    assert actor.startswith("key:")  # attributed to the partner key that created it
+    # ... and the next call with the external id resolves at once.
+    got = await (await gw.get("/tr/mirror/reservations/BE-77", headers=be)).json()
+    assert got["raw_path"] == f"/mirror/reservations/{row['internal_id']}"
+    # A second create claiming the same external id is never mapped over the first.
+    other = str(uuid.uuid4())
+    resp = await gw.post(
+        f"/tr/create?id={other}", json={"external_id": "BE-77", "guest_id": "G-1"}, headers=be
+    )
+    assert resp.status == 201 and (await resp.json())["id"] == other
+    count = await db.fetchval(
+        "SELECT count(*) FROM integration_mappings WHERE external_id = 'BE-77'"
+    )
+    assert count == 1
+    rows = await wait_rows(4)
+    assert rows[1]["translated"]["auto_map"]["result"] == "created"
+    assert rows[3]["translated"]["auto_map"]["result"] == "conflict"
+
+
+async def test_one_database_query_for_all_misses_of_a_request(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    tid, be = world["tenant"].id, world["booking_engine"]
+    rooms = {f"X{i}": str(uuid.uuid4()) for i in range(50)}
+    for external, internal in rooms.items():
+        await add(db, tid, "room", internal, external)
+    body = {"items": [{"room_id": r} for r in rooms]}
+    before = db_lookups()
+    resp = await gw.post("/tr/mirror/reservations/R-1", json=body, headers=be)
+    assert resp.status == 200
+    # One query for the 50 rooms + reservation on the way in, one for the way back.
+    assert db_lookups() - before == 2
+    before = db_lookups()
+    resp = await gw.post("/tr/mirror/reservations/R-1", json=body, headers=be)
+    assert (await resp.json())["body"] == body
+    assert db_lookups() - before == 0  # warm: the cache answered everything
+
+
+async def test_change_made_by_sql_reaches_the_cache(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    be = world["booking_engine"]
+    got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+    assert got["raw_path"].endswith(RES)  # now cached
+    moved = str(uuid.uuid4())
+    await db.execute(
+        "UPDATE integration_mappings SET internal_id = $1 WHERE external_id = 'R-1'",
+        uuid.UUID(moved),
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while loop.time() < deadline:
+        got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+        if got["raw_path"].endswith(moved):
+            break
+        await asyncio.sleep(0.02)
+    assert got["raw_path"].endswith(moved)
+    await db.execute("DELETE FROM integration_mappings WHERE external_id = 'R-1'")
+    for _ in range(50):
+        resp = await gw.get("/tr/mirror/reservations/R-1", headers=be)
+        if resp.status == 404:
+            break
+        await asyncio.sleep(0.02)
+    assert resp.status == 404
+
+
+async def test_malformed_bodies_are_refused_cleanly_or_passed(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any
+) -> None:
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=b'{"guest_id": ', headers=be)
+    assert resp.status == 400 and (await resp.json())["code"] == "malformed_body"
+    resp = await gw.post("/tp/mirror/x", data=b"\xff\xfe not json", headers=be)
+    assert resp.status == 200  # pass-through route: forwarded untranslated
+    assert "not_json" in (await resp.json())["body"]
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=b"[1, 2, {}]", headers=be)
+    assert resp.status == 200  # JSON without the declared fields: nothing to translate
+    # Upstream answers that are not JSON pass through as they are.
+    resp = await gw.get("/tr/text", headers=be)
+    assert resp.status == 200 and await resp.text() == "plain ünïcode text"
+    rows = await wait_rows(4)
+    assert rows[1]["translated"]["request_body"].startswith("not translated")
+    assert rows[3]["translated"]["response_body"] == "not translated: answer is not JSON"
+    assert all(r["status"] < 500 for r in rows)
+
+
+async def test_chunked_answer_is_read_whole_and_translated(
+    gw: TestClient, world: dict[str, Any]
+) -> None:
+    resp = await gw.get(f"/tr/chunked-json?id={RES}", headers=world["booking_engine"])
+    assert resp.status == 200
+    assert await resp.json() == {"reservation": {"id": "R-1"}}
+
+
+async def test_public_routes_and_websockets_are_untouched(gw: TestClient) -> None:
+    resp = await gw.get("/api/echo/R-1")
+    assert resp.status == 200
+
+
+async def test_lookup_failure_is_a_clean_503_never_an_untranslated_forward(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+) -> None:
+    await db.execute("ALTER TABLE integration_mappings RENAME TO integration_mappings_gone")
+    resp = await gw.get("/tr/mirror/reservations/R-1", headers=world["booking_engine"])
+    assert resp.status == 503
+    assert (await resp.json())["code"] == "mapping_unavailable"
+    (row,) = await wait_rows(1)
+    assert row["error_code"] == "mapping_unavailable"
+
+
+async def test_chunked_request_bodies_on_translated_routes(
+    gw: TestClient, world: dict[str, Any]
+) -> None:
+    async def chunks() -> Any:
+        yield b'{"guest_id": '
+        yield b'"G-1"}'
+
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=chunks(), headers=be)
+    assert resp.status == 413 and (await resp.json())["code"] == "payload_too_large"
+    resp = await gw.post("/tp/mirror/x", data=chunks(), headers=be)
+    assert resp.status == 200  # pass-through route: streamed on, untranslated
+    assert (await resp.json())["body"] == {"guest_id": "G-1"}
+
+
+async def test_listener_reconnects_and_metrics_are_exposed(
+    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    be = world["booking_engine"]
+    got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+    assert got["raw_path"].endswith(RES)
+    killed = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    assert killed == 1
+    for _ in range(100):  # reconnects every GATEWAY_DB_RETRY_INTERVAL (0.2 s in tests)
+        await asyncio.sleep(0.05)
+        up = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+        if up:
+            break
+    got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+    assert got["raw_path"].endswith(RES)  # cached again, after the reconnect
+    moved = str(uuid.uuid4())
+    await db.execute(
+        "UPDATE integration_mappings SET internal_id = $1 WHERE external_id = 'R-1'",
+        uuid.UUID(moved),
+    )
+    for _ in range(50):
+        got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
+        if got["raw_path"].endswith(moved):
+            break
+        await asyncio.sleep(0.02)
+    assert got["raw_path"].endswith(moved)
+    text = await (await gw.get("/metrics")).text()
+    for name in (
+        'gateway_mapping_cache_hits_total{way="in"}',
+        'gateway_mapping_cache_misses_total{way="in"}',
+        "gateway_mapping_cache_evictions_total",
+        "gateway_mapping_listener_up 1.0",
+    ):
+        assert name in text, name
+
+
+async def test_ids_postgresql_cannot_hold_are_unknown_not_errors(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any
+) -> None:
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.get("/tr/mirror/reservations/R%00X", headers=be)
+    assert resp.status == 404 and (await resp.json())["id"] == "R\ufffdX"
+    long_id = b'{"guest_id": "G-1", "items": [{"room_id": "' + b"9" * 300 + b'"}]}'
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=long_id, headers=be)
+    assert resp.status == 422 and (await resp.json())["id"] == "9" * 256
+    surrogate = b'{"guest_id": "G\\ud800"}'  # JSON orjson (and jsonb) refuse
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=surrogate, headers=be)
+    assert resp.status == 400 and (await resp.json())["code"] == "malformed_body"
+    resp = await gw.post("/tp/mirror/x", data=surrogate, headers=be)
+    assert resp.status == 200  # pass-through: forwarded as sent
+    rows = await wait_rows(4)
+    assert [r["status"] for r in rows] == [404, 422, 400, 200]

@@ -1,0 +1,185 @@
+"""Pure parts of ID translation: pointers, the one-pass body walk, path/query rewriting,
+the cache's bounds and invalidation, bulk import parsing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from gateway.mapping import importing, translate
+from gateway.mapping.cache import IN, OUT, CacheLimits, MappingCache
+from gateway.mapping.listener import apply_notification
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("/guest_id", ("guest_id",)),
+        ("/items/*/room_id", ("items", "*", "room_id")),
+        ("/a~1b/~0c/0", ("a/b", "~c", "0")),
+    ],
+)
+def test_pointers_parse(text: str, segments: tuple[str, ...]) -> None:
+    assert translate.parse_pointer(text) == segments
+
+
+@pytest.mark.parametrize("bad", ["guest_id", "", "/a//b", "/a~2", "/" + "/x" * 40])
+def test_bad_pointers_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        translate.parse_pointer(bad)
+
+
+def test_overlapping_pointers_are_refused() -> None:
+    with pytest.raises(ValueError, match="inside"):
+        translate.compile_pointers([("/guest", "guest"), ("/guest/id", "guest")])
+    with pytest.raises(ValueError, match="overlaps"):
+        translate.compile_pointers([("/g", "guest"), ("/g", "room")])
+
+
+def rewrite(doc: object, fields: list[tuple[str, str]], table: dict[tuple[str, str], str]) -> int:
+    slots: list[translate.Slot] = []
+    translate.collect(doc, translate.compile_pointers(fields), slots)
+    return translate.apply(slots, table)
+
+
+def test_nested_arrays_objects_and_wildcards_in_one_pass() -> None:
+    doc = {
+        "guest_id": "G-1",
+        "items": [
+            {"room_id": "101"},
+            {"room_id": 102},
+            {"other": "101"},
+            "junk",
+            {"room_id": None},
+        ],
+        "by_night": {"mon": {"room_id": "101"}, "tue": {"room_id": "999"}},
+        "stays": [["101", "102"], ["102"]],
+        "flag": True,
+    }
+    table = {("guest", "G-1"): "g", ("room", "101"): "r1", ("room", "102"): "r2"}
+    fields = [
+        ("/guest_id", "guest"),
+        ("/items/*/room_id", "room"),
+        ("/by_night/*/room_id", "room"),
+        ("/stays/*/*", "room"),
+        ("/flag", "room"),
+        ("/missing/x", "room"),
+    ]
+    assert rewrite(doc, fields, table) == 7
+    assert doc == {
+        "guest_id": "g",
+        "items": [
+            {"room_id": "r1"},
+            {"room_id": "r2"},
+            {"other": "101"},
+            "junk",
+            {"room_id": None},
+        ],
+        "by_night": {"mon": {"room_id": "r1"}, "tue": {"room_id": "999"}},
+        "stays": [["r1", "r2"], ["r2"]],
+        "flag": True,  # booleans are never ids
+    }
+
+
+def test_numeric_segment_indexes_arrays_and_value_at() -> None:
+    doc = {"items": [{"id": "a"}, {"id": "b"}]}
+    assert rewrite(doc, [("/items/1/id", "x")], {("x", "b"): "B", ("x", "a"): "A"}) == 1
+    assert doc == {"items": [{"id": "a"}, {"id": "B"}]}
+    assert translate.value_at(doc, ("items", "0", "id")) == "a"
+    assert translate.value_at(doc, ("items", "5", "id")) is None
+    assert translate.value_at("scalar", ("x",)) is None
+
+
+def test_path_parameters_are_decoded_and_rewritten_in_place() -> None:
+    regex = re.compile(r"/r/(?P<rid>[^/]+)/rooms/(?P<room>[^/]+)")
+    raw = "/r/R%2F1/rooms/101"
+    m = regex.fullmatch(raw)
+    assert m is not None
+    found = translate.path_ids(m, {"rid": "reservation", "room": "room"})
+    assert [(f[0], f[2]) for f in found] == [("rid", "R/1"), ("room", "101")]
+    out = translate.rewrite_path(raw, [(found[0][3], "uuid-1"), (found[1][3], "uuid 2")])
+    assert out == "/r/uuid-1/rooms/uuid%202"
+
+
+def test_query_values_are_rewritten_and_other_bytes_kept() -> None:
+    raw = "a=%41&guest=G%2B1&guest=G-2&flag&guest="
+    found = translate.query_ids(raw, {"guest": "guest"})
+    assert [(i, v) for i, _, _, v in found] == [(1, "G+1"), (2, "G-2")]
+    out = translate.rewrite_query(raw, {1: "u1", 2: "u&2"})
+    assert out == "a=%41&guest=u1&guest=u%262&flag&guest="
+    assert translate.query_ids("", {"guest": "guest"}) == []
+
+
+def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
+    cache = MappingCache(CacheLimits(max_entries=3, max_bytes=10**6, ttl=60, negative_ttl=0))
+    scope = (IN, "t", "s")
+    pairs = [("room", str(i)) for i in range(4)]
+    cache.put_many(scope, {p: f"u{i}" for i, p in enumerate(pairs)}, cache.generation)
+    assert len(cache) == 3  # the oldest was evicted
+    found, missing = cache.get_many(scope, pairs)
+    assert missing == [pairs[0]] and found[pairs[3]] == "u3"
+    neg = ("room", "none")
+    cache.put_many(scope, {neg: None}, cache.generation)
+    assert cache.get_many(scope, [neg])[1] == [neg]  # negative TTL 0: already stale
+    cache.invalidate_rows([("t", "s", "room", "u9", "3")])
+    assert cache.get_many(scope, [pairs[3]])[1] == [pairs[3]]
+    cache.put_many((OUT, "t2", "s"), {("room", "u"): "x"}, cache.generation)
+    cache.invalidate_tenants(["t"])
+    assert len(cache) == 1
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_cache_byte_bound_and_stale_generation() -> None:
+    cache = MappingCache(CacheLimits(max_entries=1000, max_bytes=1000))
+    scope = (IN, "t", "s")
+    cache.put_many(scope, {("e", str(i)): "x" * 100 for i in range(10)}, 0)
+    assert cache.bytes <= 1000 and len(cache) < 10
+    old = cache.generation
+    cache.invalidate_rows([])
+    cache.put_many(scope, {("e", "late"): "x"}, old)  # read before the change: not kept
+    assert cache.get_many(scope, [("e", "late")])[1]
+
+
+def test_notifications_drop_what_they_name() -> None:
+    cache = MappingCache()
+    a, b = (IN, "t1", "s"), (OUT, "t2", "s")
+    cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
+    cache.put_many(b, {("room", "u"): "X"}, cache.generation)
+    apply_notification(cache, '{"rows": [["t1", "s", "room", "u1", "101"]]}')
+    assert len(cache) == 1 and cache.get_many(b, [("room", "u")])[0]
+    apply_notification(cache, '{"tenants": ["t2"]}')
+    assert len(cache) == 0
+    cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
+    apply_notification(cache, "garbage")
+    assert len(cache) == 0
+
+
+def test_import_parsing_and_duplicates() -> None:
+    u1, u2 = str(uuid.uuid4()), str(uuid.uuid4())
+    csv_text = (
+        "external_id,entity_type,internal_id,external_system\n"
+        f"R-1,reservation,{u1},be\n"
+        f"R-1,reservation,{u1},be\n"
+        f"R-1,reservation,{u2},be\n"
+        f"R-2,Bad,{u2},be\n"
+        "R-3,reservation\n"
+    )
+    parsed = importing.parse(csv_text.encode(), "text/csv")
+    assert [e["line"] for e in parsed.errors] == [5, 6]
+    settled = importing.settle_duplicates(parsed.rows)
+    assert len(settled.unique) == 1 and settled.repeats == 1
+    assert settled.conflicts[0]["line"] == 4 and settled.conflicts[0]["conflicting"]["line"] == 2
+    jsonl = (
+        b'{"entity_type": "room", "internal_id": "%s", "external_system": "be", '
+        b'"external_id": "1", "direction": "inbound"}\n\nnot json\n[1]\n' % u1.encode()
+    )
+    parsed = importing.parse(jsonl, "jsonl")
+    assert parsed.rows[0].direction == "inbound"
+    assert [e["line"] for e in parsed.errors] == [3, 4]
+    with pytest.raises(importing.ImportFormatError):
+        importing.parse(b"a,b\n", "text/csv")
+    with pytest.raises(importing.ImportFormatError):
+        importing.parse(b"\xff", "text/csv")
