@@ -309,27 +309,32 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
         raise ClientError("query parameter 'external_system' is required", code="bad_query")
     after = _feed_cursor(request.query.get("cursor"))
     async with request.app[POOL].acquire() as conn:
-        rows, _ = await store.changes(conn, key.tenant_id, system, after, limit)
-    if rows:
-        last = rows[-1]
-        after = (int(last["change_xid"]), last["id"])
+        found = await store.changes(conn, key.tenant_id, system, after, limit)
+    if found:
+        kind, last = found[-1]
+        after = (int(last["change_xid"]), kind, last["id"])
     next_cursor = encode_cursor(*after) if after is not None else None
     items = [
-        {**row_json(r), "change": r["change_xid"], "deleted": r["deleted_at"] is not None}
-        for r in rows
+        {
+            **row_json(r),
+            "kind": kind,
+            "change": r["change_xid"],
+            "deleted": r["deleted_at"] is not None,
+        }
+        for kind, r in found
     ]
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _feed_cursor(raw: str | None) -> tuple[int, uuid.UUID] | None:
+def _feed_cursor(raw: str | None) -> store.FeedCursor | None:
     if raw is None:
         return None
-    xid, row_id = decode_cursor(raw, 2)
+    xid, kind, row_id = decode_cursor(raw, 3)
     try:
         value = int(xid)
-        if not 0 <= value <= MAX_VERSION:
+        if not 0 <= value <= MAX_VERSION or kind not in store.FEED_KINDS:
             raise ValueError(xid)
-        return value, uuid.UUID(row_id)
+        return value, kind, uuid.UUID(row_id)
     except ValueError:
         raise ClientError("cursor is not valid", code="bad_cursor") from None
 

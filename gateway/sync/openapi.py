@@ -63,10 +63,16 @@ SYNC_STATUS = {
 }
 CHANGE = {
     "allOf": [
-        SYNC_STATUS,
+        {"type": "object", "required": ["id", "entity_type", "entity_id", "external_system"]},
         {
             "type": "object",
             "properties": {
+                "kind": {
+                    "type": "string",
+                    "enum": ["sync_status", "mapping"],
+                    "description": "a sync status row, or an integration mapping (then "
+                    "entity_id is its internal id and external_id, sync_status are set)",
+                },
                 "change": {"type": "string", "description": "id of the change (transaction)"},
                 "deleted": {"type": "boolean"},
             },
@@ -222,8 +228,8 @@ def paths() -> dict[str, Any]:
         },
         "/admin/v1/sync/changes": {
             "get": {
-                "summary": "Incremental feed: entities whose sync status changed since the "
-                "cursor, oldest change first; keep next_cursor for the next poll",
+                "summary": "Incremental feed: entities whose sync status or mappings changed "
+                "since the cursor, oldest change first; keep next_cursor for the next poll",
                 "parameters": [
                     _q("external_system", {"type": "string"}, "required except for partners"),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),

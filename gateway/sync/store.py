@@ -234,37 +234,78 @@ async def summary(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[asyncp
     )
 
 
+FEED_KINDS = ("mapping", "sync_status")  # order of kinds within one transaction id
+MAPPING_FEED_COLUMNS = (
+    "id, entity_type, internal_id AS entity_id, internal_id, external_system, external_id, "
+    "direction, sync_status, origin, created_at, updated_at, deleted_at, "
+    "change_xid::text AS change_xid"
+)
+FeedCursor = tuple[int, str, uuid.UUID]
+
+
 async def changes(
     conn: asyncpg.Connection,
     tenant_id: uuid.UUID,
     external_system: str,
-    after: tuple[int, uuid.UUID] | None,
+    after: FeedCursor | None,
     limit: int,
-) -> tuple[list[asyncpg.Record], int]:
-    """Rows changed after the cursor, oldest change first, and the horizon used.
-
-    (ORDER BY names the table's columns: COLUMNS exposes change_xid as text, and an
-    output name would win, sorting '1003' before '989'.)
+) -> list[tuple[str, asyncpg.Record]]:
+    """(kind, row) of sync rows and mappings changed after the cursor, oldest change first.
 
     Only changes of transactions older than every transaction still running are returned:
-    one that commits later with a smaller id than the cursor would otherwise be skipped."""
-    xid, row_id = after if after is not None else (0, uuid.UUID(int=0))
+    one that commits later with a smaller id than the cursor would otherwise be skipped.
+    The cursor is (transaction id, kind, row id); kinds sort as in FEED_KINDS."""
+    cursor = after if after is not None else (0, "", uuid.UUID(int=0))
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        horizon = int(await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text"))
-        rows = await conn.fetch(
-            f"""SELECT {COLUMNS}, deleted_at FROM data_sync_status
-                WHERE tenant_id = $1 AND external_system = $2
-                  AND (change_xid, id) > ($3::text::xid8, $4)
-                  AND change_xid < $5::text::xid8
-                ORDER BY data_sync_status.change_xid, data_sync_status.id
-                LIMIT {int(limit)}""",
+        horizon = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        found: list[tuple[tuple[int, str, uuid.UUID], str, asyncpg.Record]] = []
+        for kind, table, columns in (
+            ("mapping", "integration_mappings", MAPPING_FEED_COLUMNS),
+            ("sync_status", "data_sync_status", f"{COLUMNS}, deleted_at"),
+        ):
+            for row in await _feed_rows(
+                conn, kind, table, columns, tenant_id, external_system, cursor, horizon, limit
+            ):
+                found.append(((int(row["change_xid"]), kind, row["id"]), kind, row))
+    found.sort(key=lambda f: f[0])
+    return [(kind, row) for _, kind, row in found[:limit]]
+
+
+async def _feed_rows(
+    conn: asyncpg.Connection,
+    kind: str,
+    table: str,
+    columns: str,
+    tenant_id: uuid.UUID,
+    external_system: str,
+    cursor: FeedCursor,
+    horizon: str,
+    limit: int,
+) -> list[asyncpg.Record]:
+    xid, after_kind, row_id = cursor
+    # Rows of this kind come after the cursor when their transaction is later, or the same
+    # transaction and (this kind sorts later, or the same kind and a larger id).
+    if kind > after_kind:
+        position = "t.change_xid >= $3::text::xid8"
+    elif kind == after_kind:
+        position = "(t.change_xid, t.id) > ($3::text::xid8, $4)"
+    else:
+        position = "t.change_xid > $3::text::xid8"
+    # ORDER BY names the table's columns: the output exposes change_xid as text, and an
+    # output name would win, sorting '1003' before '989'.
+    return list(
+        await conn.fetch(
+            f"""SELECT {columns} FROM {table} AS t
+                WHERE t.tenant_id = $1 AND t.external_system = $2 AND {position}
+                  AND ($4::uuid IS NOT NULL) AND t.change_xid < $5::text::xid8
+                ORDER BY t.change_xid, t.id LIMIT {int(limit)}""",
             tenant_id,
             external_system,
             str(xid),
             row_id,
-            str(horizon),
+            horizon,
         )
-    return list(rows), horizon
+    )
 
 
 async def compute_stats(conn: asyncpg.Connection) -> list[asyncpg.Record] | None:

@@ -405,3 +405,33 @@ async def test_translated_routes_record_the_internal_id(
         await asyncio.sleep(0.05)
     assert row is not None and row["entity_id"] == internal
     assert (row["direction"], row["status"]) == ("bidirectional", "succeeded")
+
+
+async def test_change_feed_reports_mapping_changes(
+    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+) -> None:
+    from gateway.mapping import store as mappings
+    from gateway.mapping.store import Actor, NewMapping
+
+    partner = callers["alpha_partner"]
+    internal = uuid.uuid4()
+    made = await mappings.create(
+        db,
+        callers["alpha"].id,
+        NewMapping("guest", internal, "booking_engine", "G-77"),
+        Actor("test", None),
+    )
+    await store.apply_reports(db, *_apply(callers["alpha"].id, uuid.uuid4()), datetime.now(UTC))
+    page = await _feed(gateway, partner, None)
+    kinds = [(i["kind"], i["entity_id"]) for i in page["items"]]
+    assert kinds[0] == ("mapping", str(internal)) and kinds[1][0] == "sync_status"
+    assert page["items"][0]["external_id"] == "G-77" and not page["items"][0]["deleted"]
+    assert "credentials" not in page["items"][0] and "configuration" not in page["items"][0]
+    resp = await gateway.delete(f"/admin/v1/mappings/{made.id}", headers=callers["alpha_admin"])
+    assert resp.status in (200, 204)
+    later = await _feed(gateway, partner, page["next_cursor"])
+    assert [(i["kind"], i["deleted"]) for i in later["items"]] == [("mapping", True)]
+    # Another system's mappings are not in this system's feed.
+    other = NewMapping("guest", uuid.uuid4(), "salesforce", "SF-1")
+    await mappings.create(db, callers["alpha"].id, other, Actor("test", None))
+    assert (await _feed(gateway, partner, later["next_cursor"]))["items"] == []
