@@ -308,6 +308,33 @@ def internals() -> dict[str, Any]:
                 ],
             ),
             panel(
+                "Mapping cache hit ratio",
+                [
+                    q(
+                        f"sum(rate(gateway_mapping_cache_hits_total[{RI}])) / (sum(rate(gateway_mapping_cache_hits_total[{RI}])) + sum(rate(gateway_mapping_cache_misses_total[{RI}])))",
+                        "hit ratio",
+                    )
+                ],
+                "percentunit",
+            ),
+            panel(
+                "Mapping cache: entries, evictions, database lookups",
+                [
+                    q("sum(gateway_mapping_cache_entries)", "entries"),
+                    q(
+                        f"sum by (reason) (rate(gateway_mapping_cache_evictions_total[{RI}]))",
+                        "evicted: {{reason}}",
+                    ),
+                    q(f"sum(rate(gateway_mapping_db_lookups_total[{RI}]))", "database lookups"),
+                ],
+            ),
+            panel(
+                "Mapping invalidation listener up",
+                [q("min(gateway_mapping_listener_up)", "up")],
+                kind="stat",
+                thresholds=[(0, "red"), (1, "green")],
+            ),
+            panel(
                 "Sync statistics runs",
                 [q("sum by (result) (increase(gateway_sync_stats_runs_total[1h]))", "{{result}}")],
             ),

@@ -21,6 +21,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.admin import keys
+from gateway.mapping import store as mappings
+from gateway.mapping.store import Actor, NewMapping
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -35,6 +37,12 @@ needs_prometheus = pytest.mark.skipif(
 SCRAPE_SECONDS = 1
 RATE_WINDOW = "10s"  # what Grafana's $__rate_interval becomes at a 1 s scrape interval
 ROUTES = """
+  - name: translated
+    path: /tr/reservations/{id}
+    methods: [GET]
+    strip_prefix: /tr
+    upstream: main
+    translate: {path: {id: reservation}}
   - name: sync-reservation
     path: /sync/reservations/{id}
     methods: [PUT]
@@ -153,12 +161,19 @@ async def query(http: aiohttp.ClientSession, base: str, expr: str) -> Any:
     return body["data"]["result"]
 
 
-async def traffic(gw: TestClient, callers: dict[str, Any], stop: asyncio.Event) -> None:
-    """Successes, upstream failures, 404s, auth failures, rate limiting, sync reports."""
+async def traffic(
+    gw: TestClient, callers: dict[str, Any], db: asyncpg.Connection, stop: asyncio.Event
+) -> None:
+    """Successes, upstream failures, 404s, auth failures, rate limiting, sync reports,
+    translated calls (cache hits and misses) and mapping changes (cache invalidations)."""
     partner, svc = callers["partner"], callers["service"]
     n = 0
     while not stop.is_set():
         n += 1
+        await (await gw.get("/tr/reservations/R-1", headers=partner)).read()
+        await (await gw.get(f"/tr/reservations/R-miss-{n}", headers=partner)).read()
+        if n % 5 == 0:  # a change by SQL: NOTIFY drops the cached entry everywhere
+            await db.execute("UPDATE integration_mappings SET sync_status = 'synced'")
         await (await gw.get("/api/echo/ok")).read()
         await (await gw.get("/api/dead")).read()  # 502
         await (await gw.get("/nowhere/at/all")).read()  # 404
@@ -197,6 +212,12 @@ async def callers(db: asyncpg.Connection) -> dict[str, Any]:
     for role, system in (("service", None), ("partner", "booking_engine")):
         _, token = await keys.create_key(db, tenant.id, role, actor="test", external_system=system)
         out[role] = {"Authorization": f"Bearer {token}"}
+    await mappings.create(
+        db,
+        tenant.id,
+        NewMapping("reservation", uuid.uuid4(), "booking_engine", "R-1"),
+        Actor("test", None),
+    )
     return out
 
 
@@ -204,11 +225,14 @@ async def callers(db: asyncpg.Connection) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_every_panel_and_alert_query_works_against_real_prometheus(
-    gateway_factory: Callable[..., Any], callers: dict[str, Any], tmp_path: Path
+    gateway_factory: Callable[..., Any],
+    callers: dict[str, Any],
+    tmp_path: Path,
+    db: asyncpg.Connection,
 ) -> None:
     gw: TestClient = await gateway_factory(ROUTES, sync_stats_interval=0.5)
     stop = asyncio.Event()
-    load = asyncio.create_task(traffic(gw, callers, stop))
+    load = asyncio.create_task(traffic(gw, callers, db, stop))
     await make_conflict(gw, callers)
     target = f"127.0.0.1:{gw.server.port}"
     try:
