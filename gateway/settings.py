@@ -63,6 +63,8 @@ class Settings:
 
     # GATEWAY_DATABASE_URL: PostgreSQL DSN; unset → embedded server under data_dir/pg
     database_url: Secret | None = None
+    # GATEWAY_EMBEDDED_DATABASE: false (production images) → GATEWAY_DATABASE_URL required
+    embedded_database: bool = True
     # GATEWAY_DATA_DIR: embedded database, log journal
     data_dir: Path = Path(".gateway")
     # GATEWAY_DB_POOL_MIN / GATEWAY_DB_POOL_MAX
@@ -129,6 +131,7 @@ class Settings:
         settings = cls(
             database_url=Secret(url) if url else None,
             data_dir=Path(e.get("GATEWAY_DATA_DIR") or ".gateway"),
+            embedded_database=r.get("GATEWAY_EMBEDDED_DATABASE", _bool, d.embedded_database),
             db_pool_min=r.get("GATEWAY_DB_POOL_MIN", int, d.db_pool_min, minimum=0),
             db_pool_max=r.get("GATEWAY_DB_POOL_MAX", int, d.db_pool_max, minimum=1),
             capture_max_body_bytes=r.get(
@@ -188,6 +191,11 @@ class Settings:
             keys = parse_keys(raw_keys)
             settings = dataclasses.replace(
                 settings, encryption_keys=tuple(Secret(k.decode()) for k in keys)
+            )
+        if settings.database_url is None and not settings.embedded_database:
+            raise SettingsError(
+                "GATEWAY_DATABASE_URL: required when GATEWAY_EMBEDDED_DATABASE=false "
+                "(e.g. postgresql://gateway:…@db:5432/gateway)"
             )
         if settings.db_pool_min > settings.db_pool_max:
             raise SettingsError(

@@ -64,6 +64,7 @@ def test_rules_and_config_pass_promtool() -> None:
     for args in (
         ("check", "rules", "alerts.yml"),
         ("check", "config", "prometheus.yml"),
+        ("check", "config", "compose-prometheus.yml"),
         ("test", "rules", "alerts_test.yml"),
     ):
         proc = promtool(*args)
