@@ -26,6 +26,10 @@ from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
+from gateway.webhooks import api as webhooks_api
+from gateway.webhooks.delivery import Dispatcher, webhook_session
+from gateway.webhooks.emit import RouteEmitter
+from gateway.webhooks.ssrf import AddressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ WRITER = web.AppKey("writer", LogWriter)
 PROXY = web.AppKey("proxy", Proxy)
 AUTH = web.AppKey("auth", Authenticator)
 SECRETS = web.AppKey("secrets", SecretBox)
+WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
@@ -63,11 +68,14 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app[SECRETS] = load_box(
         [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
     )
-    app.cleanup_ctx.extend([_database, _client_session, _log_writer, _proxy, _maintenance])
+    app.cleanup_ctx.extend(
+        [_database, _client_session, _log_writer, _proxy, _maintenance, _webhook_delivery]
+    )
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
     admin_api.setup(app, POOL, AUTH)
+    webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
@@ -151,7 +159,14 @@ async def _log_writer(app: web.Application) -> AsyncIterator[None]:
 
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
     app[AUTH] = Authenticator(app[POOL])
-    app[PROXY] = Proxy(app[SETTINGS], app[ROUTES], app[SESSION], app[WRITER], app[AUTH])
+    app[PROXY] = Proxy(
+        app[SETTINGS],
+        app[ROUTES],
+        app[SESSION],
+        app[WRITER],
+        app[AUTH],
+        emitter=RouteEmitter(app[POOL]),
+    )
     yield
 
 
@@ -162,6 +177,22 @@ async def _maintenance(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
+    """The outbound webhook delivery loop of this process (gateway/webhooks/delivery.py)."""
+    s = app[SETTINGS]
+    if not s.webhook_delivery:
+        yield
+        return
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    session = webhook_session(policy)
+    dispatcher = Dispatcher(app[POOL], session, app[SECRETS], s, policy)
+    dispatcher.start()
+    app[WEBHOOKS] = dispatcher
+    yield
+    await dispatcher.close(s.shutdown_timeout)
+    await session.close()
 
 
 async def _maintenance_loop(app: web.Application) -> None:

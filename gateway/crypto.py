@@ -98,7 +98,11 @@ def load_box(configured: Sequence[bytes], data_dir: Path) -> SecretBox:
 # Columns holding SecretBox tokens, as (table, primary key column, secret column). Later
 # features (webhook secrets, auth headers, mapping credentials) add theirs here so that
 # ``gateway secrets rotate`` re-encrypts them.
-ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("webhook_subscriptions", "id", "secret"),
+    ("webhook_subscriptions", "id", "previous_secret"),
+    ("webhook_subscriptions", "id", "auth_secret"),
+)
 
 
 async def rotate_all(

@@ -56,6 +56,23 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class EmitRule:
+    """routes.yaml `emit`: publish a webhook event when a proxied answer matches."""
+
+    event_type: str
+    statuses: frozenset[int] = frozenset()  # empty: any 2xx
+    methods: frozenset[str] = frozenset()  # empty: any of the route's methods
+
+    def matches(self, method: str, status: int) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return status in self.statuses if self.statuses else 200 <= status < 300
+
+
+EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -68,6 +85,7 @@ class Route:
     public: bool = False  # True: no API key needed
     external_systems: frozenset[str] = frozenset()  # partner systems allowed (empty: all)
     rate_limit: RateLimit | None = None  # per API key, on this route
+    emit: tuple[EmitRule, ...] = ()  # webhook events published from successful answers
 
     def upstream_url(self, raw_path: str, query_string: str) -> URL:
         """The upstream URL for a matched request (raw, still percent-encoded path)."""
@@ -289,6 +307,7 @@ class _Parser:
             "public",
             "external_systems",
             "rate_limit",
+            "emit",
         }
         self._unknown(spec, known, where)
         before = len(self.problems)
@@ -335,6 +354,7 @@ class _Parser:
             systems = []
         rate_limit = self._rate_limit(spec.get("rate_limit"), where)
         capture = self._capture(spec.get("capture", {}), where)
+        emit = self._emit(spec.get("emit"), where, methods, public)
         if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
         return Route(
@@ -349,6 +369,7 @@ class _Parser:
             public=bool(public),
             external_systems=frozenset(systems),
             rate_limit=rate_limit,
+            emit=emit,
         )
 
     def _rate_limit(self, raw: Any, where: str) -> RateLimit | None:
@@ -362,6 +383,44 @@ class _Parser:
         n = self._int(raw, "requests", w, 0, 1, 10_000_000)
         per = self._number(raw, "per_seconds", w, 60.0, 0.001, 86400)
         return RateLimit(n, per) if n >= 1 else None
+
+    def _emit(
+        self, raw: Any, where: str, methods: frozenset[str], public: Any
+    ) -> tuple[EmitRule, ...]:
+        if raw is None:
+            return ()
+        w = f"{where}: field 'emit'"
+        if not isinstance(raw, list) or not raw:
+            self.fail(w, "must be a list such as [{event: reservation.created, status: [201]}]")
+            return ()
+        if public is True:
+            self.fail(w, "needs a route with a partner key (events belong to the caller's tenant)")
+        return tuple(
+            r for i, spec in enumerate(raw) if (r := self._emit_rule(spec, f"{w}[{i}]", methods))
+        )
+
+    def _emit_rule(self, spec: Any, w: str, methods: frozenset[str]) -> EmitRule | None:
+        if not isinstance(spec, dict):
+            self.fail(w, "must be a mapping with 'event' (and optional 'status', 'methods')")
+            return None
+        self._unknown(spec, {"event", "status", "methods"}, w)
+        event = spec.get("event")
+        if not isinstance(event, str) or len(event) > 200 or not EVENT_TYPE_RE.match(event):
+            self.fail(
+                f"{w}.event", f"required; an event type such as reservation.created, got {event!r}"
+            )
+            return None
+        statuses = spec.get("status", [])
+        statuses = [statuses] if isinstance(statuses, int) else statuses
+        if not isinstance(statuses, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in statuses
+        ):
+            self.fail(f"{w}.status", f"must be a status or a list of statuses, got {statuses!r}")
+            return None
+        wanted = self._methods(spec.get("methods", sorted(methods)), f"{w}.methods")
+        if not wanted <= methods:
+            self.fail(f"{w}.methods", f"must be among the route's methods {sorted(methods)}")
+        return EmitRule(event, frozenset(statuses), wanted)
 
     def _path(self, raw: Any, where: str) -> str | None:
         if not isinstance(raw, str) or not raw.startswith("/"):

@@ -308,5 +308,12 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(_page(AUDIT)), **_errors(400)},
                 }
             },
+            **_webhook_paths(),
         },
     }
+
+
+def _webhook_paths() -> dict[str, Any]:
+    from gateway.webhooks.openapi import paths  # imports this module's helpers
+
+    return paths()

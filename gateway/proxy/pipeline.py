@@ -4,7 +4,7 @@
     → relay the answer (capture it) → queue the api_logs row → metrics
 
 Later capabilities slot in where marked: authentication before the match result is used,
-ID translation around the forward, event emission after the answer.
+ID translation around the forward, event emission after the answer (routes with `emit`).
 Every outcome, refusals included, produces exactly one api_logs row.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -62,6 +62,9 @@ from gateway.routes import (
 )
 from gateway.settings import Settings
 
+if TYPE_CHECKING:
+    from gateway.webhooks.emit import RouteEmitter
+
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024  # bytes per read when streaming bodies
@@ -77,8 +80,10 @@ class Proxy:
         session: aiohttp.ClientSession,
         writer: LogWriter,
         auth: Authenticator,
+        emitter: RouteEmitter | None = None,
     ) -> None:
         self.settings = settings
+        self.emitter = emitter  # webhook events from routes with `emit` (gateway/webhooks)
         self.auth = auth
         self.limiter = RateLimiter()
         self.routes = routes
@@ -223,7 +228,11 @@ class Proxy:
                 timeout=timeout,
             ) as upstream:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
-                return await self._relay(request, upstream, policy, ex)
+                resp = await self._relay(request, upstream, policy, ex)
+            if route.emit and self.emitter is not None and isinstance(resp, web.Response):
+                body = resp.body if isinstance(resp.body, bytes) else b""
+                await self.emitter.answered(route, request.method, ex.status, ex.tenant_id, body)
+            return resp
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(
                 f"upstream {up.name!r} did not answer within its timeout"
