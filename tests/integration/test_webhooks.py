@@ -3,6 +3,7 @@ gateway app with its delivery loop (retry schedule compressed to fractions of a 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -271,3 +272,438 @@ async def test_failed_attempts_are_retried_with_the_same_webhook_id(
 
 async def _nonempty(coro: Any) -> bool:
     return bool(await coro)
+
+
+async def _deliveries(gw: TestClient, headers: dict[str, str], **query: str) -> list[Any]:
+    resp = await gw.get("/admin/v1/webhooks/deliveries", params=query, headers=headers)
+    assert resp.status == 200
+    return list((await resp.json())["items"])
+
+
+async def _statuses(gw: TestClient, headers: dict[str, str]) -> list[str]:
+    return sorted(d["status"] for d in await _deliveries(gw, headers))
+
+
+async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    broken = True
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500 if broken else 200)
+
+    receiver.behave = answer
+    gw, admin = hooks_gateway, alpha["admin"]
+    sub = await subscribe(gw, admin, receiver.url, retry_policy={"max_attempts": 2})
+    for i in range(3):
+        await publish(gw, alpha["service"], "invoice.issued", {"n": i})
+
+    async def all_failed() -> bool:
+        return await _statuses(gw, admin) == ["failed"] * 3
+
+    await wait_for(all_failed)
+    assert len(receiver.calls) == 6
+    broken = False
+    first = (await _deliveries(gw, admin))[0]
+    resp = await gw.post(f"/admin/v1/webhooks/deliveries/{first['id']}/replay", headers=admin)
+    assert resp.status == 202 and (await resp.json())["replay_count"] == 1
+    await wait_for(lambda: len(receiver.calls) == 7)
+    assert receiver.calls[-1].headers["webhook-id"] == first["webhook_id"]
+    resp = await gw.post(
+        f"{SUBS}/{sub['id']}/replay", json={"from": "2000-01-01T00:00:00Z"}, headers=admin
+    )
+    assert resp.status == 400  # more than 31 days
+    resp = await gw.post(
+        f"{SUBS}/{sub['id']}/replay", json={"from": first["created_at"][:10]}, headers=admin
+    )
+    assert resp.status == 202 and (await resp.json())["replayed"] == 2
+
+    async def all_delivered() -> bool:
+        return await _statuses(gw, admin) == ["delivered"] * 3
+
+    await wait_for(all_delivered)
+    assert len(receiver.calls) == 9
+    # A delivered one may be replayed too; one still in progress may not.
+    resp = await gw.post(f"/admin/v1/webhooks/deliveries/{first['id']}/replay", headers=admin)
+    assert resp.status == 202
+
+
+async def test_410_gone_disables_the_subscription(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def gone(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=410)
+
+    receiver.behave = gone
+    gw, admin = hooks_gateway, alpha["admin"]
+    sub = await subscribe(gw, admin, receiver.url)
+    await publish(gw, alpha["service"], "guest.deleted", {"id": 1})
+
+    async def disabled() -> bool:
+        got = await (await gw.get(f"{SUBS}/{sub['id']}", headers=admin)).json()
+        return got["active"] is False
+
+    await wait_for(disabled)
+    got = await (await gw.get(f"{SUBS}/{sub['id']}", headers=admin)).json()
+    assert "410" in got["disabled_reason"]
+    assert await _statuses(gw, admin) == ["failed"]
+    # Disabled: new events are not fanned out to it, and replays are refused.
+    assert (await publish(gw, alpha["service"], "guest.deleted", {"id": 2}))["deliveries"] == 0
+    resp = await gw.post(f"{SUBS}/{sub['id']}/test", headers=admin)
+    assert resp.status == 409
+    # Re-enabled by an admin: it receives again.
+    receiver.behave = None
+    resp = await gw.patch(f"{SUBS}/{sub['id']}", json={"active": True}, headers=admin)
+    assert (await resp.json())["disabled_reason"] is None
+    resp = await gw.post(f"{SUBS}/{sub['id']}/test", headers=admin)
+    assert resp.status == 202
+    await wait_for(lambda: len(receiver.calls) == 2)
+    assert orjson.loads(receiver.calls[-1].body)["type"] == "webhook.test"
+
+
+async def test_429_retry_after_is_honoured(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def busy(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        return web.Response(status=200)
+
+    receiver.behave = busy
+    gw = hooks_gateway
+    await subscribe(gw, alpha["admin"], receiver.url)
+    await publish(gw, alpha["service"], "rate.changed", {"id": 1})
+    await wait_for(lambda: len(receiver.calls) == 2, timeout=10)
+    gap = receiver.calls[1].at - receiver.calls[0].at
+    assert gap >= 0.95, gap  # the schedule alone would have retried after ~0.1 s
+
+
+async def test_timeouts_and_trickling_bodies_do_not_hang_attempts(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:  # no answer within the timeout
+            await asyncio.sleep(3)
+            return web.Response(status=200)
+        resp = web.StreamResponse(status=200)  # answers, then trickles forever
+        await resp.prepare(request)
+        for _ in range(100):
+            await resp.write(b"x")
+            await asyncio.sleep(0.1)
+        return resp
+
+    receiver.behave = slow
+    gw, admin = hooks_gateway, alpha["admin"]
+    await subscribe(gw, admin, receiver.url, retry_policy={"timeout": 0.5})
+    started = asyncio.get_running_loop().time()
+    await publish(gw, alpha["service"], "door.opened", {"room": 1})
+
+    async def delivered() -> bool:
+        return await _statuses(gw, admin) == ["delivered"]
+
+    await wait_for(delivered, timeout=10)
+    assert asyncio.get_running_loop().time() - started < 5
+    (delivery,) = await _deliveries(gw, admin)
+    attempts = (
+        await (
+            await gw.get(f"/admin/v1/webhooks/deliveries/{delivery['id']}/attempts", headers=admin)
+        ).json()
+    )["items"]
+    assert [a["result"] for a in attempts] == ["timeout", "delivered"]
+    assert attempts[1]["response_excerpt"].endswith("[truncated]")
+
+
+async def test_idempotency_key_publishes_once(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    gw, service = hooks_gateway, alpha["service"]
+    await subscribe(gw, alpha["admin"], receiver.url)
+    first = await publish(gw, service, "reservation.created", {"id": 1}, idempotency_key="k-1")
+    again = await publish(gw, service, "reservation.created", {"id": 1}, idempotency_key="k-1")
+    assert again["event"]["id"] == first["event"]["id"] and again["duplicate"] is True
+    resp = await gw.post(
+        "/admin/v1/events",
+        json={"type": "reservation.created", "payload": {"id": 2}, "idempotency_key": "k-1"},
+        headers=service,
+    )
+    assert resp.status == 409 and (await resp.json())["code"] == "conflict"
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
+    await wait_for(lambda: len(receiver.calls) == 1)
+    await asyncio.sleep(0.3)
+    assert len(receiver.calls) == 1
+
+
+GOOD = {"name": "x", "url": "https://example.com/h", "event_types": ["*"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "fragment"),
+    [
+        ({"name": None}, "missing_field", "'name'"),
+        ({"url": "ftp://example.com"}, "invalid_url", "url"),
+        ({"event_types": []}, "invalid_field", "event"),
+        ({"event_types": ["Reservation!"]}, "invalid_field", "event_types"),
+        ({"colour": 1}, "unknown_field", "colour"),
+        ({"auth": {"type": "x"}}, "invalid_field", "auth.type"),
+        ({"auth": {"type": "bearer"}}, "missing_field", "token"),
+        (
+            {"auth": {"type": "headers", "headers": {"webhook-id": "x"}}},
+            "invalid_field",
+            "webhook-id",
+        ),
+        ({"secret": "abc"}, "invalid_field", "whsec_"),
+        ({"retry_policy": {"max_attempts": 0}}, "invalid_field", "max_attempts"),
+        ({"retry_policy": {"timeout": 1000}}, "invalid_field", "timeout"),
+        ({"retry_policy": {"schedule": [1], "backoff": {"initial": 1}}}, "invalid_field", "both"),
+        ({"filter": [1]}, "invalid_field", "filter"),
+        ({"payload": {"fields": {"a": 1}}}, "invalid_field", "payload.fields"),
+        ({"external_system": "Booking Engine"}, "invalid_field", "external_system"),
+        ({"url": "https://127.0.0.1/h"}, "invalid_url", "loopback"),
+        ({"url": "https://10.1.2.3/h"}, "invalid_url", "private"),
+        ({"url": "https://169.254.169.254/latest"}, "invalid_url", "link-local"),
+        ({"url": "https://100.100.100.200/"}, "invalid_url", "metadata"),
+        ({"url": "https://[::1]/h"}, "invalid_url", "loopback"),
+        ({"url": "https://[::ffff:10.0.0.1]/h"}, "invalid_url", "private"),
+        ({"url": "https://224.0.0.1/h"}, "invalid_url", "multicast"),
+        ({"url": "https://localhost/h"}, "invalid_url", "loopback"),
+        ({"url": "http://example.com/h"}, "invalid_url", "https"),
+        ({"url": "https://user:pw@example.com/h"}, "invalid_url", "credentials"),
+    ],
+)
+async def test_bad_subscription_input_is_refused_clearly(
+    gateway: TestClient, alpha: dict[str, Any], change: dict[str, Any], code: str, fragment: str
+) -> None:
+    body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    resp = await gateway.post(SUBS, json=body, headers=alpha["admin"])
+    answer = await resp.json()
+    assert resp.status == 422, answer
+    assert answer["code"] == code and fragment in answer["message"], answer
+
+
+async def test_ssrf_guard_refuses_at_connect_time(
+    gateway_factory: Callable[..., Any],
+    alpha: dict[str, Any],
+    receiver: Receiver,
+    db: asyncpg.Connection,
+) -> None:
+    """A subscription whose address became private after it was saved (DNS rebinding, or
+    a row written around the API) is refused when connecting, not delivered."""
+    gw = await gateway_factory(
+        webhook_allow_http=True, webhook_retry_schedule=FAST_SCHEDULE, webhook_poll_interval=0.2
+    )
+    await subscribe(
+        gw, alpha["admin"], "https://example.com/hook", retry_policy={"max_attempts": 1}
+    )
+    named = receiver.url.replace("127.0.0.1", "localhost")
+    await db.execute("UPDATE webhook_subscriptions SET url = $1", receiver.url)
+    await publish(gw, alpha["service"], "guest.created", {"id": 1})
+    await db.execute("UPDATE webhook_subscriptions SET url = $1", named)
+    await publish(gw, alpha["service"], "guest.created", {"id": 2})
+
+    async def failed() -> bool:
+        return await _statuses(gw, alpha["admin"]) == ["failed", "failed"]
+
+    await wait_for(failed)
+    rows = await db.fetch("SELECT result, error FROM webhook_attempts")
+    assert {r["result"] for r in rows} == {"refused"}
+    assert receiver.calls == []
+
+
+async def test_receiver_down_then_up_gets_every_event_once(
+    gateway_factory: Callable[..., Any],
+    alpha: dict[str, Any],
+    aiohttp_server: Callable[..., Any],
+) -> None:
+    from tests.integration.test_faults import free_port
+
+    gw = await gateway_factory(
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_retry_schedule=(0.0, 0.2, 0.3, 0.5),
+        webhook_poll_interval=0.2,
+    )
+    port = free_port()
+    await subscribe(
+        gw, alpha["admin"], f"http://127.0.0.1:{port}/hooks", retry_policy={"max_attempts": 50}
+    )
+    sent = [await publish(gw, alpha["service"], "room.ready", {"n": i}) for i in range(30)]
+    await asyncio.sleep(1.5)  # several refused attempts each
+    rec = Receiver()
+    await aiohttp_server(rec.app(), host="127.0.0.1", port=port)
+    await wait_for(lambda: len(rec.calls) >= 30, timeout=15)
+    await asyncio.sleep(0.5)
+    expected = {"msg_" + s["event"]["id"].replace("-", "") for s in sent}
+    assert sorted(rec.ids()) == sorted(expected)  # every one, none twice
+
+
+async def test_outbox_rows_inserted_by_services_are_delivered(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    """An internal service writes its data and the event in one transaction."""
+    await subscribe(hooks_gateway, alpha["admin"], receiver.url, event_types=["folio.*"])
+    tenant_id = alpha["tenant"].id
+    async with db.transaction():
+        await db.execute("CREATE TEMP TABLE folios (id int)")  # stands in for service data
+        await db.execute("INSERT INTO folios VALUES (1)")
+        await db.execute(
+            "INSERT INTO webhook_events (tenant_id, event_type, payload) VALUES ($1, $2, $3)",
+            tenant_id,
+            "folio.closed",
+            {"folio": 1},
+        )
+        await asyncio.sleep(0.5)
+        assert receiver.calls == []  # nothing leaves before the commit
+    await wait_for(lambda: len(receiver.calls) == 1)
+    assert orjson.loads(receiver.calls[0].body)["data"] == {"folio": 1}
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(
+            "INSERT INTO webhook_events (tenant_id, event_type, payload) VALUES ($1, $2, $3)",
+            tenant_id,
+            "Not A Type",
+            {},
+        )
+
+
+async def test_route_emits_an_event_from_the_proxied_answer(
+    gateway_factory: Callable[..., Any], alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    extra = """
+  - name: make-reservation
+    path: /reservations
+    methods: [POST]
+    upstream: main
+    emit:
+      - event: reservation.created
+        status: [200]
+"""
+    gw = await gateway_factory(
+        extra_routes=extra,
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_poll_interval=0.2,
+    )
+    await subscribe(gw, alpha["admin"], receiver.url, event_types=["reservation.created"])
+    resp = await gw.post("/reservations", data=b'{"guest": "Ada"}', headers=alpha["partner"])
+    assert resp.status == 200
+    answer = await resp.json()
+    await wait_for(lambda: len(receiver.calls) == 1)
+    body = orjson.loads(receiver.calls[0].body)
+    assert body["type"] == "reservation.created"
+    assert body["data"]["body_b64"] == answer["body_b64"]  # the upstream's answer, as sent
+
+
+async def test_concurrency_limit_per_subscription(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(0.2)
+        return web.Response(status=200)
+
+    receiver.behave = slow
+    gw = hooks_gateway
+    await subscribe(gw, alpha["admin"], receiver.url, max_concurrency=2)
+    for i in range(8):
+        await publish(gw, alpha["service"], "room.ready", {"n": i})
+    await wait_for(lambda: len(receiver.calls) == 8, timeout=15)
+    assert receiver.max_in_flight == 2
+
+
+async def test_subscription_failing_for_the_configured_period_is_disabled(
+    gateway_factory: Callable[..., Any], alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def broken(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=502)
+
+    receiver.behave = broken
+    gw = await gateway_factory(
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_retry_schedule=(0.0, 0.2),
+        webhook_poll_interval=0.1,
+        webhook_disable_after=1.0,
+    )
+    sub = await subscribe(gw, alpha["admin"], receiver.url, retry_policy={"max_attempts": 50})
+    await publish(gw, alpha["service"], "room.ready", {"n": 1})
+
+    async def disabled() -> bool:
+        got = await (await gw.get(f"{SUBS}/{sub['id']}", headers=alpha["admin"])).json()
+        return got["active"] is False
+
+    await wait_for(disabled, timeout=10)
+    got = await (await gw.get(f"{SUBS}/{sub['id']}", headers=alpha["admin"])).json()
+    assert got["disabled_reason"].startswith("every attempt failed since")
+    calls = len(receiver.calls)
+    await asyncio.sleep(0.6)
+    assert len(receiver.calls) == calls  # nothing more is attempted
+
+
+async def test_webhook_endpoints_are_tenant_scoped_and_role_checked(
+    hooks_gateway: TestClient, alpha: dict[str, Any], db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    gw = hooks_gateway
+    beta = await make_tenant(db, "Hotel Beta")
+    sub = await subscribe(gw, alpha["admin"], receiver.url)
+    await publish(gw, alpha["service"], "guest.created", {"id": 1})
+    (delivery,) = await _deliveries(gw, alpha["admin"])
+    for path in (f"{SUBS}/{sub['id']}", f"/admin/v1/webhooks/deliveries/{delivery['id']}"):
+        assert (await gw.get(path, headers=beta["admin"])).status == 404
+    assert (await gw.delete(f"{SUBS}/{sub['id']}", headers=beta["admin"])).status == 404
+    assert await _deliveries(gw, beta["admin"]) == []
+    assert (await (await gw.get(SUBS, headers=beta["admin"])).json())["items"] == []
+    # Roles: service publishes but does not manage; viewer reads; partner does neither.
+    body = {"name": "x", "url": receiver.url, "event_types": ["*"]}
+    assert (await gw.post(SUBS, json=body, headers=alpha["service"])).status == 403
+    assert (await gw.post(SUBS, json=body, headers=alpha["viewer"])).status == 403
+    assert (await gw.get(SUBS, headers=alpha["viewer"])).status == 200
+    event = {"type": "a.b", "payload": {}}
+    assert (await gw.post("/admin/v1/events", json=event, headers=alpha["viewer"])).status == 403
+    assert (await gw.post("/admin/v1/events", json=event, headers=alpha["partner"])).status == 403
+
+
+async def test_delete_cancels_pending_and_is_audited(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    async def broken(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    receiver.behave = broken
+    gw, admin = hooks_gateway, alpha["admin"]
+    sub = await subscribe(
+        gw, admin, receiver.url, retry_policy={"max_attempts": 5, "schedule": [0, 60]}
+    )
+    await publish(gw, alpha["service"], "guest.created", {"id": 1})
+    await wait_for(lambda: len(receiver.calls) == 1)
+    resp = await gw.patch(f"{SUBS}/{sub['id']}", json={"name": "renamed"}, headers=admin)
+    assert (await resp.json())["name"] == "renamed"
+    assert (await gw.delete(f"{SUBS}/{sub['id']}", headers=admin)).status == 200
+    assert (await gw.get(f"{SUBS}/{sub['id']}", headers=admin)).status == 404
+    assert await _statuses(gw, admin) == ["cancelled"]
+    audit = await (await gw.get("/admin/v1/audit", headers=admin)).json()
+    actions = [a["action"] for a in audit["items"] if a["object_type"] == "webhook_subscription"]
+    assert actions == [
+        "webhook_subscription.delete",
+        "webhook_subscription.update",
+        "webhook_subscription.create",
+    ]
+    assert sub["secret"] not in orjson.dumps(audit).decode()
+
+
+async def test_webhook_metrics_are_exposed(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    gw = hooks_gateway
+    await subscribe(gw, alpha["admin"], receiver.url)
+    await publish(gw, alpha["service"], "guest.created", {"id": 1})
+    await wait_for(lambda: len(receiver.calls) == 1)
+    await asyncio.sleep(0.5)  # a stats round
+    text = await (await gw.get("/metrics")).text()
+    for name in (
+        'gateway_webhook_deliveries_total{result="delivered"}',
+        'gateway_webhook_attempts_total{result="delivered"}',
+        "gateway_webhook_attempt_duration_seconds_bucket",
+        "gateway_webhook_delivery_lag_seconds_bucket",
+        "gateway_webhook_pending_deliveries",
+        "gateway_webhook_oldest_pending_age_seconds",
+        "gateway_webhook_disabled_subscriptions",
+    ):
+        assert name in text, name
