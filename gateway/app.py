@@ -27,7 +27,7 @@ from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.webhooks import api as webhooks_api
-from gateway.webhooks.delivery import Dispatcher, webhook_session
+from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
 from gateway.webhooks.ssrf import AddressPolicy
 
@@ -185,14 +185,17 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
     if not s.webhook_delivery:
         yield
         return
+    assert s.database_url is not None
     policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    pool = await loop_pool(s.database_url.reveal())
     session = webhook_session(policy)
-    dispatcher = Dispatcher(app[POOL], session, app[SECRETS], s, policy)
+    dispatcher = Dispatcher(pool, session, app[SECRETS], s, policy)
     dispatcher.start()
     app[WEBHOOKS] = dispatcher
     yield
     await dispatcher.close(s.shutdown_timeout)
     await session.close()
+    await pool.close()
 
 
 async def _maintenance_loop(app: web.Application) -> None:

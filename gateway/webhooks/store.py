@@ -258,28 +258,29 @@ async def publish_event(
 ) -> tuple[Event, bool, int]:
     """Insert an event (the trigger fans it out); return it, whether it is new, and how
     many deliveries it has. A repeated idempotency key returns the first event."""
-    async with conn.transaction():
-        try:
-            row = await conn.fetchrow(
-                f"""INSERT INTO webhook_events (tenant_id, event_type, payload, idempotency_key,
-                        source, subscription_id) VALUES ($1, $2, $3, $4, $5, $6)
-                    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-                    RETURNING {EVENT_COLUMNS}""",
-                tenant_id,
-                event_type,
-                payload,
-                idempotency_key,
-                source.value,
-                subscription_id,
-            )
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-            raise InvalidValueError(_constraint_message(exc)) from None
-        created = row is not None
-        if row is None:
-            row = await _same_key_event(conn, tenant_id, event_type, payload, idempotency_key)
-        count = await conn.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", row["id"]
+    # Autocommit (no transaction block): one round trip on the usual path; the delivery
+    # count is read after the commit, when the trigger's rows are visible.
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO webhook_events (tenant_id, event_type, payload, idempotency_key,
+                    source, subscription_id) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+                RETURNING {EVENT_COLUMNS}""",
+            tenant_id,
+            event_type,
+            payload,
+            idempotency_key,
+            source.value,
+            subscription_id,
         )
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+        raise InvalidValueError(_constraint_message(exc)) from None
+    created = row is not None
+    if row is None:
+        row = await _same_key_event(conn, tenant_id, event_type, payload, idempotency_key)
+    count = await conn.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", row["id"]
+    )
     return Event.from_row(row), created, int(count)
 
 
