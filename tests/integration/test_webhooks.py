@@ -707,3 +707,33 @@ async def test_webhook_metrics_are_exposed(
         "gateway_webhook_disabled_subscriptions",
     ):
         assert name in text, name
+
+
+async def test_shutdown_hands_back_attempts_that_do_not_finish(
+    gateway_factory: Callable[..., Any],
+    alpha: dict[str, Any],
+    receiver: Receiver,
+    db: asyncpg.Connection,
+) -> None:
+    async def hang(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    receiver.behave = hang
+    gw = await gateway_factory(
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_poll_interval=0.2,
+        shutdown_timeout=0.5,
+    )
+    await subscribe(gw, alpha["admin"], receiver.url, retry_policy={"timeout": 30})
+    for i in range(3):
+        await publish(gw, alpha["service"], "room.ready", {"n": i})
+    await wait_for(lambda: receiver.in_flight == 3)
+    await gw.close()  # runs the app's cleanup: the delivery loop gets 0.5 s, then releases
+    rows = await db.fetch("SELECT status, lease_owner, attempt_count FROM webhook_deliveries")
+    assert [(r["status"], r["lease_owner"], r["attempt_count"]) for r in rows] == [
+        ("pending", None, 0)
+    ] * 3
+    results = await db.fetch("SELECT result FROM webhook_attempts")
+    assert [r["result"] for r in results] == ["released"] * 3
