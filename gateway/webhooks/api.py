@@ -228,7 +228,7 @@ async def replay_failed(request: web.Request, key: ApiKey) -> Any:
         )
     try:
         async with request.app[POOL].acquire() as conn:
-            count = await store.replay_failed(conn, key.tenant_id, sub_id, start, end)
+            count = await store.replay_failed(conn, key.tenant_id, sub_id, start, end, _actor(key))
     except store.WebhookStoreError as exc:
         raise _store_errors(exc) from None
     return {"replayed": count}
@@ -334,7 +334,7 @@ async def replay_delivery(request: web.Request, key: ApiKey) -> Any:
     delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
     try:
         async with request.app[POOL].acquire() as conn:
-            delivery = await store.replay_delivery(conn, key.tenant_id, delivery_id)
+            delivery = await store.replay_delivery(conn, key.tenant_id, delivery_id, _actor(key))
     except store.WebhookStoreError as exc:
         raise _store_errors(exc) from None
     return delivery.public()

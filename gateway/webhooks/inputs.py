@@ -28,6 +28,8 @@ MAX_TEXT = 4096  # characters of one auth value or header value
 MAX_HEADERS = 20
 MAX_SCHEDULE_DELAY = 7 * 24 * 3600.0  # seconds: one retry step is at most a week
 MAX_ATTEMPTS = 50
+DEFAULT_MAX_ATTEMPTS = 8  # as many as the default schedule has steps (mirrors the SQL default)
+DEFAULT_TIMEOUT = 15.0  # seconds per attempt (mirrors the SQL default)
 MAX_TIMEOUT = 300.0  # seconds per attempt
 MIN_TIMEOUT = 0.1
 MAX_CONCURRENCY = 1000
@@ -187,15 +189,24 @@ def retry_policy(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise bad("retry_policy", "must be an object")
     check_fields(raw, {"max_attempts", "schedule", "backoff", "timeout"})
-    out: dict[str, Any] = {}
-    if raw.get("max_attempts") is not None:
-        out["max_attempts"] = number(
-            raw["max_attempts"], "retry_policy.max_attempts", 1, MAX_ATTEMPTS, integer=True
-        )
-    if raw.get("timeout") is not None:
-        out["attempt_timeout"] = float(
-            number(raw["timeout"], "retry_policy.timeout", MIN_TIMEOUT, MAX_TIMEOUT)
-        )
+    # The policy is replaced as a whole: what is not given takes its default again.
+    out: dict[str, Any] = {
+        "max_attempts": number(
+            raw.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+            "retry_policy.max_attempts",
+            1,
+            MAX_ATTEMPTS,
+            integer=True,
+        ),
+        "attempt_timeout": float(
+            number(
+                raw.get("timeout", DEFAULT_TIMEOUT),
+                "retry_policy.timeout",
+                MIN_TIMEOUT,
+                MAX_TIMEOUT,
+            )
+        ),
+    }
     if raw.get("schedule") is not None and raw.get("backoff") is not None:
         raise bad("retry_policy", "takes a schedule or a backoff, not both")
     out["retry_schedule"] = _schedule(raw.get("schedule"))

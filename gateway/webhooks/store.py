@@ -369,7 +369,7 @@ REPLAY_SET = (
 
 
 async def replay_delivery(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, delivery_id: uuid.UUID
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, delivery_id: uuid.UUID, actor: Actor
 ) -> Delivery:
     """Send a finished (delivered or failed) delivery again, with the same webhook-id."""
     async with conn.transaction():
@@ -382,7 +382,28 @@ async def replay_delivery(
             delivery_id,
             current.status.value,
         )
+        await _audit_replay(conn, actor, tenant_id, "webhook_delivery", delivery_id, 1)
         return await get_delivery(conn, tenant_id, delivery_id)
+
+
+async def _audit_replay(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    tenant_id: uuid.UUID,
+    object_type: str,
+    object_id: uuid.UUID,
+    count: int,
+) -> None:
+    await audit(
+        conn,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        tenant_id=tenant_id,
+        action=f"{object_type}.replay",
+        object_type=object_type,
+        object_id=str(object_id),
+        after={"replayed": count},
+    )
 
 
 async def _require_active(conn: asyncpg.Connection, sub_id: uuid.UUID) -> None:
@@ -399,6 +420,7 @@ async def replay_failed(
     sub_id: uuid.UUID,
     start: datetime,
     end: datetime,
+    actor: Actor,
 ) -> int:
     """Replay every failed delivery of a subscription created in [start, end)."""
     async with conn.transaction():
@@ -413,7 +435,9 @@ async def replay_failed(
             start,
             end,
         )
-    return int(result.split()[-1])
+        count = int(result.split()[-1])
+        await _audit_replay(conn, actor, tenant_id, "webhook_subscription", sub_id, count)
+    return count
 
 
 # -- the delivery loop ---------------------------------------------------------------------

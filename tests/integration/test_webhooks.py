@@ -326,6 +326,13 @@ async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
     # A delivered one may be replayed too; one still in progress may not.
     resp = await gw.post(f"/admin/v1/webhooks/deliveries/{first['id']}/replay", headers=admin)
     assert resp.status == 202
+    audit = await (await gw.get("/admin/v1/audit", headers=admin)).json()
+    replays = [(a["action"], a["after"]) for a in audit["items"] if "replay" in a["action"]]
+    assert replays == [
+        ("webhook_delivery.replay", {"replayed": 1}),
+        ("webhook_subscription.replay", {"replayed": 2}),
+        ("webhook_delivery.replay", {"replayed": 1}),
+    ]
 
 
 async def test_410_gone_disables_the_subscription(
