@@ -35,7 +35,14 @@ from gateway.db.pool import init_connection
 from gateway.settings import Settings
 from gateway.webhooks import store
 from gateway.webhooks.model import AttemptResult, Claimed, DeliveryStatus
-from gateway.webhooks.payload import Signer, build_body, on_delivery_outcome, translate_payload
+from gateway.webhooks.payload import (
+    OutcomeReporter,
+    PayloadTranslator,
+    Signer,
+    build_body,
+    on_delivery_outcome,
+    translate_payload,
+)
 from gateway.webhooks.policy import (
     AttemptOutcome,
     Decision,
@@ -99,9 +106,14 @@ class Sender:
     """One HTTP attempt: build, sign, POST, read a bounded excerpt, classify."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, signer: Signer, policy: AddressPolicy
+        self,
+        session: aiohttp.ClientSession,
+        signer: Signer,
+        policy: AddressPolicy,
+        translate: PayloadTranslator = translate_payload,
     ) -> None:
         self.session, self.signer, self.policy = session, signer, policy
+        self.translate = translate
 
     async def attempt(self, d: Claimed) -> AttemptOutcome:
         url = URL(d.url)
@@ -110,7 +122,7 @@ class Sender:
             return AttemptOutcome(AttemptResult.REFUSED, error=f"refused: {refused}")
         data = d.payload
         if d.external_system is not None:
-            data = await translate_payload(
+            data = await self.translate(
                 data,
                 tenant_id=d.tenant_id,
                 external_system=d.external_system,
@@ -273,10 +285,14 @@ class Dispatcher:
         box: SecretBox,
         settings: Settings,
         policy: AddressPolicy,
+        translate: PayloadTranslator = translate_payload,
+        report: OutcomeReporter = on_delivery_outcome,
     ) -> None:
-        """``pool``: the loop's own (see LOOP_POOL_SIZE), from :func:`loop_pool`."""
+        """``pool``: the loop's own (see LOOP_POOL_SIZE), from :func:`loop_pool`;
+        ``translate`` / ``report``: the external-system hooks (gateway/webhooks/payload.py)."""
         self.pool, self.settings = pool, settings
-        self.sender = Sender(session, Signer(box), policy)
+        self.sender = Sender(session, Signer(box), policy, translate)
+        self.report = report
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._seq = itertools.count(1)
         self._wake = asyncio.Event()
@@ -375,7 +391,7 @@ class Dispatcher:
     async def _report_outcome(self, d: Claimed, outcome: AttemptOutcome) -> None:
         assert d.external_system is not None
         try:
-            await on_delivery_outcome(
+            await self.report(
                 tenant_id=d.tenant_id,
                 external_system=d.external_system,
                 event_type=d.event_type,

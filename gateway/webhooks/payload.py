@@ -17,7 +17,7 @@ import base64
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from standardwebhooks.webhooks import Webhook
@@ -31,13 +31,33 @@ MISSING = object()
 SIGNER_CACHE_MAX = 10_000  # decrypted signers kept per process (keyed by ciphertext)
 
 
+class PayloadTranslator(Protocol):
+    async def __call__(
+        self, payload: Any, *, tenant_id: uuid.UUID, external_system: str, event_type: str
+    ) -> Any: ...
+
+
+class OutcomeReporter(Protocol):
+    async def __call__(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        external_system: str,
+        event_type: str,
+        payload: Any,
+        delivered: bool,
+        error: str | None,
+    ) -> None: ...
+
+
 async def translate_payload(
     payload: Any, *, tenant_id: uuid.UUID, external_system: str, event_type: str
 ) -> Any:
     """Hook: ids in ``payload`` translated to ``external_system``'s own ids.
 
     Called before each attempt to a subscription that names an external system. Returns
-    the payload unchanged until the integration_mappings translator (issue 4) is wired in.
+    the payload unchanged until the integration_mappings translator (issue 4) is wired in:
+    pass another function with this signature as ``Dispatcher(translate=...)`` (app.py).
     """
     return payload
 
@@ -54,7 +74,7 @@ async def on_delivery_outcome(
     """Hook: record the entity's sync outcome in data_sync_status (the sync-status issue).
 
     Called after each attempt to a subscription that names an external system. No-op
-    until that table exists.
+    until that table exists; pass another as ``Dispatcher(report=...)``.
     """
 
 

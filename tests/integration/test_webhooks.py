@@ -744,3 +744,64 @@ async def test_shutdown_hands_back_attempts_that_do_not_finish(
     ] * 3
     results = await db.fetch("SELECT result FROM webhook_attempts")
     assert [r["result"] for r in results] == ["released"] * 3
+
+
+async def test_external_system_subscriptions_go_through_the_translate_and_report_hooks(
+    database_url: str,
+    settings_factory: Callable[..., Any],
+    alpha: dict[str, Any],
+    receiver: Receiver,
+    db: asyncpg.Connection,
+) -> None:
+    """The hooks issue 4 (id translation) and the sync-status issue plug into: the
+    dispatcher calls them for subscriptions that name an external system, and only then."""
+    from cryptography.fernet import Fernet
+
+    from gateway.crypto import SecretBox
+    from gateway.webhooks import store
+    from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
+    from gateway.webhooks.inputs import new_secret
+    from gateway.webhooks.ssrf import AddressPolicy
+
+    box = SecretBox([Fernet.generate_key()])
+    ids = {"r-internal-1": "BE-778"}  # stands in for integration_mappings
+    reported: list[tuple[str, bool]] = []
+
+    async def translate(
+        payload: Any, *, tenant_id: Any, external_system: str, event_type: str
+    ) -> Any:
+        assert tenant_id == alpha["tenant"].id and event_type == "reservation.created"
+        return {**payload, "id": ids[payload["id"]], "system": external_system}
+
+    async def report(**kw: Any) -> None:
+        reported.append((kw["external_system"], kw["delivered"]))
+
+    actor = store.Actor("test", None)
+    for system in ("booking_engine", None):
+        values = {
+            "name": f"to {system}",
+            "url": receiver.url,
+            "event_types": ["*"],
+            "secret": box.encrypt(new_secret()),
+            "auth_type": "none",
+            "external_system": system,
+        }
+        await store.create_subscription(db, alpha["tenant"].id, values, actor)
+    await store.publish_event(db, alpha["tenant"].id, "reservation.created", {"id": "r-internal-1"})
+    settings = settings_factory(webhook_poll_interval=0.1)
+    policy = AddressPolicy(allow_private=True)
+    pool = await loop_pool(database_url)
+    session = webhook_session(policy)
+    dispatcher = Dispatcher(
+        pool, session, box, settings, policy, translate=translate, report=report
+    )
+    dispatcher.start()
+    try:
+        await wait_for(lambda: len(receiver.calls) == 2 and len(reported) == 1)
+    finally:
+        await dispatcher.close(1.0)
+        await session.close()
+        await pool.close()
+    datas = sorted((orjson.loads(c.body)["data"] for c in receiver.calls), key=len)
+    assert datas == [{"id": "r-internal-1"}, {"id": "BE-778", "system": "booking_engine"}]
+    assert reported == [("booking_engine", True)]
