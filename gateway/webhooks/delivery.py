@@ -168,7 +168,10 @@ class Sender:
             excerpt, complete = await _read_excerpt(resp)
         finally:
             # A fully read answer keeps its connection; a huge or trickling one is cut off.
-            resp.release() if resp.content.at_eof() else resp.close()
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
         status = resp.status
         ok = 200 <= status < 300
         return AttemptOutcome(

@@ -90,9 +90,19 @@ def check_secret(raw: Any, name: str = "secret") -> str:
 
 def json_value(raw: Any, name: str) -> Any:
     """Any JSON value PostgreSQL's jsonb can hold (no NUL character)."""
-    if raw is not None and b"\\u0000" in orjson.dumps(raw):
+    if _has_nul(raw):
         raise bad(name, "must not contain NUL characters")
     return raw
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def text(body: Mapping[str, Any], name: str, limit: int, *, required: bool = False) -> Any:

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.webhooks.inputs import new_secret
 from tests.integration.webhook_helpers import (
     FAST_SCHEDULE,
     Receiver,
@@ -129,14 +130,20 @@ async def test_rotation_signs_with_both_secrets_during_grace(
 @pytest.mark.parametrize(
     ("auth", "expected"),
     [
-        ({"type": "bearer", "token": "tok-123"}, {"Authorization": "Bearer tok-123"}),
+        (
+            {"type": "bearer", "token": "tok-0123456789-secret"},
+            {"Authorization": "Bearer tok-0123456789-secret"},
+        ),
         (
             {"type": "basic", "username": "hotel", "password": "p@ss"},
             {"Authorization": "Basic " + base64.b64encode(b"hotel:p@ss").decode()},
         ),
         (
-            {"type": "headers", "headers": {"X-Partner-Key": "k1", "X-Tenant": "alpha"}},
-            {"X-Partner-Key": "k1", "X-Tenant": "alpha"},
+            {
+                "type": "headers",
+                "headers": {"X-Partner-Key": "pk-9876543210", "X-Id": "id-4455667"},
+            },
+            {"X-Partner-Key": "pk-9876543210", "X-Id": "id-4455667"},
         ),
     ],
 )
@@ -443,48 +450,64 @@ async def test_idempotency_key_publishes_once(
 GOOD = {"name": "x", "url": "https://example.com/h", "event_types": ["*"]}
 
 
-@pytest.mark.parametrize(
-    ("change", "code", "fragment"),
-    [
-        ({"name": None}, "missing_field", "'name'"),
-        ({"url": "ftp://example.com"}, "invalid_url", "url"),
-        ({"event_types": []}, "invalid_field", "event"),
-        ({"event_types": ["Reservation!"]}, "invalid_field", "event_types"),
-        ({"colour": 1}, "unknown_field", "colour"),
-        ({"auth": {"type": "x"}}, "invalid_field", "auth.type"),
-        ({"auth": {"type": "bearer"}}, "missing_field", "token"),
-        (
-            {"auth": {"type": "headers", "headers": {"webhook-id": "x"}}},
-            "invalid_field",
-            "webhook-id",
-        ),
-        ({"secret": "abc"}, "invalid_field", "whsec_"),
-        ({"retry_policy": {"max_attempts": 0}}, "invalid_field", "max_attempts"),
-        ({"retry_policy": {"timeout": 1000}}, "invalid_field", "timeout"),
-        ({"retry_policy": {"schedule": [1], "backoff": {"initial": 1}}}, "invalid_field", "both"),
-        ({"filter": [1]}, "invalid_field", "filter"),
-        ({"payload": {"fields": {"a": 1}}}, "invalid_field", "payload.fields"),
-        ({"external_system": "Booking Engine"}, "invalid_field", "external_system"),
-        ({"url": "https://127.0.0.1/h"}, "invalid_url", "loopback"),
-        ({"url": "https://10.1.2.3/h"}, "invalid_url", "private"),
-        ({"url": "https://169.254.169.254/latest"}, "invalid_url", "link-local"),
-        ({"url": "https://100.100.100.200/"}, "invalid_url", "metadata"),
-        ({"url": "https://[::1]/h"}, "invalid_url", "loopback"),
-        ({"url": "https://[::ffff:10.0.0.1]/h"}, "invalid_url", "private"),
-        ({"url": "https://224.0.0.1/h"}, "invalid_url", "multicast"),
-        ({"url": "https://localhost/h"}, "invalid_url", "loopback"),
-        ({"url": "http://example.com/h"}, "invalid_url", "https"),
-        ({"url": "https://user:pw@example.com/h"}, "invalid_url", "credentials"),
-    ],
+BAD_INPUT = (
+    ({"name": None}, "missing_field", "'name'"),
+    ({"url": "ftp://example.com"}, "invalid_url", "url"),
+    ({"event_types": []}, "invalid_field", "event"),
+    ({"event_types": ["Reservation!"]}, "invalid_field", "event_types"),
+    ({"colour": 1}, "unknown_field", "colour"),
+    ({"auth": {"type": "x"}}, "invalid_field", "auth.type"),
+    ({"auth": {"type": "bearer"}}, "missing_field", "token"),
+    (
+        {"auth": {"type": "headers", "headers": {"webhook-id": "x"}}},
+        "invalid_field",
+        "webhook-id",
+    ),
+    ({"secret": "abc"}, "invalid_field", "whsec_"),
+    ({"retry_policy": {"max_attempts": 0}}, "invalid_field", "max_attempts"),
+    ({"retry_policy": {"timeout": 1000}}, "invalid_field", "timeout"),
+    ({"retry_policy": {"schedule": [1], "backoff": {"initial": 1}}}, "invalid_field", "both"),
+    ({"filter": [1]}, "invalid_field", "filter"),
+    ({"payload": {"fields": {"a": 1}}}, "invalid_field", "payload.fields"),
+    ({"external_system": "Booking Engine"}, "invalid_field", "external_system"),
+    ({"url": "https://127.0.0.1/h"}, "invalid_url", "loopback"),
+    ({"url": "https://10.1.2.3/h"}, "invalid_url", "private"),
+    ({"url": "https://169.254.169.254/latest"}, "invalid_url", "link-local"),
+    ({"url": "https://100.100.100.200/"}, "invalid_url", "metadata"),
+    ({"url": "https://[::1]/h"}, "invalid_url", "loopback"),
+    ({"url": "https://[::ffff:10.0.0.1]/h"}, "invalid_url", "private"),
+    ({"url": "https://224.0.0.1/h"}, "invalid_url", "multicast"),
+    ({"url": "https://localhost/h"}, "invalid_url", "loopback"),
+    ({"url": "http://example.com/h"}, "invalid_url", "https"),
+    ({"url": "https://user:pw@example.com/h"}, "invalid_url", "credentials"),
 )
+
+
 async def test_bad_subscription_input_is_refused_clearly(
-    gateway: TestClient, alpha: dict[str, Any], change: dict[str, Any], code: str, fragment: str
+    gateway: TestClient, alpha: dict[str, Any]
 ) -> None:
-    body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
-    resp = await gateway.post(SUBS, json=body, headers=alpha["admin"])
-    answer = await resp.json()
-    assert resp.status == 422, answer
-    assert answer["code"] == code and fragment in answer["message"], answer
+    for change, code, fragment in BAD_INPUT:
+        body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+        resp = await gateway.post(SUBS, json=body, headers=alpha["admin"])
+        answer = await resp.json()
+        assert resp.status == 422, (change, answer)
+        assert answer["code"] == code and fragment in answer["message"], (change, answer)
+    made = await subscribe(gateway, alpha["admin"], "https://example.com/h")
+    resp = await gateway.patch(f"{SUBS}/{made['id']}", json={}, headers=alpha["admin"])
+    assert resp.status == 422 and (await resp.json())["code"] == "missing_field"
+    resp = await gateway.patch(
+        f"{SUBS}/{made['id']}", json={"secret": new_secret()}, headers=alpha["admin"]
+    )
+    assert (await resp.json())["code"] == "unknown_field"  # rotate-secret changes secrets
+    for event, code in (
+        ({"type": "a.b"}, "missing_field"),
+        ({"type": "A B", "payload": {}}, "invalid_field"),
+        ({"type": "a.b", "payload": [1]}, "invalid_field"),
+        ({"type": "a.b", "payload": {"x": "\u0000"}}, "invalid_field"),
+        ({"type": "a.b", "payload": {"k\u0000": 1}}, "invalid_field"),
+    ):
+        resp = await gateway.post("/admin/v1/events", json=event, headers=alpha["service"])
+        assert resp.status == 422 and (await resp.json())["code"] == code, event
 
 
 async def test_ssrf_guard_refuses_at_connect_time(
@@ -805,3 +828,31 @@ async def test_external_system_subscriptions_go_through_the_translate_and_report
     datas = sorted((orjson.loads(c.body)["data"] for c in receiver.calls), key=len)
     assert datas == [{"id": "r-internal-1"}, {"id": "BE-778", "system": "booking_engine"}]
     assert reported == [("booking_engine", True)]
+
+
+async def test_secrets_rotate_re_encrypts_webhook_secrets(
+    db: asyncpg.Connection, alpha: dict[str, Any]
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway.crypto import SecretBox, SecretError, rotate_all
+    from gateway.webhooks import store
+
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    box = SecretBox([old])
+    values = {
+        "name": "r",
+        "url": "https://example.com/h",
+        "event_types": ["*"],
+        "secret": box.encrypt("whsec_x"),
+        "auth_type": "bearer",
+        "auth_secret": box.encrypt('{"token": "t"}'),
+    }
+    await store.create_subscription(db, alpha["tenant"].id, values, store.Actor("test", None))
+    assert await rotate_all(db, SecretBox([new, old])) == 2  # secret + auth_secret
+    row = await db.fetchrow("SELECT secret, auth_secret FROM webhook_subscriptions")
+    only_new = SecretBox([new])
+    assert only_new.decrypt(row["secret"]) == "whsec_x"
+    assert only_new.decrypt(row["auth_secret"]) == '{"token": "t"}'
+    with pytest.raises(SecretError):
+        box.decrypt(row["secret"])
