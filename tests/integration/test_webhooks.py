@@ -210,6 +210,17 @@ async def test_wildcards_and_filters_choose_subscriptions(
     assert got[exact["id"]] == {4}
     assert got[filtered["id"]] == {1, 3}
     await wait_for(lambda: len(receiver.calls) == 6 + 3 + 1 + 2)
+    pages, cursor = [], None
+    while True:
+        query = {"limit": "5", **({"cursor": cursor} if cursor else {})}
+        resp = await gw.get("/admin/v1/webhooks/deliveries", params=query, headers=admin)
+        page = await resp.json()
+        pages.append([d["id"] for d in page["items"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [5, 5, 2]
+    assert len({i for p in pages for i in p}) == 12
 
 
 async def test_payload_fields_and_template(
