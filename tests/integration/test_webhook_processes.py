@@ -191,3 +191,64 @@ async def _delivered_by(base: str) -> int:
         if line.startswith('gateway_webhook_deliveries_total{result="delivered"}'):
             return int(float(line.split()[-1]))
     return 0
+
+
+async def test_database_stopped_mid_delivery_loses_nothing(
+    aiohttp_server: Callable[..., Any],
+    settings_factory: Callable[..., Any],
+    data_dir: Path,
+) -> None:
+    """PostgreSQL stops while attempts are in flight and results are waiting to be
+    written; after it is back every event is delivered, none twice."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import create_app
+    from gateway.routes import parse_routes
+    from gateway.settings import Secret
+    from tests.integration.test_faults import StoppablePostgres
+    from tests.integration.webhook_helpers import publish, subscribe
+
+    if os.environ.get("GATEWAY_TEST_DATABASE_URL"):
+        pytest.skip("stopping the database needs the embedded server")
+    from tests.conftest import throwaway_pgdata
+
+    pg = StoppablePostgres(throwaway_pgdata())
+    rec = await _receiver(aiohttp_server)
+
+    async def slow(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(0.2)
+        return web.Response(status=200)
+
+    rec.behave = slow
+    settings = settings_factory(
+        database_url=Secret(pg.dsn),
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_poll_interval=0.2,
+        db_retry_interval=0.2,
+    )
+    app = create_app(settings, parse_routes(routes_yaml("http://127.0.0.1:9")))
+    gw = TestClient(TestServer(app))
+    await gw.start_server()
+    try:
+        conn = await asyncpg.connect(pg.dsn)
+        await init_connection(conn)
+        tenant = await make_tenant(conn, "Hotel Outage")
+        await conn.close()
+        await subscribe(gw, tenant["admin"], rec.url, max_concurrency=5)
+        sent = [await publish(gw, tenant["service"], "room.ready", {"n": i}) for i in range(60)]
+        await wait_for(lambda: len(rec.calls) >= 10)
+        await asyncio.get_running_loop().run_in_executor(None, pg.stop)
+        assert len(rec.calls) < 40  # most deliveries are still to come
+        await asyncio.sleep(1.0)  # attempts finish; their results cannot be written
+        await asyncio.get_running_loop().run_in_executor(None, pg.start)
+        expected = {"msg_" + s["event"]["id"].replace("-", "") for s in sent}
+        await wait_for(lambda: set(rec.ids()) == expected, timeout=30, step=0.2)
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            await wait_for(lambda: _delivered(conn, 60), timeout=15, step=0.2)
+        finally:
+            await conn.close()
+        assert len(rec.ids()) == 60  # none twice
+    finally:
+        await gw.close()
