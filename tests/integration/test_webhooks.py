@@ -489,6 +489,8 @@ BAD_INPUT = (
     ({"url": "https://[::ffff:10.0.0.1]/h"}, "invalid_url", "private"),
     ({"url": "https://224.0.0.1/h"}, "invalid_url", "multicast"),
     ({"url": "https://localhost/h"}, "invalid_url", "loopback"),
+    ({"url": "https://2130706433/h"}, "invalid_url", "loopback"),  # 127.0.0.1 as a number
+    ({"url": "https://0177.0.0.1/h"}, "invalid_url", "loopback"),  # octal
     ({"url": "http://example.com/h"}, "invalid_url", "https"),
     ({"url": "https://user:pw@example.com/h"}, "invalid_url", "credentials"),
 )
