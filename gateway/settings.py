@@ -119,6 +119,9 @@ class Settings:
     webhook_stats_interval: float = 15.0
     # GATEWAY_WEBHOOK_DELIVERY: false runs no delivery loop in this process
     webhook_delivery: bool = True
+    # GATEWAY_WEBHOOK_RETENTION_DAYS: finished deliveries (and their attempts and events)
+    # are deleted this long after they last changed; pruned every maintenance interval
+    webhook_retention_days: int = 30
 
     @property
     def journal_dir(self) -> Path:
@@ -236,6 +239,9 @@ def _webhook_settings(r: _Reader, d: Settings) -> dict[str, Any]:
             "GATEWAY_WEBHOOK_STATS_INTERVAL", float, d.webhook_stats_interval, minimum=0.1
         ),
         "webhook_delivery": r.get("GATEWAY_WEBHOOK_DELIVERY", _bool, True),
+        "webhook_retention_days": r.get(
+            "GATEWAY_WEBHOOK_RETENTION_DAYS", int, d.webhook_retention_days, minimum=1
+        ),
     }
 
 

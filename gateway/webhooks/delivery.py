@@ -62,12 +62,13 @@ EXCERPT_MAX = 2048  # bytes of a subscriber's answer kept in webhook_attempts
 EXCERPT_READ_TIMEOUT = 1.0  # seconds to read that excerpt after the headers arrived
 ERROR_MAX = 500  # characters of an error message kept
 LISTEN_CHECK_INTERVAL = 1.0  # seconds between checks that the LISTEN connection is alive
-# The loop's own connections: listener, claimer, completer, gauges. They commit without
+# The loop's own connections: listener, claimer, completer, gauges, pruning. They commit without
 # waiting for the WAL flush (synchronous_commit=off): a claim or a result lost in a
 # database crash only means one more attempt (at-least-once), and every delivery stops
 # paying an fsync twice. Events themselves are written with the default (durable) commit.
-LOOP_POOL_SIZE = 4
+LOOP_POOL_SIZE = 5
 LOOP_SERVER_SETTINGS = {"synchronous_commit": "off"}
+PRUNE_BATCH = 10_000  # rows deleted per statement when pruning (short transactions)
 COMPLETE_LINGER = 0.002  # seconds the completer waits for more results to batch
 CONNECTOR_LIMIT = 1000  # connections open to subscribers at once (per process)
 POOL_CONNECT_TIMEOUT = 5.0  # seconds to open a loop connection before giving up
@@ -311,6 +312,7 @@ class Dispatcher:
             ("webhook-claimer", self._claim_loop()),
             ("webhook-listener", self._listen_loop()),
             ("webhook-stats", self._stats_loop()),
+            ("webhook-prune", self._prune_loop()),
         ):
             self._loops.append(asyncio.create_task(coro, name=name))
 
@@ -424,6 +426,21 @@ class Dispatcher:
 
     def _notified(self, *args: Any) -> None:
         self._wake.set()
+
+    async def _prune_loop(self) -> None:
+        """Delete old finished rows, in batches, every maintenance interval (one process)."""
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    while True:
+                        counts = await store.prune(
+                            conn, self.settings.webhook_retention_days, PRUNE_BATCH
+                        )
+                        if max(counts) < PRUNE_BATCH:
+                            break
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook pruning failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.maintenance_interval)
 
     async def _stats_loop(self) -> None:
         while not self._stopping:

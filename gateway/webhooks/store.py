@@ -599,3 +599,37 @@ async def stats(conn: asyncpg.Connection) -> tuple[int, float, int]:
         "SELECT count(*) FROM webhook_subscriptions WHERE NOT active AND deleted_at IS NULL"
     )
     return int(row["pending"]), float(row["oldest"]), int(disabled)
+
+
+PRUNE_LOCK_KEY = 0x6761_7465_0005  # "gate" + 5: one process prunes webhook rows at a time
+
+PRUNE_DELIVERIES_SQL = """
+WITH old AS (
+    SELECT id FROM webhook_deliveries
+    WHERE status IN ('delivered', 'failed', 'cancelled')
+      AND updated_at < now() - make_interval(days => $1)
+    LIMIT $2
+), attempts AS (
+    DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM old)
+)
+DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM old)
+"""
+PRUNE_EVENTS_SQL = """
+DELETE FROM webhook_events WHERE id IN (
+    SELECT e.id FROM webhook_events e
+    WHERE e.created_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+    LIMIT $2)
+"""
+
+
+async def prune(conn: asyncpg.Connection, retention_days: int, batch: int) -> tuple[int, int]:
+    """Delete finished deliveries (and their attempts) last changed more than
+    ``retention_days`` ago, then events left without deliveries; at most ``batch`` of each.
+    Returns (deliveries, events) deleted, or (0, 0) when another process is pruning."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK_KEY):
+            return 0, 0
+        deliveries = await conn.execute(PRUNE_DELIVERIES_SQL, retention_days, batch)
+        events = await conn.execute(PRUNE_EVENTS_SQL, retention_days, batch)
+    return int(deliveries.split()[-1]), int(events.split()[-1])

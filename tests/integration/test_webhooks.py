@@ -869,3 +869,37 @@ async def test_secrets_rotate_re_encrypts_webhook_secrets(
     assert only_new.decrypt(row["auth_secret"]) == '{"token": "t"}'
     with pytest.raises(SecretError):
         box.decrypt(row["secret"])
+
+
+async def test_old_finished_deliveries_are_pruned(
+    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    from gateway.webhooks import store
+
+    gw, admin = hooks_gateway, alpha["admin"]
+    await subscribe(gw, admin, receiver.url)
+    for i in range(3):
+        await publish(gw, alpha["service"], "guest.created", {"n": i})
+
+    async def delivered() -> bool:
+        return await _statuses(gw, admin) == ["delivered"] * 3
+
+    await wait_for(delivered)
+    age = "interval '40 days'"
+    await db.execute(f"UPDATE webhook_events SET created_at = created_at - {age}")
+    await db.execute(
+        f"""UPDATE webhook_deliveries SET updated_at = updated_at - {age}
+            WHERE event_id IN (SELECT id FROM webhook_events WHERE payload->>'n' IN ('0', '1'))"""
+    )
+    # An old delivery that is still pending is never pruned (nor its event).
+    await db.execute(
+        """UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now() + '1 day'
+           WHERE event_id IN (SELECT id FROM webhook_events WHERE payload->>'n' = '1')"""
+    )
+    assert await store.prune(db, 30, 10_000) == (1, 1)
+    left = await db.fetch(
+        """SELECT e.payload->>'n' AS n, d.status FROM webhook_events e
+           JOIN webhook_deliveries d ON d.event_id = e.id ORDER BY n"""
+    )
+    assert [(r["n"], r["status"]) for r in left] == [("1", "pending"), ("2", "delivered")]
+    assert await db.fetchval("SELECT count(*) FROM webhook_attempts") == 2
