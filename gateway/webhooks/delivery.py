@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -201,7 +202,11 @@ async def _read_excerpt(resp: aiohttp.ClientResponse) -> tuple[str, bool]:
 
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:ERROR_MAX]
+    return text[:ERROR_MAX].replace("\x00", "\ufffd")
+
+
+def _scrub(c: store.Completion) -> store.Completion:
+    return dataclasses.replace(c, error="(error text not storable)", excerpt=None)
 
 
 def retry_policy(d: Claimed, default_schedule: tuple[float, ...]) -> RetryPolicy:
@@ -233,7 +238,10 @@ class Completer:
                 await asyncio.sleep(COMPLETE_LINGER)
             while len(batch) < COMPLETE_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            await self._write(batch)
+            try:
+                await self._write(batch)
+            except Exception:  # a bug: drop the batch (its leases expire, attempts repeat)
+                log.exception("webhook results could not be written")
             for _ in batch:
                 self.queue.task_done()
             self.on_flush()
@@ -243,11 +251,20 @@ class Completer:
     ) -> None:
         effects = _merge_effects((effect, sub) for _, effect, sub in batch)
         done = [c for c, _, _ in batch]
+        scrubbed = False
         while True:
             try:
                 async with self.pool.acquire() as conn:
                     await store.complete(conn, done, effects, self.settings.webhook_disable_after)
                 return
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                # A value PostgreSQL refuses must not block every later result: retry once
+                # without the free-text columns, then give up (the leases expire and those
+                # deliveries are attempted again).
+                log.error("webhook results refused (%s)", type(exc).__name__)
+                if scrubbed:
+                    return
+                done, scrubbed = [_scrub(c) for c in done], True
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("webhook results not written yet (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self.settings.db_retry_interval)
@@ -323,15 +340,23 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            self._wake.clear()
-            free = self.settings.webhook_max_in_flight - len(self._inflight)
-            asked = min(free, CLAIM_BATCH)
-            got = await self._claim_once(asked) if asked > 0 else 0
-            if asked > 0 and got == asked:
-                continue  # more may be due right now
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.webhook_poll_interval):
-                    await self._wake.wait()
+            try:
+                await self._claim_round()
+            except Exception:  # a bug here must not stop deliveries for good
+                log.exception("webhook claim round failed")
+                await asyncio.sleep(self.settings.db_retry_interval)
+
+    async def _claim_round(self) -> None:
+        """Claim what is due; then wait for a NOTIFY, a freed slot or the poll interval."""
+        self._wake.clear()
+        free = self.settings.webhook_max_in_flight - len(self._inflight)
+        asked = min(free, CLAIM_BATCH)
+        got = await self._claim_once(asked) if asked > 0 else 0
+        if asked > 0 and got == asked:
+            return  # more may be due right now
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.webhook_poll_interval):
+                await self._wake.wait()
 
     async def _claim_once(self, limit: int) -> int:
         owner = f"{self.worker_id}:{next(self._seq)}"
