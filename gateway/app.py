@@ -26,12 +26,18 @@ from gateway.mapping import api as mapping_api
 from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
+from gateway.mapping.payload import payload_translator
 from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.sync import api as sync_api
 from gateway.sync.recorder import SyncRecorder, stats_loop
+from gateway.sync.webhooks import delivery_reporter
+from gateway.webhooks import api as webhooks_api
+from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
+from gateway.webhooks.emit import RouteEmitter
+from gateway.webhooks.ssrf import AddressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ SECRETS = web.AppKey("secrets", SecretBox)
 SYNC = web.AppKey("sync_recorder", SyncRecorder)
 MAPPINGS = web.AppKey("mappings", Mappings)
 LISTENER = web.AppKey("mapping_listener", Listener)
+WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
@@ -74,7 +81,16 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
         [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
     )
     app.cleanup_ctx.extend(
-        [_database, _client_session, _log_writer, _mappings, _sync, _proxy, _maintenance]
+        [
+            _database,
+            _client_session,
+            _log_writer,
+            _mappings,
+            _sync,
+            _proxy,
+            _maintenance,
+            _webhook_delivery,
+        ]
     )
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
@@ -82,6 +98,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     admin_api.setup(app, POOL, AUTH)
     sync_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
+    webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
@@ -209,6 +226,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         app[AUTH],
         translator,
         app[SYNC],
+        emitter=RouteEmitter(app[POOL]),
     )
     yield
 
@@ -220,6 +238,33 @@ async def _maintenance(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
+    """The outbound webhook delivery loop of this process (gateway/webhooks/delivery.py)."""
+    s = app[SETTINGS]
+    if not s.webhook_delivery:
+        yield
+        return
+    assert s.database_url is not None
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    pool = await loop_pool(s.database_url.reveal())
+    session = webhook_session(policy)
+    dispatcher = Dispatcher(
+        pool,
+        session,
+        app[SECRETS],
+        s,
+        policy,
+        translate=payload_translator(app[MAPPINGS]),  # payloads in the subscriber's ids
+        report=delivery_reporter(app[SYNC]),  # each attempt is an outbound sync outcome
+    )
+    dispatcher.start()
+    app[WEBHOOKS] = dispatcher
+    yield
+    await dispatcher.close(s.shutdown_timeout)
+    await session.close()
+    await pool.close()
 
 
 async def _maintenance_loop(app: web.Application) -> None:

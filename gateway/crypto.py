@@ -100,6 +100,9 @@ def load_box(configured: Sequence[bytes], data_dir: Path) -> SecretBox:
 # ``gateway secrets rotate`` re-encrypts them.
 ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("integration_mappings", "id", "credentials"),
+    ("webhook_subscriptions", "id", "secret"),
+    ("webhook_subscriptions", "id", "previous_secret"),
+    ("webhook_subscriptions", "id", "auth_secret"),
 )
 
 

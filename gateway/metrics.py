@@ -177,6 +177,56 @@ SYNC_STATS_RUNS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+# -- outbound webhooks (gateway/webhooks/) -------------------------------------------------
+# Event → delivered lag spans retries, so its buckets reach into hours.
+WEBHOOK_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
+
+WEBHOOK_DELIVERIES = Counter(
+    "gateway_webhook_deliveries_total",
+    "Deliveries finished, by result (delivered, failed)",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "gateway_webhook_attempts_total",
+    "Delivery attempts by result (delivered, http_error, timeout, connect_error, refused, "
+    "released)",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPT_DURATION = Histogram(
+    "gateway_webhook_attempt_duration_seconds",
+    "Time of one delivery attempt, connect to answer",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERY_LAG = Histogram(
+    "gateway_webhook_delivery_lag_seconds",
+    "Time from event created to delivered (retries included)",
+    buckets=WEBHOOK_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+WEBHOOK_PENDING = Gauge(
+    "gateway_webhook_pending_deliveries",
+    "Deliveries not finished yet (pending or being attempted), refreshed periodically",
+    registry=REGISTRY,
+)
+WEBHOOK_OLDEST_PENDING_AGE = Gauge(
+    "gateway_webhook_oldest_pending_age_seconds",
+    "Age of the oldest unfinished delivery, refreshed periodically",
+    registry=REGISTRY,
+)
+WEBHOOK_DISABLED_SUBSCRIPTIONS = Gauge(
+    "gateway_webhook_disabled_subscriptions",
+    "Subscriptions disabled (by the gateway or an admin), refreshed periodically",
+    registry=REGISTRY,
+)
+WEBHOOK_EVENTS_EMITTED = Counter(
+    "gateway_webhook_route_events_total",
+    "Events emitted from proxied answers by route and result (emitted, skipped, error)",
+    ["route", "result"],
+    registry=REGISTRY,
+)
 
 
 def status_class(status: int) -> str:

@@ -96,6 +96,23 @@ class Translation:
 
 
 @dataclass(frozen=True, slots=True)
+class EmitRule:
+    """routes.yaml `emit`: publish a webhook event when a proxied answer matches."""
+
+    event_type: str
+    statuses: frozenset[int] = frozenset()  # empty: any 2xx
+    methods: frozenset[str] = frozenset()  # empty: any of the route's methods
+
+    def matches(self, method: str, status: int) -> bool:
+        if self.methods and method not in self.methods:
+            return False
+        return status in self.statuses if self.statuses else 200 <= status < 300
+
+
+EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     path: str
@@ -110,6 +127,7 @@ class Route:
     rate_limit: RateLimit | None = None  # per API key, on this route
     sync: SyncOptions | None = None  # record the synced entity's outcome
     translate: Translation | None = None  # ID translation (gateway.mapping)
+    emit: tuple[EmitRule, ...] = ()  # webhook events published from successful answers
 
     def upstream_url(self, raw_path: str, query_string: str) -> URL:
         """The upstream URL for a matched request (raw, still percent-encoded path)."""
@@ -333,6 +351,7 @@ class _Parser:
             "rate_limit",
             "sync",
             "translate",
+            "emit",
         }
         self._unknown(spec, known, where)
         before = len(self.problems)
@@ -381,6 +400,7 @@ class _Parser:
         capture = self._capture(spec.get("capture", {}), where)
         sync = self._sync(spec.get("sync"), where, path)
         translate = _TranslateParser(self, where).parse(spec.get("translate"), path, public)
+        emit = self._emit(spec.get("emit"), where, methods, public)
         if len(self.problems) > before or path is None or not isinstance(name, str):
             return None
         return Route(
@@ -397,6 +417,7 @@ class _Parser:
             rate_limit=rate_limit,
             sync=sync,
             translate=translate,
+            emit=emit,
         )
 
     def _sync(self, raw: Any, where: str, path: str | None) -> SyncOptions | None:
@@ -440,6 +461,44 @@ class _Parser:
         n = self._int(raw, "requests", w, 0, 1, 10_000_000)
         per = self._number(raw, "per_seconds", w, 60.0, 0.001, 86400)
         return RateLimit(n, per) if n >= 1 else None
+
+    def _emit(
+        self, raw: Any, where: str, methods: frozenset[str], public: Any
+    ) -> tuple[EmitRule, ...]:
+        if raw is None:
+            return ()
+        w = f"{where}: field 'emit'"
+        if not isinstance(raw, list) or not raw:
+            self.fail(w, "must be a list such as [{event: reservation.created, status: [201]}]")
+            return ()
+        if public is True:
+            self.fail(w, "needs a route with a partner key (events belong to the caller's tenant)")
+        return tuple(
+            r for i, spec in enumerate(raw) if (r := self._emit_rule(spec, f"{w}[{i}]", methods))
+        )
+
+    def _emit_rule(self, spec: Any, w: str, methods: frozenset[str]) -> EmitRule | None:
+        if not isinstance(spec, dict):
+            self.fail(w, "must be a mapping with 'event' (and optional 'status', 'methods')")
+            return None
+        self._unknown(spec, {"event", "status", "methods"}, w)
+        event = spec.get("event")
+        if not isinstance(event, str) or len(event) > 200 or not EVENT_TYPE_RE.match(event):
+            self.fail(
+                f"{w}.event", f"required; an event type such as reservation.created, got {event!r}"
+            )
+            return None
+        statuses = spec.get("status", [])
+        statuses = [statuses] if isinstance(statuses, int) else statuses
+        if not isinstance(statuses, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 100 <= x <= 599 for x in statuses
+        ):
+            self.fail(f"{w}.status", f"must be a status or a list of statuses, got {statuses!r}")
+            return None
+        wanted = self._methods(spec.get("methods", sorted(methods)), f"{w}.methods")
+        if not wanted <= methods:
+            self.fail(f"{w}.methods", f"must be among the route's methods {sorted(methods)}")
+        return EmitRule(event, frozenset(statuses), wanted)
 
     def _path(self, raw: Any, where: str) -> str | None:
         if not isinstance(raw, str) or not raw.startswith("/"):

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.errors import SettingsError
 
@@ -112,6 +112,31 @@ class Settings:
     # GATEWAY_MAPPING_CACHE_TTL / _NEGATIVE_TTL: seconds a mapping / "no mapping" is trusted
     mapping_cache_ttl: float = 300.0
     mapping_cache_negative_ttl: float = 2.0
+    # -- outbound webhooks (gateway/webhooks/) --
+    # GATEWAY_WEBHOOK_ALLOW_PRIVATE: deliver to loopback/private/link-local addresses (tests)
+    webhook_allow_private: bool = False
+    # GATEWAY_WEBHOOK_ALLOWED_NETWORKS: CIDRs allowed even though private (an allow list)
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    # GATEWAY_WEBHOOK_ALLOW_HTTP: accept http:// endpoint URLs (default: https only)
+    webhook_allow_http: bool = False
+    # GATEWAY_WEBHOOK_RETRY_SCHEDULE: seconds before attempt 1, 2, ... (Svix's schedule)
+    webhook_retry_schedule: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    # GATEWAY_WEBHOOK_DISABLE_AFTER: seconds a subscription may fail everything before it is
+    # disabled (default 5 days)
+    webhook_disable_after: float = 5 * 24 * 3600.0
+    # GATEWAY_WEBHOOK_POLL_INTERVAL: seconds between polls when no NOTIFY arrives
+    webhook_poll_interval: float = 1.0
+    # GATEWAY_WEBHOOK_LEASE_MARGIN: seconds a claim outlives the attempt timeout
+    webhook_lease_margin: float = 10.0
+    # GATEWAY_WEBHOOK_MAX_IN_FLIGHT: attempts running at once in one process
+    webhook_max_in_flight: int = 256
+    # GATEWAY_WEBHOOK_STATS_INTERVAL: seconds between pending/disabled gauge refreshes
+    webhook_stats_interval: float = 15.0
+    # GATEWAY_WEBHOOK_DELIVERY: false runs no delivery loop in this process
+    webhook_delivery: bool = True
+    # GATEWAY_WEBHOOK_RETENTION_DAYS: finished deliveries (and their attempts and events)
+    # are deleted this long after they last changed; pruned every maintenance interval
+    webhook_retention_days: int = 30
 
     @property
     def journal_dir(self) -> Path:
@@ -184,6 +209,7 @@ class Settings:
                 minimum=0.0,
             ),
         )
+        settings = dataclasses.replace(settings, **_webhook_settings(r, d))
         raw_keys = e.get("GATEWAY_ENCRYPTION_KEYS", "")
         if raw_keys.strip():
             from gateway.crypto import parse_keys
@@ -229,6 +255,56 @@ class _Reader:
         return value
 
 
+def _webhook_settings(r: _Reader, d: Settings) -> dict[str, Any]:
+    return {
+        "webhook_allow_private": r.get("GATEWAY_WEBHOOK_ALLOW_PRIVATE", _bool, False),
+        "webhook_allowed_networks": r.get(
+            "GATEWAY_WEBHOOK_ALLOWED_NETWORKS", _networks, d.webhook_allowed_networks
+        ),
+        "webhook_allow_http": r.get("GATEWAY_WEBHOOK_ALLOW_HTTP", _bool, False),
+        "webhook_retry_schedule": r.get(
+            "GATEWAY_WEBHOOK_RETRY_SCHEDULE", _seconds_list, d.webhook_retry_schedule
+        ),
+        "webhook_disable_after": r.get(
+            "GATEWAY_WEBHOOK_DISABLE_AFTER", float, d.webhook_disable_after, minimum=1.0
+        ),
+        "webhook_poll_interval": r.get(
+            "GATEWAY_WEBHOOK_POLL_INTERVAL", float, d.webhook_poll_interval, minimum=0.01
+        ),
+        "webhook_lease_margin": r.get(
+            "GATEWAY_WEBHOOK_LEASE_MARGIN", float, d.webhook_lease_margin, minimum=0.1
+        ),
+        "webhook_max_in_flight": r.get(
+            "GATEWAY_WEBHOOK_MAX_IN_FLIGHT", int, d.webhook_max_in_flight, minimum=1
+        ),
+        "webhook_stats_interval": r.get(
+            "GATEWAY_WEBHOOK_STATS_INTERVAL", float, d.webhook_stats_interval, minimum=0.1
+        ),
+        "webhook_delivery": r.get("GATEWAY_WEBHOOK_DELIVERY", _bool, True),
+        "webhook_retention_days": r.get(
+            "GATEWAY_WEBHOOK_RETENTION_DAYS", int, d.webhook_retention_days, minimum=1
+        ),
+    }
+
+
+def _bool(raw: str) -> bool:
+    """true/false, 1/0, yes/no, on/off."""
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _seconds_list(raw: str) -> tuple[float, ...]:
+    """Comma-separated non-negative seconds, e.g. ``0,5,300``."""
+    values = tuple(float(p) for p in _csv(raw))
+    if not values or any(v < 0 or v != v for v in values):
+        raise ValueError("a non-empty list of non-negative numbers")
+    return values
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(p.strip().lower() for p in raw.split(",") if p.strip())
 
@@ -249,12 +325,3 @@ def _log_format(raw: str) -> str:
     if raw.lower() not in ("json", "text"):
         raise ValueError("json or text")
     return raw.lower()
-
-
-def _bool(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("true or false")

@@ -479,5 +479,12 @@ def _document() -> dict[str, Any]:
                 }
             },
             **_mapping_paths(),
+            **_webhook_paths(),
         },
     }
+
+
+def _webhook_paths() -> dict[str, Any]:
+    from gateway.webhooks.openapi import paths  # imports this module's helpers
+
+    return paths()

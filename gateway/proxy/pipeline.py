@@ -4,7 +4,7 @@
     → relay the answer (capture it) → queue the api_logs row → metrics
 
 Later capabilities slot in where marked: authentication before the match result is used,
-ID translation around the forward, event emission after the answer.
+ID translation around the forward, event emission after the answer (routes with `emit`).
 Every outcome, refusals included, produces exactly one api_logs row.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -66,6 +66,9 @@ from gateway.settings import Settings
 from gateway.sync.recorder import SyncRecorder
 from gateway.sync.traffic import report_for
 
+if TYPE_CHECKING:
+    from gateway.webhooks.emit import RouteEmitter
+
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("gateway.access")
 
@@ -84,10 +87,12 @@ class Proxy:
         auth: Authenticator,
         translator: Translator | None = None,
         sync: SyncRecorder | None = None,
+        emitter: RouteEmitter | None = None,
     ) -> None:
         self.settings = settings
         self.translator = translator
         self.sync = sync
+        self.emitter = emitter  # webhook events from routes with `emit` (gateway/webhooks)
         self.auth = auth
         self.limiter = RateLimiter()
         self.routes = routes
@@ -255,7 +260,14 @@ class Proxy:
                 timeout=timeout,
             ) as upstream:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
-                return await self._relay(request, upstream, policy, ex, flow)
+                resp = await self._relay(request, upstream, policy, ex, flow)
+            if route.emit and self.emitter is not None and isinstance(resp, web.Response):
+                # The upstream's own answer (internal ids), not the partner's translation.
+                body = ex.extra.get("upstream_body")
+                if body is None:
+                    body = resp.body if isinstance(resp.body, bytes) else b""
+                await self.emitter.answered(route, request.method, ex.status, ex.tenant_id, body)
+            return resp
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(
                 f"upstream {up.name!r} did not answer within its timeout"
@@ -318,6 +330,7 @@ class Proxy:
                 await upstream.read() if small or flow is None else await flow.read_capped(upstream)
             )
             if flow is not None and translating:
+                ex.extra["upstream_body"] = data  # route events carry internal ids
                 data = await flow.outbound(upstream.status, data, enc)
             ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
             if request.transport is None or request.transport.is_closing():

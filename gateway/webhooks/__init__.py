@@ -1,1 +1,6 @@
-"""Outbound webhooks: subscriptions, outbox, delivery loop, signing. Lands with issue 5."""
+"""Outbound webhooks: subscriptions, the events outbox, the in-process delivery loop.
+
+model (records, statuses) · inputs + api + openapi (admin API) · store (all SQL) ·
+delivery (the loop) · policy (retries) · payload (body, signing, translate/sync hooks) ·
+ssrf (address guard) · emit (events from routes.yaml). See README "Outbound webhooks".
+"""

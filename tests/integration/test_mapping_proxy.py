@@ -377,14 +377,14 @@ async def test_listener_reconnects_and_metrics_are_exposed(
     assert got["raw_path"].endswith(RES)
     killed = await db.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        " WHERE query LIKE 'LISTEN%integration_mappings%' AND datname = current_database()"
     )
     assert killed == 1
     for _ in range(100):  # reconnects every GATEWAY_DB_RETRY_INTERVAL (0.2 s in tests)
         await asyncio.sleep(0.05)
         up = await db.fetchval(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+            " WHERE query LIKE 'LISTEN%integration_mappings%' AND datname = current_database()"
         )
         if up:
             break

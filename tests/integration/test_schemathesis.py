@@ -78,8 +78,12 @@ def live_admin(database_url: str, data_dir: Path) -> Iterator[tuple[str, dict[st
             await conn.close()
 
     token = asyncio.run(seed())
+    # No webhook delivery loop: fuzzed subscriptions must never make outbound requests.
     settings_ = Settings(
-        database_url=Secret(database_url), data_dir=data_dir, log_flush_interval=0.05
+        database_url=Secret(database_url),
+        data_dir=data_dir,
+        log_flush_interval=0.05,
+        webhook_delivery=False,
     )
     table = parse_routes(routes_yaml("http://127.0.0.1:9"))
     with LiveGateway(create_app(settings_, table)) as base:

@@ -1,0 +1,340 @@
+"""Admin API for webhooks (under /admin/v1): subscriptions, events, deliveries, replay.
+
+Roles: admin manages subscriptions and replays; admin and viewer read; service (and
+admin) publish events. Signing secrets appear in the answers of creation and rotation
+only; auth values never.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from gateway.admin.http import (
+    Conflict,
+    Invalid,
+    NotFound,
+    check_fields,
+    decode_cursor,
+    encode_cursor,
+    endpoint,
+    field,
+    parse_uuid,
+    query_int,
+    query_str,
+    query_uuid,
+    read_json_object,
+)
+from gateway.admin.keys import ApiKey, Role
+from gateway.crypto import SecretBox
+from gateway.errors import ClientError
+from gateway.proxy.responses import json_response
+from gateway.settings import Settings
+from gateway.webhooks import inputs, store
+from gateway.webhooks.model import DeliveryStatus, EventSource
+from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
+
+PREFIX = "/admin/v1"
+SUBS = f"{PREFIX}/webhooks/subscriptions"
+DELIVERIES = f"{PREFIX}/webhooks/deliveries"
+POOL = web.AppKey("webhooks_pool", asyncpg.Pool)
+BOX = web.AppKey("webhooks_box", SecretBox)
+CONFIG = web.AppKey("webhooks_settings", Settings)
+READERS = (Role.ADMIN, Role.VIEWER)
+PUBLISHERS = (Role.SERVICE, Role.ADMIN)
+MAX_REPLAY_WINDOW = timedelta(days=31)  # one bulk replay spans at most this much
+TEST_EVENT_TYPE = "webhook.test"
+
+
+def setup(app: web.Application, pool_key: Any, box_key: Any, settings_key: Any) -> None:
+    """Register the webhook admin routes; the pool comes from the app's cleanup_ctx."""
+    r = app.router
+    r.add_get(SUBS, list_subscriptions)
+    r.add_post(SUBS, create_subscription)
+    r.add_get(SUBS + "/{subscription_id}", get_subscription)
+    r.add_patch(SUBS + "/{subscription_id}", patch_subscription)
+    r.add_delete(SUBS + "/{subscription_id}", delete_subscription)
+    r.add_post(SUBS + "/{subscription_id}/rotate-secret", rotate_secret)
+    r.add_post(SUBS + "/{subscription_id}/test", send_test_event)
+    r.add_post(SUBS + "/{subscription_id}/replay", replay_failed)
+    r.add_post(f"{PREFIX}/events", publish_event)
+    r.add_get(DELIVERIES, list_deliveries)
+    r.add_get(DELIVERIES + "/{delivery_id}", get_delivery)
+    r.add_get(DELIVERIES + "/{delivery_id}/attempts", list_attempts)
+    r.add_post(DELIVERIES + "/{delivery_id}/replay", replay_delivery)
+    app[BOX] = app[box_key]
+    app[CONFIG] = app[settings_key]
+
+    async def bind(app: web.Application) -> Any:
+        app[POOL] = app[pool_key]
+        yield
+
+    app.cleanup_ctx.append(bind)
+
+
+def _actor(key: ApiKey) -> store.Actor:
+    return store.Actor(f"key:{key.id}", key.id)
+
+
+def _store_errors(exc: store.WebhookStoreError) -> ClientError:
+    if isinstance(exc, store.NotFoundError):
+        return NotFound(str(exc))
+    if isinstance(exc, store.ConflictError):
+        return Conflict(str(exc))
+    return Invalid(str(exc), code="invalid_field")
+
+
+async def _checked_url(request: web.Request, raw: str) -> str:
+    s = request.app[CONFIG]
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    try:
+        url = check_url_shape(raw, s.webhook_allow_http)
+        await check_endpoint(url, policy)
+    except ValueError as exc:
+        raise Invalid(str(exc), code="invalid_url") from None
+    return raw
+
+
+async def _subscription_values(request: web.Request, creating: bool) -> dict[str, Any]:
+    body = await read_json_object(request)
+    values = inputs.subscription(body, request.app[BOX], creating=creating)
+    if "url" in values:
+        values["url"] = await _checked_url(request, values["url"])
+    if creating:
+        values["secret"] = inputs.check_secret(body["secret"]) if body.get("secret") else None
+    return values
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+
+@endpoint(READERS)
+async def list_subscriptions(request: web.Request, key: ApiKey) -> Any:
+    async with request.app[POOL].acquire() as conn:
+        subs = await store.list_subscriptions(conn, key.tenant_id)
+    return {"items": [s.public() for s in subs]}
+
+
+@endpoint([Role.ADMIN], status=201)
+async def create_subscription(request: web.Request, key: ApiKey) -> Any:
+    values = await _subscription_values(request, creating=True)
+    secret = values.pop("secret") or inputs.new_secret()
+    values["secret"] = request.app[BOX].encrypt(secret)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {**sub.public(), "secret": secret}
+
+
+@endpoint(READERS)
+async def get_subscription(request: web.Request, key: ApiKey) -> Any:
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            sub = await store.get_subscription(conn, key.tenant_id, sub_id)
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return sub.public()
+
+
+@endpoint([Role.ADMIN])
+async def patch_subscription(request: web.Request, key: ApiKey) -> Any:
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    values = await _subscription_values(request, creating=False)
+    if not values:
+        raise Invalid("nothing to change", code="missing_field")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return sub.public()
+
+
+@endpoint([Role.ADMIN])
+async def delete_subscription(request: web.Request, key: ApiKey) -> Any:
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            await store.delete_subscription(conn, key.tenant_id, sub_id, _actor(key))
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {"id": str(sub_id), "deleted": True}
+
+
+@endpoint([Role.ADMIN])
+async def rotate_secret(request: web.Request, key: ApiKey) -> Any:
+    """New signing secret (shown once); the old one also signs for ``grace_seconds``."""
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    body = await read_json_object(request) if request.body_exists else {}
+    check_fields(body, {"secret", "grace_seconds"})
+    secret = inputs.check_secret(body["secret"]) if body.get("secret") else inputs.new_secret()
+    grace = body.get("grace_seconds")
+    grace = inputs.DEFAULT_GRACE if grace is None else grace
+    grace = float(inputs.number(grace, "grace_seconds", 0, inputs.MAX_GRACE))
+    try:
+        async with request.app[POOL].acquire() as conn:
+            sub = await store.rotate_secret(
+                conn, key.tenant_id, sub_id, request.app[BOX].encrypt(secret), grace, _actor(key)
+            )
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {**sub.public(), "secret": secret}
+
+
+@endpoint([Role.ADMIN], status=202)
+async def send_test_event(request: web.Request, key: ApiKey) -> Any:
+    """A ``webhook.test`` event delivered to this subscription only."""
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            sub = await store.get_subscription(conn, key.tenant_id, sub_id)
+            if not sub.active:
+                raise store.ConflictError("the subscription is disabled; enable it first")
+            payload = {"message": "test event from the Integration Hub gateway"}
+            event, _, count = await store.publish_event(
+                conn,
+                key.tenant_id,
+                TEST_EVENT_TYPE,
+                payload,
+                source=EventSource.TEST,
+                subscription_id=sub_id,
+            )
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {"event": event.public(), "deliveries": count}
+
+
+@endpoint([Role.ADMIN], status=202)
+async def replay_failed(request: web.Request, key: ApiKey) -> Any:
+    """Replay the subscription's failed deliveries created in [from, to)."""
+    sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
+    body = await read_json_object(request)
+    check_fields(body, {"from", "to"}, {"from"})
+    start = _time_field(body, "from")
+    end = _time_field(body, "to") or datetime.now(UTC)
+    if start is None:
+        raise Invalid("field 'from' must not be null", code="invalid_field")
+    if start >= end or end - start > MAX_REPLAY_WINDOW:
+        raise ClientError(
+            f"'from' must be before 'to', at most {MAX_REPLAY_WINDOW.days} days apart",
+            code="bad_time_range",
+        )
+    try:
+        async with request.app[POOL].acquire() as conn:
+            count = await store.replay_failed(conn, key.tenant_id, sub_id, start, end, _actor(key))
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {"replayed": count}
+
+
+def _time_field(body: dict[str, Any], name: str) -> datetime | None:
+    raw = field(body, name, str)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise inputs.bad(name, "must be an ISO 8601 time such as 2026-11-24T10:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+@endpoint(PUBLISHERS, status=201)
+async def publish_event(request: web.Request, key: ApiKey) -> Any:
+    """Publish an event; a repeated idempotency key answers 200 with the first event."""
+    body = await read_json_object(request)
+    check_fields(body, {"type", "payload", "idempotency_key"}, {"type", "payload"})
+    event_type = inputs.event_type(body["type"])
+    payload = body["payload"]
+    if not isinstance(payload, dict):
+        raise inputs.bad("payload", "must be a JSON object")
+    inputs.json_value(payload, "payload")
+    idem = inputs.text(body, "idempotency_key", inputs.MAX_NAME)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            event, created, count = await store.publish_event(
+                conn, key.tenant_id, event_type, payload, idempotency_key=idem
+            )
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    answer = {"event": event.public(), "deliveries": count, "duplicate": not created}
+    return answer if created else json_response(answer, status=200)
+
+
+# -- deliveries --------------------------------------------------------------------------------
+
+
+@endpoint(READERS)
+async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
+    limit = query_int(request, "limit", 50, 1, 500)
+    assert limit is not None
+    status = query_str(request, "status")
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        raise ClientError(
+            "status must be one of " + ", ".join(s.value for s in DeliveryStatus),
+            code="bad_query",
+        )
+    filters = {
+        "subscription_id": query_uuid(request, "subscription_id"),
+        "event_id": query_uuid(request, "event_id"),
+        "status": status,
+    }
+    cursor = request.query.get("cursor")
+    before = _delivery_cursor(cursor) if cursor is not None else None
+    async with request.app[POOL].acquire() as conn:
+        found = await store.list_deliveries(conn, key.tenant_id, filters, limit + 1, before)
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1] if more else None
+    next_cursor = encode_cursor(last.created_at.isoformat(), last.id) if last else None
+    return {"items": [d.public() for d in found], "next_cursor": next_cursor}
+
+
+def _delivery_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
+    at, delivery_id = decode_cursor(raw, 2)
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(delivery_id)
+    except ValueError:
+        raise ClientError("cursor is not valid", code="bad_cursor") from None
+
+
+@endpoint(READERS)
+async def get_delivery(request: web.Request, key: ApiKey) -> Any:
+    delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            delivery = await store.get_delivery(conn, key.tenant_id, delivery_id)
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return delivery.public()
+
+
+@endpoint(READERS)
+async def list_attempts(request: web.Request, key: ApiKey) -> Any:
+    delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            attempts = await store.list_attempts(conn, key.tenant_id, delivery_id)
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return {"items": [a.public() for a in attempts]}
+
+
+@endpoint([Role.ADMIN], status=202)
+async def replay_delivery(request: web.Request, key: ApiKey) -> Any:
+    delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
+    try:
+        async with request.app[POOL].acquire() as conn:
+            delivery = await store.replay_delivery(conn, key.tenant_id, delivery_id, _actor(key))
+    except store.WebhookStoreError as exc:
+        raise _store_errors(exc) from None
+    return delivery.public()

@@ -1,0 +1,72 @@
+"""Events from proxied traffic: a route's `emit` rules (routes.yaml) publish the answer's
+JSON body as an event of the caller's tenant when method and status match.
+
+The insert is awaited before the answer goes back (a partner that saw 201 can count on the
+event), bounded by EMIT_TIMEOUT; a failure is logged and counted, never turned into an
+error for the partner. Only buffered answers (up to GATEWAY_STREAM_THRESHOLD_BYTES) emit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import asyncpg
+import orjson
+
+from gateway import metrics
+from gateway.routes import Route
+from gateway.webhooks import store
+from gateway.webhooks.model import EventSource
+
+log = logging.getLogger(__name__)
+
+EMIT_TIMEOUT = 2.0  # seconds the answer may wait for the event to be stored
+
+
+class RouteEmitter:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def answered(
+        self, route: Route, method: str, status: int, tenant_id: str | None, body: bytes
+    ) -> None:
+        """Publish the events ``route`` declares for this answer, if any."""
+        rules = [r for r in route.emit if r.matches(method, status)]
+        if not rules:
+            return
+        payload = _json_object(body)
+        if payload is None or tenant_id is None:
+            metrics.WEBHOOK_EVENTS_EMITTED.labels(route.name, "skipped").inc(len(rules))
+            return
+        for rule in rules:
+            await self._publish(route.name, uuid.UUID(tenant_id), rule.event_type, payload)
+
+    async def _publish(
+        self, route: str, tenant_id: uuid.UUID, event_type: str, payload: dict[str, object]
+    ) -> None:
+        try:
+            async with asyncio.timeout(EMIT_TIMEOUT), self.pool.acquire() as conn:
+                await store.publish_event(
+                    conn, tenant_id, event_type, payload, source=EventSource.ROUTE
+                )
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            store.WebhookStoreError,
+        ) as exc:
+            metrics.WEBHOOK_EVENTS_EMITTED.labels(route, "error").inc()
+            log.warning("route %s: event %s not stored: %s", route, event_type, type(exc).__name__)
+            return
+        metrics.WEBHOOK_EVENTS_EMITTED.labels(route, "emitted").inc()
+
+
+def _json_object(body: bytes) -> dict[str, object] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None

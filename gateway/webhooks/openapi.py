@@ -1,0 +1,354 @@
+"""OpenAPI paths of the webhook admin endpoints (merged into gateway.admin.openapi)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.admin.openapi import (
+    CURSOR,
+    LIMIT,
+    NULLABLE_TIME,
+    TIME,
+    UUID,
+    _errors,
+    _json,
+    _path,
+    _q,
+)
+
+NUMBER = {"type": "number"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+EVENT_TYPE = {"type": "string", "pattern": "^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$", "maxLength": 200}
+PATTERN = {"type": "string", "pattern": "^(\\*|[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*(\\.\\*)?)$"}
+STATUSES = ["pending", "delivering", "delivered", "failed", "cancelled"]
+AUTH_IN = {
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type"],
+            "properties": {"type": {"const": "none"}},
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "token"],
+            "properties": {"type": {"const": "bearer"}, "token": {"type": "string"}},
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "username", "password"],
+            "properties": {
+                "type": {"const": "basic"},
+                "username": {"type": "string"},
+                "password": {"type": "string"},
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["type", "headers"],
+            "properties": {
+                "type": {"const": "headers"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    ]
+}
+RETRY_POLICY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 50},
+        "timeout": {"type": "number", "minimum": 0.1, "maximum": 300},
+        "schedule": {
+            "type": ["array", "null"],
+            "items": {"type": "number", "minimum": 0, "maximum": 604800},
+            "minItems": 1,
+            "maxItems": 50,
+        },
+        "backoff": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "required": ["initial"],
+            "properties": {"initial": NUMBER, "multiplier": NUMBER, "max": NUMBER},
+        },
+    },
+}
+PAYLOAD = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "fields": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "template": {},
+    },
+}
+SUBSCRIPTION_PROPS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "url": {"type": "string", "format": "uri", "maxLength": 2048},
+    "event_types": {"type": "array", "items": PATTERN, "minItems": 1, "maxItems": 100},
+    "filter": {"type": ["object", "null"]},
+    "auth": AUTH_IN,
+    "retry_policy": RETRY_POLICY,
+    "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "payload": PAYLOAD,
+    "external_system": {"type": ["string", "null"], "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+    "active": {"type": "boolean"},
+}
+SECRET = {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"}
+NEW_SUBSCRIPTION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "url", "event_types"],
+    "properties": {**SUBSCRIPTION_PROPS, "secret": SECRET},
+}
+SUBSCRIPTION_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": SUBSCRIPTION_PROPS,
+}
+SUBSCRIPTION = {
+    "type": "object",
+    "required": ["id", "name", "url", "event_types", "auth", "active", "created_at"],
+    "properties": {
+        "id": UUID,
+        "name": {"type": "string"},
+        "url": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string"}},
+        "filter": {"type": ["object", "null"]},
+        "auth": {"type": "object", "properties": {"type": {"type": "string"}}},
+        "retry_policy": {"type": "object"},
+        "max_concurrency": {"type": "integer"},
+        "payload": {"type": "object"},
+        "external_system": NULLABLE_STRING,
+        "active": {"type": "boolean"},
+        "disabled_reason": NULLABLE_STRING,
+        "disabled_at": NULLABLE_TIME,
+        "failing_since": NULLABLE_TIME,
+        "previous_secret_expires_at": NULLABLE_TIME,
+        "created_at": TIME,
+        "updated_at": TIME,
+    },
+}
+WITH_SECRET = {
+    "allOf": [
+        SUBSCRIPTION,
+        {"type": "object", "required": ["secret"], "properties": {"secret": {"type": "string"}}},
+    ]
+}
+EVENT = {
+    "type": "object",
+    "required": ["id", "type", "payload", "created_at"],
+    "properties": {
+        "id": UUID,
+        "type": {"type": "string"},
+        "payload": {"type": "object"},
+        "idempotency_key": NULLABLE_STRING,
+        "source": {"type": "string"},
+        "created_at": TIME,
+    },
+}
+PUBLISHED = {
+    "type": "object",
+    "required": ["event", "deliveries"],
+    "properties": {
+        "event": EVENT,
+        "deliveries": {"type": "integer"},
+        "duplicate": {"type": "boolean"},
+    },
+}
+DELIVERY = {
+    "type": "object",
+    "required": ["id", "event_id", "subscription_id", "webhook_id", "status", "attempt_count"],
+    "properties": {
+        "id": UUID,
+        "event_id": UUID,
+        "subscription_id": UUID,
+        "webhook_id": {"type": "string"},
+        "event_type": {"type": "string"},
+        "status": {"type": "string", "enum": STATUSES},
+        "attempt_count": {"type": "integer"},
+        "next_attempt_at": NULLABLE_TIME,
+        "last_status": {"type": ["integer", "null"]},
+        "last_error": NULLABLE_STRING,
+        "delivered_at": NULLABLE_TIME,
+        "replay_count": {"type": "integer"},
+        "created_at": TIME,
+        "updated_at": TIME,
+    },
+}
+ATTEMPT = {
+    "type": "object",
+    "required": ["id", "attempt_number", "result", "duration_ms", "attempted_at"],
+    "properties": {
+        "id": {"type": "integer"},
+        "attempt_number": {"type": "integer"},
+        "result": {"type": "string"},
+        "status_code": {"type": ["integer", "null"]},
+        "duration_ms": NUMBER,
+        "error": NULLABLE_STRING,
+        "response_excerpt": NULLABLE_STRING,
+        "attempted_at": TIME,
+    },
+}
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _items(item: dict[str, Any], paged: bool = False) -> dict[str, Any]:
+    props: dict[str, Any] = {"items": {"type": "array", "items": item}}
+    if paged:
+        props["next_cursor"] = NULLABLE_STRING
+    return {"type": "object", "required": ["items"], "properties": props}
+
+
+def _subscription_paths() -> dict[str, Any]:
+    one = "/admin/v1/webhooks/subscriptions/{subscription_id}"
+    return {
+        "/admin/v1/webhooks/subscriptions": {
+            "get": {
+                "summary": "The tenant's webhook subscriptions (admin, viewer)",
+                "responses": {"200": _json(_items(SUBSCRIPTION))},
+            },
+            "post": {
+                "summary": "Create a subscription; the signing secret is in this answer only "
+                "(admin)",
+                "requestBody": _body(NEW_SUBSCRIPTION),
+                "responses": {"201": _json(WITH_SECRET, "Created"), **_errors(400, 413, 422)},
+            },
+        },
+        one: {
+            "parameters": [_path("subscription_id")],
+            "get": {
+                "summary": "One subscription (admin, viewer)",
+                "responses": {"200": _json(SUBSCRIPTION), **_errors(404)},
+            },
+            "patch": {
+                "summary": "Change a subscription; active=true re-enables it (admin)",
+                "requestBody": _body(SUBSCRIPTION_PATCH),
+                "responses": {"200": _json(SUBSCRIPTION), **_errors(400, 404, 413, 422)},
+            },
+            "delete": {
+                "summary": "Delete (soft); unfinished deliveries are cancelled (admin)",
+                "responses": {"200": _json({"type": "object"}), **_errors(404)},
+            },
+        },
+        one + "/rotate-secret": {
+            "parameters": [_path("subscription_id")],
+            "post": {
+                "summary": "New signing secret (in this answer only); the old one keeps "
+                "signing for grace_seconds (default 86400) (admin)",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "secret": SECRET,
+                            "grace_seconds": {"type": "number", "minimum": 0, "maximum": 604800},
+                        },
+                    },
+                    required=False,
+                ),
+                "responses": {"200": _json(WITH_SECRET), **_errors(400, 404, 413, 422)},
+            },
+        },
+        one + "/test": {
+            "parameters": [_path("subscription_id")],
+            "post": {
+                "summary": "Send a webhook.test event to this subscription (admin)",
+                "responses": {"202": _json(PUBLISHED, "Accepted"), **_errors(404, 409)},
+            },
+        },
+        one + "/replay": {
+            "parameters": [_path("subscription_id")],
+            "post": {
+                "summary": "Replay the failed deliveries created in [from, to) (admin)",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["from"],
+                        "properties": {"from": TIME, "to": TIME},
+                    }
+                ),
+                "responses": {
+                    "202": _json(
+                        {"type": "object", "properties": {"replayed": {"type": "integer"}}},
+                        "Accepted",
+                    ),
+                    **_errors(400, 404, 409, 413, 422),
+                },
+            },
+        },
+    }
+
+
+def _delivery_paths() -> dict[str, Any]:
+    one = "/admin/v1/webhooks/deliveries/{delivery_id}"
+    return {
+        "/admin/v1/events": {
+            "post": {
+                "summary": "Publish an event (service, admin); a repeated idempotency_key "
+                "answers 200 with the first event",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "payload"],
+                        "properties": {
+                            "type": EVENT_TYPE,
+                            "payload": {"type": "object"},
+                            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": _json(PUBLISHED, "Created"),
+                    "200": _json(PUBLISHED, "Already published with this idempotency key"),
+                    **_errors(400, 409, 413, 422),
+                },
+            }
+        },
+        "/admin/v1/webhooks/deliveries": {
+            "get": {
+                "summary": "Deliveries, newest first (admin, viewer)",
+                "parameters": [
+                    _q("subscription_id", UUID, "one subscription"),
+                    _q("event_id", UUID, "one event"),
+                    _q("status", {"type": "string", "enum": STATUSES}, "status"),
+                    LIMIT,
+                    CURSOR,
+                ],
+                "responses": {"200": _json(_items(DELIVERY, paged=True)), **_errors(400)},
+            }
+        },
+        one: {
+            "parameters": [_path("delivery_id")],
+            "get": {
+                "summary": "One delivery (admin, viewer)",
+                "responses": {"200": _json(DELIVERY), **_errors(404)},
+            },
+        },
+        one + "/attempts": {
+            "parameters": [_path("delivery_id")],
+            "get": {
+                "summary": "Every attempt of a delivery, oldest first (admin, viewer)",
+                "responses": {"200": _json(_items(ATTEMPT)), **_errors(404)},
+            },
+        },
+        one + "/replay": {
+            "parameters": [_path("delivery_id")],
+            "post": {
+                "summary": "Send a finished delivery again, same webhook-id (admin)",
+                "responses": {"202": _json(DELIVERY, "Accepted"), **_errors(404, 409)},
+            },
+        },
+    }
+
+
+def paths() -> dict[str, Any]:
+    return {**_subscription_paths(), **_delivery_paths()}

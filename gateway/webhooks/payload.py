@@ -1,0 +1,168 @@
+"""What a subscriber receives: the body (envelope, field selection, template), the
+Standard Webhooks signature headers and the subscription's auth headers.
+
+Default body (the Standard Webhooks shape)::
+
+    {"type": "reservation.created", "timestamp": "<event time, ISO 8601>", "data": {...}}
+
+``payload.fields`` ({"output": "dotted.path"}) replaces ``data`` by the chosen fields,
+renamed; ``payload.template`` replaces the whole body by a JSON value in which the strings
+"{{type}}", "{{timestamp}}", "{{event_id}}", "{{data}}" and "{{data.some.path}}" are
+replaced by those values (whole strings only, so types are kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+from standardwebhooks.webhooks import Webhook
+
+from gateway.crypto import SecretBox
+from gateway.webhooks.model import AuthType, Claimed
+
+USER_AGENT = "IntegrationHub-Gateway-Webhooks/0.1"
+PLACEHOLDER_RE = re.compile(r"^\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}$")
+MISSING = object()
+SIGNER_CACHE_MAX = 10_000  # decrypted signers kept per process (keyed by ciphertext)
+
+
+class PayloadTranslator(Protocol):
+    async def __call__(
+        self, payload: Any, *, tenant_id: uuid.UUID, external_system: str, event_type: str
+    ) -> Any: ...
+
+
+class OutcomeReporter(Protocol):
+    async def __call__(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        external_system: str,
+        event_type: str,
+        payload: Any,
+        delivered: bool,
+        error: str | None,
+    ) -> None: ...
+
+
+async def translate_payload(
+    payload: Any, *, tenant_id: uuid.UUID, external_system: str, event_type: str
+) -> Any:
+    """Hook: ids in ``payload`` translated to ``external_system``'s own ids.
+
+    Called before each attempt to a subscription that names an external system. Returns
+    the payload unchanged until the integration_mappings translator (issue 4) is wired in:
+    pass another function with this signature as ``Dispatcher(translate=...)`` (app.py).
+    """
+    return payload
+
+
+async def on_delivery_outcome(
+    *,
+    tenant_id: uuid.UUID,
+    external_system: str,
+    event_type: str,
+    payload: Any,
+    delivered: bool,
+    error: str | None,
+) -> None:
+    """Hook: record the entity's sync outcome in data_sync_status (the sync-status issue).
+
+    Called after each attempt to a subscription that names an external system. No-op
+    until that table exists; pass another as ``Dispatcher(report=...)``.
+    """
+
+
+def lookup(value: Any, path: str) -> Any:
+    """``a.b.0.c`` inside nested objects/arrays; MISSING when absent."""
+    for part in path.split(".") if path else []:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return MISSING
+    return value
+
+
+def select_fields(data: Any, fields: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for name, path in fields.items():
+        value = lookup(data, path)
+        if value is not MISSING:
+            out[name] = value
+    return out
+
+
+def render_template(template: Any, context: dict[str, Any]) -> Any:
+    if isinstance(template, dict):
+        return {k: render_template(v, context) for k, v in template.items()}
+    if isinstance(template, list):
+        return [render_template(v, context) for v in template]
+    if isinstance(template, str):
+        m = PLACEHOLDER_RE.match(template)
+        if m:
+            head, _, rest = m.group(1).partition(".")
+            if head in context:
+                value = lookup(context[head], rest)
+                return None if value is MISSING else value
+    return template
+
+
+def build_body(d: Claimed, data: Any) -> bytes:
+    if d.payload_fields:
+        data = select_fields(data, d.payload_fields)
+    context = {
+        "type": d.event_type,
+        "timestamp": d.event_created_at.astimezone(UTC).isoformat(),
+        "event_id": str(d.event_id),
+        "data": data,
+    }
+    if d.payload_template is not None:
+        return orjson.dumps(render_template(d.payload_template, context))
+    return orjson.dumps({k: context[k] for k in ("type", "timestamp", "data")})
+
+
+class Signer:
+    """Standard Webhooks headers; during a rotation grace period both secrets sign."""
+
+    def __init__(self, box: SecretBox) -> None:
+        self.box = box
+        self._cache: dict[str, Webhook] = {}
+
+    def _webhook(self, token: str) -> Webhook:
+        hook = self._cache.get(token)
+        if hook is None:
+            if len(self._cache) >= SIGNER_CACHE_MAX:
+                self._cache.clear()
+            hook = self._cache[token] = Webhook(self.box.decrypt(token))
+        return hook
+
+    def headers(self, d: Claimed, body: bytes, now: datetime) -> dict[str, str]:
+        text = body.decode()
+        signatures = [self._webhook(d.secret).sign(d.webhook_id, now, text)]
+        if d.previous_secret is not None:
+            signatures.append(self._webhook(d.previous_secret).sign(d.webhook_id, now, text))
+        return {
+            "webhook-id": d.webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": " ".join(signatures),
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+
+    def auth_headers(self, auth_type: AuthType, token: str | None) -> dict[str, str]:
+        if auth_type is AuthType.NONE or token is None:
+            return {}
+        value = orjson.loads(self.box.decrypt(token))
+        if auth_type is AuthType.BEARER:
+            return {"Authorization": f"Bearer {value['token']}"}
+        if auth_type is AuthType.BASIC:
+            pair = f"{value['username']}:{value['password']}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return dict(value["headers"])

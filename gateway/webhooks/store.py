@@ -1,0 +1,635 @@
+"""All SQL of outbound webhooks: subscriptions, events, deliveries, claims and completions.
+
+Driver errors are wrapped here: callers see ``WebhookStoreError`` subclasses (or the
+records), never asyncpg exceptions, except connection-level ones the delivery loop retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.admin.keys import audit
+from gateway.webhooks.model import (
+    DELIVERY_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    Attempt,
+    Claimed,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventSource,
+    Subscription,
+)
+
+
+class WebhookStoreError(Exception):
+    """A webhook operation was refused by the store."""
+
+
+class NotFoundError(WebhookStoreError):
+    pass
+
+
+class ConflictError(WebhookStoreError):
+    pass
+
+
+class InvalidValueError(WebhookStoreError):
+    """PostgreSQL refused a value (a CHECK or a type): the caller's input is wrong."""
+
+
+# Columns the API may write (values validated and secrets encrypted by the caller).
+WRITABLE = frozenset(
+    {
+        "name",
+        "url",
+        "event_types",
+        "filter",
+        "auth_type",
+        "auth_secret",
+        "auth_header_names",
+        "secret",
+        "max_attempts",
+        "retry_schedule",
+        "backoff_initial",
+        "backoff_multiplier",
+        "backoff_max",
+        "attempt_timeout",
+        "max_concurrency",
+        "payload_fields",
+        "payload_template",
+        "external_system",
+        "active",
+    }
+)
+OPEN_STATUSES = ("pending", "delivering")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    name: str  # 'key:<uuid>' or 'cli'
+    key_id: uuid.UUID | None
+
+
+def _columns(values: dict[str, Any]) -> list[str]:
+    unknown = set(values) - WRITABLE
+    if unknown:
+        raise ValueError(f"not writable: {sorted(unknown)}")
+    return sorted(values)
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    tenant_id: uuid.UUID,
+    action: str,
+    object_id: uuid.UUID,
+    before: Subscription | None,
+    after: Subscription | None,
+) -> None:
+    await audit(
+        conn,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        tenant_id=tenant_id,
+        action=action,
+        object_type="webhook_subscription",
+        object_id=str(object_id),
+        before=before.public() if before else None,
+        after=after.public() if after else None,
+    )
+
+
+async def create_subscription(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, values: dict[str, Any], actor: Actor
+) -> Subscription:
+    cols = _columns(values)
+    marks = ", ".join(f"${i + 2}" for i in range(len(cols)))
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO webhook_subscriptions (tenant_id, {", ".join(cols)})
+                    VALUES ($1, {marks}) RETURNING {SUBSCRIPTION_COLUMNS}""",
+                tenant_id,
+                *(values[c] for c in cols),
+            )
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            raise InvalidValueError(_constraint_message(exc)) from None
+        sub = Subscription.from_row(row)
+        await _audit(conn, actor, tenant_id, "webhook_subscription.create", sub.id, None, sub)
+    return sub
+
+
+def _constraint_message(exc: asyncpg.PostgresError) -> str:
+    name = getattr(exc, "constraint_name", None)
+    return f"a value is not acceptable ({name})" if name else "a value is not acceptable"
+
+
+async def list_subscriptions(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[Subscription]:
+    rows = await conn.fetch(
+        f"""SELECT {SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions
+            WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at, id""",
+        tenant_id,
+    )
+    return [Subscription.from_row(r) for r in rows]
+
+
+async def get_subscription(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, sub_id: uuid.UUID, *, lock: bool = False
+) -> Subscription:
+    row = await conn.fetchrow(
+        f"""SELECT {SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions
+            WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL
+            {"FOR UPDATE" if lock else ""}""",
+        sub_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no subscription {sub_id}")
+    return Subscription.from_row(row)
+
+
+async def update_subscription(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    sub_id: uuid.UUID,
+    values: dict[str, Any],
+    actor: Actor,
+    action: str = "webhook_subscription.update",
+    extra_sql: str = "",
+) -> Subscription:
+    """Change columns; re-activating clears the reason and the failure clock."""
+    cols = _columns(values)
+    sets = [f"{c} = ${i + 3}" for i, c in enumerate(cols)]
+    if values.get("active") is True:
+        sets += ["disabled_reason = NULL", "disabled_at = NULL", "failing_since = NULL"]
+    elif values.get("active") is False:
+        sets += ["disabled_reason = 'disabled by an admin'", "disabled_at = now()"]
+    sets += ["updated_at = now()"] + ([extra_sql] if extra_sql else [])
+    async with conn.transaction():
+        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+        try:
+            row = await conn.fetchrow(
+                f"""UPDATE webhook_subscriptions SET {", ".join(sets)}
+                    WHERE id = $1 AND tenant_id = $2 RETURNING {SUBSCRIPTION_COLUMNS}""",
+                sub_id,
+                tenant_id,
+                *(values[c] for c in cols),
+            )
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            raise InvalidValueError(_constraint_message(exc)) from None
+        after = Subscription.from_row(row)
+        await _audit(conn, actor, tenant_id, action, sub_id, before, after)
+    return after
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    sub_id: uuid.UUID,
+    new_secret: str,
+    grace_seconds: float,
+    actor: Actor,
+) -> Subscription:
+    """The current secret keeps signing (second signature) for ``grace_seconds``."""
+    keep = (
+        "previous_secret = CASE WHEN $4::float8 > 0 THEN secret END, "
+        "previous_secret_expires_at = CASE WHEN $4::float8 > 0 "
+        "THEN now() + make_interval(secs => $4::float8) END"
+    )
+    async with conn.transaction():
+        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+        row = await conn.fetchrow(
+            f"""UPDATE webhook_subscriptions SET {keep}, secret = $3, updated_at = now()
+                WHERE id = $1 AND tenant_id = $2 RETURNING {SUBSCRIPTION_COLUMNS}""",
+            sub_id,
+            tenant_id,
+            new_secret,
+            grace_seconds,
+        )
+        after = Subscription.from_row(row)
+        await _audit(
+            conn, actor, tenant_id, "webhook_subscription.rotate_secret", sub_id, before, after
+        )
+    return after
+
+
+async def delete_subscription(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, sub_id: uuid.UUID, actor: Actor
+) -> None:
+    """Soft delete; its unfinished deliveries are cancelled."""
+    async with conn.transaction():
+        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+        await conn.execute(
+            """UPDATE webhook_subscriptions SET deleted_at = now(), active = false,
+                   disabled_reason = 'deleted', disabled_at = now(), updated_at = now()
+               WHERE id = $1""",
+            sub_id,
+        )
+        await conn.execute(
+            """UPDATE webhook_deliveries SET status = 'cancelled', lease_owner = NULL,
+                   lease_expires_at = NULL, updated_at = now()
+               WHERE subscription_id = $1 AND status IN ('pending', 'delivering')""",
+            sub_id,
+        )
+        await _audit(conn, actor, tenant_id, "webhook_subscription.delete", sub_id, before, None)
+
+
+# -- events ------------------------------------------------------------------------------
+
+EVENT_COLUMNS = "id, event_type, payload, idempotency_key, source, created_at"
+
+
+async def publish_event(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    event_type: str,
+    payload: Any,
+    *,
+    idempotency_key: str | None = None,
+    source: EventSource = EventSource.API,
+    subscription_id: uuid.UUID | None = None,
+) -> tuple[Event, bool, int]:
+    """Insert an event (the trigger fans it out); return it, whether it is new, and how
+    many deliveries it has. A repeated idempotency key returns the first event."""
+    # Autocommit (no transaction block): one round trip on the usual path; the delivery
+    # count is read after the commit, when the trigger's rows are visible.
+    try:
+        row = await conn.fetchrow(
+            f"""INSERT INTO webhook_events (tenant_id, event_type, payload, idempotency_key,
+                    source, subscription_id) VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+                RETURNING {EVENT_COLUMNS}""",
+            tenant_id,
+            event_type,
+            payload,
+            idempotency_key,
+            source.value,
+            subscription_id,
+        )
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+        raise InvalidValueError(_constraint_message(exc)) from None
+    created = row is not None
+    if row is None:
+        row = await _same_key_event(conn, tenant_id, event_type, payload, idempotency_key)
+    count = await conn.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE event_id = $1", row["id"]
+    )
+    return Event.from_row(row), created, int(count)
+
+
+async def _same_key_event(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, event_type: str, payload: Any, key: str | None
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"""SELECT {EVENT_COLUMNS}, (event_type = $3 AND payload = $4::jsonb) AS same
+            FROM webhook_events WHERE tenant_id = $1 AND idempotency_key = $2""",
+        tenant_id,
+        key,
+        event_type,
+        payload,
+    )
+    if row is None:  # pragma: no cover - the conflict proves it exists
+        raise ConflictError("idempotency key conflict")
+    if not row["same"]:
+        raise ConflictError(
+            "this idempotency key was used for a different event (type or payload differ)"
+        )
+    return row
+
+
+# -- deliveries and attempts ---------------------------------------------------------------
+
+
+async def list_deliveries(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    filters: dict[str, Any],
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[Delivery]:
+    """Newest first; filters: subscription_id, event_id, status."""
+    where: list[str] = ["d.tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+    for name in ("subscription_id", "event_id", "status"):
+        if filters.get(name) is not None:
+            args.append(filters[name])
+            where.append(f"d.{name} = ${len(args)}")
+    if before is not None:
+        args += list(before)
+        where.append(f"(d.created_at, d.id) < (${len(args) - 1}, ${len(args)})")
+    rows = await conn.fetch(
+        f"""SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+            JOIN webhook_events e ON e.id = d.event_id
+            WHERE {" AND ".join(where)} ORDER BY d.created_at DESC, d.id DESC
+            LIMIT {int(limit)}""",
+        *args,
+    )
+    return [Delivery.from_row(r) for r in rows]
+
+
+async def get_delivery(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, delivery_id: uuid.UUID
+) -> Delivery:
+    row = await conn.fetchrow(
+        f"""SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+            JOIN webhook_events e ON e.id = d.event_id
+            WHERE d.id = $1 AND d.tenant_id = $2""",
+        delivery_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no delivery {delivery_id}")
+    return Delivery.from_row(row)
+
+
+async def list_attempts(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, delivery_id: uuid.UUID
+) -> list[Attempt]:
+    await get_delivery(conn, tenant_id, delivery_id)  # 404 for another tenant's
+    rows = await conn.fetch(
+        """SELECT id, attempt_number, result, status_code, duration_ms, error,
+                  response_excerpt, attempted_at
+           FROM webhook_attempts WHERE delivery_id = $1 ORDER BY id""",
+        delivery_id,
+    )
+    return [Attempt.from_row(r) for r in rows]
+
+
+REPLAY_SET = (
+    "status = 'pending', attempt_count = 0, next_attempt_at = now(), "
+    "replay_count = replay_count + 1, updated_at = now()"
+)
+
+
+async def replay_delivery(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, delivery_id: uuid.UUID, actor: Actor
+) -> Delivery:
+    """Send a finished (delivered or failed) delivery again, with the same webhook-id."""
+    async with conn.transaction():
+        current = await get_delivery(conn, tenant_id, delivery_id)
+        if current.status not in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+            raise ConflictError(f"delivery is {current.status.value}; only finished ones replay")
+        await _require_active(conn, current.subscription_id)
+        await conn.execute(
+            f"UPDATE webhook_deliveries SET {REPLAY_SET} WHERE id = $1 AND status = $2",
+            delivery_id,
+            current.status.value,
+        )
+        await _audit_replay(conn, actor, tenant_id, "webhook_delivery", delivery_id, 1)
+        return await get_delivery(conn, tenant_id, delivery_id)
+
+
+async def _audit_replay(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    tenant_id: uuid.UUID,
+    object_type: str,
+    object_id: uuid.UUID,
+    count: int,
+) -> None:
+    await audit(
+        conn,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        tenant_id=tenant_id,
+        action=f"{object_type}.replay",
+        object_type=object_type,
+        object_id=str(object_id),
+        after={"replayed": count},
+    )
+
+
+async def _require_active(conn: asyncpg.Connection, sub_id: uuid.UUID) -> None:
+    active = await conn.fetchval(
+        "SELECT active FROM webhook_subscriptions WHERE id = $1 AND deleted_at IS NULL", sub_id
+    )
+    if not active:
+        raise ConflictError("the subscription is disabled or deleted; enable it first")
+
+
+async def replay_failed(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    sub_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    actor: Actor,
+) -> int:
+    """Replay every failed delivery of a subscription created in [start, end)."""
+    async with conn.transaction():
+        sub = await get_subscription(conn, tenant_id, sub_id)
+        if not sub.active:
+            raise ConflictError("the subscription is disabled; enable it first")
+        result = await conn.execute(
+            f"""UPDATE webhook_deliveries SET {REPLAY_SET}
+                WHERE subscription_id = $1 AND status = 'failed'
+                  AND created_at >= $2 AND created_at < $3""",
+            sub_id,
+            start,
+            end,
+        )
+        count = int(result.split()[-1])
+        await _audit_replay(conn, actor, tenant_id, "webhook_subscription", sub_id, count)
+    return count
+
+
+# -- the delivery loop ---------------------------------------------------------------------
+
+CLAIM_SQL = """
+WITH room AS (
+    SELECT s.id, s.max_concurrency - (
+               SELECT count(*) FROM webhook_deliveries x
+               WHERE x.subscription_id = s.id AND x.status = 'delivering'
+                 AND x.next_attempt_at > now()) AS free,
+           (SELECT min(y.next_attempt_at) FROM webhook_deliveries y
+            WHERE y.subscription_id = s.id AND y.status IN ('pending', 'delivering')
+              AND y.next_attempt_at <= now()) AS oldest
+    FROM webhook_subscriptions s
+    WHERE s.active AND s.deleted_at IS NULL
+), picked AS (
+    SELECT p.id FROM (SELECT * FROM room WHERE free > 0 AND oldest IS NOT NULL
+                      ORDER BY oldest LIMIT $2) r
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM webhook_deliveries d
+        WHERE d.subscription_id = r.id AND d.status IN ('pending', 'delivering')
+          AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at
+        LIMIT r.free
+        FOR UPDATE SKIP LOCKED) p
+    LIMIT $2
+)
+UPDATE webhook_deliveries d
+SET status = 'delivering', lease_owner = $1,
+    lease_expires_at = now() + make_interval(secs => s.attempt_timeout + $3),
+    next_attempt_at = now() + make_interval(secs => s.attempt_timeout + $3),
+    updated_at = now()
+FROM picked p, webhook_events e, webhook_subscriptions s
+WHERE d.id = p.id AND e.id = d.event_id AND s.id = d.subscription_id
+RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id, d.webhook_id, d.attempt_count,
+    d.lease_owner, e.event_type, e.payload, e.created_at AS event_created_at, s.url,
+    s.auth_type, s.auth_secret, s.secret,
+    CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
+        AS previous_secret,
+    s.max_attempts, s.retry_schedule, s.backoff_initial, s.backoff_multiplier, s.backoff_max,
+    s.attempt_timeout, s.payload_fields, s.payload_template, s.external_system
+"""
+
+
+async def claim(
+    conn: asyncpg.Connection, owner: str, limit: int, lease_margin: float
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries, at most ``max_concurrency`` in flight per
+    subscription; an expired lease counts as due (its process died)."""
+    rows = await conn.fetch(CLAIM_SQL, owner, limit, lease_margin)
+    return [Claimed.from_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The result of one attempt, to be written with others in one statement."""
+
+    delivery_id: uuid.UUID
+    lease_owner: str
+    status: DeliveryStatus
+    delay: float
+    attempt_number: int
+    result: str
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+    excerpt: str | None
+
+
+COMPLETE_SQL = """
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[], $5::int[],
+                         $6::text[], $7::int[], $8::float8[], $9::text[], $10::text[])
+        AS r(id, owner, status, delay, attempt_number, result, status_code, duration_ms,
+             error, excerpt)
+), attempts AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt_number, result, status_code,
+                                  duration_ms, error, response_excerpt)
+    SELECT id, attempt_number, result, status_code, duration_ms, error, excerpt FROM r
+)
+UPDATE webhook_deliveries d SET
+    status = r.status,
+    attempt_count = CASE WHEN r.result = 'released' THEN d.attempt_count
+                         ELSE r.attempt_number END,
+    next_attempt_at = now() + make_interval(secs => r.delay),
+    lease_owner = NULL, lease_expires_at = NULL,
+    last_status = coalesce(r.status_code, d.last_status),
+    last_error = CASE WHEN r.result = 'released' THEN d.last_error ELSE r.error END,
+    delivered_at = CASE WHEN r.status = 'delivered' THEN now() ELSE d.delivered_at END,
+    updated_at = now()
+FROM r WHERE d.id = r.id AND d.lease_owner = r.owner AND d.status = 'delivering'
+"""
+
+SUBSCRIPTION_EFFECT_SQL = """
+UPDATE webhook_subscriptions s SET
+    failing_since = CASE WHEN x.effect = 'succeeded' THEN NULL
+                         ELSE coalesce(s.failing_since, now()) END,
+    active = CASE WHEN x.effect = 'gone' THEN false
+                  WHEN x.effect = 'failed' AND s.failing_since < now() - make_interval(secs => $3)
+                  THEN false ELSE s.active END,
+    disabled_reason = CASE
+        WHEN x.effect = 'gone' THEN 'the endpoint answered 410 Gone'
+        WHEN x.effect = 'failed' AND s.failing_since < now() - make_interval(secs => $3)
+        THEN 'every attempt failed since ' || s.failing_since::text
+        ELSE s.disabled_reason END,
+    disabled_at = CASE WHEN x.effect = 'gone'
+        OR (x.effect = 'failed' AND s.failing_since < now() - make_interval(secs => $3))
+        THEN now() ELSE s.disabled_at END,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::text[]) AS x(id, effect)
+WHERE s.id = x.id AND s.deleted_at IS NULL AND (
+    (x.effect = 'succeeded' AND s.failing_since IS NOT NULL)
+    OR (x.effect = 'failed' AND s.active AND (s.failing_since IS NULL
+        OR s.failing_since < now() - make_interval(secs => $3)))
+    OR (x.effect = 'gone' AND s.active))
+"""
+
+
+async def complete(
+    conn: asyncpg.Connection,
+    done: Sequence[Completion],
+    effects: dict[uuid.UUID, str],
+    disable_after: float,
+) -> None:
+    """Record attempts and move deliveries on, all in one transaction."""
+    columns = list(zip(*(_completion_tuple(c) for c in done), strict=True))
+    subs = sorted(effects)  # a fixed order: two processes never deadlock on subscriptions
+    async with conn.transaction():
+        await conn.execute(COMPLETE_SQL, *columns)
+        if subs:
+            await conn.execute(
+                SUBSCRIPTION_EFFECT_SQL, subs, [effects[s] for s in subs], disable_after
+            )
+
+
+def _completion_tuple(c: Completion) -> tuple[Any, ...]:
+    return (
+        c.delivery_id,
+        c.lease_owner,
+        c.status.value,
+        c.delay,
+        c.attempt_number,
+        c.result,
+        c.status_code,
+        c.duration_ms,
+        c.error,
+        c.excerpt,
+    )
+
+
+async def stats(conn: asyncpg.Connection) -> tuple[int, float, int]:
+    """Unfinished deliveries, the oldest one's age in seconds, disabled subscriptions."""
+    row = await conn.fetchrow(
+        """SELECT count(*) AS pending,
+                  coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest
+           FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"""
+    )
+    disabled = await conn.fetchval(
+        "SELECT count(*) FROM webhook_subscriptions WHERE NOT active AND deleted_at IS NULL"
+    )
+    return int(row["pending"]), float(row["oldest"]), int(disabled)
+
+
+PRUNE_LOCK_KEY = 0x6761_7465_0005  # "gate" + 5: one process prunes webhook rows at a time
+
+PRUNE_DELIVERIES_SQL = """
+WITH old AS (
+    SELECT id FROM webhook_deliveries
+    WHERE status IN ('delivered', 'failed', 'cancelled')
+      AND updated_at < now() - make_interval(days => $1)
+    LIMIT $2
+), attempts AS (
+    DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM old)
+)
+DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM old)
+"""
+PRUNE_EVENTS_SQL = """
+DELETE FROM webhook_events WHERE id IN (
+    SELECT e.id FROM webhook_events e
+    WHERE e.created_at < now() - make_interval(days => $1)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+    LIMIT $2)
+"""
+
+
+async def prune(conn: asyncpg.Connection, retention_days: int, batch: int) -> tuple[int, int]:
+    """Delete finished deliveries (and their attempts) last changed more than
+    ``retention_days`` ago, then events left without deliveries; at most ``batch`` of each.
+    Returns (deliveries, events) deleted, or (0, 0) when another process is pruning."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK_KEY):
+            return 0, 0
+        deliveries = await conn.execute(PRUNE_DELIVERIES_SQL, retention_days, batch)
+        events = await conn.execute(PRUNE_EVENTS_SQL, retention_days, batch)
+    return int(deliveries.split()[-1]), int(events.split()[-1])
