@@ -346,7 +346,7 @@ async def test_chunked_answer_is_read_whole_and_translated(
     assert await resp.json() == {"reservation": {"id": "R-1"}}
 
 
-async def test_public_routes_and_websockets_are_untouched(gw: TestClient) -> None:
+async def test_public_routes_are_untouched(gw: TestClient) -> None:
     resp = await gw.get("/api/echo/R-1")
     assert resp.status == 200
 
