@@ -26,17 +26,17 @@ CONNECT_TIMEOUT = 5.0  # seconds to open the LISTEN connection
 
 
 def apply_notification(cache: MappingCache, payload: str) -> None:
-    """Drop the rows, tenants or everything a notification names (unknown: everything)."""
+    """Drop the rows, tenants or everything a notification names (anything else: all)."""
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        doc = {"all": True}
-    if not isinstance(doc, dict):
-        doc = {"all": True}
-    if isinstance(doc.get("rows"), list):
-        cache.invalidate_rows(tuple(str(x) for x in row) for row in doc["rows"])  # type: ignore[misc]
-    elif isinstance(doc.get("tenants"), list):
-        cache.invalidate_tenants(str(t) for t in doc["tenants"])
+        doc = None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    tenants = doc.get("tenants") if isinstance(doc, dict) else None
+    if isinstance(rows, list) and all(isinstance(r, list) and len(r) == 5 for r in rows):
+        cache.invalidate_rows((str(a), str(b), str(c), str(d), str(e)) for a, b, c, d, e in rows)
+    elif isinstance(tenants, list):
+        cache.invalidate_tenants(str(t) for t in tenants)
     else:
         cache.clear()
 

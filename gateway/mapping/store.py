@@ -435,20 +435,7 @@ async def merge_import(
     what the merge did."""
     try:
         async with conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
-                IMPORT_LOCK & 0x7FFF_FFFF,
-                str(tenant_id),
-            )
-            await conn.execute(
-                """CREATE TEMP TABLE mapping_import (
-                       line integer, entity_type text, internal_id uuid, external_system text,
-                       external_id text, direction text, sync_status text) ON COMMIT DROP"""
-            )
-            await conn.copy_records_to_table(
-                "mapping_import", records=records, columns=STAGING_COLUMNS
-            )
-            await conn.execute("ANALYZE mapping_import")
+            await _stage(conn, tenant_id, records)
             unchanged, conflicts = await _classify(conn, tenant_id)
             created = await _insert_staged(conn, tenant_id)
             expected = len(records) - unchanged - len(conflicts)
@@ -459,6 +446,24 @@ async def merge_import(
     except asyncpg.PostgresError as exc:
         raise MappingStoreError(f"bulk import failed: {type(exc).__name__}") from exc
     return MergeResult(created, unchanged, conflicts)
+
+
+async def _stage(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, records: list[tuple[Any, ...]]
+) -> None:
+    """One import per tenant at a time; rows COPYed into a table dropped at commit."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1::int, hashtext($2))",
+        IMPORT_LOCK & 0x7FFF_FFFF,
+        str(tenant_id),
+    )
+    await conn.execute(
+        """CREATE TEMP TABLE mapping_import (
+               line integer, entity_type text, internal_id uuid, external_system text,
+               external_id text, direction text, sync_status text) ON COMMIT DROP"""
+    )
+    await conn.copy_records_to_table("mapping_import", records=records, columns=STAGING_COLUMNS)
+    await conn.execute("ANALYZE mapping_import")  # the merge joins need its row count
 
 
 def _sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

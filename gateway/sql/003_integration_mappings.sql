@@ -41,46 +41,49 @@ CREATE INDEX integration_mappings_tenant_created
 -- Every change (API, bulk import, auto-mapping, or SQL by another program) tells every
 -- gateway process which cache entries to drop, on channel 'integration_mappings'.
 -- Payload (JSON): {"rows": [[tenant, system, entity_type, internal_id, external_id], ...]}
--- for small statements; {"tenants": [...]} when many rows changed; {"all": true} for
--- TRUNCATE or many tenants. NOTIFY is delivered at commit, so caches refill with
+-- for statements of up to 40 rows (old and new versions); {"tenants": [...]} when more
+-- rows changed; {"all": true} for TRUNCATE or more than 100 tenants. NOTIFY is delivered at commit, so caches refill with
 -- committed data only.
 CREATE FUNCTION integration_mappings_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    changed jsonb;
-    n integer;
+    changed jsonb;   -- at most MAX_ROWS + 1 rows: more means "name the tenants instead"
+    tenants jsonb;
 BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        PERFORM pg_notify('integration_mappings', '{"all": true}');
-        RETURN NULL;
-    ELSIF TG_OP = 'INSERT' THEN
+    -- Transition tables exist only for the events that declare them: one branch each.
+    IF TG_OP = 'INSERT' THEN
         SELECT jsonb_agg(jsonb_build_array(tenant_id, external_system, entity_type,
-                                           internal_id, external_id)), count(*)
-          INTO changed, n FROM new_rows;
+                                           internal_id, external_id))
+          INTO changed FROM (SELECT * FROM new_rows LIMIT 41) r;
+        IF jsonb_array_length(changed) > 40 THEN
+            SELECT jsonb_agg(DISTINCT tenant_id) INTO tenants FROM new_rows;
+        END IF;
     ELSIF TG_OP = 'DELETE' THEN
         SELECT jsonb_agg(jsonb_build_array(tenant_id, external_system, entity_type,
-                                           internal_id, external_id)), count(*)
-          INTO changed, n FROM old_rows;
-    ELSE
-        SELECT jsonb_agg(jsonb_build_array(tenant_id, external_system, entity_type,
-                                           internal_id, external_id)), count(*)
-          INTO changed, n
-          FROM (SELECT * FROM new_rows UNION ALL SELECT * FROM old_rows) r;
-    END IF;
-    IF n = 0 THEN
-        RETURN NULL;
-    END IF;
-    -- NOTIFY payloads are limited to 8000 bytes: name tenants instead of rows past that.
-    IF n <= 40 AND length(changed::text) < 7000 THEN
-        PERFORM pg_notify('integration_mappings', jsonb_build_object('rows', changed)::text);
-    ELSE
-        SELECT jsonb_agg(DISTINCT x -> 0), count(DISTINCT x -> 0)
-          INTO changed, n FROM jsonb_array_elements(changed) x;
-        IF n <= 100 THEN
-            PERFORM pg_notify('integration_mappings',
-                              jsonb_build_object('tenants', changed)::text);
-        ELSE
-            PERFORM pg_notify('integration_mappings', '{"all": true}');
+                                           internal_id, external_id))
+          INTO changed FROM (SELECT * FROM old_rows LIMIT 41) r;
+        IF jsonb_array_length(changed) > 40 THEN
+            SELECT jsonb_agg(DISTINCT tenant_id) INTO tenants FROM old_rows;
         END IF;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT jsonb_agg(jsonb_build_array(tenant_id, external_system, entity_type,
+                                           internal_id, external_id))
+          INTO changed
+          FROM (SELECT * FROM new_rows UNION ALL SELECT * FROM old_rows LIMIT 41) r;
+        IF jsonb_array_length(changed) > 40 THEN
+            SELECT jsonb_agg(t) INTO tenants
+              FROM (SELECT tenant_id AS t FROM new_rows
+                    UNION SELECT tenant_id FROM old_rows) x;
+        END IF;
+    END IF;
+    IF TG_OP = 'TRUNCATE' OR jsonb_array_length(tenants) > 100 THEN
+        PERFORM pg_notify('integration_mappings', '{"all": true}');
+    ELSIF tenants IS NOT NULL OR length(changed::text) >= 7000 THEN
+        -- NOTIFY payloads are limited to 8000 bytes: name tenants instead of rows.
+        PERFORM pg_notify('integration_mappings', jsonb_build_object('tenants',
+            coalesce(tenants, (SELECT jsonb_agg(DISTINCT x -> 0)
+                               FROM jsonb_array_elements(changed) x)))::text);
+    ELSIF changed IS NOT NULL THEN
+        PERFORM pg_notify('integration_mappings', jsonb_build_object('rows', changed)::text);
     END IF;
     RETURN NULL;
 END $$;

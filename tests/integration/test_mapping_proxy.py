@@ -48,6 +48,14 @@ ROUTES = """
       request_body: {/guest_id: guest}
       response_body: {/id: reservation, /guest_id: guest}
       auto_map: {entity_type: reservation, external_id: /external_id, internal_id: /id}
+  - name: tr-shorthand
+    path: /tb/create
+    methods: [POST]
+    strip_prefix: /tb
+    upstream: main
+    translate:
+      body: {/guest_id: guest}
+      unknown_status: 404
   - name: tr-chunked
     path: /tr/chunked-json
     methods: [GET]
@@ -338,7 +346,7 @@ async def test_chunked_answer_is_read_whole_and_translated(
     assert await resp.json() == {"reservation": {"id": "R-1"}}
 
 
-async def test_public_routes_and_websockets_are_untouched(gw: TestClient) -> None:
+async def test_public_routes_are_untouched(gw: TestClient) -> None:
     resp = await gw.get("/api/echo/R-1")
     assert resp.status == 200
 
@@ -427,3 +435,16 @@ async def test_ids_postgresql_cannot_hold_are_unknown_not_errors(
     assert resp.status == 200  # pass-through: forwarded as sent
     rows = await wait_rows(4)
     assert [r["status"] for r in rows] == [404, 422, 400, 200]
+
+
+async def test_body_shorthand_status_override_and_repeated_query_parameters(
+    gw: TestClient, world: dict[str, Any]
+) -> None:
+    be = world["booking_engine"]
+    resp = await gw.post("/tb/create", json={"guest_id": "G-1"}, headers=be)
+    assert resp.status == 201
+    assert (await resp.json())["guest_id"] == "G-1"  # GUEST went up and came back as G-1
+    resp = await gw.post("/tb/create", json={"guest_id": "NOPE"}, headers=be)
+    assert resp.status == 404 and (await resp.json())["field"] == "body field '/guest_id'"
+    resp = await gw.get("/tp/mirror/x?guest=G-1&guest=G-404&a=1&guest=G-1", headers=be)
+    assert (await resp.json())["query"] == f"guest={GUEST}&guest=G-404&a=1&guest={GUEST}"

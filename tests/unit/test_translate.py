@@ -155,6 +155,9 @@ def test_notifications_drop_what_they_name() -> None:
     cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
     apply_notification(cache, "garbage")
     assert len(cache) == 0
+    cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
+    apply_notification(cache, '{"rows": [["t1", "s"]]}')  # not what the trigger sends
+    assert len(cache) == 0
 
 
 def test_import_parsing_and_duplicates() -> None:
