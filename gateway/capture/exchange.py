@@ -13,6 +13,8 @@ from gateway.capture.record import (
     clean_text,
     describe_body,
     omitted,
+    stored,
+    stored_body,
     uuid7,
 )
 from gateway.routes import CaptureOptions
@@ -98,13 +100,13 @@ class Exchange:
             self.method,
             self.path,
             self.query,
-            self.request_headers,
-            rq.value,
+            stored(self.request_headers),
+            stored_body(rq),
             rq.format,
             rq.size,
             rq.truncated,
-            self.response_headers,
-            rs.value,
+            stored(self.response_headers),
+            stored_body(rs),
             rs.format,
             rs.size,
             rs.truncated,
@@ -115,5 +117,5 @@ class Exchange:
             self.error_message,
             self.client_ip,
             self.user_agent,
-            self.translated,
+            stored(self.translated),
         )

@@ -118,3 +118,42 @@ def test_any_json_round_trips_or_is_sanitised(value: object) -> None:
     assert not has_nul(b.value)
     if b"\\u0000" not in data:
         assert b.value == value
+
+
+def test_clean_json_is_stored_as_received_and_rows_hold_no_containers() -> None:
+    import gc
+    from datetime import UTC, datetime
+
+    from gateway.capture.exchange import CapturePolicy, Exchange
+    from gateway.capture.record import REDACTED, stored_body
+    from gateway.routes import CaptureOptions
+
+    policy = CapturePolicy.build(CaptureOptions(), 65536, frozenset({"password"}), frozenset())
+    clean = b'{"id": "r-1", "rooms": [{"n": 1}], "note": "caf\xc3\xa9"}'
+    body = policy.body(True, clean, len(clean), "application/json", "")
+    assert body.raw == clean and body.value["rooms"] == [{"n": 1}]
+    assert orjson.dumps(stored_body(body)) == clean  # written verbatim, not re-serialised
+    secret = b'{"user": "ada", "password": "hunter2"}'
+    redacted = policy.body(True, secret, len(secret), "application/json", "")
+    assert redacted.raw is None
+    assert orjson.loads(orjson.dumps(stored_body(redacted)))["password"] == REDACTED
+    escaped = b'{"a": "\\u00e9"}'
+    assert policy.body(True, escaped, len(escaped), "application/json", "").raw is None
+    ex = Exchange(
+        created_at=datetime.now(UTC),
+        started=0.0,
+        request_id="r",
+        method="POST",
+        path="/x",
+        query="",
+        request_headers=[["Content-Type", "application/json"]],
+        client_ip=None,
+        user_agent=None,
+        request_body=body,
+        response_headers=[["X", "1"]],
+        response_body=redacted,
+        translated={"request": {"/id": 1}},
+    )
+    row = ex.to_row(1.0)
+    # Rows wait in the queue: no dict or list in them for the garbage collector to scan.
+    assert not any(isinstance(v, dict | list) or gc.is_tracked(v) for v in row[11:])
