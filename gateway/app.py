@@ -27,6 +27,7 @@ from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
 from gateway.mapping.payload import payload_translator
+from gateway.proxy.client import upstream_session
 from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
@@ -55,7 +56,6 @@ LISTENER = web.AppKey("mapping_listener", Listener)
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
-UPSTREAM_POOL_LIMIT = 1000  # concurrent upstream connections held by the one ClientSession
 LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN connection
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 
@@ -146,13 +146,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=UPSTREAM_POOL_LIMIT, limit_per_host=0),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,  # pass compressed bodies through untouched
-        timeout=aiohttp.ClientTimeout(total=None),  # per-route timeouts are set per request
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-    )
+    session = upstream_session()
     app[SESSION] = session
     yield
     await session.close()

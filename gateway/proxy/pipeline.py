@@ -112,6 +112,12 @@ class Proxy:
         # Metric children resolved once per label set: .labels() takes a lock every call.
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._durations: dict[str, tuple[Any, Any]] = {}
+        self.timeouts = {  # built once: ClientTimeout is immutable
+            name: aiohttp.ClientTimeout(
+                total=None, sock_connect=up.connect_timeout, sock_read=up.read_timeout
+            )
+            for name, up in routes.upstreams.items()
+        }
         self.retry_clients = {
             name: _retry_client(session, up.retries, up.retry_backoff)
             for name, up in routes.upstreams.items()
@@ -242,9 +248,7 @@ class Proxy:
             headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
         url = route.upstream_url(raw_path, query)
         up = route.upstream
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=up.connect_timeout, sock_read=up.read_timeout
-        )
+        timeout = self.timeouts[up.name]
         retry = self.retry_clients.get(up.name)
         sender: Any = self.session
         if retry is not None and request.method in IDEMPOTENT_METHODS and not _is_stream(body):

@@ -400,3 +400,18 @@ async def test_retries_idempotent_requests_on_connection_failure(
     finally:
         await starter
         await runner.cleanup()
+
+
+async def test_no_default_headers_are_added_upstream(gateway: TestClient) -> None:
+    """aiohttp's client adds Accept, Accept-Encoding, User-Agent (and Content-Type for
+    bodies) when a request lacks them; a transparent proxy must not."""
+    skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+    resp = await gateway.post("/api/echo/bare", data=b"raw", skip_auto_headers=skip)
+    assert resp.status == 200
+    seen = {name.lower() for name, _ in (await resp.json())["headers"]}
+    assert not seen & {h.lower() for h in skip}, seen
+    resp = await gateway.get(
+        "/api/echo/with", headers={"User-Agent": "pms-partner/1.0", "Accept": "text/csv"}
+    )
+    got = dict((await resp.json())["headers"])
+    assert got["User-Agent"] == "pms-partner/1.0" and got["Accept"] == "text/csv"
