@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import codecs
 import hashlib
-import os
 import re
 import time
 import uuid
@@ -32,6 +31,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from gateway.randomness import random_bytes
 
 REDACTED = "[REDACTED]"
 
@@ -124,7 +125,7 @@ def omitted(size: int) -> Body:
 def uuid7(ts: float | None = None) -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 v7): 48-bit unix milliseconds, then randomness."""
     ms = int((time.time() if ts is None else ts) * 1000)
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(random_bytes(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Iterable
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.randomness import random_bytes
 from gateway.settings import IPNetwork
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones aiohttp computes for each hop.
@@ -55,7 +55,7 @@ def request_id_from(headers: CIMultiDictProxy[str]) -> str:
     rid = headers.get(REQUEST_ID_HEADER)
     if rid is not None and REQUEST_ID_RE.match(rid):
         return rid
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+    return random_bytes(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
