@@ -194,6 +194,17 @@ WEBHOOK_ATTEMPTS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+# Per-subscription failures are not a label: subscription ids (and names) are unbounded and
+# churn, and every id would stay a series until restart. The subscriber's external system
+# is bounded (the same values as the sync metrics; "none" without one), so failures are
+# counted per system; the admin API lists the failing deliveries of each subscription.
+WEBHOOK_FAILED_ATTEMPTS = Counter(
+    "gateway_webhook_failed_attempts_total",
+    "Failed delivery attempts (anything but delivered or released), by the subscription's "
+    "external system (none when it has none)",
+    ["external_system"],
+    registry=REGISTRY,
+)
 WEBHOOK_ATTEMPT_DURATION = Histogram(
     "gateway_webhook_attempt_duration_seconds",
     "Time of one delivery attempt, connect to answer",
