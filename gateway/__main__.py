@@ -36,6 +36,8 @@ def resolve_database_url(settings: Settings, keep_running: bool = False) -> Sett
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.worker:
+        return _supervise(args)
     import uvloop
     from aiohttp import web
 
@@ -59,10 +61,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         loop=uvloop.new_event_loop(),
         shutdown_timeout=settings.shutdown_timeout,
+        reuse_port=args.worker,  # workers of `serve --workers N` share the port
         access_log=None,
         print=lambda msg: logging.getLogger("gateway").info(msg),
     )
     return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """``serve --workers N``: database and schema once here, then N workers (gateway.workers)."""
+    from gateway import workers
+    from gateway.crypto import load_box
+    from gateway.routes import load_routes
+
+    settings = Settings.from_env()
+    load_routes(args.routes)  # a bad file fails here once, not in N restarting workers
+    settings = resolve_database_url(settings)
+    assert settings.database_url is not None
+    asyncio.run(_with_conn(settings, _nothing))  # migrations, before any worker races
+    load_box([k.reveal().encode() for k in settings.encryption_keys], settings.data_dir)
+    supervisor = workers.Supervisor(
+        workers.worker_argv(args.routes, args.host, args.port),
+        workers.worker_env(settings.database_url.reveal(), workers.metrics_dir(settings)),
+        args.workers,
+        settings.shutdown_timeout + workers.STOP_MARGIN,
+    )
+    logging.getLogger(__name__).info(
+        "gateway: %d workers on %s:%d; database %s",
+        args.workers,
+        args.host,
+        args.port,
+        mask_url(settings.database_url.reveal()),
+    )
+    return supervisor.run()
+
+
+async def _nothing(conn: Any) -> None:
+    return None
 
 
 async def _tune_gc(app: Any) -> AsyncIterator[None]:
@@ -197,6 +232,13 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Integration Hub gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--routes", default="routes.yaml", help="routes file (default routes.yaml)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT), supervised by this one (default 1)",
+    )
+    # Internal: set by the supervisor for each of its workers.
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
         func=cmd_migrate

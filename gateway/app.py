@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import aiohttp
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics
 from gateway.admin import api as admin_api
@@ -90,6 +90,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
             _proxy,
             _maintenance,
             _webhook_delivery,
+            _gauge_refresh,
         ]
     )
     app.router.add_get("/healthz", json_errors(healthz))
@@ -143,6 +144,18 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     yield
     await pool.close()
+
+
+async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
+    """Several worker processes: keep function-backed gauges current (see gateway.metrics)."""
+    if not metrics.MULTIPROCESS:
+        yield
+        return
+    task = asyncio.create_task(metrics.refresh_loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
@@ -318,6 +331,4 @@ def _not_ready(message: str, detail: dict[str, object]) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    return web.Response(
-        body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -2,13 +2,98 @@
 
 Conventions: ``gateway_`` prefix, base units (seconds, bytes), ``_total`` counters.
 Labels stay bounded: route names (or ``unmatched``), never raw paths or ids.
+
+Processes. One ``gateway serve`` process (the default) keeps every metric in this
+module's in-memory ``REGISTRY``: nothing is shared, nothing is written to disk, and gauges
+such as in-flight requests are read when scraped (``set_function``). ``gateway serve
+--workers N`` (N > 1) runs N processes behind one port; a scrape reaches one of them at
+random, so each must answer for all. The parent then sets ``PROMETHEUS_MULTIPROC_DIR``
+(a fresh folder under the data directory) before the workers start, which switches
+prometheus-client to its multiprocess mode: every value lives in a per-process mmap file
+and ``exposition()`` merges the files of all workers (``MultiProcessCollector``): counters
+and histograms add up (a dead worker's counts stay in the totals), each gauge combines as
+its ``multiprocess_mode`` says — ``livesum`` for per-process quantities (in-flight
+requests, queued rows), ``livemax``/``livemin`` where every process sees the same thing
+(the shared journal folder, "is the database up"), ``livemostrecent`` for values computed
+from the database (sync and webhook statistics; the newest computation wins, so a process
+that lost the advisory lock stops counting). ``live*`` modes forget a worker once the
+parent marks it dead. In that mode ``set_function`` cannot work (the collector reads files,
+not functions), so ``RefreshedGauge`` sets those gauges from their functions every
+``REFRESH_INTERVAL`` seconds instead (``refresh_loop``, a task per worker): nothing is
+added to the request path. The alternative, one registry per process scraped as its own
+target, needs one port per worker, which SO_REUSEPORT sharing does not give.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import asyncio
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# Set by `gateway serve --workers N` for its workers; read once, before any metric exists
+# (prometheus-client picks its value storage when it is imported).
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+REFRESH_INTERVAL = 1.0  # seconds between updates of function-backed gauges (multiprocess)
+
+
+class RefreshedGauge(Gauge):
+    """A gauge whose ``set_function`` also works in multiprocess mode (refreshed by a task)."""
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        if MULTIPROCESS:
+            _FUNCTIONS[self] = f
+        else:
+            super().set_function(f)
+
+
+_FUNCTIONS: dict[Gauge, Callable[[], float]] = {}
+
+
+def refresh() -> None:
+    """Set every function-backed gauge from its function (multiprocess mode only)."""
+    for gauge, f in _FUNCTIONS.items():
+        gauge.set(f())
+
+
+async def refresh_loop() -> None:
+    while True:
+        refresh()
+        await asyncio.sleep(REFRESH_INTERVAL)
+
+
+def clear_gauge(gauge: Gauge, computing: bool) -> None:
+    """Drop a labelled gauge's series: before republishing them (``computing``), or because
+    another process publishes them now.
+
+    In multiprocess mode series live in files and cannot be removed: a computing process
+    sets its old series to 0 (the fresh values it sets next win as most recent), any other
+    process leaves its stale ones alone (older than the computing process's, so they lose).
+    """
+    if not MULTIPROCESS:
+        gauge.clear()
+    elif computing:
+        for labels in list(gauge._metrics):
+            gauge.labels(*labels).set(0)
+
+
+def exposition() -> bytes:
+    """The text answer of /metrics: this process's registry, or every worker's files."""
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    return generate_latest(merged)
+
 
 # Proxy latencies: most answers land between 1 ms and a few seconds.
 LATENCY_BUCKETS = (
@@ -49,9 +134,10 @@ UPSTREAM_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
-IN_FLIGHT = Gauge(
+IN_FLIGHT = RefreshedGauge(
     "gateway_requests_in_flight",
     "Requests being proxied now",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(
@@ -74,9 +160,10 @@ RATE_LIMITED = Counter(
     registry=REGISTRY,
 )
 
-LOG_QUEUE_DEPTH = Gauge(
+LOG_QUEUE_DEPTH = RefreshedGauge(
     "gateway_log_queue_depth",
     "api_logs rows waiting in memory",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 LOG_ROWS_WRITTEN = Counter(
@@ -102,6 +189,7 @@ LOG_ROWS_SALVAGED = Counter(
 LOG_JOURNAL_BYTES = Gauge(
     "gateway_log_journal_bytes",
     "Size of the on-disk log journal",
+    multiprocess_mode="livemax",
     registry=REGISTRY,
 )
 LOG_FLUSH_DURATION = Histogram(
@@ -113,6 +201,7 @@ LOG_FLUSH_DURATION = Histogram(
 LOG_DB_UP = Gauge(
     "gateway_log_database_up",
     "1 while the log writer reaches PostgreSQL, 0 while journaling",
+    multiprocess_mode="livemin",
     registry=REGISTRY,
 )
 PARTITION_RUNS = Counter(
@@ -155,6 +244,7 @@ SYNC_ENTITIES = Gauge(
     "gateway_sync_entities",
     "Tracked entities by external system and sync status (periodic query)",
     ["external_system", "status"],
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 SYNC_LAG = Gauge(
@@ -162,12 +252,14 @@ SYNC_LAG = Gauge(
     "Age of the oldest entity not in sync (pending, in progress, failed, conflict), "
     "per external system; 0 when everything is in sync",
     ["external_system"],
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 SYNC_SINCE_SUCCESS = Gauge(
     "gateway_sync_since_last_success_seconds",
     "Time since the last successful sync, per external system",
     ["external_system"],
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 SYNC_STATS_RUNS = Counter(
@@ -194,6 +286,17 @@ WEBHOOK_ATTEMPTS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+# Per-subscription failures are not a label: subscription ids (and names) are unbounded and
+# churn, and every id would stay a series until restart. The subscriber's external system
+# is bounded (the same values as the sync metrics; "none" without one), so failures are
+# counted per system; the admin API lists the failing deliveries of each subscription.
+WEBHOOK_FAILED_ATTEMPTS = Counter(
+    "gateway_webhook_failed_attempts_total",
+    "Failed delivery attempts (anything but delivered or released), by the subscription's "
+    "external system (none when it has none)",
+    ["external_system"],
+    registry=REGISTRY,
+)
 WEBHOOK_ATTEMPT_DURATION = Histogram(
     "gateway_webhook_attempt_duration_seconds",
     "Time of one delivery attempt, connect to answer",
@@ -209,16 +312,19 @@ WEBHOOK_DELIVERY_LAG = Histogram(
 WEBHOOK_PENDING = Gauge(
     "gateway_webhook_pending_deliveries",
     "Deliveries not finished yet (pending or being attempted), refreshed periodically",
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 WEBHOOK_OLDEST_PENDING_AGE = Gauge(
     "gateway_webhook_oldest_pending_age_seconds",
     "Age of the oldest unfinished delivery, refreshed periodically",
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 WEBHOOK_DISABLED_SUBSCRIPTIONS = Gauge(
     "gateway_webhook_disabled_subscriptions",
     "Subscriptions disabled (by the gateway or an admin), refreshed periodically",
+    multiprocess_mode="livemostrecent",
     registry=REGISTRY,
 )
 WEBHOOK_EVENTS_EMITTED = Counter(
@@ -251,9 +357,10 @@ MAPPING_CACHE_EVICTIONS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
-MAPPING_CACHE_ENTRIES = Gauge(
+MAPPING_CACHE_ENTRIES = RefreshedGauge(
     "gateway_mapping_cache_entries",
     "Entries held by the mapping cache",
+    multiprocess_mode="livesum",
     registry=REGISTRY,
 )
 MAPPING_DB_LOOKUPS = Counter(
@@ -264,5 +371,6 @@ MAPPING_DB_LOOKUPS = Counter(
 MAPPING_LISTENER_UP = Gauge(
     "gateway_mapping_listener_up",
     "1 while the LISTEN connection for mapping invalidations is up",
+    multiprocess_mode="livemin",
     registry=REGISTRY,
 )

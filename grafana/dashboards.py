@@ -33,8 +33,9 @@ def panel(
     kind: str = "timeseries",
     description: str = "",
     thresholds: list[tuple[float, str]] | None = None,
+    base: str = "green",
 ) -> dict[str, Any]:
-    steps = [{"color": "green", "value": None}]
+    steps = [{"color": base, "value": None}]
     steps += [{"color": color, "value": value} for value, color in thresholds or []]
     custom: dict[str, Any] = {}
     if thresholds and kind == "timeseries":
@@ -343,7 +344,106 @@ def internals() -> dict[str, Any]:
     )
 
 
-DASHBOARDS = {"overview": overview, "sync": sync, "internals": internals}
+# Webhook alert thresholds, shared with grafana/alerts.yml (keep them equal).
+WEBHOOK_SUCCESS_ALERT = 0.9  # attempt success ratio under which GatewayWebhookFailing fires
+WEBHOOK_OLDEST_ALERT = 3600  # seconds; GatewayWebhookBacklogOld fires above
+
+
+def webhooks() -> dict[str, Any]:
+    attempts = f'sum(rate(gateway_webhook_attempts_total{{result!="released"}}[{RI}]))'
+    delivered = f'sum(rate(gateway_webhook_attempts_total{{result="delivered"}}[{RI}]))'
+    finished = f"sum(rate(gateway_webhook_deliveries_total[{RI}]))"
+    ok = f'sum(rate(gateway_webhook_deliveries_total{{result="delivered"}}[{RI}]))'
+    lag = "gateway_webhook_delivery_lag_seconds_bucket"
+    return dashboard(
+        "gateway-webhooks",
+        "Gateway — outbound webhooks",
+        [
+            panel(
+                "Success rate (alert under 90 %)",
+                [q(f"{delivered} / {attempts}", "attempts"), q(f"{ok} / {finished}", "deliveries")],
+                "percentunit",
+                thresholds=[(WEBHOOK_SUCCESS_ALERT, "green")],
+                base="red",
+                description="attempts: share of attempts answered 2xx (released attempts, handed "
+                "back at shutdown, are left out); deliveries: share of finished deliveries that "
+                "were delivered rather than failed for good. GatewayWebhookFailing fires when "
+                "the attempt share stays under 90 % for 15 minutes.",
+            ),
+            panel(
+                "Attempts by result",
+                [
+                    q(
+                        f"sum by (result) (rate(gateway_webhook_attempts_total[{RI}]))",
+                        "{{result}}",
+                    )
+                ],
+                "ops",
+            ),
+            panel(
+                "Delivery lag, event created to delivered (p50 / p95 / p99)",
+                [
+                    q(
+                        f"histogram_quantile({p}, sum by (le) (rate({lag}[{RI}])))",
+                        f"p{int(p * 100)}",
+                    )
+                    for p in (0.5, 0.95, 0.99)
+                ],
+                "s",
+                description="Retries included: a subscriber that was down shows here once it "
+                "accepts again.",
+            ),
+            panel(
+                "Attempt duration (p50 / p99)",
+                [
+                    q(
+                        f"histogram_quantile({p}, sum by (le) (rate(gateway_webhook_attempt_duration_seconds_bucket[{RI}])))",
+                        f"p{int(p * 100)}",
+                    )
+                    for p in (0.5, 0.99)
+                ],
+                "s",
+            ),
+            panel(
+                "Pending deliveries",
+                [q("max(gateway_webhook_pending_deliveries)", "pending or being attempted")],
+                description="Unfinished deliveries in the database (every process counts the "
+                "same rows: max, not sum).",
+            ),
+            panel(
+                "Oldest pending delivery age (alert at 1 h)",
+                [q("max(gateway_webhook_oldest_pending_age_seconds)", "oldest pending")],
+                "s",
+                thresholds=[(WEBHOOK_OLDEST_ALERT, "red")],
+                description="GatewayWebhookBacklogOld fires above 1 hour for 10 minutes.",
+            ),
+            panel(
+                "Failed attempts per subscriber system",
+                [
+                    q(
+                        f"sum by (external_system) (rate(gateway_webhook_failed_attempts_total[{RI}]))",
+                        "{{external_system}}",
+                    )
+                ],
+                "ops",
+                description="Subscription ids are not metric labels (unbounded); failures are "
+                "counted per the subscription's external system (none without one). Per "
+                "subscription: GET /admin/v1/webhooks/deliveries?subscription_id=…&status=failed.",
+            ),
+            panel(
+                "Disabled subscriptions",
+                [q("max(gateway_webhook_disabled_subscriptions)", "disabled")],
+                kind="stat",
+                thresholds=[(1, "orange")],
+                description="Disabled by an admin, by a 410 Gone answer, or after failing "
+                "everything for GATEWAY_WEBHOOK_DISABLE_AFTER.",
+            ),
+        ],
+        [],
+    )
+
+
+DASHBOARDS = {"overview": overview, "sync": sync, "webhooks": webhooks, "internals": internals}
 
 
 def render() -> dict[str, str]:

@@ -142,7 +142,7 @@ async def refresh_stats(pool: asyncpg.Pool) -> bool:
     if rows is None:
         # Another process publishes them now: stale values here would mislead max().
         for gauge in (metrics.SYNC_ENTITIES, metrics.SYNC_LAG, metrics.SYNC_SINCE_SUCCESS):
-            gauge.clear()
+            metrics.clear_gauge(gauge, computing=False)
         metrics.SYNC_STATS_RUNS.labels("skipped").inc()
         return False
     publish_stats(rows)
@@ -153,7 +153,7 @@ async def refresh_stats(pool: asyncpg.Pool) -> bool:
 def publish_stats(rows: list[asyncpg.Record]) -> None:
     lag: dict[str, float] = {}
     since: dict[str, float] = {}
-    metrics.SYNC_ENTITIES.clear()
+    metrics.clear_gauge(metrics.SYNC_ENTITIES, computing=True)
     for r in rows:
         system = r["external_system"]
         metrics.SYNC_ENTITIES.labels(system, r["status"]).set(r["n"])
@@ -162,8 +162,8 @@ def publish_stats(rows: list[asyncpg.Record]) -> None:
             lag[system] = max(lag[system], float(r["oldest_unsynced"]))
         if r["since_success"] is not None:
             since[system] = min(since.get(system, float("inf")), float(r["since_success"]))
-    metrics.SYNC_LAG.clear()
-    metrics.SYNC_SINCE_SUCCESS.clear()
+    metrics.clear_gauge(metrics.SYNC_LAG, computing=True)
+    metrics.clear_gauge(metrics.SYNC_SINCE_SUCCESS, computing=True)
     for system, value in lag.items():
         metrics.SYNC_LAG.labels(system).set(value)
     for system, value in since.items():

@@ -63,6 +63,7 @@ EXCERPT_MAX = 2048  # bytes of a subscriber's answer kept in webhook_attempts
 EXCERPT_READ_TIMEOUT = 1.0  # seconds to read that excerpt after the headers arrived
 ERROR_MAX = 500  # characters of an error message kept
 LISTEN_CHECK_INTERVAL = 1.0  # seconds between checks that the LISTEN connection is alive
+NO_SYSTEM = "none"  # the failed-attempts label of subscriptions without an external system
 # The loop's own connections: listener, claimer, completer, gauges, pruning. They commit without
 # waiting for the WAL flush (synchronous_commit=off): a claim or a result lost in a
 # database crash only means one more attempt (at-least-once), and every delivery stops
@@ -410,6 +411,8 @@ class Dispatcher:
         metrics.WEBHOOK_ATTEMPTS.labels(outcome.result.value).inc()
         if outcome.result is not AttemptResult.RELEASED:
             metrics.WEBHOOK_ATTEMPT_DURATION.observe(outcome.duration_ms / 1000.0)
+        if outcome.result not in (AttemptResult.DELIVERED, AttemptResult.RELEASED):
+            metrics.WEBHOOK_FAILED_ATTEMPTS.labels(d.external_system or NO_SYSTEM).inc()
         if decision.status is DeliveryStatus.DELIVERED:
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
             lag = (datetime.now(UTC) - d.event_created_at).total_seconds()

@@ -18,11 +18,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.admin import keys
 from gateway.mapping import store as mappings
 from gateway.mapping.store import Actor, NewMapping
+from tests.integration.webhook_helpers import FAST_SCHEDULE, Receiver, publish, subscribe
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -166,7 +168,8 @@ async def traffic(
     gw: TestClient, callers: dict[str, Any], db: asyncpg.Connection, stop: asyncio.Event
 ) -> None:
     """Successes, upstream failures, 404s, auth failures, rate limiting, sync reports,
-    translated calls (cache hits and misses) and mapping changes (cache invalidations)."""
+    translated calls (cache hits and misses), mapping changes (cache invalidations) and
+    webhook events (one delivery that succeeds, one that fails)."""
     partner, svc = callers["partner"], callers["service"]
     n = 0
     while not stop.is_set():
@@ -190,6 +193,7 @@ async def traffic(
             "status": status,
         }
         await (await gw.post("/admin/v1/sync/reports", json=report, headers=svc)).read()
+        await publish(gw, svc, "reservation.created", {"id": str(uuid.uuid4()), "n": n})
         await asyncio.sleep(0.05)
 
 
@@ -210,7 +214,7 @@ async def make_conflict(gw: TestClient, callers: dict[str, Any]) -> None:
 async def callers(db: asyncpg.Connection) -> dict[str, Any]:
     tenant = await keys.create_tenant(db, "Hotel Observed", "test")
     out: dict[str, Any] = {}
-    for role, system in (("service", None), ("partner", "booking_engine")):
+    for role, system in (("admin", None), ("service", None), ("partner", "booking_engine")):
         _, token = await keys.create_key(db, tenant.id, role, actor="test", external_system=system)
         out[role] = {"Authorization": f"Bearer {token}"}
     await mappings.create(
@@ -222,16 +226,52 @@ async def callers(db: asyncpg.Connection) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture
+async def subscribers(
+    aiohttp_server: Callable[..., Any], callers: dict[str, Any]
+) -> Callable[[TestClient], Any]:
+    """A receiver answering 200 on /ok and 500 on /fail; subscribes the gateway to both
+    (the failing one for an external system, two attempts, so deliveries fail for good)."""
+
+    async def behave(request: web.Request, _: int) -> web.StreamResponse:
+        return web.json_response({}, status=200 if request.path == "/ok" else 500)
+
+    receiver = Receiver(behave=behave)
+    server = await aiohttp_server(receiver.app(), host="127.0.0.1")
+
+    async def make(gw: TestClient) -> None:
+        await subscribe(gw, callers["admin"], str(server.make_url("/ok")))
+        await subscribe(
+            gw,
+            callers["admin"],
+            str(server.make_url("/fail")),
+            external_system="booking_engine",
+            retry_policy={"max_attempts": 2},
+        )
+
+    return make
+
+
 @needs_prometheus
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_every_panel_and_alert_query_works_against_real_prometheus(
     gateway_factory: Callable[..., Any],
     callers: dict[str, Any],
+    subscribers: Callable[[TestClient], Any],
     tmp_path: Path,
     db: asyncpg.Connection,
 ) -> None:
-    gw: TestClient = await gateway_factory(ROUTES, sync_stats_interval=0.5)
+    gw: TestClient = await gateway_factory(
+        ROUTES,
+        sync_stats_interval=0.5,
+        webhook_allow_private=True,
+        webhook_allow_http=True,
+        webhook_retry_schedule=FAST_SCHEDULE,
+        webhook_poll_interval=0.2,
+        webhook_stats_interval=0.5,
+    )
+    await subscribers(gw)
     stop = asyncio.Event()
     load = asyncio.create_task(traffic(gw, callers, db, stop))
     await make_conflict(gw, callers)
