@@ -285,7 +285,11 @@ async def _maintain_once(app: web.Application) -> None:
     try:
         async with app[POOL].acquire() as conn:
             await partitions.run_maintenance(
-                conn, datetime.now(UTC).date(), s.partitions_ahead, s.retention_days
+                conn,
+                datetime.now(UTC).date(),
+                s.partitions_ahead,
+                s.retention_days,
+                archive_dir=s.archive_dir,
             )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         metrics.PARTITION_RUNS.labels("error").inc()

@@ -84,6 +84,8 @@ class Settings:
     retention_days: int = 30
     # GATEWAY_PARTITIONS_AHEAD: daily partitions created in advance
     partitions_ahead: int = 3
+    # GATEWAY_ARCHIVE_DIR: set → each partition is exported there (gzip CSV) before its drop
+    archive_dir: Path | None = None
     # GATEWAY_MAINTENANCE_INTERVAL: seconds between partition maintenance runs
     maintenance_interval: float = 3600.0
     # GATEWAY_TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
@@ -171,6 +173,7 @@ class Settings:
             ),
             retention_days=r.get("GATEWAY_RETENTION_DAYS", int, d.retention_days, minimum=1),
             partitions_ahead=r.get("GATEWAY_PARTITIONS_AHEAD", int, d.partitions_ahead, minimum=1),
+            archive_dir=Path(e["GATEWAY_ARCHIVE_DIR"]) if e.get("GATEWAY_ARCHIVE_DIR") else None,
             maintenance_interval=r.get(
                 "GATEWAY_MAINTENANCE_INTERVAL", float, d.maintenance_interval, minimum=1.0
             ),

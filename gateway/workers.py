@@ -5,10 +5,12 @@ configured (and stops it at exit, after the workers), applies migrations once, c
 fresh ``PROMETHEUS_MULTIPROC_DIR`` for the workers' metrics, then runs N copies of
 ``python -m gateway serve --worker`` that all bind the same host and port with
 SO_REUSEPORT (the kernel spreads new connections across them). A worker that dies is
-restarted after a backoff; its live gauges are dropped (``mark_process_dead``), its
-counters stay in the totals. SIGTERM or SIGINT is forwarded to every worker, which drains
-like a single process does (GATEWAY_SHUTDOWN_TIMEOUT); a worker still running after that
-plus ``STOP_MARGIN`` is killed. Exit status 0 when every worker stopped cleanly.
+restarted after a backoff (unless it exited with the configuration-error status 2, which
+a restart cannot fix: then everything stops with status 2); its live gauges are dropped
+(``mark_process_dead``), its counters stay in the totals. SIGTERM or SIGINT is forwarded
+to every worker, which drains like a single process does (GATEWAY_SHUTDOWN_TIMEOUT); a
+worker still running after that plus ``STOP_MARGIN`` is killed. Exit status 0 when every
+worker stopped cleanly.
 
 Workers run in their own process group, so a Ctrl-C in a terminal reaches them once,
 through the parent; on Linux each asks the kernel for a SIGTERM if the parent dies (even
@@ -42,6 +44,7 @@ STABLE_AFTER = 60.0  # seconds a worker must live for its backoff to reset
 METRICS_DIR = "metrics"  # PROMETHEUS_MULTIPROC_DIR is this folder under the data directory
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for the child when the parent dies
 EXIT_WORKER_KILLED = 1  # a worker had to be killed, or died while stopping
+EXIT_CONFIG = 2  # a worker exited with the CLI's configuration-error status: not restarted
 
 
 @dataclasses.dataclass
@@ -72,6 +75,7 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(count)]
         self.stop_timeout = stop_timeout
         self.stopping = False
+        self.failed = 0  # exit status forced by a worker's fatal error
 
     def run(self) -> int:
         previous = {
@@ -110,6 +114,11 @@ class Supervisor:
             if code is None:
                 continue
             self._forget(worker.proc.pid)
+            if code == EXIT_CONFIG:  # bad settings or routes: a restart cannot fix that
+                log.error("worker %d refused its configuration; stopping", worker.index)
+                self.failed = EXIT_CONFIG
+                self.stopping = True
+                return
             lived = now - worker.started
             worker.backoff = BACKOFF_INITIAL if lived >= STABLE_AFTER else worker.backoff
             log.warning(
@@ -151,7 +160,7 @@ class Supervisor:
             if code not in (0, -signal.SIGTERM):
                 status = EXIT_WORKER_KILLED
             self._forget(proc.pid)
-        return status
+        return self.failed or status
 
 
 def _die_with_parent() -> None:

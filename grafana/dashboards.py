@@ -431,6 +431,19 @@ def webhooks() -> dict[str, Any]:
                 "subscription: GET /admin/v1/webhooks/deliveries?subscription_id=…&status=failed.",
             ),
             panel(
+                "Events emitted by proxied answers (routes.yaml emit)",
+                [
+                    q(
+                        f"sum by (route, result) (rate(gateway_webhook_route_events_total[{RI}]))",
+                        "{{route}} {{result}}",
+                    )
+                ],
+                "ops",
+                description="skipped: the answer was not a JSON object, or the caller had no "
+                "tenant (public route); error: the event could not be stored in time (the "
+                "answer was sent anyway).",
+            ),
+            panel(
                 "Disabled subscriptions",
                 [q("max(gateway_webhook_disabled_subscriptions)", "disabled")],
                 kind="stat",

@@ -51,6 +51,13 @@ ROUTES = """
     strip_prefix: /sync
     upstream: main
     sync: {entity_type: reservation, entity: "path:id"}
+  - name: create-reservation
+    path: /em/create
+    methods: [POST]
+    strip_prefix: /em
+    upstream: main
+    emit:
+      - event: reservation.created
 """
 
 
@@ -169,7 +176,8 @@ async def traffic(
 ) -> None:
     """Successes, upstream failures, 404s, auth failures, rate limiting, sync reports,
     translated calls (cache hits and misses), mapping changes (cache invalidations) and
-    webhook events (one delivery that succeeds, one that fails)."""
+    webhook events (one delivery that succeeds, one that fails; published and emitted
+    by a route)."""
     partner, svc = callers["partner"], callers["service"]
     n = 0
     while not stop.is_set():
@@ -194,6 +202,8 @@ async def traffic(
         }
         await (await gw.post("/admin/v1/sync/reports", json=report, headers=svc)).read()
         await publish(gw, svc, "reservation.created", {"id": str(uuid.uuid4()), "n": n})
+        if n % 3 == 0:  # an event emitted by a proxied answer (routes.yaml `emit`)
+            await (await gw.post("/em/create", json={"guest_id": "g"}, headers=partner)).read()
         await asyncio.sleep(0.05)
 
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +26,7 @@ from prometheus_client import multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import workers
 from tests.conftest import routes_yaml
 
 CALLS = 40  # proxied calls per round, each on its own connection (spread by the kernel)
@@ -219,3 +221,37 @@ def test_multiprocess_metrics_merge_workers_and_forget_dead_ones(tmp_path: Path)
     out = scrape()
     assert 'gateway_requests_total{method="GET",route="r",status_class="2xx"} 7.0' in out
     assert "gateway_requests_in_flight 4.0" in out
+
+
+def supervisor(tmp_path: Path, code: str, count: int = 2) -> workers.Supervisor:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    return workers.Supervisor([sys.executable, "-c", code], env, count, stop_timeout=10)
+
+
+def test_supervisor_restarts_workers_that_exit_and_stops_cleanly(tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    # Each start leaves a line; the first start of each slot dies at once, later ones stay.
+    code = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        with open({str(marker)!r}, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+        if sum(1 for _ in open({str(marker)!r})) <= 2:
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        time.sleep(60)
+        """
+    )
+    sup = supervisor(tmp_path, code)
+    stop = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    stop.start()
+    try:
+        assert sup.run() == 0
+    finally:
+        stop.cancel()
+    assert len(marker.read_text().split()) == 4  # two quick deaths, two restarts
+
+
+def test_supervisor_stops_when_a_worker_refuses_its_configuration(tmp_path: Path) -> None:
+    code = "import sys, time; time.sleep(0.2); sys.exit(2)"
+    assert supervisor(tmp_path, code, count=1).run() == workers.EXIT_CONFIG
