@@ -22,7 +22,7 @@ import orjson
 
 from gateway import metrics
 from gateway.capture.exchange import Exchange
-from gateway.errors import ClientError, ServiceUnavailable, UpstreamError
+from gateway.errors import ClientError, GatewayError, ServiceUnavailable, UpstreamError
 from gateway.mapping import store, translate
 from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
 from gateway.routes import Route, Translation
@@ -204,7 +204,9 @@ class Flow:
             raw_path = translate.rewrite_path(raw_path, path_new)
         if query_new:
             query = translate.rewrite_query(query, query_new)
-        return raw_path, query, orjson.dumps(doc) if rewritten else body
+        if not rewritten:
+            return raw_path, query, body
+        return raw_path, query, _encode(doc, ClientError, "request body", "malformed_body")
 
     def _walk(
         self, doc: Any, trie: translate.Trie, scope: Scope, done: dict[str, Any], rest: list[Any]
@@ -339,7 +341,7 @@ class Flow:
         await self._fill(scope, rest, set(), done, unknown)
         if done or unknown:
             self._note("response", done, unknown, {})
-        return orjson.dumps(doc) if done else data
+        return _encode(doc, UpstreamError, "upstream answer", "upstream_error") if done else data
 
     async def _auto_map(self, status: int, doc: Any) -> None:
         auto = self.tr.auto_map
@@ -358,6 +360,15 @@ class Flow:
             uuid.UUID(canonical),
             self.ex.api_key_id,
         )
+
+
+def _encode(doc: Any, error: type[GatewayError], what: str, code: str) -> bytes:
+    """The rewritten document as JSON; orjson writes at most 254 levels of nesting (it
+    reads 1024), so a deeper document is refused with a JSON error, never a 500."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # orjson.JSONEncodeError: "Recursion limit reached"
+        raise error(f"{what} is nested too deeply to translate its ids", code=code) from None
 
 
 def _lookup_form(way: str, value: str) -> str | None:
