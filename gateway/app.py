@@ -72,7 +72,9 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
         # No middleware: the proxy answers its own errors, and a middleware chain would cost
         # every proxied call; the gateway's own endpoints are wrapped by json_errors instead.
         # A proxy passes compressed request bodies through as they are; the log decodes them.
-        handler_args={"auto_decompress": False},
+        # A client silent for client_timeout before its headers are complete is cut off
+        # (aiohttp's keep-alive timer also runs while a request's headers are awaited).
+        handler_args={"auto_decompress": False, "keepalive_timeout": settings.client_timeout},
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes

@@ -7,6 +7,7 @@
     │   ├── RouteNotFound             404 route_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed (carries the Allow list)
     │   ├── BadRequest                400 bad_request / bad_path / ...
+    │   ├── RequestTimeout            408 request_timeout (the client stopped sending)
     │   └── PayloadTooLarge           413 payload_too_large
     ├── UpstreamError                 502 upstream_error: the upstream failed us
     │   ├── UpstreamUnavailable       502 upstream_unavailable (refused, reset, DNS)
@@ -71,6 +72,11 @@ class MethodNotAllowed(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(self.allowed)}
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ClientError):

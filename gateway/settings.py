@@ -94,6 +94,10 @@ class Settings:
     max_request_bytes: int = 100 * 1024 * 1024
     # GATEWAY_STREAM_THRESHOLD_BYTES: bodies above this (or of unknown size) are streamed
     stream_threshold_bytes: int = 1024 * 1024
+    # GATEWAY_CLIENT_TIMEOUT: seconds a client may stay silent before its request headers
+    # are complete (also between requests on a kept-alive connection) and between reads of
+    # its request body; then it is cut off (headers) or answered 408 (body)
+    client_timeout: float = 75.0
     # GATEWAY_SHUTDOWN_TIMEOUT: seconds given to in-flight requests and the log drain
     shutdown_timeout: float = 30.0
     # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
@@ -184,6 +188,7 @@ class Settings:
             stream_threshold_bytes=r.get(
                 "GATEWAY_STREAM_THRESHOLD_BYTES", int, d.stream_threshold_bytes, minimum=0
             ),
+            client_timeout=r.get("GATEWAY_CLIENT_TIMEOUT", float, d.client_timeout, minimum=0.1),
             shutdown_timeout=r.get(
                 "GATEWAY_SHUTDOWN_TIMEOUT", float, d.shutdown_timeout, minimum=0.0
             ),

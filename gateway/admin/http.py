@@ -23,6 +23,7 @@ from gateway.proxy.responses import error_response
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
+MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
 AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
 
 Handler = Callable[[web.Request, ApiKey], Awaitable[Any]]
@@ -98,9 +99,23 @@ async def read_json_object(request: web.Request, max_bytes: int = MAX_BODY) -> d
         raise ClientError(
             f"request body is not valid JSON: {exc.msg}", code="malformed_json"
         ) from None
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and not _writable(value):
+        raise ClientError(
+            f"request body is nested deeper than {MAX_JSON_DEPTH} levels", code="malformed_json"
+        )
     if not isinstance(value, dict):
         raise Invalid("request body must be a JSON object")
     return value
+
+
+def _writable(value: Any) -> bool:
+    """Whether the jsonb encoder (orjson) can write it: it stops at 254 levels, and the
+    validators that walk bodies recurse once per level."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def check_fields(

@@ -102,6 +102,10 @@ COLUMNS = (
 )
 CREATED_AT_INDEX = COLUMNS.index("created_at")
 MAX_TEXT_COLUMN = 4096  # chars kept of path, query, user agent, error message
+# orjson parses up to 1024 levels of nesting but serialises only 254 (the jsonb codec and
+# the journal both serialise), and the redactor recurses once per level: a body with more
+# brackets than this is checked before it is kept as JSON, and kept as text if too deep.
+JSON_BRACKETS_UNCHECKED = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,8 @@ def _try_json(data: bytes, content_type: str, redactor: Redactor) -> tuple[Any, 
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
+    if data.count(b"[") + data.count(b"{") > JSON_BRACKETS_UNCHECKED and not _serialisable(value):
+        return None  # nested too deeply for jsonb's encoder: stored as text instead
     storable = b"\\u" not in data  # no \u escapes: no NUL, no lone surrogates for jsonb
     if b"\\u0000" in data:
         value = _strip_nul(value)
@@ -270,6 +276,14 @@ def _try_json(data: bytes, content_type: str, redactor: Redactor) -> tuple[Any, 
         value = redactor.json(value)
         storable = False
     return value, storable
+
+
+def _serialisable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:  # orjson: "Recursion limit reached"
+        return False
+    return True
 
 
 def _try_text(data: bytes, truncated: bool) -> str | None:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -37,6 +38,7 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     PayloadTooLarge,
+    RequestTimeout,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -75,6 +77,8 @@ access_log = logging.getLogger("gateway.access")
 CHUNK = 64 * 1024  # bytes per read when streaming bodies
 CLIENT_GONE_STATUS = 499  # nginx's "client closed request": the caller hung up mid-answer
 NO_BODY_STATUSES = frozenset({204, 304})
+MAX_PATH_DECODES = 3  # percent-decodings undone when looking for dot segments (%25252e)
+_SLOW_BODY = "the client stopped sending its request body"
 
 
 class Proxy:
@@ -298,12 +302,16 @@ class Proxy:
         enc = request.headers.get("Content-Encoding", "")
         if size is not None and size <= self.settings.stream_threshold_bytes:
             try:
-                data = await request.read()
+                async with asyncio.timeout(self.settings.client_timeout):
+                    data = await request.read()
             except web.HTTPRequestEntityTooLarge as exc:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit") from exc
+            except TimeoutError:  # a slow client must not hold its handler forever
+                raise RequestTimeout(_SLOW_BODY) from None
             ex.request_body = policy.body(policy.request_body, data, len(data), ctype, enc)
             return data
-        return _StreamCapture(request, policy, ex, limit, ctype, enc).stream()
+        timeout = self.settings.client_timeout
+        return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
 
     async def _relay(
         self,
@@ -449,16 +457,25 @@ class _StreamCapture:
         limit: int,
         ctype: str,
         enc: str,
+        timeout: float,
     ) -> None:
         self.request, self.policy, self.ex = request, policy, ex
         self.limit, self.ctype, self.enc = limit, ctype, enc
+        self.timeout = timeout
 
     async def stream(self) -> Any:
         cap = self.policy.max_body_bytes if self.policy.request_body else 0
         kept = bytearray()
         total = 0
         try:
-            async for chunk in self.request.content.iter_chunked(CHUNK):
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        chunk = await self.request.content.read(CHUNK)
+                except TimeoutError:
+                    raise RequestTimeout(_SLOW_BODY) from None
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > self.limit:
                     raise PayloadTooLarge(f"request body exceeds the {self.limit} byte limit")
@@ -489,12 +506,18 @@ def _user_agent(request: web.BaseRequest) -> str | None:
 
 
 def _check_path(raw_path: str) -> None:
-    """Refuse dot-segments (raw or percent-encoded): they could escape the route's prefix."""
-    for segment in raw_path.split("/"):
-        if segment in (".", "..") or segment.lower().replace("%2e", ".") in (".", ".."):
+    """Refuse dot-segments, raw or percent-encoded (also twice or thrice, and with encoded
+    or backslash separators): an upstream that decodes again could escape the prefix."""
+    path = raw_path
+    for _ in range(MAX_PATH_DECODES):
+        if "%" not in path:
+            break
+        path = unquote(path)
+    if "." not in path:
+        return
+    for segment in path.replace("\\", "/").split("/"):
+        if segment in (".", ".."):
             raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
-    if "%2f" in raw_path.lower() and ".." in raw_path.replace("%2e", ".").replace("%2E", "."):
-        raise BadRequest("path must not contain encoded traversal", code="bad_path")
 
 
 def _is_stream(body: object) -> bool:

@@ -223,19 +223,23 @@ async def rotate_secret(
 async def delete_subscription(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, sub_id: uuid.UUID, actor: Actor
 ) -> None:
-    """Soft delete; its unfinished deliveries are cancelled."""
+    """Soft delete; its unfinished deliveries are cancelled.
+
+    Locks are taken in the order ``complete`` takes them (deliveries, then the
+    subscription); the other order deadlocked with the delivery loop. A wrong tenant
+    raises in get_subscription and rolls the cancellation back."""
     async with conn.transaction():
+        await conn.execute(
+            """UPDATE webhook_deliveries SET status = 'cancelled', lease_owner = NULL,
+                   lease_expires_at = NULL, updated_at = now()
+               WHERE subscription_id = $1 AND status IN ('pending', 'delivering')""",
+            sub_id,
+        )
         before = await get_subscription(conn, tenant_id, sub_id, lock=True)
         await conn.execute(
             """UPDATE webhook_subscriptions SET deleted_at = now(), active = false,
                    disabled_reason = 'deleted', disabled_at = now(), updated_at = now()
                WHERE id = $1""",
-            sub_id,
-        )
-        await conn.execute(
-            """UPDATE webhook_deliveries SET status = 'cancelled', lease_owner = NULL,
-                   lease_expires_at = NULL, updated_at = now()
-               WHERE subscription_id = $1 AND status IN ('pending', 'delivering')""",
             sub_id,
         )
         await _audit(conn, actor, tenant_id, "webhook_subscription.delete", sub_id, before, None)
