@@ -273,6 +273,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
               f"completed by wrk (warm-up + run): {gateway_requests}; "
               f"rows lost: {max(0, int(proxied) - rows)}; gateway exit code {code}")
+        if args.workers > 1:
+            workers_run(args, procs, env, routes, token, bare, rows, dsn)
     finally:
         procs.stop_all()
         pgdata = tmp / "gw" / "pg"
@@ -284,12 +286,36 @@ def run(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def workers_run(args: argparse.Namespace, procs: Procs, env: dict[str, str], routes: Path,
+                token: str, bare: dict[str, float], rows_before: int, dsn: str) -> None:
+    """The same gateway as N SO_REUSEPORT worker processes (the machine's other core):
+    for information — the target above compares one process with one process."""
+    port = free_port()
+    sup = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port",
+                       str(port), "--workers", str(args.workers)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/healthz")
+    time.sleep(2)  # every worker listening
+    warm = wrk(base + PATH, args, args.warmup, token)
+    res = wrk(base + PATH, args, args.duration, token)
+    proxied = metric_sum(base, "gateway_requests_total")
+    code = procs.stop(sup)
+    rows = asyncio.run(count_rows(dsn)) - rows_before
+    print(f"\ngateway --workers {args.workers}: {res['rps']:.0f} req/s  p50 {res['p50']:.2f} ms  "
+          f"p99 {res['p99']:.2f} ms  ({res['rps'] / bare['rps']:.1%} of the bare pass-through)")
+    print(f"  api_logs rows {rows}; calls counted {proxied:.0f}; completed by wrk "
+          f"{int(warm['requests'] + res['requests'])}; rows lost {max(0, int(proxied) - rows)}; "
+          f"exit code {code}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=int, default=15, help="seconds per measured run")
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2,
+                   help="also measure `gateway serve --workers N` (1: skip)")
     run(p.parse_args())
 
 
