@@ -23,6 +23,7 @@ from gateway.admin.http import (
     NotFound,
     check_fields,
     decode_cursor,
+    decode_time_cursor,
     encode_cursor,
     endpoint,
     field,
@@ -261,7 +262,7 @@ def _log_filters(request: web.Request, tenant_id: uuid.UUID) -> _Where:
             w.add(f"{column} @> {{}}", value)
     cursor = request.query.get("cursor")
     if cursor is not None:
-        w.add("(created_at, id) < ({}, {})", *_log_cursor(cursor))
+        w.add("(created_at, id) < ({}, {})", *decode_time_cursor(cursor))
     return w
 
 
@@ -274,14 +275,6 @@ def _status_filters(request: web.Request, w: _Where) -> None:
         if base is None:
             raise ClientError("status_class must be one of 1xx..5xx", code="bad_query")
         w.add("status >= {} AND status < {}", base, base + 100)
-
-
-def _log_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
-    at, log_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(log_id)
-    except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
 
 
 @endpoint(LOG_READERS)

@@ -224,6 +224,15 @@ def query_json(request: web.Request, name: str) -> Any:
     return value
 
 
+def decode_time_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) keyset cursor of the newest-first lists, or 400 bad_cursor."""
+    at, row_id = decode_cursor(raw, 2)
+    try:
+        return datetime.fromisoformat(at), uuid.UUID(row_id)
+    except ValueError:
+        raise ClientError("cursor is not valid", code="bad_cursor") from None
+
+
 def encode_cursor(*parts: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([str(p) for p in parts])).decode().rstrip("=")
 

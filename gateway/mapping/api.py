@@ -20,7 +20,7 @@ from gateway.admin.http import (
     Invalid,
     NotFound,
     check_fields,
-    decode_cursor,
+    decode_time_cursor,
     encode_cursor,
     endpoint,
     field,
@@ -258,7 +258,8 @@ async def list_mappings(request: web.Request, key: ApiKey) -> Any:
 
 
 def _filters(request: web.Request, tenant_id: uuid.UUID) -> tuple[str, list[Any]]:
-    clauses, args = ["tenant_id = $1"], [tenant_id]
+    clauses = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
 
     def add(sql: str, value: Any) -> None:
         args.append(value)
@@ -278,20 +279,10 @@ def _filters(request: web.Request, tenant_id: uuid.UUID) -> tuple[str, list[Any]
         clauses.append("deleted_at IS NULL")
     cursor = request.query.get("cursor")
     if cursor is not None:
-        at, last_id = _cursor(cursor)
+        at, last_id = decode_time_cursor(cursor)
         args.extend([at, last_id])
         clauses.append(f"(created_at, id) < (${len(args) - 1}::timestamptz, ${len(args)}::uuid)")
     return " AND ".join(clauses), args
-
-
-def _cursor(raw: str) -> tuple[Any, uuid.UUID]:
-    from datetime import datetime
-
-    at, last_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(last_id)
-    except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
 
 
 # -- bulk import ------------------------------------------------------------------------------

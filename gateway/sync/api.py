@@ -22,6 +22,7 @@ from gateway.admin.http import (
     NotFound,
     check_fields,
     decode_cursor,
+    decode_time_cursor,
     encode_cursor,
     endpoint,
     field,
@@ -250,16 +251,8 @@ def _filters(request: web.Request, tenant_id: uuid.UUID) -> _Where:
         w.add("next_retry_at <= {}", datetime.now(UTC))
     cursor = request.query.get("cursor")
     if cursor is not None:
-        w.add("(created_at, id) < ({}, {})", *_list_cursor(cursor))
+        w.add("(created_at, id) < ({}, {})", *decode_time_cursor(cursor))
     return w
-
-
-def _list_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
-    at, row_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
 
 
 @endpoint(READERS)

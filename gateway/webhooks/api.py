@@ -7,7 +7,6 @@ only; auth values never.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,7 @@ from gateway.admin.http import (
     Invalid,
     NotFound,
     check_fields,
-    decode_cursor,
+    decode_time_cursor,
     encode_cursor,
     endpoint,
     field,
@@ -289,7 +288,7 @@ async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
         "status": status,
     }
     cursor = request.query.get("cursor")
-    before = _delivery_cursor(cursor) if cursor is not None else None
+    before = decode_time_cursor(cursor) if cursor is not None else None
     async with request.app[POOL].acquire() as conn:
         found = await store.list_deliveries(conn, key.tenant_id, filters, limit + 1, before)
     more = len(found) > limit
@@ -297,14 +296,6 @@ async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
     last = found[-1] if more else None
     next_cursor = encode_cursor(last.created_at.isoformat(), last.id) if last else None
     return {"items": [d.public() for d in found], "next_cursor": next_cursor}
-
-
-def _delivery_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
-    at, delivery_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(delivery_id)
-    except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
 
 
 @endpoint(READERS)
