@@ -55,6 +55,8 @@ MAPPINGS = web.AppKey("mappings", Mappings)
 LISTENER = web.AppKey("mapping_listener", Listener)
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 
+PARSER_MAX_LINE = 64 * 1024  # aiohttp's hard limit per request/header line (plain 400 above)
+PARSER_MAX_HEADERS = 1024  # aiohttp's hard limit on header count (plain 400 above)
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN connection
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
@@ -74,7 +76,15 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
         # A proxy passes compressed request bodies through as they are; the log decodes them.
         # A client silent for client_timeout before its headers are complete is cut off
         # (aiohttp's keep-alive timer also runs while a request's headers are awaited).
-        handler_args={"auto_decompress": False, "keepalive_timeout": settings.client_timeout},
+        # Header limits are the gateway's own (431 JSON, logged, in the proxy); aiohttp's
+        # parser only stops what is far beyond them.
+        handler_args={
+            "auto_decompress": False,
+            "keepalive_timeout": settings.client_timeout,
+            "max_line_size": PARSER_MAX_LINE,
+            "max_field_size": PARSER_MAX_LINE,
+            "max_headers": PARSER_MAX_HEADERS,
+        },
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes

@@ -84,6 +84,11 @@ class PayloadTooLarge(ClientError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "headers_too_large"
+
+
 class UpstreamError(GatewayError):
     status = 502
     code = "upstream_error"

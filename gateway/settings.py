@@ -98,6 +98,11 @@ class Settings:
     # are complete (also between requests on a kept-alive connection) and between reads of
     # its request body; then it is cut off (headers) or answered 408 (body)
     client_timeout: float = 75.0
+    # GATEWAY_MAX_HEADER_BYTES / GATEWAY_MAX_HEADERS: request headers above these (all lines
+    # together / how many) are refused with 431 JSON (aiohttp's own parser stops at 64 KiB
+    # per line and 1,024 headers with a plain 400 before the gateway sees the request)
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
     # GATEWAY_SHUTDOWN_TIMEOUT: seconds given to in-flight requests and the log drain
     shutdown_timeout: float = 30.0
     # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
@@ -189,6 +194,10 @@ class Settings:
                 "GATEWAY_STREAM_THRESHOLD_BYTES", int, d.stream_threshold_bytes, minimum=0
             ),
             client_timeout=r.get("GATEWAY_CLIENT_TIMEOUT", float, d.client_timeout, minimum=0.1),
+            max_header_bytes=r.get(
+                "GATEWAY_MAX_HEADER_BYTES", int, d.max_header_bytes, minimum=1024
+            ),
+            max_headers=r.get("GATEWAY_MAX_HEADERS", int, d.max_headers, minimum=8),
             shutdown_timeout=r.get(
                 "GATEWAY_SHUTDOWN_TIMEOUT", float, d.shutdown_timeout, minimum=0.0
             ),

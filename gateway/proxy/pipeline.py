@@ -37,6 +37,7 @@ from gateway.capture.writer import LogWriter
 from gateway.errors import (
     BadRequest,
     GatewayError,
+    HeadersTooLarge,
     PayloadTooLarge,
     RequestTimeout,
     UpstreamError,
@@ -152,6 +153,7 @@ class Proxy:
             policy = self.policies[route.name]
             ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
             _check_path(request.rel_url.raw_path)
+            self._check_headers(request)
             identity = None if route.public else await self._authorize(request, route, ex)
             if websocket.is_upgrade(request):
                 return await websocket.relay(self, request, route, ex, identity)
@@ -179,6 +181,16 @@ class Proxy:
             self._finish(ex)
             if match is not None and match.route.sync is not None:
                 self._record_sync(match, ex)
+
+    def _check_headers(self, request: web.Request) -> None:
+        """431 for more or larger request headers than GATEWAY_MAX_HEADERS/_HEADER_BYTES."""
+        raw = request.raw_headers
+        limit, most = self.settings.max_header_bytes, self.settings.max_headers
+        if len(raw) > most:
+            raise HeadersTooLarge(f"{len(raw)} request headers; at most {most} are accepted")
+        size = sum(len(name) + len(value) + 4 for name, value in raw)  # ": " and CRLF
+        if size > limit:
+            raise HeadersTooLarge(f"request headers of {size} bytes exceed the {limit} byte limit")
 
     def _record_sync(self, match: RouteMatch, ex: Exchange) -> None:
         """Queue the call's sync outcome (written in batches, never awaited here)."""
