@@ -4,6 +4,7 @@ attempt to a subscription tied to an external system updates data_sync_status.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -132,3 +133,50 @@ async def test_events_from_translated_routes_carry_internal_ids(
     event = await db.fetchrow("SELECT event_type, payload FROM webhook_events")
     assert event["event_type"] == "guest.updated"
     assert event["payload"]["body"] == {"guest_id": str(guest)}, "events hold internal ids"
+
+
+async def test_hanging_and_huge_receivers_do_not_hold_up_the_others(
+    gw: TestClient, db: asyncpg.Connection, aiohttp_server: Callable[..., Any]
+) -> None:
+    """One receiver hangs, one answers a 5 MB body, one is healthy: the healthy one gets
+    every event at once, the huge answer is capped in the attempt, the hung one times out."""
+    from aiohttp import web
+
+    async def hang(request: web.Request, n: int) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    async def huge(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=200, body=b"z" * (5 * 1024 * 1024))
+
+    receivers = {}
+    for name, behave in (("hung", hang), ("huge", huge), ("fast", None)):
+        rec = Receiver(behave=behave)
+        server: TestServer = await aiohttp_server(rec.app(), host="127.0.0.1")
+        rec.url = str(server.make_url("/hooks"))
+        receivers[name] = rec
+    alpha = await make_tenant(db, "Hotel Alpha")
+    policy = {"timeout": 1.0, "max_attempts": 1}
+    for rec in receivers.values():
+        await subscribe(gw, alpha["admin"], rec.url, retry_policy=policy, max_concurrency=1)
+    started = asyncio.get_running_loop().time()
+    for i in range(5):
+        await publish(gw, alpha["service"], "door.opened", {"room": i})
+    await wait_for(lambda: len(receivers["fast"].calls) == 5, timeout=10)
+    assert asyncio.get_running_loop().time() - started < 3, "the fast receiver waited"
+    await wait_for(lambda: len(receivers["huge"].calls) == 5, timeout=10)
+
+    async def settled() -> bool:
+        n = await db.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE status IN ('delivered', 'failed')"
+        )
+        return bool(n == 15)
+
+    await wait_for(settled, timeout=20)
+    rows = await db.fetch(
+        """SELECT a.result, length(a.response_excerpt) AS excerpt
+           FROM webhook_attempts a"""
+    )
+    results = sorted(r["result"] for r in rows)
+    assert results.count("timeout") == 5 and results.count("delivered") == 10
+    assert max(r["excerpt"] or 0 for r in rows) <= 2048 + len(" [truncated]")
