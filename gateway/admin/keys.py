@@ -118,6 +118,38 @@ KEY_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who changed something, as the audit trail names it."""
+
+    name: str  # 'key:<uuid>' or 'cli'
+    key_id: uuid.UUID | None
+
+
+async def audit_change(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    tenant_id: uuid.UUID,
+    action: str,
+    object_type: str,
+    object_id: uuid.UUID,
+    before: Any,
+    after: Any,
+) -> None:
+    """Audit a change to an object with a ``public()`` form (secrets already masked)."""
+    await audit(
+        conn,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        tenant_id=tenant_id,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        before=before.public() if before else None,
+        after=after.public() if after else None,
+    )
+
+
 async def audit(
     conn: asyncpg.Connection,
     *,

@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.admin.keys import audit
+from gateway.admin.keys import Actor as Actor  # re-exported: callers name store.Actor
+from gateway.admin.keys import audit, audit_change
 from gateway.errors import StoreError
 
 ENCRYPTED = "[ENCRYPTED]"  # what answers show instead of stored credentials
@@ -145,10 +146,7 @@ class NewMapping:
     credentials: str | None = None  # SecretBox token
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
-    name: str  # 'key:<uuid>' or 'cli'
-    key_id: uuid.UUID | None
+MAPPING_OBJECT = "integration_mapping"  # object_type in the audit trail
 
 
 # -- the proxy's lookups (one query per request phase) -------------------------------------
@@ -237,7 +235,9 @@ async def create(
                 origin.value,
             )
             made = Mapping.from_row(row)
-            await _audit(conn, actor, tenant_id, "mapping.create", made, None, made)
+            await audit_change(
+                conn, actor, tenant_id, "mapping.create", MAPPING_OBJECT, made.id, None, made
+            )
     except asyncpg.UniqueViolationError as exc:
         # The transaction is rolled back by now, so the clashing row can be read.
         raise await _conflict(conn, tenant_id, new, exc) from None
@@ -323,7 +323,9 @@ async def update(
             if row is None:  # deleted meanwhile
                 return None
             after = Mapping.from_row(row)
-            await _audit(conn, actor, tenant_id, "mapping.update", after, before, after)
+            await audit_change(
+                conn, actor, tenant_id, "mapping.update", MAPPING_OBJECT, after.id, before, after
+            )
     except asyncpg.UniqueViolationError as exc:
         probe = NewMapping(
             before.entity_type,
@@ -358,30 +360,10 @@ async def soft_delete(
         if row is None:
             return None
         gone = Mapping.from_row(row)
-        await _audit(conn, actor, tenant_id, "mapping.delete", gone, None, gone)
+        await audit_change(
+            conn, actor, tenant_id, "mapping.delete", MAPPING_OBJECT, gone.id, None, gone
+        )
     return gone
-
-
-async def _audit(
-    conn: asyncpg.Connection,
-    actor: Actor,
-    tenant_id: uuid.UUID,
-    action: str,
-    subject: Mapping,
-    before: Mapping | None,
-    after: Mapping | None,
-) -> None:
-    await audit(
-        conn,
-        actor=actor.name,
-        actor_key_id=actor.key_id,
-        tenant_id=tenant_id,
-        action=action,
-        object_type="integration_mapping",
-        object_id=str(subject.id),
-        before=before.public() if before else None,
-        after=after.public() if after else None,
-    )
 
 
 async def record_auto(

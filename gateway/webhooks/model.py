@@ -85,10 +85,7 @@ class Subscription:
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Subscription:
-        backoff = None
-        if r["backoff_initial"] is not None:
-            backoff = (r["backoff_initial"], r["backoff_multiplier"], r["backoff_max"])
-        schedule = r["retry_schedule"]
+        schedule, backoff = _retry_columns(r)
         return cls(
             r["id"],
             r["tenant_id"],
@@ -100,7 +97,7 @@ class Subscription:
             tuple(r["auth_header_names"]),
             r["previous_secret_expires_at"],
             r["max_attempts"],
-            tuple(schedule) if schedule is not None else None,
+            schedule,
             backoff,
             r["attempt_timeout"],
             r["max_concurrency"],
@@ -309,10 +306,7 @@ class Claimed:
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Claimed:
-        backoff = None
-        if r["backoff_initial"] is not None:
-            backoff = (r["backoff_initial"], r["backoff_multiplier"], r["backoff_max"])
-        schedule = r["retry_schedule"]
+        schedule, backoff = _retry_columns(r)
         return cls(
             r["id"],
             r["tenant_id"],
@@ -330,10 +324,21 @@ class Claimed:
             r["secret"],
             r["previous_secret"],
             r["max_attempts"],
-            tuple(schedule) if schedule is not None else None,
+            schedule,
             backoff,
             r["attempt_timeout"],
             r["payload_fields"],
             r["payload_template"],
             r["external_system"],
         )
+
+
+def _retry_columns(
+    r: asyncpg.Record,
+) -> tuple[tuple[float, ...] | None, tuple[float, float, float] | None]:
+    """A subscription's retry schedule and backoff as its columns hold them."""
+    schedule = r["retry_schedule"]
+    backoff = None
+    if r["backoff_initial"] is not None:
+        backoff = (r["backoff_initial"], r["backoff_multiplier"], r["backoff_max"])
+    return (tuple(schedule) if schedule is not None else None), backoff

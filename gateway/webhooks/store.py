@@ -14,7 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.admin.keys import audit
+from gateway.admin.keys import Actor as Actor  # re-exported: callers name store.Actor
+from gateway.admin.keys import audit, audit_change
 from gateway.webhooks.model import (
     DELIVERY_COLUMNS,
     SUBSCRIPTION_COLUMNS,
@@ -69,12 +70,7 @@ WRITABLE = frozenset(
     }
 )
 OPEN_STATUSES = ("pending", "delivering")
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    name: str  # 'key:<uuid>' or 'cli'
-    key_id: uuid.UUID | None
+SUBSCRIPTION_OBJECT = "webhook_subscription"  # object_type in the audit trail
 
 
 def _columns(values: dict[str, Any]) -> list[str]:
@@ -82,28 +78,6 @@ def _columns(values: dict[str, Any]) -> list[str]:
     if unknown:
         raise ValueError(f"not writable: {sorted(unknown)}")
     return sorted(values)
-
-
-async def _audit(
-    conn: asyncpg.Connection,
-    actor: Actor,
-    tenant_id: uuid.UUID,
-    action: str,
-    object_id: uuid.UUID,
-    before: Subscription | None,
-    after: Subscription | None,
-) -> None:
-    await audit(
-        conn,
-        actor=actor.name,
-        actor_key_id=actor.key_id,
-        tenant_id=tenant_id,
-        action=action,
-        object_type="webhook_subscription",
-        object_id=str(object_id),
-        before=before.public() if before else None,
-        after=after.public() if after else None,
-    )
 
 
 async def create_subscription(
@@ -122,7 +96,16 @@ async def create_subscription(
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise InvalidValueError(_constraint_message(exc)) from None
         sub = Subscription.from_row(row)
-        await _audit(conn, actor, tenant_id, "webhook_subscription.create", sub.id, None, sub)
+        await audit_change(
+            conn,
+            actor,
+            tenant_id,
+            "webhook_subscription.create",
+            SUBSCRIPTION_OBJECT,
+            sub.id,
+            None,
+            sub,
+        )
     return sub
 
 
@@ -185,7 +168,9 @@ async def update_subscription(
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise InvalidValueError(_constraint_message(exc)) from None
         after = Subscription.from_row(row)
-        await _audit(conn, actor, tenant_id, action, sub_id, before, after)
+        await audit_change(
+            conn, actor, tenant_id, action, SUBSCRIPTION_OBJECT, sub_id, before, after
+        )
     return after
 
 
@@ -214,8 +199,15 @@ async def rotate_secret(
             grace_seconds,
         )
         after = Subscription.from_row(row)
-        await _audit(
-            conn, actor, tenant_id, "webhook_subscription.rotate_secret", sub_id, before, after
+        await audit_change(
+            conn,
+            actor,
+            tenant_id,
+            "webhook_subscription.rotate_secret",
+            SUBSCRIPTION_OBJECT,
+            sub_id,
+            before,
+            after,
         )
     return after
 
@@ -242,7 +234,16 @@ async def delete_subscription(
                WHERE id = $1""",
             sub_id,
         )
-        await _audit(conn, actor, tenant_id, "webhook_subscription.delete", sub_id, before, None)
+        await audit_change(
+            conn,
+            actor,
+            tenant_id,
+            "webhook_subscription.delete",
+            SUBSCRIPTION_OBJECT,
+            sub_id,
+            before,
+            None,
+        )
 
 
 # -- events ------------------------------------------------------------------------------
