@@ -17,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway import metrics
-from gateway.admin import keys
 from gateway.app import POOL
 from gateway.sync import store
 from gateway.sync.model import Direction, EntityKey, Report, Side, Status
 from gateway.sync.recorder import refresh_stats
+from tests.integration.webhook_helpers import make_tenant
 
 SYNC_ROUTES = """
   - name: sync-reservation
@@ -53,20 +53,12 @@ SYNC_ROUTES = """
 
 @pytest.fixture
 async def callers(db: asyncpg.Connection) -> dict[str, Any]:
+    """Tenants alpha and beta, each with admin, viewer, service and partner keys."""
     out: dict[str, Any] = {}
     for t in ("alpha", "beta"):
-        tenant = await keys.create_tenant(db, f"Hotel {t}", "test")
-        out[t] = tenant
-        for role, system in (
-            ("admin", None),
-            ("viewer", None),
-            ("service", None),
-            ("partner", "booking_engine"),
-        ):
-            _, token = await keys.create_key(
-                db, tenant.id, role, actor="test", external_system=system
-            )
-            out[f"{t}_{role}"] = {"Authorization": f"Bearer {token}"}
+        made = await make_tenant(db, f"Hotel {t}")
+        out[t] = made.pop("tenant")
+        out.update({f"{t}_{role}": headers for role, headers in made.items()})
     return out
 
 
