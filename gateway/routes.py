@@ -91,8 +91,8 @@ class Translation:
     refuse_unknown: bool = True  # False: unknown external ids pass through unchanged
     unknown_status: int | None = None  # None: 404 for path parameters, 422 elsewhere
     auto_map: AutoMap | None = None
-    request_trie: Trie = field(default_factory=dict, compare=False, repr=False)
-    response_trie: Trie = field(default_factory=dict, compare=False, repr=False)
+    request_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
+    response_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,7 +669,7 @@ class _TranslateParser:
             return compile_pointers(fields)
         except ValueError as exc:
             self.p.fail(f"{self.w}.{key}", str(exc))
-            return {}
+            return Trie()
 
     def _auto_map(self, raw: Any) -> AutoMap | None:
         if raw is None:

@@ -12,6 +12,7 @@ from gateway.capture.record import (
     Redactor,
     clean_text,
     describe_body,
+    describe_serialised,
     omitted,
     stored,
     stored_body,
@@ -53,6 +54,12 @@ class CapturePolicy:
         if not enabled:
             return omitted(size)
         return describe_body(data, size, self.max_body_bytes, self.redactor, content_type, encoding)
+
+    def serialised_body(self, enabled: bool, value: Any, data: bytes) -> Body:
+        """A body the gateway wrote itself from ``value`` (see describe_serialised)."""
+        if not enabled:
+            return omitted(len(data)) if data else EMPTY_BODY
+        return describe_serialised(value, data, self.max_body_bytes, self.redactor)
 
 
 @dataclass(slots=True)

@@ -118,6 +118,13 @@ class Body:
     # escapes that jsonb could refuse, nothing to redact): no re-serialisation needed.
     raw: bytes | None = None
 
+    def parsed_from(self, data: bytes) -> Any:
+        """The parsed JSON of ``data`` when this body was captured from exactly those bytes,
+        complete and unredacted (``raw`` is ``data``), else None: ID translation then
+        rewrites that value instead of parsing the body a second time. The row keeps
+        ``raw``, so the log still shows what was received."""
+        return self.value if self.raw is data else None
+
 
 EMPTY_BODY = Body(None, "empty", 0, False)
 
@@ -269,6 +276,11 @@ def _try_json(data: bytes, content_type: str, redactor: Redactor) -> tuple[Any, 
         return None
     if data.count(b"[") + data.count(b"{") > JSON_BRACKETS_UNCHECKED and not _serialisable(value):
         return None  # nested too deeply for jsonb's encoder: stored as text instead
+    return _json_value(value, data, redactor)
+
+
+def _json_value(value: Any, data: bytes, redactor: Redactor) -> tuple[Any, bool]:
+    """(``value`` made storable, with fields redacted; whether ``data`` itself is storable)."""
     storable = b"\\u" not in data  # no \u escapes: no NUL, no lone surrogates for jsonb
     if b"\\u0000" in data:
         value = _strip_nul(value)
@@ -276,6 +288,17 @@ def _try_json(data: bytes, content_type: str, redactor: Redactor) -> tuple[Any, 
         value = redactor.json(value)
         storable = False
     return value, storable
+
+
+def describe_serialised(value: Any, data: bytes, cap: int, redactor: Redactor) -> Body:
+    """Like :func:`describe_body` for ``data`` the gateway itself wrote with orjson from
+    ``value`` (a translated answer): valid JSON of a depth jsonb takes, so not parsed again."""
+    if len(data) > cap:
+        return describe_body(data, len(data), cap, redactor, "application/json")
+    if not data:
+        return EMPTY_BODY
+    value, storable = _json_value(value, data, redactor)
+    return Body(value, "json", len(data), False, data if storable else None)
 
 
 def _serialisable(value: Any) -> bool:

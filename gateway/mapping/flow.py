@@ -166,6 +166,7 @@ class Flow:
         self.tenant, self.system = tenant, system
         self.record: dict[str, Any] = ex.translated
         self.auto_external: str | None = None
+        self.forwarded: Any = None  # the request body as forwarded (internal ids), parsed
 
     @property
     def translates_response(self) -> bool:
@@ -174,18 +175,22 @@ class Flow:
     # -- partner → upstream ---------------------------------------------------------------
 
     async def inbound(
-        self, raw_path: str, query: str, body: bytes | None
+        self, raw_path: str, query: str, body: bytes | None, parsed: Any = None
     ) -> tuple[str, str, bytes | None]:
-        """Replace external ids in path, query and body by internal UUIDs."""
+        """Replace external ids in path, query and body by internal UUIDs. ``parsed`` is
+        the body already parsed by capture (rewritten in place), or None to parse here."""
         tr, scope = self.tr, (IN, self.tenant, self.system)
         m = self.route.regex.fullmatch(raw_path) if tr.path_params else None
         in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
         in_query = translate.query_ids(query, dict(tr.query_params)) if tr.query_params else []
         done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
-        doc = self._request_doc(body, scope, done, rest)
-        if not (in_path or in_query or done or rest):
-            return raw_path, query, body
+        doc = self._request_doc(body, parsed, scope, done, rest)
+        if not (in_path or in_query or rest):  # the cache mapped every id, or there were none
+            if not done:
+                return raw_path, query, body
+            self.record["request"] = done
+            return raw_path, query, _encode(doc, ClientError, "request body", "malformed_body")
         extra = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
         unknown: list[translate.Slot] = []
         resolved = await self._fill(scope, rest, extra, done, unknown)
@@ -213,13 +218,11 @@ class Flow:
     ) -> None:
         """One pass over the body: ids the cache maps (fresh) are rewritten in place and
         counted under ``body:<pointer>``; every other id goes to ``rest`` as a slot."""
-        rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic())
+        rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic(), done)
         translate.walk(doc, trie, rewrite)
-        done.update(rewrite.done)
         rest.extend(rewrite.rest)
-        hits = sum(rewrite.done.values())
-        if hits:
-            self.m.hits[scope[0]].inc(hits)
+        if done:
+            self.m.hits[scope[0]].inc(sum(done.values()))
 
     async def _fill(
         self,
@@ -245,7 +248,7 @@ class Flow:
         return answers
 
     def _request_doc(
-        self, body: bytes | None, scope: Scope, done: dict[str, Any], rest: list[Any]
+        self, body: bytes | None, parsed: Any, scope: Scope, done: dict[str, Any], rest: list[Any]
     ) -> Any:
         if body is None or not (self.tr.request_trie or self.tr.auto_map):
             return None
@@ -254,7 +257,7 @@ class Flow:
         if not body:
             return None
         try:
-            doc = orjson.loads(body)
+            doc = orjson.loads(body) if parsed is None else parsed
         except orjson.JSONDecodeError:
             return self._untranslatable("request body is not JSON", 400)
         auto = self.tr.auto_map
@@ -263,6 +266,7 @@ class Flow:
             if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                 self.auto_external = str(value)
         self._walk(doc, self.tr.request_trie, scope, done, rest)
+        self.forwarded = doc  # rewritten in place by the walk and _fill
         return doc
 
     def _untranslatable(self, why: str, status: int) -> None:
@@ -320,28 +324,34 @@ class Flow:
                 )
         return bytes(data)
 
-    async def outbound(self, status: int, data: bytes, encoding: str) -> bytes:
-        """Auto-map after a create, then replace internal UUIDs by the partner's ids."""
+    async def outbound(self, status: int, data: bytes, encoding: str) -> tuple[bytes, Any]:
+        """Auto-map after a create, then replace internal UUIDs by the partner's ids.
+        Returns the answer for the partner and, when this wrote it (ids were rewritten),
+        the value it was written from, so capture need not parse it again; else None."""
         if not data:
-            return data
+            return data, None
         if encoding and encoding != "identity":
             self.record["response_body"] = "not translated: compressed answer"
-            return data
+            return data, None
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             self.record["response_body"] = "not translated: answer is not JSON"
-            return data
-        await self._auto_map(status, doc)
+            return data, None
+        if self.tr.auto_map is not None:
+            await self._auto_map(status, doc)
         scope = (OUT, self.tenant, self.system)
         done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
         self._walk(doc, self.tr.response_trie, scope, done, rest)
         unknown: list[translate.Slot] = []
-        await self._fill(scope, rest, set(), done, unknown)
+        if rest:
+            await self._fill(scope, rest, set(), done, unknown)
         if done or unknown:
             self._note("response", done, unknown, {})
-        return _encode(doc, UpstreamError, "upstream answer", "upstream_error") if done else data
+        if not done:
+            return data, None
+        return _encode(doc, UpstreamError, "upstream answer", "upstream_error"), doc
 
     async def _auto_map(self, status: int, doc: Any) -> None:
         auto = self.tr.auto_map

@@ -50,18 +50,28 @@ class Leaf:
         object.__setattr__(self, "record", "body:" + self.pointer)
 
 
-# A compiled set of pointers: segment → deeper trie, or the Leaf where a pointer ends.
-Trie = dict[str, "Trie | Leaf"]
+class Trie(dict[str, "Trie | Leaf"]):
+    """A compiled set of pointers: segment → deeper Trie, or the Leaf where a pointer ends.
+
+    ``records`` is set (by :func:`compile_pointers`) on a node whose entries are all named
+    fields ending in a Leaf, such as the ``room_id`` of ``/items/*/room_id``: an array of
+    objects under it is then walked by the fast path, without re-checking the node."""
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, Leaf]] | None = None
 
 
 def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
     """``[(pointer, entity_type), ...]`` → a trie; ValueError when two pointers collide."""
-    root: Trie = {}
+    root = Trie()
     for pointer, entity_type in fields:
         segments = parse_pointer(pointer)
         node = root
         for seg in segments[:-1]:
-            nxt = node.setdefault(seg, {})
+            nxt = node.setdefault(seg, Trie())
             if isinstance(nxt, Leaf):
                 raise ValueError(f"pointer {pointer!r} goes inside pointer {nxt.pointer!r}")
             node = nxt
@@ -69,7 +79,17 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
         if last in node:
             raise ValueError(f"pointer {pointer!r} overlaps another pointer")
         node[last] = Leaf(entity_type, pointer)
+    _seal(root)
     return root
+
+
+def _seal(node: Trie) -> None:
+    """Set ``records`` on every flat node (see Trie)."""
+    flat = WILDCARD not in node and all(type(v) is Leaf for v in node.values())
+    node.records = [(k, v) for k, v in node.items() if type(v) is Leaf] if flat else None
+    for sub in node.values():
+        if type(sub) is Trie:
+            _seal(sub)
 
 
 # One id found in a body: the container holding it, its key there, and what it is.
@@ -123,8 +143,8 @@ def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
         elif type(sub) is Leaf:
             for i, child in enumerate(node):
                 _visit(node, i, child, sub, emit)
-        elif isinstance(sub, dict) and _flat(sub):
-            _walk_records(node, list(sub.items()), emit)  # type: ignore[arg-type]
+        elif sub.records is not None:
+            _walk_records(node, sub.records, emit)
         else:
             for child in node:
                 kind = type(child)
@@ -132,11 +152,6 @@ def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
                     _walk_dict(child, sub, emit)  # type: ignore[arg-type]
                 elif kind is list:
                     _walk_list(child, sub, emit)  # type: ignore[arg-type]
-
-
-def _flat(trie: Trie) -> bool:
-    """Only named fields that are ids, e.g. the ``room_id`` of ``/items/*/room_id``."""
-    return WILDCARD not in trie and all(type(v) is Leaf for v in trie.values())
 
 
 def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
@@ -169,9 +184,14 @@ class CachedRewrite:
 
     __slots__ = ("done", "now", "rest", "tables")
 
-    def __init__(self, tables: Mapping[str, Mapping[str, Entry]], now: float) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, Mapping[str, Entry]],
+        now: float,
+        done: dict[str, int] | None = None,
+    ) -> None:
         self.tables, self.now = tables, now
-        self.done: dict[str, int] = {}
+        self.done: dict[str, int] = {} if done is None else done
         self.rest: list[Slot] = []
 
     def __call__(self, container: Any, key: Any, leaf: Leaf, value: str) -> None:

@@ -257,10 +257,12 @@ class Proxy:
         flow: Flow | None = None
         if route.translate is not None and self.translator is not None:  # ID translation
             flow = self.translator.start(route, ex)
-            raw_path, query, body = await flow.inbound(raw_path, query, body)
+            parsed = ex.request_body.parsed_from(body) if isinstance(body, bytes) else None
+            raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
             if route.sync is not None:  # sync status is keyed on the internal ids
                 internal = route.regex.fullmatch(raw_path)
                 ex.extra["params"] = internal.groupdict() if internal else {}
+                ex.extra["forwarded_body"] = flow.forwarded
             headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
         url = route.upstream_url(raw_path, query)
         up = route.upstream
@@ -352,10 +354,14 @@ class Proxy:
             data = (
                 await upstream.read() if small or flow is None else await flow.read_capped(upstream)
             )
+            written = None
             if flow is not None and translating:
                 ex.extra["upstream_body"] = data  # route events carry internal ids
-                data = await flow.outbound(upstream.status, data, enc)
-            ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
+                data, written = await flow.outbound(upstream.status, data, enc)
+            if written is not None:
+                ex.response_body = policy.serialised_body(policy.response_body, written, data)
+            else:
+                ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")

@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from gateway.capture.exchange import Exchange
 from gateway.routes import SyncOptions
 from gateway.sync.model import Direction, EntityKey, Report, Side, Status
@@ -33,6 +35,14 @@ def entity_value(options: SyncOptions, params: Mapping[str, str], ex: Exchange) 
     if options.source == "path":
         # On a translated route the proxy keeps the parameters as forwarded (internal ids).
         return ex.extra.get("params", params).get(options.locator)
+    # Likewise the bodies as forwarded and as answered, when the route translated ids.
+    if options.source == "request" and ex.extra.get("forwarded_body") is not None:
+        return pointer_get(ex.extra["forwarded_body"], options.locator)
+    if options.source == "response" and ex.extra.get("upstream_body"):
+        try:
+            return pointer_get(orjson.loads(ex.extra["upstream_body"]), options.locator)
+        except orjson.JSONDecodeError:
+            return None
     body = ex.request_body if options.source == "request" else ex.response_body
     return pointer_get(body.value, options.locator) if body.format == "json" else None
 

@@ -43,6 +43,20 @@ SYNC_ROUTES = """
     upstream: main
     translate: {path: {id: reservation}}
     sync: {entity_type: reservation, entity: "path:id", direction: bidirectional}
+  - name: sync-translated-request
+    path: /synctr/mirror/guests
+    methods: [POST]
+    strip_prefix: /synctr
+    upstream: main
+    translate: {request_body: {/guest/id: guest}}
+    sync: {entity_type: guest, entity: "request:/guest/id", direction: inbound}
+  - name: sync-translated-response
+    path: /synctr/mirror/answers
+    methods: [POST]
+    strip_prefix: /synctr
+    upstream: main
+    translate: {request_body: {/guest/id: guest}, response_body: {/body/guest/id: guest}}
+    sync: {entity_type: guest, entity: "response:/body/guest/id", direction: outbound}
   - name: sync-dead
     path: /sync-dead/rooms/{id}
     methods: [PUT]
@@ -397,6 +411,35 @@ async def test_translated_routes_record_the_internal_id(
         await asyncio.sleep(0.05)
     assert row is not None and row["entity_id"] == internal
     assert (row["direction"], row["status"]) == ("bidirectional", "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("path", "direction"),
+    [("/synctr/mirror/guests", "inbound"), ("/synctr/mirror/answers", "outbound")],
+)
+async def test_translated_body_pointers_record_the_internal_id(
+    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection, path: str, direction: str
+) -> None:
+    """Sync pointers into bodies read the forwarded request and the upstream's own answer
+    (internal ids), as path parameters do; the partner still sends and gets its own ids."""
+    from gateway.mapping import store as mappings
+    from gateway.mapping.store import Actor, NewMapping
+
+    internal = uuid.uuid4()
+    new = NewMapping("guest", internal, "booking_engine", "G-5521")
+    await mappings.create(db, callers["alpha"].id, new, Actor("test", None))
+    sent = {"guest": {"id": "G-5521", "name": "Ada"}}
+    resp = await gateway.post(path, json=sent, headers=callers["alpha_partner"])
+    assert resp.status == 200
+    answer = (await resp.json())["body"]
+    assert answer["guest"]["id"] == ("G-5521" if direction == "outbound" else str(internal))
+    for _ in range(200):
+        row = await db.fetchrow("SELECT * FROM data_sync_status")
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row["entity_id"] == internal
+    assert (row["entity_type"], row["direction"]) == ("guest", direction)
 
 
 async def test_change_feed_reports_mapping_changes(
