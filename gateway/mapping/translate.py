@@ -140,7 +140,7 @@ def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
         if seg != WILDCARD:
             if seg.isdigit() and int(seg) < len(node):
                 _visit(node, int(seg), node[int(seg)], sub, emit)
-        elif type(sub) is Leaf:
+        elif isinstance(sub, Leaf):
             for i, child in enumerate(node):
                 _visit(node, i, child, sub, emit)
         elif sub.records is not None:
