@@ -149,9 +149,9 @@ def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
             for child in node:
                 kind = type(child)
                 if kind is dict:
-                    _walk_dict(child, sub, emit)  # type: ignore[arg-type]
+                    _walk_dict(child, sub, emit)
                 elif kind is list:
-                    _walk_list(child, sub, emit)  # type: ignore[arg-type]
+                    _walk_list(child, sub, emit)
 
 
 def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
