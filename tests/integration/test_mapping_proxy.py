@@ -162,6 +162,27 @@ async def test_path_query_and_nested_body_ids_are_translated_both_ways(
     assert (await detail.json())["translated"] == row["translated"]
 
 
+@pytest.mark.parametrize("secret", [None, "hunter2"])
+async def test_translated_bodies_are_logged_as_the_partner_sent_and_received_them(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any, secret: str | None
+) -> None:
+    """Capture's parse of the request is rewritten by translation (or, when it had to be
+    redacted, translation parses its own copy); the answer is captured from the value the
+    gateway serialised. Either way the row holds external ids and redacted fields only."""
+    body: dict[str, Any] = {"guest_id": "G-1", "items": [{"room_id": "101"}]}
+    if secret:
+        body["password"] = secret
+    resp = await gw.post("/tr/mirror/reservations/R-1", json=body, headers=world["booking_engine"])
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["body"] == body  # the upstream got internal ids, and the
+    (row,) = await wait_rows(1)  # partner its own again, secret included
+    logged = {**body, "password": "[REDACTED]"} if secret else body
+    assert row["request_body"] == logged
+    assert row["response_body"]["body"] == logged
+    assert row["translated"]["request"]["body:/items/*/room_id"] == 1
+    assert row["translated"]["response"]["body:/body/items/*/room_id"] == 1
+
+
 async def test_upstream_sees_internal_ids(gw: TestClient, world: dict[str, Any]) -> None:
     """Through the pass-through route the mirror shows the forwarded body untouched."""
     resp = await gw.post(

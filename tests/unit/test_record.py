@@ -16,6 +16,7 @@ from gateway.capture.record import (
     capture_headers,
     clean_text,
     describe_body,
+    describe_serialised,
     uuid7,
 )
 
@@ -157,3 +158,40 @@ def test_clean_json_is_stored_as_received_and_rows_hold_no_containers() -> None:
     row = ex.to_row(1.0)
     # Rows wait in the queue: no dict or list in them for the garbage collector to scan.
     assert not any(isinstance(v, dict | list) or gc.is_tracked(v) for v in row[11:])
+
+
+def test_a_parse_is_shared_only_for_the_exact_bytes_stored_as_received() -> None:
+    """ID translation may rewrite capture's parsed value only when the row keeps the raw
+    bytes: complete, unredacted, no escapes. Otherwise it must parse its own copy."""
+    redactor = Redactor(DEFAULT_REDACT_FIELDS)
+    clean = b'{"guest_id": "G-1", "items": [{"room_id": "101"}]}'
+    body = describe_body(clean, len(clean), 1000, redactor, "application/json")
+    assert body.parsed_from(clean) == orjson.loads(clean)
+    assert (
+        body.parsed_from(bytes(bytearray(clean))) is None
+    )  # equal bytes, but not the ones captured
+    for other in (
+        b'{"guest_id": "G-1", "password": "x"}',  # redacted: the value is not the body
+        b'{"guest_id": "G-\\u0031"}',  # an escape: stored re-serialised
+    ):
+        captured = describe_body(other, len(other), 1000, redactor, "application/json")
+        assert captured.parsed_from(other) is None
+    cut = describe_body(clean, len(clean), 10, redactor, "application/json")
+    assert cut.parsed_from(clean) is None
+
+
+def test_a_body_the_gateway_serialised_is_stored_without_a_new_parse() -> None:
+    redactor = Redactor(DEFAULT_REDACT_FIELDS)
+    value = {"guest_id": "G-1", "card": {"CVV": "123"}}
+    data = orjson.dumps(value)
+    body = describe_serialised(value, data, 1000, redactor)
+    assert body.format == "json" and body.raw is None  # redacted, so re-serialised
+    assert body.value == {"guest_id": "G-1", "card": {"CVV": "[REDACTED]"}}
+    assert value["card"]["CVV"] == "123"  # what the partner gets is left alone
+    plain = {"guest_id": "G-1"}
+    stored = describe_serialised(plain, orjson.dumps(plain), 1000, redactor)
+    assert stored.raw == b'{"guest_id":"G-1"}' and stored.size == len(stored.raw)
+    nul = {"note": "a\x00b"}
+    assert describe_serialised(nul, orjson.dumps(nul), 1000, redactor).value == {"note": "a\ufffdb"}
+    big = describe_serialised(plain, orjson.dumps(plain), 5, redactor)
+    assert big.truncated and big.format == "text" and big.size == len(orjson.dumps(plain))

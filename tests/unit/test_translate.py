@@ -186,3 +186,26 @@ def test_import_parsing_and_duplicates() -> None:
         importing.parse(b"a,b\n", "text/csv")
     with pytest.raises(importing.ImportFormatError):
         importing.parse(b"\xff", "text/csv")
+
+
+def test_flat_record_nodes_are_marked_when_compiled() -> None:
+    trie = translate.compile_pointers(
+        [("/items/*/room_id", "room"), ("/items/*/rate_id", "rate"), ("/guest/*/id", "guest")]
+    )
+    items = trie["items"]
+    assert isinstance(items, translate.Trie) and items.records is None  # holds '*'
+    star = items["*"]
+    assert isinstance(star, translate.Trie)
+    assert [(k, leaf.pointer) for k, leaf in star.records or []] == [
+        ("room_id", "/items/*/room_id"),
+        ("rate_id", "/items/*/rate_id"),
+    ]
+    assert trie.records is None  # 'items' and 'guest' lead deeper
+    rooms = {"items": [{"room_id": "101"}, {"rate_id": 7, "room_id": 102}, "x", {"a": 1}]}
+    slots: list[translate.Slot] = []
+    translate.collect(rooms, trie, slots)
+    assert [(s[2].entity_type, s[3]) for s in slots] == [
+        ("room", "101"),
+        ("room", "102"),
+        ("rate", "7"),
+    ]
