@@ -165,22 +165,63 @@ def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) ->
     return out
 
 
+# Case-folds ASCII and turns the form separators into quotes (see Redactor.mentions).
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&=", b'abcdefghijklmnopqrstuvwxyz""')
+# The only non-ASCII characters that str.lower() (the JSON walk: KELVIN SIGN) or
+# re.IGNORECASE (the text patterns: also LONG S, DOTLESS I, DOTTED CAPITAL I) equate with
+# ASCII letters, as UTF-8, with the letter each stands for.
+_CONFUSABLES = (
+    (b"\xe2\x84\xaa", b"k"),
+    (b"\xc5\xbf", b"s"),
+    (b"\xc4\xb1", b"i"),
+    (b"\xc4\xb0", b"i"),
+)
+_NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
+
+
 class Redactor:
     """Redacts configured JSON fields (case-insensitive key names) in bodies."""
 
     def __init__(self, fields: frozenset[str]) -> None:
         self.fields = fields
-        # A prefilter: a field name containing another needle is found through that one
-        # (access_token through token), so fewer passes over each body.
-        names = sorted({f.encode() for f in fields}, key=len)
+        # Names mentions() can compare whole; any other (non-ASCII, odd characters) is
+        # looked for as a substring, a name containing another through that one.
+        plain = {
+            f for f in fields if f.isascii() and f.isprintable() and _NOT_IN_TOKEN.isdisjoint(f)
+        }
+        self._tokens = frozenset(f.lower().encode() for f in plain)
+        names = sorted({f.lower().encode().translate(_FOLD) for f in fields - plain}, key=len)
         self._needles = tuple(n for i, n in enumerate(names) if not any(m in n for m in names[:i]))
+        # Case-insensitive matching of non-ASCII names in non-ASCII bodies: not attempted.
+        self._unicode_names = not all(f.isascii() for f in fields)
         alt = "|".join(re.escape(f) for f in sorted(fields)) or r"(?!)"
         # "field": "value" | number | literal, inside text that is not parseable JSON
         self._json_re = re.compile(rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)')
         self._form_re = re.compile(rf"((?:^|&)(?i:{alt})=)[^&]*")
 
     def mentions(self, data: bytes) -> bool:
-        low = data.lower()
+        """Whether redaction could change ``data`` (a prefilter: false positives cost a
+        needless walk, a miss would leak a field).
+
+        ``json`` redacts keys equal to a name, ``text`` a quoted name (``"name":``) or a
+        form field (``name=`` at the start or after ``&``), all ignoring case. Each of
+        those is a whole piece when the case-folded body, with ``&`` and ``=`` turned into
+        quotes, is split at quotes: one split and one set check instead of a search per
+        name. A key may also be spelt with ``\\u`` escapes, so such bodies always count.
+        """
+        if not self.fields:
+            return False
+        if b"\\" in data and b"\\u" in data:
+            return True
+        low = data.translate(_FOLD)
+        if not low.isascii():
+            if self._unicode_names:
+                return True
+            for odd, letter in _CONFUSABLES:
+                if odd in low:
+                    low = low.replace(odd, letter)
+        if not self._tokens.isdisjoint(low.split(b'"')):
+            return True
         return any(n in low for n in self._needles)
 
     def json(self, value: Any) -> Any:
