@@ -126,14 +126,21 @@ def omitted(size: int) -> Body:
     return Body(None, "omitted", size, False)
 
 
+_UUID7_RANDOM = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)  # rand_a and rand_b bits
+_UUID7_MARKS = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
+_new_uuid = uuid.UUID.__new__
+_set_slot = object.__setattr__
+
+
 def uuid7(ts: float | None = None) -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 v7): 48-bit unix milliseconds, then randomness."""
     ms = int((time.time() if ts is None else ts) * 1000)
     rand = int.from_bytes(random_bytes(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    # Built as UUID.__init__(int=...) would, without its argument checks (one per row).
+    u = _new_uuid(uuid.UUID)
+    _set_slot(u, "int", (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & _UUID7_RANDOM | _UUID7_MARKS)
+    _set_slot(u, "is_safe", uuid.SafeUUID.unknown)
+    return u
 
 
 def now_utc() -> datetime:
@@ -338,6 +345,9 @@ def _try_text(data: bytes, truncated: bool) -> str | None:
     return text
 
 
+_CONTAINERS = (dict, list)  # a tuple: `dict | list` would build a union object per call
+
+
 def stored(value: Any) -> Any:
     """A JSON value as the row keeps it: containers pre-serialised (orjson.Fragment).
 
@@ -345,7 +355,7 @@ def stored(value: Any) -> Any:
     and header lists held there as dicts and lists would be scanned by every full garbage
     collection, which measured at tens of milliseconds under load. A Fragment is one
     untracked object that both the jsonb codec and the journal write out verbatim."""
-    if isinstance(value, dict | list):
+    if isinstance(value, _CONTAINERS):
         try:
             return orjson.Fragment(orjson.dumps(value))
         except (TypeError, orjson.JSONEncodeError):

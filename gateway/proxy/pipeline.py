@@ -115,7 +115,7 @@ class Proxy:
         self.in_flight = 0
         metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
         # Metric children resolved once per label set: .labels() takes a lock every call.
-        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._counters: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[str, tuple[Any, Any]] = {}
         self.timeouts = {  # built once: ClientTimeout is immutable
             name: aiohttp.ClientTimeout(
@@ -426,10 +426,12 @@ class Proxy:
         route = ex.route or "unmatched"
         # Label values stay bounded: unknown methods (any token is legal HTTP) become OTHER.
         method = ex.method if ex.method in HTTP_METHODS else "OTHER"
-        key = (route, method, metrics.status_class(ex.status))
+        key = (route, method, ex.status)  # the status itself: its class is computed once
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = metrics.REQUESTS.labels(*key)
+            counter = self._counters[key] = metrics.REQUESTS.labels(
+                route, method, metrics.status_class(ex.status)
+            )
         counter.inc()
         durations = self._durations.get(route)
         if durations is None:
