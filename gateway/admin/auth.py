@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -55,8 +54,9 @@ def token_from(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     auth = headers.get("Authorization")
     if auth is not None:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip(), "Authorization"
+        value = value.strip()
+        if value and scheme.lower() == "bearer":
+            return value, "Authorization"
     key = headers.get(KEY_HEADER)
     if key:
         return key.strip(), KEY_HEADER
@@ -86,27 +86,32 @@ class Authenticator:
                     code="missing_api_key",
                 ),
             )
-        if not TOKEN_RE.match(token):
+        token_hash = hash_token(token)
+        hit = self._cache.get(token_hash)
+        if hit is not None and hit[1] > time.monotonic():
+            key = hit[0]  # only tokens that matched TOKEN_RE were ever looked up and cached
+        elif not TOKEN_RE.match(token):
             raise refuse(
                 "unknown_key", Unauthorized("the API key is not valid", code="invalid_api_key")
             )
-        key = await self._lookup(hash_token(token))
+        else:
+            key = await self._lookup(token_hash, hit)
         if key is None:
             raise refuse(
                 "unknown_key", Unauthorized("the API key is not valid", code="invalid_api_key")
             )
-        reason = key.usable_at(datetime.now(UTC))
+        reason = key.usable_now()
+        if reason is None:
+            return key
         if reason == "revoked_key":
             raise refuse(reason, Unauthorized("the API key was revoked", code="revoked_api_key"))
-        if reason == "expired_key":
-            raise refuse(reason, Unauthorized("the API key has expired", code="expired_api_key"))
-        return key
+        raise refuse(reason, Unauthorized("the API key has expired", code="expired_api_key"))
 
-    async def _lookup(self, token_hash: bytes) -> ApiKey | None:
+    async def _lookup(
+        self, token_hash: bytes, hit: tuple[ApiKey | None, float] | None
+    ) -> ApiKey | None:
+        """Read a key from PostgreSQL (``hit``: its expired cache entry, if any)."""
         now = time.monotonic()
-        hit = self._cache.get(token_hash)
-        if hit is not None and hit[1] > now:
-            return hit[0]
         try:
             async with self._pool.acquire() as conn:
                 key = await key_by_token_hash(conn, token_hash)

@@ -10,9 +10,10 @@ import enum
 import hashlib
 import re
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,8 @@ TOKEN_PREFIX = "gwk_"
 TOKEN_RE = re.compile(r"^gwk_[A-Za-z0-9_-]{43}$")
 EXTERNAL_SYSTEM_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SHOWN_PREFIX_LEN = 12  # "gwk_" + 8 characters: enough to recognise a key, useless to guess it
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Role(enum.StrEnum):
@@ -68,6 +71,18 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    # Derived once per key object (keys are cached), not once per proxied call.
+    id_str: str = field(init=False, repr=False, compare=False)
+    tenant_id_str: str = field(init=False, repr=False, compare=False)
+    # expires_at in whole microseconds since the epoch (None: no expiry or a naive datetime)
+    _expires_us: int | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_str", str(self.id))
+        object.__setattr__(self, "tenant_id_str", str(self.tenant_id))
+        exp = self.expires_at
+        us = (exp - _EPOCH) // _MICROSECOND if exp is not None and exp.tzinfo else None
+        object.__setattr__(self, "_expires_us", us)
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> ApiKey:
@@ -91,6 +106,17 @@ class ApiKey:
         if self.expires_at is not None and self.expires_at <= now:
             return "expired_key"
         return None
+
+    def usable_now(self) -> str | None:
+        """``usable_at(datetime.now(UTC))`` without building a datetime per call: both
+        read the system clock floored to the microsecond, so they agree exactly."""
+        if self.revoked_at is not None:
+            return "revoked_key"
+        if self.expires_at is None:
+            return None
+        if self._expires_us is None:  # naive: let usable_at fail as it always did
+            return self.usable_at(datetime.now(UTC))
+        return "expired_key" if self._expires_us <= time.time_ns() // 1000 else None
 
     def public(self) -> dict[str, Any]:
         """What the API shows: never the token or its hash."""

@@ -133,14 +133,21 @@ def omitted(size: int) -> Body:
     return Body(None, "omitted", size, False)
 
 
+_UUID7_RANDOM = ((1 << 80) - 1) & ~(0xF << 76) & ~(0x3 << 62)  # rand_a and rand_b bits
+_UUID7_MARKS = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
+_new_uuid = uuid.UUID.__new__
+_set_slot = object.__setattr__
+
+
 def uuid7(ts: float | None = None) -> uuid.UUID:
     """A time-ordered UUID (RFC 9562 v7): 48-bit unix milliseconds, then randomness."""
     ms = int((time.time() if ts is None else ts) * 1000)
     rand = int.from_bytes(random_bytes(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    # Built as UUID.__init__(int=...) would, without its argument checks (one per row).
+    u = _new_uuid(uuid.UUID)
+    _set_slot(u, "int", (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & _UUID7_RANDOM | _UUID7_MARKS)
+    _set_slot(u, "is_safe", uuid.SafeUUID.unknown)
+    return u
 
 
 def now_utc() -> datetime:
@@ -172,22 +179,63 @@ def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) ->
     return out
 
 
+# Case-folds ASCII and turns the form separators into quotes (see Redactor.mentions).
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&=", b'abcdefghijklmnopqrstuvwxyz""')
+# The only non-ASCII characters that str.lower() (the JSON walk: KELVIN SIGN) or
+# re.IGNORECASE (the text patterns: also LONG S, DOTLESS I, DOTTED CAPITAL I) equate with
+# ASCII letters, as UTF-8, with the letter each stands for.
+_CONFUSABLES = (
+    (b"\xe2\x84\xaa", b"k"),
+    (b"\xc5\xbf", b"s"),
+    (b"\xc4\xb1", b"i"),
+    (b"\xc4\xb0", b"i"),
+)
+_NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
+
+
 class Redactor:
     """Redacts configured JSON fields (case-insensitive key names) in bodies."""
 
     def __init__(self, fields: frozenset[str]) -> None:
         self.fields = fields
-        # A prefilter: a field name containing another needle is found through that one
-        # (access_token through token), so fewer passes over each body.
-        names = sorted({f.encode() for f in fields}, key=len)
+        # Names mentions() can compare whole; any other (non-ASCII, odd characters) is
+        # looked for as a substring, a name containing another through that one.
+        plain = {
+            f for f in fields if f.isascii() and f.isprintable() and _NOT_IN_TOKEN.isdisjoint(f)
+        }
+        self._tokens = frozenset(f.lower().encode() for f in plain)
+        names = sorted({f.lower().encode().translate(_FOLD) for f in fields - plain}, key=len)
         self._needles = tuple(n for i, n in enumerate(names) if not any(m in n for m in names[:i]))
+        # Case-insensitive matching of non-ASCII names in non-ASCII bodies: not attempted.
+        self._unicode_names = not all(f.isascii() for f in fields)
         alt = "|".join(re.escape(f) for f in sorted(fields)) or r"(?!)"
         # "field": "value" | number | literal, inside text that is not parseable JSON
         self._json_re = re.compile(rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)')
         self._form_re = re.compile(rf"((?:^|&)(?i:{alt})=)[^&]*")
 
     def mentions(self, data: bytes) -> bool:
-        low = data.lower()
+        """Whether redaction could change ``data`` (a prefilter: false positives cost a
+        needless walk, a miss would leak a field).
+
+        ``json`` redacts keys equal to a name, ``text`` a quoted name (``"name":``) or a
+        form field (``name=`` at the start or after ``&``), all ignoring case. Each of
+        those is a whole piece when the case-folded body, with ``&`` and ``=`` turned into
+        quotes, is split at quotes: one split and one set check instead of a search per
+        name. A key may also be spelt with ``\\u`` escapes, so such bodies always count.
+        """
+        if not self.fields:
+            return False
+        if b"\\" in data and b"\\u" in data:
+            return True
+        low = data.translate(_FOLD)
+        if not low.isascii():
+            if self._unicode_names:
+                return True
+            for odd, letter in _CONFUSABLES:
+                if odd in low:
+                    low = low.replace(odd, letter)
+        if not self._tokens.isdisjoint(low.split(b'"')):
+            return True
         return any(n in low for n in self._needles)
 
     def json(self, value: Any) -> Any:
@@ -320,6 +368,9 @@ def _try_text(data: bytes, truncated: bool) -> str | None:
     return text
 
 
+_CONTAINERS = (dict, list)  # a tuple: `dict | list` would build a union object per call
+
+
 def stored(value: Any) -> Any:
     """A JSON value as the row keeps it: containers pre-serialised (orjson.Fragment).
 
@@ -327,7 +378,7 @@ def stored(value: Any) -> Any:
     and header lists held there as dicts and lists would be scanned by every full garbage
     collection, which measured at tens of milliseconds under load. A Fragment is one
     untracked object that both the jsonb codec and the journal write out verbatim."""
-    if isinstance(value, dict | list):
+    if isinstance(value, _CONTAINERS):
         try:
             return orjson.Fragment(orjson.dumps(value))
         except (TypeError, orjson.JSONEncodeError):

@@ -115,7 +115,7 @@ class Proxy:
         self.in_flight = 0
         metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
         # Metric children resolved once per label set: .labels() takes a lock every call.
-        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._counters: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[str, tuple[Any, Any]] = {}
         self.timeouts = {  # built once: ClientTimeout is immutable
             name: aiohttp.ClientTimeout(
@@ -154,7 +154,10 @@ class Proxy:
             ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
             _check_path(request.rel_url.raw_path)
             self._check_headers(request)
-            identity = None if route.public else await self._authorize(request, route, ex)
+            identity = None
+            if not route.public:
+                key = await self.auth.authenticate(request.headers)
+                identity = self._authorize(key, route, ex)
             if websocket.is_upgrade(request):
                 return await websocket.relay(self, request, route, ex, identity)
             return await self._proxy_http(request, route, policy, ex, identity)
@@ -201,10 +204,10 @@ class Proxy:
 
     # -- who is calling ----------------------------------------------------------------
 
-    async def _authorize(self, request: web.Request, route: Route, ex: Exchange) -> dict[str, str]:
-        """Authenticate a partner key, check it may use the route, apply rate limits."""
-        key = await self.auth.authenticate(request.headers)
-        ex.tenant_id, ex.api_key_id = str(key.tenant_id), str(key.id)
+    def _authorize(self, key: ApiKey, route: Route, ex: Exchange) -> dict[str, str]:
+        """Check an authenticated key may use the route and apply its rate limits; the
+        identity headers the upstream gets."""
+        ex.tenant_id, ex.api_key_id = key.tenant_id_str, key.id_str
         ex.external_system = key.external_system
         if key.role is not Role.PARTNER:
             raise refuse(
@@ -220,21 +223,21 @@ class Proxy:
                     f"external system {key.external_system!r} may not use route {route.name!r}"
                 ),
             )
-        self._rate_limit(key, route)
+        if route.rate_limit is not None or key.rate_limit_per_minute is not None:
+            self._rate_limit(key, route)
         return {
-            TENANT_HEADER: str(key.tenant_id),
+            TENANT_HEADER: key.tenant_id_str,
             SYSTEM_HEADER: key.external_system or "",
-            KEY_ID_HEADER: str(key.id),
+            KEY_ID_HEADER: key.id_str,
         }
 
     def _rate_limit(self, key: ApiKey, route: Route) -> None:
-        waits = []
+        wait = 0.0
         if route.rate_limit is not None:
             rl = route.rate_limit
-            waits.append(self.limiter.take(key.id, route.name, rl.requests, rl.per_seconds))
+            wait = self.limiter.take(key.id, route.name, rl.requests, rl.per_seconds)
         if key.rate_limit_per_minute is not None:
-            waits.append(self.limiter.take(key.id, "*", key.rate_limit_per_minute, 60.0))
-        wait = max(waits, default=0.0)
+            wait = max(wait, self.limiter.take(key.id, "*", key.rate_limit_per_minute, 60.0))
         if wait > 0:
             metrics.RATE_LIMITED.labels(route.name).inc()
             raise RateLimited(f"rate limit exceeded for this key on route {route.name!r}", wait)
@@ -429,10 +432,12 @@ class Proxy:
         route = ex.route or "unmatched"
         # Label values stay bounded: unknown methods (any token is legal HTTP) become OTHER.
         method = ex.method if ex.method in HTTP_METHODS else "OTHER"
-        key = (route, method, metrics.status_class(ex.status))
+        key = (route, method, ex.status)  # the status itself: its class is computed once
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = metrics.REQUESTS.labels(*key)
+            counter = self._counters[key] = metrics.REQUESTS.labels(
+                route, method, metrics.status_class(ex.status)
+            )
         counter.inc()
         durations = self._durations.get(route)
         if durations is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import time
+import uuid
 
 import orjson
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.capture.record import (
     DEFAULT_REDACT_FIELDS,
+    REDACTED,
     Redactor,
     capture_headers,
     clean_text,
@@ -195,3 +198,113 @@ def test_a_body_the_gateway_serialised_is_stored_without_a_new_parse() -> None:
     assert describe_serialised(nul, orjson.dumps(nul), 1000, redactor).value == {"note": "a\ufffdb"}
     big = describe_serialised(plain, orjson.dumps(plain), 5, redactor)
     assert big.truncated and big.format == "text" and big.size == len(orjson.dumps(plain))
+
+
+# -- the redaction prefilter: a miss would leak a field, a false positive only costs a walk
+
+
+def _cases(name: str) -> list[str]:
+    mixed = "".join(c.upper() if i % 2 else c for i, c in enumerate(name))
+    return [name, name.upper(), name.title(), mixed]
+
+
+def test_prefilter_finds_every_field_as_key_form_field_or_quoted_name_in_any_case() -> None:
+    for field in sorted(R.fields):
+        for name in _cases(field):
+            assert R.mentions(orjson.dumps({"a": 1, "b": {name: "s"}})), name
+            assert R.mentions(orjson.dumps([{"x": [1, {name: None}]}])), name
+            assert R.mentions(f'{{"a": 1, "{name}" : "v"'.encode()), name  # truncated JSON
+            assert R.mentions(f"{name}=v&x=1".encode()), name
+            assert R.mentions(f"x=1&{name}=v".encode()), name
+
+
+def test_prefilter_finds_keys_spelt_with_escapes_or_lookalike_letters() -> None:
+    escaped = b'{"ok": 1, "pass\\u0077ord": "hunter2"}'
+    assert R.mentions(escaped)
+    assert describe_body(escaped, len(escaped), 100, R).value == {"ok": 1, "password": REDACTED}
+    kelvin = '{"to\u212aen": "abc"}'.encode()  # KELVIN SIGN: "to\u212aen".lower() == "token"
+    assert R.mentions(kelvin)
+    assert describe_body(kelvin, len(kelvin), 100, R).value == {"to\u212aen": REDACTED}
+    long_s = "x=1&\u017fecret=abc".encode()  # LONG S matches s under re.IGNORECASE
+    assert R.mentions(long_s)
+    assert "abc" not in describe_body(long_s, len(long_s), 100, R, "text/plain").value
+
+
+def test_prefilter_ignores_names_inside_longer_words_and_values() -> None:
+    body = orjson.dumps({"company": "Span tokens", "url": "https://a/?apikeys=1", "n": 2})
+    assert not R.mentions(body)
+    stored = describe_body(body, len(body), 1000, R, "application/json")
+    assert stored.raw == body  # nothing to redact: kept verbatim
+
+
+def test_prefilter_with_unusual_field_names_falls_back_to_searching() -> None:
+    odd = Redactor(frozenset({"a/b", "straße", "x=y"}))
+    assert odd.mentions(orjson.dumps({"A/B": 1}))
+    assert odd.mentions('{"STRAẞE": 1}'.encode())  # non-ASCII body and names: always
+    assert odd.mentions(b"q=1&x=y=2")
+    assert not odd.mentions(b'{"a": "b"}')
+    assert not Redactor(frozenset()).mentions(b'{"password": "x"}')
+
+
+_pieces = st.sampled_from(
+    [
+        "password",
+        "PassWord",
+        "token",
+        "Tokens",
+        "cvv",
+        "pan",
+        "iban",
+        "api_key",
+        "to\u212aen",
+        "\u017fecret",
+        '"',
+        "&",
+        "=",
+        ":",
+        " ",
+        ",",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\\u0074",
+        "\\",
+        "x",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(_pieces, max_size=12))
+def test_text_redaction_never_changes_what_the_prefilter_passed(parts: list[str]) -> None:
+    text = "".join(parts)
+    if not R.mentions(text.encode()):
+        assert R.text(text) == text
+
+
+_keys = st.sampled_from(["password", "PASSWORD", "Token", "cvc", "pan", "x", "pan_x", "to\u212aen"])
+_docs = st.recursive(
+    st.none() | st.integers() | _keys,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_keys | st.text(max_size=5), kids),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(doc=_docs, ascii_only=st.booleans())
+def test_json_redaction_never_changes_what_the_prefilter_passed(
+    doc: object, ascii_only: bool
+) -> None:
+    data = json.dumps(doc, ensure_ascii=ascii_only).encode()  # \u escapes when ascii_only
+    if not R.mentions(data):
+        assert R.json(json.loads(data)) == json.loads(data)
+
+
+def test_uuid7_has_its_version_variant_and_time() -> None:
+    now = time.time()
+    u = uuid7(now)
+    assert u == uuid.UUID(str(u)) and hash(u) == hash(uuid.UUID(str(u)))
+    assert u.version == 7 and u.variant == uuid.RFC_4122 and u.int >> 80 == int(now * 1000)
+    assert len({uuid7(now) for _ in range(1000)}) == 1000
