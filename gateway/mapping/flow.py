@@ -217,7 +217,8 @@ class Flow:
         self, doc: Any, trie: translate.Trie, scope: Scope, done: dict[str, Any], rest: list[Any]
     ) -> None:
         """One pass over the body: ids the cache maps (fresh) are rewritten in place and
-        counted under ``body:<pointer>``; every other id goes to ``rest`` as a slot."""
+        counted in ``done`` (empty before the walk) under ``body:<pointer>``; every other
+        id goes to ``rest`` as a slot."""
         rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic(), done)
         translate.walk(doc, trie, rewrite)
         rest.extend(rewrite.rest)
