@@ -55,9 +55,9 @@ async def translate_payload(
 ) -> Any:
     """Hook: ids in ``payload`` translated to ``external_system``'s own ids.
 
-    Called before each attempt to a subscription that names an external system. Returns
-    the payload unchanged until the integration_mappings translator (issue 4) is wired in:
-    pass another function with this signature as ``Dispatcher(translate=...)`` (app.py).
+    Called before each attempt to a subscription that names an external system. This
+    default leaves the payload as it is; the gateway passes the integration_mappings
+    translator (gateway/mapping/payload.py) as ``Dispatcher(translate=...)`` (app.py).
     """
     return payload
 
@@ -71,10 +71,11 @@ async def on_delivery_outcome(
     delivered: bool,
     error: str | None,
 ) -> None:
-    """Hook: record the entity's sync outcome in data_sync_status (the sync-status issue).
+    """Hook: record the entity's sync outcome in data_sync_status.
 
-    Called after each attempt to a subscription that names an external system. No-op
-    until that table exists; pass another as ``Dispatcher(report=...)``.
+    Called after each attempt to a subscription that names an external system. This
+    default records nothing; the gateway passes the sync recorder's reporter
+    (gateway/sync/webhooks.py) as ``Dispatcher(report=...)`` (app.py).
     """
 
 
