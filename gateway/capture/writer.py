@@ -30,6 +30,7 @@ from gateway import metrics
 from gateway.capture import partitions
 from gateway.capture.journal import Journal
 from gateway.capture.record import COLUMNS, CREATED_AT_INDEX
+from gateway.tasks import finish_within
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +125,7 @@ class LogWriter:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await finish_within(self._task, timeout)
         # Whatever is still in memory (deadline hit) goes to disk, not to /dev/null.
         while self._queue:
             rows = self._take()

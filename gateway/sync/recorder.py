@@ -15,6 +15,7 @@ import asyncpg
 from gateway import metrics
 from gateway.sync import store
 from gateway.sync.model import Outcome, Report, Status
+from gateway.tasks import finish_within
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ class SyncRecorder:
         self._wake.set()
         if self._task is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            if self._queue:
-                log.error("sync recorder: %d reports not written at shutdown", len(self._queue))
+        if not await finish_within(self._task, timeout) and self._queue:
+            log.error("sync recorder: %d reports not written at shutdown", len(self._queue))
 
     async def _run(self) -> None:
         while True:
