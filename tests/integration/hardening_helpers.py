@@ -49,7 +49,8 @@ class GatewayProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> str:
+    async def start(self, ready: str = "/healthz") -> str:
+        """Start it and wait until ``ready`` answers 200; the base URL."""
         self.port = free_port()
         self.starts += 1
         self.log_path = self.workdir / f"gateway-{self.starts}.log"
@@ -62,7 +63,7 @@ class GatewayProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        await wait_healthy(self.base, self.proc)
+        await wait_healthy(self.base, self.proc, ready)
         return self.base
 
     def signal(self, sig: signal.Signals) -> None:
@@ -83,14 +84,16 @@ class GatewayProcess:
             self.proc.wait(10)
 
 
-async def wait_healthy(base: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+async def wait_healthy(
+    base: str, proc: subprocess.Popen[bytes] | None = None, path: str = "/healthz"
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"gateway exited with {proc.returncode} at start")
             with contextlib.suppress(OSError, aiohttp.ClientError):
-                async with http.get(base + "/healthz") as r:
+                async with http.get(base + path) as r:
                     if r.status == 200:
                         return
             await asyncio.sleep(0.1)

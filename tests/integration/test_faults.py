@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml, throwaway_pgdata, wait_for_rows, with_database
+from tests.integration.hardening_helpers import GatewayProcess
 
 pytestmark = pytest.mark.slow
 
@@ -115,25 +115,17 @@ async def test_database_stopped_while_requests_flow_loses_nothing(
     assert not list(settings.journal_dir.glob("*.journal"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def gateway_process(
     tmp_path: Path, database_url: str, aiohttp_server: Callable[..., Any]
-) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
+) -> AsyncIterator[GatewayProcess]:
     """`python -m gateway serve` in a child process, with rows kept in memory (60 s flush)."""
     from tests.integration.upstream_app import make_upstream_app
 
     upstream: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
     routes = tmp_path / "routes.yaml"
     routes.write_text(routes_yaml(str(upstream.make_url("")).rstrip("/")))
-    port = free_port()
     env = {
-        **os.environ,
         "GATEWAY_DATABASE_URL": database_url,
         "GATEWAY_DATA_DIR": str(tmp_path / "d"),
         "GATEWAY_LOG_FLUSH_INTERVAL": "60",
@@ -141,38 +133,18 @@ async def gateway_process(
         "GATEWAY_SHUTDOWN_TIMEOUT": "10",
         "GATEWAY_ACCESS_LOG": "true",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    gw = GatewayProcess(tmp_path, routes, env)
     try:
-        async with ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("gateway did not start")
-        yield proc, base
+        await gw.start()
+        yield gw
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        gw.kill()
 
 
 async def test_sigterm_flushes_queued_rows(
-    gateway_process: tuple[subprocess.Popen[bytes], str], database_url: str
+    gateway_process: GatewayProcess, database_url: str
 ) -> None:
-    proc, base = gateway_process
+    gw, base = gateway_process, gateway_process.base
     async with ClientSession() as http:
         for i in range(200):
             async with http.post(f"{base}/api/echo/{i}", data=b'{"n": 1}') as r:
@@ -180,9 +152,9 @@ async def test_sigterm_flushes_queued_rows(
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM api_logs") == 0  # still queued
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
-        output = proc.stdout.read().decode() if proc.stdout else ""
+        gw.signal(signal.SIGTERM)
+        code = await gw.wait(20)
+        output = gw.output()
         assert code == 0, output
         assert await conn.fetchval("SELECT count(*) FROM api_logs") == 200
         assert "200 written, 0 journaled, 0 dropped" in output

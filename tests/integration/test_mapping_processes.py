@@ -4,10 +4,7 @@ changed through one is used by the other within a second (LISTEN/NOTIFY invalida
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway.admin import keys
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
+from tests.integration.hardening_helpers import GatewayProcess
 from tests.integration.upstream_app import make_upstream_app
 
 pytestmark = pytest.mark.slow
@@ -38,40 +36,18 @@ ROUTE = """
 WITHIN = 1.0  # seconds a change may take to reach the other process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def gateway_process(routes: Path, database_url: str, home: Path) -> AsyncIterator[str]:
-    port = free_port()
+    """A gateway process with its own data directory, serving once its /readyz says so."""
     home.mkdir()
-    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_DATA_DIR": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
-        env=env,
-        cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_DATA_DIR": str(home)}
+    gw = GatewayProcess(home, routes, env)
     try:
-        async with ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(base + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("gateway did not start")
-        yield base
+        yield await gw.start(ready="/readyz")
     finally:
-        proc.terminate()
-        await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.signal(signal.SIGTERM)
+            await gw.wait(20)
 
 
 async def test_change_through_one_process_is_used_by_the_other_within_a_second(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from gateway.admin import keys
 from gateway.mapping import store as mappings
 from gateway.mapping.store import Actor, NewMapping
+from tests.integration.hardening_helpers import free_port
 from tests.integration.webhook_helpers import FAST_SCHEDULE, Receiver, publish, subscribe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,12 +111,6 @@ def panel_queries() -> list[tuple[str, str, str]]:
             for target in panel["targets"]:
                 out.append((name, panel["title"], target["expr"]))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

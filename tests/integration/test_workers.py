@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,15 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import workers
 from tests.conftest import routes_yaml
+from tests.integration.hardening_helpers import free_port
 
 CALLS = 40  # proxied calls per round, each on its own connection (spread by the kernel)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def children(parent: int) -> set[int]:
