@@ -234,6 +234,12 @@ def run(args: argparse.Namespace) -> None:
                                  f"http://127.0.0.1:{up_port}"])
         wait_http(f"http://127.0.0.1:{bare_port}/")
 
+        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Bench Hotel")
+        logging_port = free_port()
+        logging_proc = procs.start([PY, str(HERE / "bare_logging_proxy.py"), str(logging_port),
+                                    f"http://127.0.0.1:{up_port}", dsn])
+        wait_http(f"http://127.0.0.1:{logging_port}/")
+
         nginx_port = free_port()
         prefix = tmp / "nginx"
         prefix.mkdir()
@@ -245,7 +251,6 @@ def run(args: argparse.Namespace) -> None:
         nginx = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
         wait_http(f"http://127.0.0.1:{nginx_port}/")
 
-        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Bench Hotel")
         gw_port = free_port()
         gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes),
                           "--port", str(gw_port)], env=env)
@@ -257,11 +262,13 @@ def run(args: argparse.Namespace) -> None:
         targets = {
             "direct upstream": (f"http://127.0.0.1:{up_port}{PATH}", []),
             "bare aiohttp pass-through": (f"http://127.0.0.1:{bare_port}{PATH}", [bare_proc.pid]),
+            "bare + queued COPY logging": (f"http://127.0.0.1:{logging_port}{PATH}",
+                                           [logging_proc.pid]),
             "nginx": (f"http://127.0.0.1:{nginx_port}{PATH}", [nginx.pid]),
             "gateway, full capture": (f"{gw_base}{PATH}", [gw.pid]),
         }
         gateway_requests = 0
-        print(f"{'target':28s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'proxy CPU':>10s} "
+        print(f"{'target':30s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'proxy CPU':>10s} "
               f"{'PG CPU':>8s} {'machine':>8s}")
         for name, (url, pids) in targets.items():
             warm = wrk(url, args, args.warmup, token)
@@ -274,7 +281,7 @@ def run(args: argparse.Namespace) -> None:
             results[name] = res
             if name.startswith("gateway"):
                 gateway_requests = int(warm["requests"] + res["requests"])
-            print(f"{name:28s} {res['rps']:9.0f} {res['p50']:8.2f} {res['p99']:8.2f} "
+            print(f"{name:30s} {res['rps']:9.0f} {res['p50']:8.2f} {res['p99']:8.2f} "
                   f"{res['proxy_us']:7.0f} us {res['pg_us']:5.0f} us {res['machine']:8.0%}"
                   f"   non-2xx {res['non2xx']}", flush=True)
         print("(proxy / PG CPU: user+system CPU of the proxy's processes / of PostgreSQL per "
@@ -286,6 +293,9 @@ def run(args: argparse.Namespace) -> None:
         bare, gwr = results["bare aiohttp pass-through"], results["gateway, full capture"]
         print()
         print(f"gateway / bare pass-through requests/s: {gwr['rps'] / bare['rps']:.1%} (target >= 85%)")
+        print(f"bare + COPY logging / bare:             "
+              f"{results['bare + queued COPY logging']['rps'] / bare['rps']:.1%} "
+              "(the least any logging proxy pays here)")
         print(f"gateway / nginx requests/s:             {gwr['rps'] / results['nginx']['rps']:.1%}")
         print(f"proxy CPU per request, gateway / bare:  {gwr['proxy_us'] / bare['proxy_us']:.2f}x")
         print(f"api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
