@@ -237,6 +237,19 @@ def test_prefilter_ignores_names_inside_longer_words_and_values() -> None:
     assert stored.raw == body  # nothing to redact: kept verbatim
 
 
+def test_prefilter_with_names_that_prefix_each_other_or_hold_pattern_characters() -> None:
+    # The names become one factored pattern: a name that is the start of another, and
+    # characters that mean something in a regular expression, must still match exactly.
+    names = ["pa", "pan", "pass", "passcode", "a.b", "c+d", "e(f)", "g*", "h?i", "j|k", "l[m]"]
+    prefixes = Redactor(frozenset(names))
+    for name in names:
+        for spelt in _cases(name):
+            assert prefixes.mentions(orjson.dumps({"x": 1, spelt: 2})), spelt
+            assert prefixes.mentions(f"y=1&{spelt}=2".encode()), spelt
+    for other in ["p", "pas", "passc", "passcodes", "axb", "cd", "ccd", "ef", "g", "gg", "hi", "j"]:
+        assert not prefixes.mentions(orjson.dumps({other: 1, "k": other})), other
+
+
 def test_prefilter_with_unusual_field_names_falls_back_to_searching() -> None:
     odd = Redactor(frozenset({"a/b", "straße", "x=y"}))
     assert odd.mentions(orjson.dumps({"A/B": 1}))
