@@ -1,5 +1,7 @@
 """Proxy benchmark: the same upstream direct, through a bare aiohttp pass-through, through
-nginx, and through the gateway with full capture, measured with wrk in one run.
+that pass-through plus the least logging (bench/bare_logging_proxy.py, a reference for what
+logging alone costs), through nginx, and through the gateway with full capture, measured
+with wrk in one run.
 
     python bench/run.py [--duration 15] [--connections 50] [--threads 2]
 
