@@ -252,7 +252,11 @@ class Proxy:
         ex: Exchange,
         identity: dict[str, str] | None,
     ) -> web.StreamResponse:
-        body = await self._request_body(request, policy, ex)
+        tr = route.translate if self.translator is not None else None
+        whole = (
+            self.settings.stream_threshold_bytes if tr and (tr.request_trie or tr.auto_map) else 0
+        )
+        body = await self._request_body(request, policy, ex, whole)
         headers = upstream_request_headers(
             request, ex.request_id, self.settings.trusted_proxies, identity=identity
         )
@@ -306,9 +310,11 @@ class Proxy:
             raise UpstreamError(f"upstream {up.name!r} failed: {type(exc).__name__}") from exc
 
     async def _request_body(
-        self, request: web.Request, policy: CapturePolicy, ex: Exchange
+        self, request: web.Request, policy: CapturePolicy, ex: Exchange, whole: int = 0
     ) -> bytes | Any | None:
-        """The body to send upstream: bytes when small and sized, else a capturing stream."""
+        """The body to send upstream: bytes when small and sized, else a capturing stream.
+        With ``whole``, a body of unknown length (chunked) is read whole when it ends within
+        that many bytes (a translated route must see all of it); else it is streamed on."""
         if not request.body_exists:
             return None
         size = request.content_length
@@ -317,6 +323,16 @@ class Proxy:
             raise PayloadTooLarge(f"request body of {size} bytes exceeds the {limit} byte limit")
         ctype = request.headers.get("Content-Type", "")
         enc = request.headers.get("Content-Encoding", "")
+        timeout = self.settings.client_timeout
+        if size is None and whole:
+            most = min(whole, limit)
+            head = await _read_up_to(request, most, timeout)
+            if len(head) <= most:  # it ended: the whole body
+                ex.request_body = policy.body(policy.request_body, head, len(head), ctype, enc)
+                return head
+            if len(head) > limit:
+                raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+            return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout, head).stream()
         if size is not None and size <= self.settings.stream_threshold_bytes:
             try:
                 data = await _read_body(request, self.settings.client_timeout)
@@ -326,7 +342,6 @@ class Proxy:
                 raise RequestTimeout(_SLOW_BODY) from None
             ex.request_body = policy.body(policy.request_body, data, len(data), ctype, enc)
             return data
-        timeout = self.settings.client_timeout
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
 
     async def _relay(
@@ -480,16 +495,21 @@ class _StreamCapture:
         ctype: str,
         enc: str,
         timeout: float,
+        head: bytes = b"",
     ) -> None:
         self.request, self.policy, self.ex = request, policy, ex
         self.limit, self.ctype, self.enc = limit, ctype, enc
         self.timeout = timeout
+        self.head = head  # bytes of the body already read, sent first
 
     async def stream(self) -> Any:
         cap = self.policy.max_body_bytes if self.policy.request_body else 0
-        kept = bytearray()
-        total = 0
+        head = self.head
+        kept = bytearray(head[: cap + 1])
+        total = len(head)
         try:
+            if head:
+                yield head
             while True:
                 try:
                     async with asyncio.timeout(self.timeout):
@@ -508,6 +528,22 @@ class _StreamCapture:
             self.ex.request_body = self.policy.body(
                 self.policy.request_body, bytes(kept), total, self.ctype, self.enc
             )
+
+
+async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
+    """A body of unknown length read until it ends or is over ``most`` bytes (then the
+    bytes read so far, more than ``most``); each read waits ``timeout`` seconds at most."""
+    data = bytearray()
+    while len(data) <= most:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(CHUNK)
+        except TimeoutError:
+            raise RequestTimeout(_SLOW_BODY) from None
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:

@@ -5,6 +5,7 @@ auto-mapping, one query per request, invalidation by SQL, malformed bodies, api_
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,14 @@ ROUTES = """
     translate:
       body: {/guest_id: guest}
       unknown_status: 404
+  - name: tr-upload
+    path: /tu/upload
+    methods: [POST]
+    strip_prefix: /tu
+    upstream: main
+    translate:
+      request_body: {/guest_id: guest}
+      on_unknown: pass
   - name: tr-chunked
     path: /tr/chunked-json
     methods: [GET]
@@ -384,18 +393,65 @@ async def test_lookup_failure_is_a_clean_503_never_an_untranslated_forward(
 
 
 async def test_chunked_request_bodies_on_translated_routes(
-    gw: TestClient, world: dict[str, Any]
+    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
 ) -> None:
-    async def chunks() -> Any:
-        yield b'{"guest_id": '
-        yield b'"G-1"}'
+    """A body of unknown length is read whole when it ends within the stream threshold,
+    then translated like any other; a longer one is refused on a strict route and streamed
+    on, untranslated and intact, on a lenient one."""
+    gw: TestClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
+
+    async def chunks(*parts: bytes) -> Any:
+        for part in parts:
+            yield part
+            await asyncio.sleep(0.01)  # separate writes: really several chunks
 
     be = {**world["booking_engine"], "Content-Type": "application/json"}
-    resp = await gw.post("/tr/mirror/reservations/R-1", data=chunks(), headers=be)
+    resp = await gw.post(
+        "/tr/mirror/reservations/R-1", data=chunks(b'{"guest_id": ', b'"G-1"}'), headers=be
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["body"] == {"guest_id": "G-1"}  # GUEST went up, G-1 came back
+    (row,) = await wait_rows(1)
+    assert row["request_body"] == {"guest_id": "G-1"}
+    assert row["translated"]["request"] == {"path:reservation_id": 1, "body:/guest_id": 1}
+
+    big = b'{"guest_id": "G-1", "pad": "' + b"x" * 3000 + b'"}'
+    resp = await gw.post(
+        "/tr/mirror/reservations/R-1", data=chunks(big[:1000], big[1000:]), headers=be
+    )
     assert resp.status == 413 and (await resp.json())["code"] == "payload_too_large"
-    resp = await gw.post("/tp/mirror/x", data=chunks(), headers=be)
-    assert resp.status == 200  # pass-through route: streamed on, untranslated
-    assert (await resp.json())["body"] == {"guest_id": "G-1"}
+
+    resp = await gw.post("/tu/upload", data=chunks(b'{"guest_id": ', b'"G-1"}'), headers=be)
+    assert (await resp.json())["size"] == len(f'{{"guest_id":"{GUEST}"}}')  # translated
+
+    resp = await gw.post(
+        "/tu/upload", data=chunks(big[:700], big[700:2000], big[2000:]), headers=be
+    )
+    got = await resp.json()  # every byte, in order: what was read ahead goes first
+    assert got == {"size": len(big), "sha256": hashlib.sha256(big).hexdigest(), "chunked": True}
+    rows = await wait_rows(4)
+    assert rows[-1]["translated"]["request_body"] == (
+        "not translated: request body too large to translate"
+    )
+    assert rows[-1]["request_body_size"] == len(big)  # the whole size, read ahead included
+
+
+async def test_chunked_request_body_over_the_request_limit_on_a_translated_route(
+    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
+) -> None:
+    gw: TestClient = await gateway_factory(
+        ROUTES, stream_threshold_bytes=4096, max_request_bytes=1000
+    )
+
+    async def body() -> Any:
+        yield b'{"guest_id": "G-1", "pad": "' + b"x" * 1500 + b'"}'
+
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    resp = await gw.post("/tu/upload", data=body(), headers=be)
+    assert resp.status == 413
+    assert (await resp.json())["message"] == "request body exceeds the 1000 byte limit"
+    (row,) = await wait_rows(1)
+    assert row["status"] == 413 and row["error_code"] == "payload_too_large"
 
 
 async def test_listener_reconnects_and_metrics_are_exposed(
