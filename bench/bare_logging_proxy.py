@@ -14,14 +14,16 @@ import gc
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import orjson
-import uvloop
 from aiohttp import web
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bare_proxy import build_app, serve  # noqa: E402
+
 TABLE = "bench_bare_log"
 
 
@@ -42,51 +44,40 @@ def main() -> None:
     listen, upstream, dsn = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     rows: list[tuple[object, ...]] = []
 
-    async def writer() -> None:
+    def record(request: web.Request, r: aiohttp.ClientResponse, data: bytes,
+               started: float) -> None:
+        rows.append((datetime.now(UTC), request.method, request.path, r.status,
+                     (time.perf_counter() - started) * 1000.0,
+                     list(request.headers.items()), list(r.headers.items()), as_json(data)))
+
+    async def writer(pool: asyncpg.Pool) -> None:
         nonlocal rows
         while True:
             await asyncio.sleep(0.05)
             if rows:
                 batch, rows = rows, []
-                await app["pool"].copy_records_to_table(TABLE, records=batch)
+                await pool.copy_records_to_table(TABLE, records=batch)
 
-    async def ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        app["s"] = aiohttp.ClientSession(auto_decompress=False)
-        app["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=init)
-        await app["pool"].execute(
+    async def logging_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=init)
+        await pool.execute(
             f"DROP TABLE IF EXISTS {TABLE}; CREATE UNLOGGED TABLE {TABLE} ("
             "created_at timestamptz, method text, path text, status int, duration_ms float8,"
             " request_headers jsonb, response_headers jsonb, response_body jsonb)")
-        task = asyncio.create_task(writer())
+        task = asyncio.create_task(writer(pool))
         gc.collect()  # as the gateway does: freeze start-up objects, collect less often
         gc.freeze()
         gc.set_threshold(20_000, *gc.get_threshold()[1:])
         yield
         task.cancel()
         if rows:
-            await app["pool"].copy_records_to_table(TABLE, records=rows)
-        await app["pool"].execute(f"DROP TABLE IF EXISTS {TABLE}")
-        await app["pool"].close()
-        await app["s"].close()
+            await pool.copy_records_to_table(TABLE, records=rows)
+        await pool.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        await pool.close()
 
-    async def handle(request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-        body = await request.read() if request.body_exists else None
-        async with app["s"].request(request.method, upstream + request.path_qs,
-                                    headers=headers, data=body) as r:
-            data = await r.read()
-            out = {k: v for k, v in r.headers.items() if k.lower() not in HOP}
-            rows.append((datetime.now(UTC), request.method, request.path, r.status,
-                         (time.perf_counter() - started) * 1000.0,
-                         list(request.headers.items()), list(r.headers.items()), as_json(data)))
-            return web.Response(status=r.status, headers=out, body=data)
-
-    app = web.Application()
-    app.cleanup_ctx.append(ctx)
-    app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=listen, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    app = build_app(upstream, record)
+    app.cleanup_ctx.append(logging_ctx)
+    serve(app, listen)
 
 
 if __name__ == "__main__":
