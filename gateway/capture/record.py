@@ -193,9 +193,16 @@ _CONFUSABLES = (
 _NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
 
 
+_TRIE_DEPTH = 128  # longer names (built by recursion, a level per byte) are listed whole
+
+
 def _trie_pattern(words: list[bytes]) -> bytes:
     """A regular expression matching exactly ``words``, with shared prefixes factored
     out (``pa(?:n|ssw(?:d|ord))``), so a failed match is given up after a byte or two."""
+    long = [re.escape(w) for w in words if len(w) > _TRIE_DEPTH]
+    if long:
+        short = [w for w in words if len(w) <= _TRIE_DEPTH]
+        return b"(?:" + b"|".join(([_trie_pattern(short)] if short else []) + long) + b")"
     trie: dict[int, Any] = {}
     for word in words:
         node = trie

@@ -248,6 +248,11 @@ def test_prefilter_with_names_that_prefix_each_other_or_hold_pattern_characters(
             assert prefixes.mentions(f"y=1&{spelt}=2".encode()), spelt
     for other in ["p", "pas", "passc", "passcodes", "axb", "cd", "ccd", "ef", "g", "gg", "hi", "j"]:
         assert not prefixes.mentions(orjson.dumps({other: 1, "k": other})), other
+    long = "x" * 5000  # any length a setting allows: no recursion limit on building it
+    lengthy = Redactor(frozenset({long, long[:-1] + "y", "pan"}))
+    assert lengthy.mentions(orjson.dumps({long.upper(): 1}))
+    assert lengthy.mentions(orjson.dumps({"PAN": 1}))
+    assert not lengthy.mentions(orjson.dumps({long[:-1]: 1}))
 
 
 def test_prefilter_with_unusual_field_names_falls_back_to_searching() -> None:
