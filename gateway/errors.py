@@ -79,6 +79,13 @@ class RequestTimeout(ClientError):
     code = "request_timeout"
 
 
+class ClientGone(ClientError):
+    """The caller hung up before its request was read: logged as nginx's 499."""
+
+    status = 499
+    code = "client_disconnected"
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "payload_too_large"

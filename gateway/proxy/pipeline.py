@@ -11,6 +11,7 @@ Every outcome, refusals included, produces exactly one api_logs row.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from gateway.capture.record import (
 from gateway.capture.writer import LogWriter
 from gateway.errors import (
     BadRequest,
+    ClientGone,
     GatewayError,
     HeadersTooLarge,
     PayloadTooLarge,
@@ -80,6 +82,7 @@ CLIENT_GONE_STATUS = 499  # nginx's "client closed request": the caller hung up 
 NO_BODY_STATUSES = frozenset({204, 304})
 MAX_PATH_DECODES = 3  # percent-decodings undone when looking for dot segments (%25252e)
 _SLOW_BODY = "the client stopped sending its request body"
+_GONE = "the client closed the connection while sending its request body"
 
 
 class Proxy:
@@ -330,6 +333,10 @@ class Proxy:
             if len(head) <= most:  # it ended: the whole body
                 ex.request_body = policy.body(policy.request_body, head, len(head), ctype, enc)
                 return head
+            # Logged as far as it was read, should the call end before it is streamed on
+            # (too large, or refused by a strict translated route); streaming replaces it.
+            seen = policy.body(policy.request_body, head, len(head) + 1, ctype, enc)
+            ex.request_body = dataclasses.replace(seen, size=len(head))
             if len(head) > limit:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
             return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout, head).stream()
@@ -340,6 +347,8 @@ class Proxy:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit") from exc
             except TimeoutError:  # a slow client must not hold its handler forever
                 raise RequestTimeout(_SLOW_BODY) from None
+            except ConnectionResetError:
+                raise ClientGone(_GONE) from None
             ex.request_body = policy.body(policy.request_body, data, len(data), ctype, enc)
             return data
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
@@ -540,6 +549,8 @@ async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
                 chunk = await request.content.read(CHUNK)
         except TimeoutError:
             raise RequestTimeout(_SLOW_BODY) from None
+        except ConnectionResetError:
+            raise ClientGone(_GONE) from None
         if not chunk:
             break
         data += chunk

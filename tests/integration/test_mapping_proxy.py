@@ -420,6 +420,8 @@ async def test_chunked_request_bodies_on_translated_routes(
         "/tr/mirror/reservations/R-1", data=chunks(big[:1000], big[1000:]), headers=be
     )
     assert resp.status == 413 and (await resp.json())["code"] == "payload_too_large"
+    refused = (await wait_rows(2))[-1]  # logged as far as it was read before the refusal
+    assert refused["request_body_size"] == len(big) and refused["request_body_truncated"]
 
     resp = await gw.post("/tu/upload", data=chunks(b'{"guest_id": ', b'"G-1"}'), headers=be)
     assert (await resp.json())["size"] == len(f'{{"guest_id":"{GUEST}"}}')  # translated
@@ -452,6 +454,45 @@ async def test_chunked_request_body_over_the_request_limit_on_a_translated_route
     assert (await resp.json())["message"] == "request body exceeds the 1000 byte limit"
     (row,) = await wait_rows(1)
     assert row["status"] == 413 and row["error_code"] == "payload_too_large"
+    assert row["request_body_truncated"]
+
+    # Over the limit only after the read-ahead, while streaming on (a pass route): the
+    # bytes read ahead count towards the limit.
+    gw = await gateway_factory(ROUTES, stream_threshold_bytes=1024, max_request_bytes=2500)
+
+    async def parts() -> Any:
+        for _ in range(3):
+            yield b"x" * 1000
+            await asyncio.sleep(0.01)
+
+    resp = await gw.post("/tu/upload", data=parts(), headers=be)
+    assert resp.status == 413
+    assert (await resp.json())["message"] == "request body exceeds the 2500 byte limit"
+
+
+async def test_caller_hanging_up_while_sending_its_body_is_logged_as_499(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any
+) -> None:
+    """Chunked (read ahead on a translated route) or sized: the row says the caller left,
+    not that the gateway failed."""
+    auth = world["booking_engine"]["Authorization"]
+    for framing in (
+        'Transfer-Encoding: chunked\r\n\r\n5\r\n{"gue',
+        'Content-Length: 50\r\n\r\n{"gue',
+    ):
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(
+            (
+                "POST /tr/mirror/reservations/R-1 HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: {auth}\r\nContent-Type: application/json\r\n{framing}"
+            ).encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await writer.wait_closed()
+    rows = await wait_rows(2)
+    assert [(r["status"], r["error_code"]) for r in rows] == [(499, "client_disconnected")] * 2
 
 
 async def test_listener_reconnects_and_metrics_are_exposed(
