@@ -311,6 +311,45 @@ class Flow:
         if unmapped:
             self.record[f"{side}_unmapped"] = unmapped
 
+    # -- WebSocket messages -----------------------------------------------------------------
+
+    async def message(self, text: str, inbound: bool) -> str:
+        """One WebSocket text message, translated like a body at the route's pointers:
+        partner → upstream (``inbound``) with ``request_body``, refused as the route says
+        (MappingNotFound, or ClientError when not JSON); upstream → partner with
+        ``response_body``, unknown ids left as they are. Counted per pointer under
+        ``client_messages`` / ``upstream_messages`` in the row's ``translated``."""
+        trie = self.tr.request_trie if inbound else self.tr.response_trie
+        if not trie:
+            return text
+        strict = inbound and self.tr.refuse_unknown
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            if strict:
+                raise ClientError(
+                    "message is not JSON, so its ids cannot be translated", code="malformed_body"
+                ) from None
+            return text
+        scope = (IN if inbound else OUT, self.tenant, self.system)
+        done: dict[str, Any] = {}
+        rest: list[translate.Slot] = []
+        unknown: list[translate.Slot] = []
+        self._walk(doc, trie, scope, done, rest)
+        if rest:
+            await self._fill(scope, rest, set(), done, unknown)
+        if unknown and strict:
+            _, _, leaf, value = unknown[0]
+            where = f"message field {leaf.pointer!r}"
+            raise MappingNotFound(self.tr.unknown_status or 422, where, leaf.entity_type, value)
+        counts = self.record.setdefault("client_messages" if inbound else "upstream_messages", {})
+        for field, n in done.items():
+            counts[field] = counts.get(field, 0) + n
+        if not done:
+            return text
+        error = ClientError if inbound else UpstreamError
+        return _encode(doc, error, "message", "malformed_body").decode()
+
     # -- upstream → partner ---------------------------------------------------------------
 
     async def read_capped(self, upstream: aiohttp.ClientResponse) -> bytes:

@@ -3,6 +3,12 @@
 Connecting upstream before accepting means a refused upstream is a plain 502 JSON answer,
 not an accepted socket that closes at once. The api_logs row (status 101) records frame
 and byte counts per direction and the close code, not the frames themselves.
+
+On a translated route the upgrade's path and query ids are translated before connecting
+(unknown ones refused with the usual JSON answer), and each text message is translated at
+the route's body pointers (gateway.mapping.flow.Flow.message). A message the route refuses
+(an unknown id, or not JSON) closes both sockets with 1008, naming the reason; 1013 when
+the ids could not be looked up, 1011 for an upstream message that cannot be rewritten.
 """
 
 from __future__ import annotations
@@ -16,15 +22,29 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from gateway.capture.record import Body
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.headers import upstream_request_headers
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from gateway.capture.exchange import Exchange
+    from gateway.mapping.flow import Flow
     from gateway.proxy.pipeline import Proxy
     from gateway.routes import Route
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the other side's close frame
+POLICY_VIOLATION = 1008  # a message the route refuses (unknown id, not JSON)
+TRY_AGAIN_LATER = 1013  # its ids could not be looked up (the database is unreachable)
+INTERNAL_ERROR = 1011
+
+
+class _Refused(Exception):
+    """A message the route's translation refused: ends the relay with 1008."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def is_upgrade(request: web.BaseRequest) -> bool:
@@ -38,7 +58,12 @@ async def relay(
     ex: Exchange,
     identity: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    url = route.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
+    flow = None
+    if route.translate is not None and proxy.translator is not None:
+        flow = proxy.translator.start(route, ex)
+        raw_path, query, _ = await flow.inbound(raw_path, query, None)
+    url = route.upstream_url(raw_path, query)
     headers = upstream_request_headers(
         request, ex.request_id, proxy.settings.trusted_proxies, websocket=True, identity=identity
     )
@@ -77,22 +102,59 @@ async def relay(
     }
     # Logged as it evolves: aiohttp may cancel this handler when the caller drops the TCP link.
     ex.response_body = Body({"websocket": stats}, "json", 0, False)
-    to_up = asyncio.create_task(_pump(ws, upstream, stats, "client"))
-    to_down = asyncio.create_task(_pump(upstream, ws, stats, "upstream"))
+    inbound = _translator(flow, inbound=True)
+    outbound = _translator(flow, inbound=False)
+    to_up = asyncio.create_task(_pump(ws, upstream, stats, "client", inbound))
+    to_down = asyncio.create_task(_pump(upstream, ws, stats, "upstream", outbound))
+    code: int | None = None
+    reason = b""
     try:
         await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
+        ended = [t.exception() for t in (to_up, to_down) if t.done() and not t.cancelled()]
+        for failure in ended:
+            if isinstance(failure, _Refused):
+                ex.fail(failure.error.code, failure.error.message)
+                code, reason = _close_code(failure.error), _close_reason(failure.error.message)
     finally:
         for task in (to_up, to_down):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(Exception):
-            await upstream.close()
+            await upstream.close(code=code or aiohttp.WSCloseCode.OK, message=reason)
         with contextlib.suppress(Exception):
-            await ws.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
-        stats["close_code"] = ws.close_code
+            await ws.close(
+                code=code or upstream.close_code or aiohttp.WSCloseCode.OK, message=reason
+            )
+        stats["close_code"] = code or ws.close_code  # ours when we refused a message
         stats["upstream_close_code"] = upstream.close_code
     return ws
+
+
+def _close_code(error: GatewayError) -> int:
+    if error.status == 503:
+        return TRY_AGAIN_LATER
+    return INTERNAL_ERROR if error.status >= 500 else POLICY_VIOLATION
+
+
+def _close_reason(text: str) -> bytes:
+    """A close frame's reason: at most 123 bytes of UTF-8, not cut inside a character."""
+    return text.encode()[:123].decode("utf-8", "ignore").encode()
+
+
+def _translator(flow: Flow | None, inbound: bool) -> Callable[[str], Awaitable[str]] | None:
+    """Text messages one way through the route's translation (None: passed as they are)."""
+    if flow is None or not (flow.tr.request_trie if inbound else flow.tr.response_trie):
+        return None
+    assert flow is not None
+
+    async def translated(text: str) -> str:
+        try:
+            return await flow.message(text, inbound)
+        except GatewayError as exc:
+            raise _Refused(exc) from None
+
+    return translated
 
 
 async def _pump(
@@ -100,10 +162,12 @@ async def _pump(
     dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     stats: dict[str, int | None],
     side: str,
+    translate: Callable[[str], Awaitable[str]] | None = None,
 ) -> None:
     async for msg in src:
         if msg.type == WSMsgType.TEXT:
-            await dst.send_str(msg.data)
+            data = msg.data if translate is None else await translate(msg.data)
+            await dst.send_str(data)
             size = len(msg.data.encode())
         elif msg.type == WSMsgType.BINARY:
             await dst.send_bytes(msg.data)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -65,6 +67,14 @@ ROUTES = """
     translate:
       request_body: {/guest_id: guest}
       on_unknown: pass
+  - name: tr-ws
+    path: /tw/ws-json/{reservation_id}
+    methods: [GET]
+    strip_prefix: /tw
+    upstream: main
+    translate:
+      path: {reservation_id: reservation}
+      body: {/guest_id: guest}
   - name: tr-chunked
     path: /tr/chunked-json
     methods: [GET]
@@ -493,6 +503,55 @@ async def test_caller_hanging_up_while_sending_its_body_is_logged_as_499(
         await writer.wait_closed()
     rows = await wait_rows(2)
     assert [(r["status"], r["error_code"]) for r in rows] == [(499, "client_disconnected")] * 2
+
+
+async def test_websocket_upgrade_and_messages_are_translated(
+    gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
+) -> None:
+    be = world["booking_engine"]
+    async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
+        await ws.send_json({"guest_id": "G-1"})
+        got = await ws.receive_json(timeout=5)
+        assert got["path"] == f"/ws-json/{RES}"  # the upgrade's path id, translated
+        assert json.loads(got["seen"]) == {"guest_id": GUEST}  # what the upstream received
+        assert got["guest_id"] == "G-1"  # and its answer in the partner's ids again
+        await ws.send_json({"guest_id": "G-404"})  # no mapping, on a strict route
+        closing = await ws.receive(timeout=5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+        assert "G-404" in closing.extra and "no mapping" in closing.extra
+    (row,) = await wait_rows(1)
+    assert row["status"] == 101 and row["error_code"] == "mapping_not_found"
+    assert row["translated"] == {
+        "request": {"path:reservation_id": 1},
+        "client_messages": {"body:/guest_id": 1},
+        "upstream_messages": {"body:/guest_id": 1},
+    }
+    assert row["response_body"]["websocket"]["close_code"] == 1008
+
+    async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
+        await ws.send_str("hello")  # not JSON: its ids cannot be checked, so refused
+        closing = await ws.receive(timeout=5)
+        assert closing.data == 1008 and "not JSON" in closing.extra
+    assert (await wait_rows(2))[-1]["error_code"] == "malformed_body"
+
+    resp = await gw.get(
+        "/tw/ws-json/NOPE",
+        headers={
+            **be,
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert resp.status == 404 and (await resp.json())["code"] == "mapping_not_found"
+
+    async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
+        await db.execute("ALTER TABLE integration_mappings RENAME TO integration_mappings_gone")
+        await ws.send_json({"guest_id": "G-2"})  # not cached, and the lookup fails
+        closing = await ws.receive(timeout=5)
+        assert closing.data == 1013  # try again later; nothing untranslated went up
+    assert (await wait_rows(4))[-1]["error_code"] == "mapping_unavailable"
 
 
 async def test_listener_reconnects_and_metrics_are_exposed(

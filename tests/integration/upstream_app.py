@@ -112,6 +112,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def websocket_json(request: web.Request) -> web.WebSocketResponse:
+    """Answers each JSON message with what arrived: the raw text, the path and its guest_id."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            got = json.loads(msg.data)
+            await ws.send_json(
+                {"seen": msg.data, "path": request.rel_url.raw_path, "guest_id": got["guest_id"]}
+            )
+    return ws
+
+
 async def text_answer(request: web.Request) -> web.Response:
     return web.Response(text="plain ünïcode text", content_type="text/plain")
 
@@ -158,6 +171,7 @@ def make_upstream_app() -> web.Application:
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/sse", sse)
     app.router.add_get("/ws", websocket)
+    app.router.add_get("/ws-json/{rid}", websocket_json)
     app.router.add_get("/text", text_answer)
     app.router.add_route("*", "/mirror/{tail:.*}", mirror)
     app.router.add_post("/create", create_reservation)
