@@ -318,7 +318,8 @@ class Flow:
         partner → upstream (``inbound``) with ``request_body``, refused as the route says
         (MappingNotFound, or ClientError when not JSON); upstream → partner with
         ``response_body``, unknown ids left as they are. Counted per pointer under
-        ``client_messages`` / ``upstream_messages`` in the row's ``translated``."""
+        ``client_messages`` / ``upstream_messages`` in the row's ``translated`` (ids left
+        untranslated under ``*_unmapped``)."""
         trie = self.tr.request_trie if inbound else self.tr.response_trie
         if not trie:
             return text
@@ -342,13 +343,17 @@ class Flow:
             _, _, leaf, value = unknown[0]
             where = f"message field {leaf.pointer!r}"
             raise MappingNotFound(self.tr.unknown_status or 422, where, leaf.entity_type, value)
-        counts = self.record.setdefault("client_messages" if inbound else "upstream_messages", {})
+        side = "client_messages" if inbound else "upstream_messages"
+        counts = self.record.setdefault(side, {})
         for field, n in done.items():
             counts[field] = counts.get(field, 0) + n
+        if unknown:
+            self.record[f"{side}_unmapped"] = self.record.get(f"{side}_unmapped", 0) + len(unknown)
         if not done:
             return text
-        error = ClientError if inbound else UpstreamError
-        return _encode(doc, error, "message", "malformed_body").decode()
+        if inbound:
+            return _encode(doc, ClientError, "message", "malformed_body").decode()
+        return _encode(doc, UpstreamError, "upstream message", "upstream_error").decode()
 
     # -- upstream → partner ---------------------------------------------------------------
 

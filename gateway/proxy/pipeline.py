@@ -172,7 +172,8 @@ class Proxy:
             # The caller hung up and the server cancelled us (handler_cancellation): log it.
             if ex.status != 101:
                 ex.status = CLIENT_GONE_STATUS
-            ex.fail("client_disconnected", "client closed the connection before the answer")
+            if ex.error_code is None:  # else that error is why it ended (a refused message)
+                ex.fail("client_disconnected", "client closed the connection before the answer")
             raise
         except Exception as exc:  # never a traceback to the client
             log.exception(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,13 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from gateway.capture.record import Body
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    ClientError,
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.proxy.headers import upstream_request_headers
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
     from gateway.proxy.pipeline import Proxy
     from gateway.routes import Route
 
+log = logging.getLogger(__name__)
+
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the other side's close frame
 POLICY_VIOLATION = 1008  # a message the route refuses (unknown id, not JSON)
 TRY_AGAIN_LATER = 1013  # its ids could not be looked up (the database is unreachable)
@@ -40,7 +49,7 @@ INTERNAL_ERROR = 1011
 
 
 class _Refused(Exception):
-    """A message the route's translation refused: ends the relay with 1008."""
+    """A message the route's translation refused: ends the relay (see _close_code)."""
 
     def __init__(self, error: GatewayError) -> None:
         super().__init__(error.message)
@@ -64,6 +73,9 @@ async def relay(
         flow = proxy.translator.start(route, ex)
         raw_path, query, _ = await flow.inbound(raw_path, query, None)
     url = route.upstream_url(raw_path, query)
+    # Translated messages are parsed whole: as large as a translated body may be (aiohttp
+    # closes with 1009 above that); others stream through at any size.
+    most = proxy.settings.stream_threshold_bytes if flow is not None else 0
     headers = upstream_request_headers(
         request, ex.request_id, proxy.settings.trusted_proxies, websocket=True, identity=identity
     )
@@ -78,7 +90,7 @@ async def relay(
             headers=headers,
             protocols=protocols,
             timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
-            max_msg_size=0,
+            max_msg_size=most,
         )
     except aiohttp.WSServerHandshakeError as exc:
         raise UpstreamError(
@@ -90,7 +102,7 @@ async def relay(
         raise UpstreamUnavailable(f"upstream {up.name!r} refused the connection") from exc
     ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
     ws = web.WebSocketResponse(
-        protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=0
+        protocols=[upstream.protocol] if upstream.protocol else (), max_msg_size=most
     )
     await ws.prepare(request)
     ex.status = 101
@@ -111,23 +123,40 @@ async def relay(
     try:
         await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
         ended = [t.exception() for t in (to_up, to_down) if t.done() and not t.cancelled()]
-        for failure in ended:
-            if isinstance(failure, _Refused):
-                ex.fail(failure.error.code, failure.error.message)
-                code, reason = _close_code(failure.error), _close_reason(failure.error.message)
+        failure = next((e for e in ended if e is not None), None)  # the partner's side first
+        if isinstance(failure, _Refused):
+            ex.fail(failure.error.code, failure.error.message)
+            code, reason = _close_code(failure.error), _close_reason(failure.error.message)
+        elif failure is not None:
+            log.error(
+                "websocket relay failed",
+                exc_info=failure,
+                extra={"request_id": ex.request_id, "route": ex.route},
+            )
+            ex.fail("internal_error", f"the gateway failed relaying: {type(failure).__name__}")
+            code, reason = INTERNAL_ERROR, b"the gateway failed relaying this connection"
     finally:
         for task in (to_up, to_down):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await upstream.close(code=code or aiohttp.WSCloseCode.OK, message=reason)
-        with contextlib.suppress(Exception):
-            await ws.close(
-                code=code or upstream.close_code or aiohttp.WSCloseCode.OK, message=reason
+        if code is not None and not ws.closed:
+            # Recorded first: the caller may hang up, and this handler be cancelled, as
+            # soon as it has the close frame.
+            stats["close_code"] = code
+        try:
+            # Both at once: the partner hears why without waiting for the upstream's close.
+            await asyncio.gather(
+                ws.close(
+                    code=code or upstream.close_code or aiohttp.WSCloseCode.OK, message=reason
+                ),
+                upstream.close(code=code or aiohttp.WSCloseCode.OK, message=reason),
+                return_exceptions=True,
             )
-        stats["close_code"] = code or ws.close_code  # ours when we refused a message
-        stats["upstream_close_code"] = upstream.close_code
+        finally:
+            if stats.get("close_code") is None:
+                stats["close_code"] = ws.close_code
+            stats["upstream_close_code"] = upstream.close_code
     return ws
 
 
@@ -142,15 +171,26 @@ def _close_reason(text: str) -> bytes:
     return text.encode()[:123].decode("utf-8", "ignore").encode()
 
 
-def _translator(flow: Flow | None, inbound: bool) -> Callable[[str], Awaitable[str]] | None:
-    """Text messages one way through the route's translation (None: passed as they are)."""
+Message = str | bytes
+
+
+def _translator(flow: Flow | None, inbound: bool) -> Callable[[Message], Awaitable[Message]] | None:
+    """Messages one way through the route's translation (None: passed as they are). Text
+    is translated; binary cannot be, so a strict route refuses it from the partner."""
     if flow is None or not (flow.tr.request_trie if inbound else flow.tr.response_trie):
         return None
     assert flow is not None
+    strict = inbound and flow.tr.refuse_unknown
 
-    async def translated(text: str) -> str:
+    async def translated(data: Message) -> Message:
         try:
-            return await flow.message(text, inbound)
+            if isinstance(data, str):
+                return await flow.message(data, inbound)
+            if strict:
+                raise ClientError(
+                    "binary messages cannot be translated on this route", code="malformed_body"
+                )
+            return data
         except GatewayError as exc:
             raise _Refused(exc) from None
 
@@ -162,15 +202,16 @@ async def _pump(
     dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
     stats: dict[str, int | None],
     side: str,
-    translate: Callable[[str], Awaitable[str]] | None = None,
+    translate: Callable[[Message], Awaitable[Message]] | None = None,
 ) -> None:
     async for msg in src:
         if msg.type == WSMsgType.TEXT:
-            data = msg.data if translate is None else await translate(msg.data)
-            await dst.send_str(data)
+            text = msg.data if translate is None else await translate(msg.data)
+            await dst.send_str(text)  # type: ignore[arg-type]
             size = len(msg.data.encode())
         elif msg.type == WSMsgType.BINARY:
-            await dst.send_bytes(msg.data)
+            data = msg.data if translate is None else await translate(msg.data)
+            await dst.send_bytes(data)  # type: ignore[arg-type]
             size = len(msg.data)
         else:
             break

@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.admin import keys
 from gateway.mapping import store
 from gateway.mapping.store import Actor, Direction, NewMapping
+from tests.integration import upstream_app
 
 ROUTES = """
   - name: tr-mirror
@@ -509,6 +510,8 @@ async def test_websocket_upgrade_and_messages_are_translated(
     gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
 ) -> None:
     be = world["booking_engine"]
+    received = upstream_app.WS_RECEIVED
+    received.clear()
     async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
         await ws.send_json({"guest_id": "G-1"})
         got = await ws.receive_json(timeout=5)
@@ -527,12 +530,19 @@ async def test_websocket_upgrade_and_messages_are_translated(
         "upstream_messages": {"body:/guest_id": 1},
     }
     assert row["response_body"]["websocket"]["close_code"] == 1008
+    assert [json.loads(m) for m in received] == [{"guest_id": GUEST}]  # no refused one went up
 
     async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
         await ws.send_str("hello")  # not JSON: its ids cannot be checked, so refused
         closing = await ws.receive(timeout=5)
         assert closing.data == 1008 and "not JSON" in closing.extra
     assert (await wait_rows(2))[-1]["error_code"] == "malformed_body"
+
+    async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
+        await ws.send_bytes(b'{"guest_id": "G-404"}')  # binary cannot be translated
+        closing = await ws.receive(timeout=5)
+        assert closing.data == 1008 and "binary" in closing.extra
+    assert len(received) == 1
 
     resp = await gw.get(
         "/tw/ws-json/NOPE",
@@ -551,7 +561,19 @@ async def test_websocket_upgrade_and_messages_are_translated(
         await ws.send_json({"guest_id": "G-2"})  # not cached, and the lookup fails
         closing = await ws.receive(timeout=5)
         assert closing.data == 1013  # try again later; nothing untranslated went up
-    assert (await wait_rows(4))[-1]["error_code"] == "mapping_unavailable"
+    assert (await wait_rows(5))[-1]["error_code"] == "mapping_unavailable"
+    assert len(received) == 1  # nothing untranslated went up
+
+
+async def test_websocket_messages_on_translated_routes_are_bounded(
+    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
+) -> None:
+    """Translated messages are parsed whole, so they are capped like translated bodies."""
+    gw: TestClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
+    async with gw.ws_connect("/tw/ws-json/R-1", headers=world["booking_engine"]) as ws:
+        await ws.send_json({"guest_id": "G-1", "pad": "x" * 2000})
+        closing = await ws.receive(timeout=5)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
 
 
 async def test_listener_reconnects_and_metrics_are_exposed(

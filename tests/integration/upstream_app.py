@@ -112,11 +112,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+WS_RECEIVED: list[str | bytes] = []  # every message websocket_json got, for the tests
+
+
 async def websocket_json(request: web.Request) -> web.WebSocketResponse:
     """Answers each JSON message with what arrived: the raw text, the path and its guest_id."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     async for msg in ws:
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            WS_RECEIVED.append(msg.data)
         if msg.type == WSMsgType.TEXT:
             got = json.loads(msg.data)
             await ws.send_json(
