@@ -42,6 +42,7 @@ from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers
 from tests.integration.hardening_helpers import (  # noqa: E402
     GatewayProcess,
     LoadResult,
+    log_counts,
     steady_load,
 )
 
@@ -105,15 +106,6 @@ def env_for(dsn: str, data: Path) -> dict[str, str]:
     }
 
 
-async def count(conn: asyncpg.Connection, like: str) -> tuple[int, int]:
-    row = await conn.fetchrow(
-        "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM api_logs "
-        "WHERE request_id LIKE $1",
-        like,
-    )
-    return int(row["n"]), int(row["d"])
-
-
 async def outage(args: argparse.Namespace, pg: Postgres, routes: Path, work: Path) -> None:
     gw = GatewayProcess(work, routes, env_for(pg.dsn, work / "outage"))
     base = await gw.start()
@@ -158,10 +150,10 @@ async def outage(args: argparse.Namespace, pg: Postgres, routes: Path, work: Pat
     conn = await asyncpg.connect(pg.dsn)
     try:
         deadline = time.monotonic() + SETTLE_TIMEOUT
-        while (await count(conn, "out-%"))[0] < load.sent and time.monotonic() < deadline:
+        while (await log_counts(conn, "out-%"))[0] < load.sent and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         settled = time.monotonic()
-        total, distinct = await count(conn, "out-%")
+        total, distinct = await log_counts(conn, "out-%")
     finally:
         await conn.close()
     done.set()
@@ -223,7 +215,7 @@ async def kills(args: argparse.Namespace, dsn: str, routes: Path, work: Path) ->
                     "SELECT request_id FROM api_logs WHERE request_id LIKE $1", tag + "-%"
                 )
             }
-            total, distinct = await count(conn, tag + "-%")
+            total, distinct = await log_counts(conn, tag + "-%")
             lost = answered - rows
             print(
                 f"run {n + 1}: {len(answered)} answered, {len(lost)} lost "

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 
 STARTUP_TIMEOUT = 30.0  # seconds for a child gateway to answer /healthz
 REQUEST_TIMEOUT = 10.0  # seconds one load request may take before it counts as failed
@@ -124,6 +125,17 @@ class LoadResult:
         if not ordered:
             return 0.0
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def log_counts(conn: asyncpg.Connection, like: str) -> tuple[int, int]:
+    """(rows, distinct request ids) in api_logs whose request id is LIKE ``like``: a call
+    logged twice shows as rows > distinct."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM api_logs "
+        "WHERE request_id LIKE $1",
+        like,
+    )
+    return int(row["n"]), int(row["d"])
 
 
 async def steady_load(

@@ -33,6 +33,7 @@ from tests.integration.hardening_helpers import (
     GatewayProcess,
     LoadResult,
     PgProxy,
+    log_counts,
     steady_load,
     via_proxy,
 )
@@ -127,15 +128,6 @@ async def outbox(conn: asyncpg.Connection, tenant_id: Any, count: int, tag: str)
         count,
         tag,
     )
-
-
-async def log_counts(conn: asyncpg.Connection, like: str) -> tuple[int, int]:
-    row = await conn.fetchrow(
-        "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM api_logs "
-        "WHERE request_id LIKE $1",
-        like,
-    )
-    return int(row["n"]), int(row["d"])
 
 
 async def logged_ids(conn: asyncpg.Connection, like: str) -> set[str]:
