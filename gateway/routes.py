@@ -94,6 +94,11 @@ class Translation:
     request_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
     response_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
 
+    @property
+    def reads_request_body(self) -> bool:
+        """Whether the request body is parsed: it holds ids, or auto_map's external id."""
+        return bool(self.request_trie) or self.auto_map is not None
+
 
 @dataclass(frozen=True, slots=True)
 class EmitRule:

@@ -251,7 +251,7 @@ class Flow:
     def _request_doc(
         self, body: bytes | None, parsed: Any, scope: Scope, done: dict[str, Any], rest: list[Any]
     ) -> Any:
-        if body is None or not (self.tr.request_trie or self.tr.auto_map):
+        if body is None or not self.tr.reads_request_body:
             return None
         if not isinstance(body, bytes):  # streamed: too large to buffer
             return self._untranslatable("request body too large to translate", 413)

@@ -257,9 +257,7 @@ class Proxy:
         identity: dict[str, str] | None,
     ) -> web.StreamResponse:
         tr = route.translate if self.translator is not None else None
-        whole = (
-            self.settings.stream_threshold_bytes if tr and (tr.request_trie or tr.auto_map) else 0
-        )
+        whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
         body = await self._request_body(request, policy, ex, whole)
         headers = upstream_request_headers(
             request, ex.request_id, self.settings.trusted_proxies, identity=identity
