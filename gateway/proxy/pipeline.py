@@ -519,11 +519,7 @@ class _StreamCapture:
             if head:
                 yield head
             while True:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        chunk = await self.request.content.read(CHUNK)
-                except TimeoutError:
-                    raise RequestTimeout(_SLOW_BODY) from None
+                chunk = await _read_chunk(self.request, self.timeout)
                 if not chunk:
                     break
                 total += len(chunk)
@@ -538,16 +534,23 @@ class _StreamCapture:
             )
 
 
+async def _read_chunk(request: web.Request, timeout: float) -> bytes:
+    """The next piece of a request body (b"" at its end); a client that sends nothing for
+    ``timeout`` seconds gets 408."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.content.read(CHUNK)
+    except TimeoutError:
+        raise RequestTimeout(_SLOW_BODY) from None
+
+
 async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
     """A body of unknown length read until it ends or is over ``most`` bytes (then the
     bytes read so far, more than ``most``); each read waits ``timeout`` seconds at most."""
     data = bytearray()
     while len(data) <= most:
         try:
-            async with asyncio.timeout(timeout):
-                chunk = await request.content.read(CHUNK)
-        except TimeoutError:
-            raise RequestTimeout(_SLOW_BODY) from None
+            chunk = await _read_chunk(request, timeout)
         except ConnectionResetError:
             raise ClientGone(_GONE) from None
         if not chunk:
