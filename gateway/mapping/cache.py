@@ -2,9 +2,12 @@
 found ids and a shorter one for ids with no mapping (negative entries).
 
 Entries live in scopes ``(way, tenant, system)`` — way ``in`` is external id → internal
-UUID, ``out`` the reverse — each holding one dict per entity type ``id → (other id | None,
-expiry, size)``, so the proxy resolves the ids of a body while walking it, with one dict
-lookup per id and no allocation.
+UUID, ``out`` the reverse — each holding one :class:`Table` per entity type: ``entries``,
+``id → (other id | None, expiry, size)``, and ``fresh``, ``id → other id`` for the found
+ids only. The proxy rewrites the ids of a body while walking it with one lookup per id in
+``fresh`` (:meth:`MappingCache.fresh`), with no expiry check per id: found entries all
+live for the same TTL and are inserted in time order, so ``fresh`` is in expiry order, and
+it is pruned from its front whenever its oldest entry expires.
 When a bound is passed, the oldest inserted entries go first (FIFO; with a TTL, recency
 tracking is not worth its cost on the hot path).
 
@@ -16,20 +19,23 @@ must not store what it read before the change: every invalidation bumps ``genera
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway import metrics
 
 IN = "in"  # external id → internal id (requests)
 OUT = "out"  # internal id → external id (responses)
-ENTRY_OVERHEAD = 240  # bytes an entry costs beyond its strings (tuples, floats, dict slots)
+# Bytes an entry costs beyond its characters: two str headers, the tuple, the float, its
+# slots in `entries` and `fresh`; ≈ 295 measured with tracemalloc over 100,000 entries.
+ENTRY_OVERHEAD = 300
 
 Scope = tuple[str, str, str]  # way, tenant, system
 Pair = tuple[str, str]  # entity_type, id
 Entry = tuple[str | None, float, int]  # the other id (None: no mapping), expiry, size
-Tables = dict[str, dict[str, Entry]]  # entity_type → id → entry, for one scope
+NOTHING: Mapping[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +50,36 @@ def _size(entity_type: str, key: str, value: str | None) -> int:
     return ENTRY_OVERHEAD + len(entity_type) + len(key) + (len(value) if value else 0)
 
 
+class Table:
+    """The ids of one entity type in one scope (see the module docstring)."""
+
+    __slots__ = ("entries", "fresh", "until")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        # The found entries, in insertion (= expiry) order; all fresh while now < until.
+        self.fresh: dict[str, str] = {}
+        self.until = math.inf  # the expiry of the oldest entry in fresh, or earlier
+
+    def prune(self, now: float) -> None:
+        """Drop the expired entries from the front of ``fresh`` (they stay in ``entries``,
+        where every read checks the expiry, until replaced or evicted)."""
+        fresh, entries, gone = self.fresh, self.entries, []
+        self.until = math.inf
+        for key in fresh:
+            expiry = entries[key][1]
+            if expiry > now:
+                self.until = expiry
+                break
+            gone.append(key)
+        for key in gone:
+            del fresh[key]
+
+
 class MappingCache:
     def __init__(self, limits: CacheLimits = CacheLimits()) -> None:
         self.limits = limits
-        self._scopes: dict[Scope, Tables] = {}
+        self._scopes: dict[Scope, dict[str, Table]] = {}
         self._count = 0
         self._bytes = 0
         self.generation = 0
@@ -60,18 +92,24 @@ class MappingCache:
     def bytes(self) -> int:
         return self._bytes
 
-    def tables(self, scope: Scope) -> Tables:
-        """The live tables of one scope, for reading only (check each entry's expiry)."""
-        found = self._scopes.get(scope)
-        if found is None:
-            found = self._scopes[scope] = {}
-        return found
+    def fresh(self, scope: Scope, now: float, entity_type: str) -> Mapping[str, str]:
+        """``id → other id`` for every found mapping of the type still fresh at ``now``:
+        the live dict, for reading only and only until the cache is next changed."""
+        tables = self._scopes.get(scope)
+        table = tables.get(entity_type) if tables is not None else None
+        if table is None:
+            return NOTHING
+        if now >= table.until:
+            table.prune(now)
+        return table.fresh
 
-    def _table(self, scope: Scope, entity_type: str) -> dict[str, Entry]:
-        tables = self.tables(scope)
+    def _table(self, scope: Scope, entity_type: str) -> Table:
+        tables = self._scopes.get(scope)
+        if tables is None:
+            tables = self._scopes[scope] = {}
         found = tables.get(entity_type)
         if found is None:
-            found = tables[entity_type] = {}
+            found = tables[entity_type] = Table()
         return found
 
     def get_many(
@@ -79,11 +117,12 @@ class MappingCache:
     ) -> tuple[dict[Pair, str | None], list[Pair]]:
         """Answers for the pairs held and fresh, and the pairs that must be looked up."""
         now = time.monotonic()
-        tables = self.tables(scope)
+        tables = self._scopes.get(scope, {})
         found: dict[Pair, str | None] = {}
         missing: list[Pair] = []
         for pair in pairs:
-            hit = tables.get(pair[0], {}).get(pair[1])
+            table = tables.get(pair[0])
+            hit = table.entries.get(pair[1]) if table is not None else None
             if hit is not None and hit[1] > now:
                 found[pair] = hit[0]
             else:
@@ -100,7 +139,10 @@ class MappingCache:
             table = self._table(scope, entity_type)
             self._drop(table, key)
             size = _size(entity_type, key, value)
-            table[key] = (value, now + ttl, size)
+            table.entries[key] = (value, now + ttl, size)
+            if value is not None:  # inserted last: expires last (one TTL for found ids)
+                table.fresh[key] = value
+                table.until = min(table.until, now + ttl)
             self._count += 1
             self._bytes += size
         self._shrink()
@@ -109,18 +151,20 @@ class MappingCache:
         limits, evicted = self.limits, 0
         for tables in list(self._scopes.values()):
             for table in tables.values():
-                while table and (
+                while table.entries and (
                     self._count > limits.max_entries or self._bytes > limits.max_bytes
                 ):
-                    self._drop(table, next(iter(table)))
+                    self._drop(table, next(iter(table.entries)))
                     evicted += 1
         if evicted:
             metrics.MAPPING_CACHE_EVICTIONS.labels("size").inc(evicted)
 
-    def _drop(self, table: dict[str, Entry], key: str) -> int:
-        old = table.pop(key, None)
+    def _drop(self, table: Table, key: str) -> int:
+        old = table.entries.pop(key, None)
         if old is None:
             return 0
+        if old[0] is not None:
+            table.fresh.pop(key, None)  # absent when pruned
         self._count -= 1
         self._bytes -= old[2]
         return 1
@@ -141,9 +185,9 @@ class MappingCache:
         dropped = 0
         for scope in [s for s in self._scopes if s[1] in wanted]:
             for table in self._scopes.pop(scope).values():
-                dropped += len(table)
-                self._count -= len(table)
-                self._bytes -= sum(e[2] for e in table.values())
+                dropped += len(table.entries)
+                self._count -= len(table.entries)
+                self._bytes -= sum(e[2] for e in table.entries.values())
         if dropped:
             metrics.MAPPING_CACHE_EVICTIONS.labels("invalidated").inc(dropped)
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -219,7 +220,8 @@ class Flow:
         """One pass over the body: ids the cache maps (fresh) are rewritten in place and
         counted in ``done`` (empty before the walk) under ``body:<pointer>``; every other
         id goes to ``rest`` as a slot."""
-        rewrite = translate.CachedRewrite(self.m.cache.tables(scope), time.monotonic(), done)
+        fresh = partial(self.m.cache.fresh, scope, time.monotonic())
+        rewrite = translate.CachedRewrite(fresh, done)
         translate.walk(doc, trie, rewrite)
         rest.extend(rewrite.rest)
         if done:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -55,13 +56,17 @@ class Trie(dict[str, "Trie | Leaf"]):
 
     ``records`` is set (by :func:`compile_pointers`) on a node whose entries are all named
     fields ending in a Leaf, such as the ``room_id`` of ``/items/*/room_id``: an array of
-    objects under it is then walked by the fast path, without re-checking the node."""
+    objects under it is then walked by the fast path, without re-checking the node.
+    ``chain`` is set on a node from which one line of object fields leads to such an
+    array, ``(("items",), star, fields)`` for that pointer, ``star`` being the node holding
+    ``*`` and ``fields`` its ``records``: the walk then follows the line directly."""
 
-    __slots__ = ("records",)
+    __slots__ = ("chain", "records")
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[tuple[str, Leaf]] | None = None
+        self.chain: tuple[tuple[str, ...], Trie, list[tuple[str, Leaf]]] | None = None
 
 
 def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
@@ -84,12 +89,22 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
 
 
 def _seal(node: Trie) -> None:
-    """Set ``records`` on every flat node (see Trie)."""
+    """Set ``records`` on every flat node and ``chain`` where it applies (see Trie)."""
     flat = WILDCARD not in node and all(type(v) is Leaf for v in node.values())
     node.records = [(k, v) for k, v in node.items() if type(v) is Leaf] if flat else None
     for sub in node.values():
         if type(sub) is Trie:
             _seal(sub)
+    if len(node) != 1:
+        return
+    seg, sub = next(iter(node.items()))
+    if type(sub) is not Trie:
+        return
+    if seg == WILDCARD:
+        node.chain = ((), node, sub.records) if sub.records is not None else None
+    elif not seg.isdigit() and sub.chain is not None:  # a digit may index an array
+        path, star, fields = sub.chain
+        node.chain = ((seg, *path), star, fields)
 
 
 # One id found in a body: the container holding it, its key there, and what it is.
@@ -108,6 +123,17 @@ def walk(node: Any, trie: Trie, emit: Emit) -> None:
 
     One pass, no copies; this runs for every translated request and answer, so the
     common shapes (an object's field, every element of an array) are handled inline."""
+    if trie.chain is not None:
+        path, star, fields = trie.chain
+        for seg in path:
+            if type(node) is not dict:
+                return
+            node = node.get(seg)
+        if type(node) is list:
+            _walk_records(node, fields, emit)
+        elif type(node) is dict:
+            _walk_dict(node, star, emit)
+        return
     kind = type(node)
     if kind is dict:
         _walk_dict(node, trie, emit)
@@ -174,57 +200,79 @@ def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -
                 emit(child, seg, leaf, str(value))
 
 
-Entry = tuple[str | None, float, int]  # a cache entry: the other id (or None), expiry, size
-
-
 class CachedRewrite:
-    """An ``emit`` for :func:`walk` that rewrites each id the cache maps (and is fresh) in
-    place, counting them per pointer in ``done`` (``body:<pointer>``), and leaves every
-    other id in ``rest`` as a slot to be resolved later."""
+    """An ``emit`` for :func:`walk` that rewrites in place each id the cache maps, counting
+    them per pointer in ``done`` (``body:<pointer>``), and leaves every other id in
+    ``rest`` as a slot to be resolved later. ``fresh(entity_type)`` gives the cache's found
+    and unexpired entries of a type, ``id → other id`` (MappingCache.fresh)."""
 
-    __slots__ = ("done", "now", "rest", "tables")
+    __slots__ = ("_views", "done", "fresh", "rest")
 
     def __init__(
-        self,
-        tables: Mapping[str, Mapping[str, Entry]],
-        now: float,
-        done: dict[str, int] | None = None,
+        self, fresh: Callable[[str], Mapping[str, str]], done: dict[str, int] | None = None
     ) -> None:
-        self.tables, self.now = tables, now
+        self.fresh = fresh
         self.done: dict[str, int] = {} if done is None else done
         self.rest: list[Slot] = []
+        self._views: dict[str, Mapping[str, str]] = {}
+
+    def _view(self, entity_type: str) -> Mapping[str, str]:
+        view = self._views.get(entity_type)
+        if view is None:
+            view = self._views[entity_type] = self.fresh(entity_type)
+        return view
 
     def __call__(self, container: Any, key: Any, leaf: Leaf, value: str) -> None:
-        table = self.tables.get(leaf.entity_type)
-        hit = table.get(value) if table is not None else None
-        if hit is not None and hit[0] is not None and hit[1] > self.now:
-            container[key] = hit[0]
+        new = self._view(leaf.entity_type).get(value)
+        if new is not None:
+            container[key] = new
             self.done[leaf.record] = self.done.get(leaf.record, 0) + 1
         else:
             self.rest.append((container, key, leaf, value))
 
     def records(self, node: list[Any], fields: list[tuple[str, Leaf]]) -> None:
-        """:func:`_walk_records` inlined: one table per field, one lookup per id."""
-        empty: Mapping[str, Entry] = {}
+        """:func:`_walk_records` inlined: one lookup per id."""
         for seg, leaf in fields:
-            table, now, n = self.tables.get(leaf.entity_type, empty), self.now, 0
-            for child in node:
-                if type(child) is not dict or (value := child.get(seg)) is None:
-                    continue
-                if type(value) is not str:
-                    if type(value) is not int:
-                        continue
-                    value = str(value)
-                elif not value:
-                    continue
-                hit = table.get(value)
-                if hit is not None and hit[0] is not None and hit[1] > now:
-                    child[seg] = hit[0]
-                    n += 1
-                else:
-                    self.rest.append((child, seg, leaf, value))
+            view = self._view(leaf.entity_type)
+            n = _rewrite_all(node, seg, view) if view else 0
+            if not n:
+                n = self._rewrite_each(node, seg, leaf, view)
             if n:
                 self.done[leaf.record] = self.done.get(leaf.record, 0) + n
+
+    def _rewrite_each(self, node: list[Any], seg: str, leaf: Leaf, view: Mapping[str, str]) -> int:
+        get, rest, n = view.get, self.rest, 0
+        for child in node:
+            if type(child) is not dict or (value := child.get(seg)) is None:
+                continue
+            if type(value) is not str:
+                if type(value) is not int:
+                    continue
+                value = str(value)
+            elif not value:
+                continue
+            new = get(value)
+            if new is not None:
+                child[seg] = new
+                n += 1
+            else:
+                rest.append((child, seg, leaf, value))
+        return n
+
+
+def _rewrite_all(node: list[Any], seg: str, view: Mapping[str, str]) -> int:
+    """The common case at C speed: every element of ``node`` an object whose ``seg`` holds
+    an id the view maps (a hit means a string: the view's keys are strings). Rewrites and
+    returns ``len(node)`` then; else changes nothing and returns 0."""
+    try:
+        new = list(map(view.get, map(itemgetter(seg), node)))
+    except (KeyError, TypeError):  # an element with no such field, or no object at all
+        return 0
+    if not all(new):
+        return 0
+    for child, value in zip(node, new, strict=True):
+        child[seg] = value
+    return len(new)
 
 
 def _visit(container: Any, key: Any, child: Any, sub: Trie | Leaf, emit: Emit) -> None:

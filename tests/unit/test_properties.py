@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import gzip
-import math
+import time
 import zlib
+from functools import partial
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 from gateway.capture.record import DEFAULT_REDACT_FIELDS, REDACTED, Redactor, describe_body
 from gateway.mapping import translate
+from gateway.mapping.cache import IN, MappingCache
 
 REDACTOR = Redactor(DEFAULT_REDACT_FIELDS | {"passport"})
 FORMATS = {"json", "text", "binary", "empty"}
@@ -156,6 +158,8 @@ TRIE = translate.compile_pointers(FIELDS)
 EXTERNAL = st.text(
     alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij0123456789-_.:", min_size=1, max_size=12
 ).map(lambda s: "E" + s)  # never starts like an internal id
+SMALL_INTS = range(4)  # integer ids that the cached walk's test maps
+SCOPE = (IN, "tenant", "system")
 INTERNAL_PREFIX = "00000000-0000-7000-8000-"  # internal ids: UUID-shaped, never external
 
 
@@ -174,7 +178,9 @@ def mapping_and_doc(draw: st.DrawFn) -> tuple[dict[tuple[str, str], str], Any]:
     }
     mapped = st.sampled_from(externals)
     unmapped = EXTERNAL.filter(lambda s: s not in externals)
-    idv = st.one_of(mapped, mapped, unmapped, st.integers(0, 10**6), st.none(), st.booleans())
+    ints = st.integers(0, 10**6) | st.sampled_from(SMALL_INTS)
+    shapes = st.lists(mapped, max_size=2) | st.dictionaries(mapped, mapped, max_size=1)
+    idv = st.one_of(mapped, mapped, unmapped, ints, st.none(), st.booleans(), st.just(""), shapes)
     junk = st.recursive(json_scalars, lambda k: st.lists(k, max_size=3), max_leaves=5)
     doc: dict[str, Any] = {}
     if draw(st.booleans()):
@@ -205,10 +211,9 @@ def rewrite(doc: Any, table: dict[tuple[str, str], str]) -> int:
 
 def cached_rewrite(doc: Any, table: dict[tuple[str, str], str]) -> list[translate.Slot]:
     """The proxy's path: the cache's tables rewrite in place; misses are left as slots."""
-    tables: dict[str, dict[str, translate.Entry]] = {}
-    for (entity_type, source), target in table.items():
-        tables.setdefault(entity_type, {})[source] = (target, math.inf, 0)
-    rw = translate.CachedRewrite(tables, 0.0)
+    cache = MappingCache()
+    cache.put_many(SCOPE, table, cache.generation)
+    rw = translate.CachedRewrite(partial(cache.fresh, SCOPE, time.monotonic()))
     translate.walk(doc, TRIE, rw)
     return rw.rest
 
@@ -257,6 +262,8 @@ def test_the_cached_walk_agrees_with_the_slot_walk(
     case: tuple[dict[tuple[str, str], str], Any],
 ) -> None:
     mapping, original = case
+    for i in SMALL_INTS:  # integer ids are looked up as strings; a mapped one becomes one
+        mapping[("room", str(i))] = _internal(1000 + i)
     by_slots, by_cache = copy.deepcopy(original), copy.deepcopy(original)
     rewrite(by_slots, mapping)
     rest = cached_rewrite(by_cache, mapping)

@@ -4,7 +4,9 @@ the cache's bounds and invalidation, bulk import parsing."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from functools import partial
 
 import pytest
 
@@ -158,6 +160,57 @@ def test_notifications_drop_what_they_name() -> None:
     cache.put_many(a, {("room", "101"): "u1"}, cache.generation)
     apply_notification(cache, '{"rows": [["t1", "s"]]}')  # not what the trigger sends
     assert len(cache) == 0
+
+
+def test_fresh_view_holds_found_entries_until_they_expire() -> None:
+    cache = MappingCache(CacheLimits(max_entries=4, max_bytes=10**6, ttl=10, negative_ttl=5))
+    scope = (IN, "t", "s")
+    now = time.monotonic()
+    cache.put_many(scope, {("room", "a"): "ua", ("room", "none"): None}, cache.generation)
+    cache.put_many(scope, {("room", "b"): "ub"}, cache.generation)
+    assert dict(cache.fresh(scope, now, "room")) == {"a": "ua", "b": "ub"}  # not "none"
+    assert cache.fresh(scope, now, "guest") == {} and cache.fresh((IN, "x", "s"), now, "room") == {}
+    cache.put_many(scope, {("room", "a"): "ua2"}, cache.generation)  # refreshed: now last
+    assert list(cache.fresh(scope, now, "room").items()) == [("b", "ub"), ("a", "ua2")]
+    entries = cache._scopes[scope]["room"].entries
+    b_expiry, a_expiry = entries["b"][1], entries["a"][1]  # a was put after b
+    view = cache.fresh(scope, b_expiry, "room")  # an expiry is the first stale instant
+    assert "b" not in view and ("a" in view) == (a_expiry > b_expiry)
+    assert cache.fresh(scope, a_expiry, "room") == {}
+    assert len(cache) == 3  # pruned from the view only; get_many checks each expiry
+    cache.put_many(scope, {("room", "c"): "uc", ("room", "d"): "ud"}, cache.generation)
+    cache.invalidate_rows([("t", "s", "room", "uc", "c")])
+    assert dict(cache.fresh(scope, time.monotonic(), "room")) == {"d": "ud"}
+    cache.put_many(scope, {("room", "d"): None}, cache.generation)  # now known unmapped
+    assert cache.fresh(scope, time.monotonic(), "room") == {}
+    cache.put_many(scope, {("room", str(i)): f"u{i}" for i in range(6)}, cache.generation)
+    assert list(cache.fresh(scope, time.monotonic(), "room")) == ["2", "3", "4", "5"]  # bound
+
+
+def test_cached_rewrite_whole_arrays_and_one_by_one() -> None:
+    cache = MappingCache()
+    scope = (IN, "t", "s")
+    cache.put_many(scope, {("room", f"R{i}"): f"u{i}" for i in range(3)}, cache.generation)
+    cache.put_many(scope, {("room", "7"): "u7"}, cache.generation)
+    trie = translate.compile_pointers([("/items/*/room_id", "room")])
+
+    def run(items: list[object]) -> tuple[list[object], list[str], dict[str, int]]:
+        rw = translate.CachedRewrite(partial(cache.fresh, scope, time.monotonic()))
+        translate.walk({"items": items}, trie, rw)
+        return items, [slot[3] for slot in rw.rest], rw.done
+
+    all_mapped = [{"room_id": "R0"}, {"room_id": "R2", "n": 1}]
+    assert run(all_mapped) == (
+        [{"room_id": "u0"}, {"room_id": "u2", "n": 1}],
+        [],
+        {"body:/items/*/room_id": 2},
+    )
+    mixed = [{"room_id": "R1"}, {"room_id": 7}, {"room_id": "X"}, {"n": 1}, "R0", ["R0"]]
+    mixed += [{"room_id": ["R0"]}, {"room_id": ""}, {"room_id": None}, {"room_id": True}]
+    items, rest, done = run(mixed)
+    assert items[:3] == [{"room_id": "u1"}, {"room_id": "u7"}, {"room_id": "X"}]
+    assert items[3:] == mixed[3:] and rest == ["X"] and done == {"body:/items/*/room_id": 2}
+    assert run([]) == ([], [], {})
 
 
 def test_import_parsing_and_duplicates() -> None:
