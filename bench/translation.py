@@ -2,7 +2,13 @@
 (translated external → internal on the way in, and back on the way out; cache warm)
 against the same route without translation, measured with wrk in one run.
 
-    python bench/translation.py [--duration 15] [--rounds 2] [--connections 50]
+    python bench/translation.py [--rounds 8] [--duration 5] [--workers 1] [--connections 50]
+
+The two routes are measured in alternation, many short runs each, the order swapped every
+round (plain, translated; translated, plain; ...): the machine's speed drifts by several
+per cent within a minute, and one long run of each would carry that drift into the ratio.
+The ratio reported is that of the mean requests/s; the median of the per-round ratios and
+their spread are printed next to it.
 
 Both routes go to bench/upstream.py, which echoes POST bodies, so a translated call
 resolves 50 ids in the request and the 50 internal ids the upstream echoes back.
@@ -17,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,9 +83,18 @@ def wrk(url: str, args: argparse.Namespace, duration: int, token: str, script: P
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its live descendants (the workers of
+    `serve --workers N`), from /proc."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        pass
+    return total
 
 
 def cli(env: dict[str, str], *argv: str) -> str:
@@ -135,7 +151,8 @@ def run(args: argparse.Namespace) -> None:
         routes.write_text(ROUTES.format(upstream_port=up_port))
         gw_port = free_port()
         base = f"http://127.0.0.1:{gw_port}"
-        gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port)], env=env)
+        gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port),
+                          "--workers", str(args.workers)], env=env)
         wait_http(base + "/healthz")
         token = setup(env, base)
         check(base, token)
@@ -143,30 +160,36 @@ def run(args: argparse.Namespace) -> None:
         payload = body().decode().replace("\\", "\\\\").replace('"', '\\"')
         script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                           f'wrk.body = "{payload}"\n')
-        print(f"request body: {len(body())} bytes, {IDS} ids; wrk -t{args.threads} -c{args.connections}, "
-              f"{args.warmup} s warm-up + {args.duration} s per target, {args.rounds} rounds", flush=True)
+        print(f"request body: {len(body())} bytes, {IDS} ids; wrk -t{args.threads} -c{args.connections}; "
+              f"gateway --workers {args.workers}; {args.warmup} s warm-up per route, then "
+              f"{args.rounds} rounds of {args.duration} s per route", flush=True)
+        names = ("plain", "translated")
+        urls = {n: f"{base}/{'tr' if n == 'translated' else 'plain'}/reservations" for n in names}
+        for name in names:
+            wrk(urls[name], args, args.warmup, token, script)
         totals: dict[str, list[float]] = {"plain": [], "translated": []}
         cpu: dict[str, list[float]] = {"plain": [], "translated": []}
         for rnd in range(args.rounds):
-            for name in ("plain", "translated"):
-                url = f"{base}/{'tr' if name == 'translated' else 'plain'}/reservations"
-                wrk(url, args, args.warmup, token, script)
+            for name in names if rnd % 2 == 0 else names[::-1]:
                 c0 = cpu_seconds(gw.pid)
-                res = wrk(url, args, args.duration, token, script)
+                res = wrk(urls[name], args, args.duration, token, script)
                 per_call = (cpu_seconds(gw.pid) - c0) / (res["rps"] * args.duration) * 1e6
                 totals[name].append(res["rps"])
                 cpu[name].append(per_call)
                 print(f"round {rnd + 1} {name:11s} {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
                       f"p99 {res['p99']:6.2f} ms  non-2xx {res['non2xx']}  "
                       f"gateway CPU {per_call:5.0f} us/call", flush=True)
-        plain = sum(totals["plain"]) / len(totals["plain"])
-        tr = sum(totals["translated"]) / len(totals["translated"])
-        cpu_plain = sum(cpu["plain"]) / len(cpu["plain"])
-        cpu_tr = sum(cpu["translated"]) / len(cpu["translated"])
+        plain = statistics.mean(totals["plain"])
+        tr = statistics.mean(totals["translated"])
+        cpu_plain = statistics.mean(cpu["plain"])
+        cpu_tr = statistics.mean(cpu["translated"])
+        ratios = sorted(t / p for p, t in zip(totals["plain"], totals["translated"], strict=True))
         hits = metric_sum(base, "gateway_mapping_cache_hits_total")
         misses = metric_sum(base, "gateway_mapping_cache_misses_total")
         print(f"\nmean: plain {plain:.0f} req/s, translated {tr:.0f} req/s -> "
               f"{tr / plain:.1%} of plain (target >= 90%)")
+        print(f"per round: median {statistics.median(ratios):.1%}, "
+              f"lowest {ratios[0]:.1%}, highest {ratios[-1]:.1%}")
         print(f"gateway CPU per call: plain {cpu_plain:.0f} us, translated {cpu_tr:.0f} us "
               f"(+{cpu_tr - cpu_plain:.0f} us for {2 * IDS} ids)")
         print(f"mapping cache: {hits:.0f} hits, {misses:.0f} misses")
@@ -183,9 +206,10 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=15, help="seconds per measured run")
-    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target and round")
-    p.add_argument("--rounds", type=int, default=2, help="plain/translated alternations")
+    p.add_argument("--duration", type=int, default=5, help="seconds per route and round")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per route, once")
+    p.add_argument("--rounds", type=int, default=8, help="plain/translated alternations")
+    p.add_argument("--workers", type=int, default=1, help="gateway serve --workers N")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     run(p.parse_args())

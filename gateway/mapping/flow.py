@@ -309,7 +309,9 @@ class Flow:
     ) -> None:
         """Which fields were rewritten, and how many ids each (never the ids themselves)."""
         self.record[side] = done
-        unmapped = len(unknown) + sum(1 for v in resolved.values() if v is None)
+        unmapped = len(unknown)
+        if resolved:
+            unmapped += sum(1 for v in resolved.values() if v is None)
         if unmapped:
             self.record[f"{side}_unmapped"] = unmapped
 
