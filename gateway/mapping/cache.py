@@ -134,10 +134,14 @@ class MappingCache:
         if generation != self.generation:
             return
         now = time.monotonic()
+        expired = 0
         for (entity_type, key), value in values.items():
             ttl = self.limits.ttl if value is not None else self.limits.negative_ttl
             table = self._table(scope, entity_type)
-            self._drop(table, key)
+            old = table.entries.get(key)
+            if old is not None:  # looked up again because it had expired, or raced
+                expired += old[1] <= now
+                self._drop(table, key)
             size = _size(entity_type, key, value)
             table.entries[key] = (value, now + ttl, size)
             if value is not None:  # inserted last: expires last (one TTL for found ids)
@@ -145,6 +149,8 @@ class MappingCache:
                 table.until = min(table.until, now + ttl)
             self._count += 1
             self._bytes += size
+        if expired:
+            metrics.MAPPING_CACHE_EVICTIONS.labels("expired").inc(expired)
         self._shrink()
 
     def _shrink(self) -> None:

@@ -10,6 +10,7 @@ from functools import partial
 
 import pytest
 
+from gateway import metrics
 from gateway.mapping import importing, translate
 from gateway.mapping.cache import IN, OUT, CacheLimits, MappingCache
 from gateway.mapping.listener import apply_notification
@@ -125,6 +126,9 @@ def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
     neg = ("room", "none")
     cache.put_many(scope, {neg: None}, cache.generation)
     assert cache.get_many(scope, [neg])[1] == [neg]  # negative TTL 0: already stale
+    expired = _evictions("expired")
+    cache.put_many(scope, {neg: None}, cache.generation)  # looked up again: the stale one goes
+    assert _evictions("expired") == expired + 1 and len(cache) == 3
     cache.invalidate_rows([("t", "s", "room", "u9", "3")])
     assert cache.get_many(scope, [pairs[3]])[1] == [pairs[3]]
     cache.put_many((OUT, "t2", "s"), {("room", "u"): "x"}, cache.generation)
@@ -132,6 +136,13 @@ def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
     assert len(cache) == 1
     cache.clear()
     assert len(cache) == 0 and cache.bytes == 0
+
+
+def _evictions(reason: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "gateway_mapping_cache_evictions_total", {"reason": reason}
+    )
+    return value or 0.0
 
 
 def test_cache_byte_bound_and_stale_generation() -> None:
