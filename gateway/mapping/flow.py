@@ -221,9 +221,7 @@ class Flow:
         counted in ``done`` (empty before the walk) under ``body:<pointer>``; every other
         id goes to ``rest`` as a slot."""
         fresh = partial(self.m.cache.fresh, scope, time.monotonic())
-        rewrite = translate.CachedRewrite(fresh, done)
-        translate.walk(doc, trie, rewrite)
-        rest.extend(rewrite.rest)
+        translate.walk(doc, trie, translate.CachedRewrite(fresh, done, rest))
         if done:
             self.m.hits[scope[0]].inc(sum(done.values()))
 

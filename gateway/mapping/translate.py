@@ -209,11 +209,14 @@ class CachedRewrite:
     __slots__ = ("_views", "done", "fresh", "rest")
 
     def __init__(
-        self, fresh: Callable[[str], Mapping[str, str]], done: dict[str, int] | None = None
+        self,
+        fresh: Callable[[str], Mapping[str, str]],
+        done: dict[str, int] | None = None,
+        rest: list[Slot] | None = None,
     ) -> None:
         self.fresh = fresh
         self.done: dict[str, int] = {} if done is None else done
-        self.rest: list[Slot] = []
+        self.rest: list[Slot] = [] if rest is None else rest
         self._views: dict[str, Mapping[str, str]] = {}
 
     def _view(self, entity_type: str) -> Mapping[str, str]:
@@ -233,7 +236,7 @@ class CachedRewrite:
     def records(self, node: list[Any], fields: list[tuple[str, Leaf]]) -> None:
         """:func:`_walk_records` inlined: one lookup per id."""
         for seg, leaf in fields:
-            view = self._view(leaf.entity_type)
+            view = self.fresh(leaf.entity_type)
             n = _rewrite_all(node, seg, view) if view else 0
             if not n:
                 n = self._rewrite_each(node, seg, leaf, view)
