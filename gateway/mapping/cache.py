@@ -144,7 +144,8 @@ class MappingCache:
                 self._drop(table, key)
             size = _size(entity_type, key, value)
             table.entries[key] = (value, now + ttl, size)
-            if value is not None:  # inserted last: expires last (one TTL for found ids)
+            if value is not None and key:  # inserted last: expires last (one TTL)
+                # (an empty id is never looked up: the walk skips it, and so must the view)
                 table.fresh[key] = value
                 table.until = min(table.until, now + ttl)
             self._count += 1

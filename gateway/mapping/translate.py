@@ -88,6 +88,11 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
     return root
 
 
+def _is_index(seg: str) -> bool:
+    """Whether a segment indexes an array: ASCII digits only (``"²".isdigit()`` is true)."""
+    return seg.isascii() and seg.isdigit()
+
+
 def _seal(node: Trie) -> None:
     """Set ``records`` on every flat node and ``chain`` where it applies (see Trie)."""
     flat = WILDCARD not in node and all(type(v) is Leaf for v in node.values())
@@ -102,7 +107,7 @@ def _seal(node: Trie) -> None:
         return
     if seg == WILDCARD:
         node.chain = ((), node, sub.records) if sub.records is not None else None
-    elif not seg.isdigit() and sub.chain is not None:  # a digit may index an array
+    elif not _is_index(seg) and sub.chain is not None:  # an index may meet an array
         path, star, fields = sub.chain
         node.chain = ((seg, *path), star, fields)
 
@@ -164,7 +169,7 @@ def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
 def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
     for seg, sub in trie.items():
         if seg != WILDCARD:
-            if seg.isdigit() and int(seg) < len(node):
+            if _is_index(seg) and int(seg) < len(node):
                 _visit(node, int(seg), node[int(seg)], sub, emit)
         elif isinstance(sub, Leaf):
             for i, child in enumerate(node):
@@ -298,7 +303,7 @@ def _children(node: Any, seg: str) -> Iterable[tuple[Any, Any, Any]]:
     if isinstance(node, list):
         if seg == WILDCARD:
             return [(node, i, v) for i, v in enumerate(node)]
-        if seg.isdigit() and int(seg) < len(node):
+        if _is_index(seg) and int(seg) < len(node):
             return [(node, int(seg), node[int(seg)])]
     return ()
 

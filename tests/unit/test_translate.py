@@ -3,6 +3,7 @@ the cache's bounds and invalidation, bulk import parsing."""
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 import uuid
@@ -202,7 +203,7 @@ def test_cached_rewrite_whole_arrays_and_one_by_one() -> None:
     cache = MappingCache()
     scope = (IN, "t", "s")
     cache.put_many(scope, {("room", f"R{i}"): f"u{i}" for i in range(3)}, cache.generation)
-    cache.put_many(scope, {("room", "7"): "u7"}, cache.generation)
+    cache.put_many(scope, {("room", "7"): "u7", ("room", ""): "never"}, cache.generation)
     trie = translate.compile_pointers([("/items/*/room_id", "room")])
 
     def run(items: list[object]) -> tuple[list[object], list[str], dict[str, int]]:
@@ -218,10 +219,38 @@ def test_cached_rewrite_whole_arrays_and_one_by_one() -> None:
     )
     mixed = [{"room_id": "R1"}, {"room_id": 7}, {"room_id": "X"}, {"n": 1}, "R0", ["R0"]]
     mixed += [{"room_id": ["R0"]}, {"room_id": ""}, {"room_id": None}, {"room_id": True}]
+    before = copy.deepcopy(mixed)
     items, rest, done = run(mixed)
     assert items[:3] == [{"room_id": "u1"}, {"room_id": "u7"}, {"room_id": "X"}]
-    assert items[3:] == mixed[3:] and rest == ["X"] and done == {"body:/items/*/room_id": 2}
+    assert items[3:] == before[3:] and rest == ["X"] and done == {"body:/items/*/room_id": 2}
+    assert run([{"room_id": ""}]) == ([{"room_id": ""}], [], {})  # an empty id is no id
     assert run([]) == ([], [], {})
+
+
+def test_lines_of_fields_to_an_array_are_followed_directly() -> None:
+    trie = translate.compile_pointers([("/a/b/*/id", "room")])
+    assert trie.chain is not None and trie.chain[0] == ("a", "b")
+    assert translate.compile_pointers([("/a/0/*/id", "room")]).chain is None  # 0 may index
+    assert translate.compile_pointers([("/a/*/*/id", "room")]).chain is None
+
+    def ids(doc: object) -> list[tuple[object, str]]:
+        slots: list[translate.Slot] = []
+        translate.collect(doc, trie, slots)
+        return [(s[1], s[3]) for s in slots]
+
+    assert ids({"a": {"b": [{"id": "x"}, {"id": 5}, {}, "y"]}}) == [("id", "x"), ("id", "5")]
+    assert ids({"a": {"b": {"k1": {"id": "x"}, "k2": {"id": "y"}}}}) == [("id", "x"), ("id", "y")]
+    assert ids({"a": [{"b": [{"id": "x"}]}]}) == []  # a list where an object must be
+    assert ids({"a": {"c": []}}) == [] and ids([]) == [] and ids({"a": None}) == []
+
+
+def test_only_ascii_digits_index_arrays() -> None:
+    slots: list[translate.Slot] = []
+    translate.collect({"a": [{"id": "x"}]}, translate.compile_pointers([("/a/²/id", "r")]), slots)
+    assert slots == []  # "²".isdigit() is true, int("²") raises
+    translate.collect({"a": [{"id": "x"}]}, translate.compile_pointers([("/a/0/id", "r")]), slots)
+    assert [s[3] for s in slots] == ["x"]
+    assert translate.value_at({"a": ["v"]}, ("a", "²")) is None
 
 
 def test_import_parsing_and_duplicates() -> None:
