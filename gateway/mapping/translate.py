@@ -274,7 +274,7 @@ def _rewrite_all(node: list[Any], seg: str, view: Mapping[str, str]) -> int:
     returns ``len(node)`` then; else changes nothing and returns 0."""
     try:
         new = list(map(view.get, map(itemgetter(seg), node)))
-    except (KeyError, TypeError):  # an element with no such field, or no object at all
+    except (KeyError, TypeError):  # no such field, no object, or a list or object as value
         return 0
     if not all(new):
         return 0
