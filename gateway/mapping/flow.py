@@ -284,7 +284,10 @@ class Flow:
         in_query: list[Any],
         unknown: list[translate.Slot],
         resolved: dict[Pair, str | None],
+        field: str = "body field",
     ) -> None:
+        """On a route that refuses unknown ids, MappingNotFound for the first id left
+        unmapped: path parameters, query parameters, then ``field``s (body or message)."""
         if not self.tr.refuse_unknown:
             return
         status = self.tr.unknown_status
@@ -295,7 +298,7 @@ class Flow:
             if resolved.get((et, value)) is None:
                 raise MappingNotFound(status or 422, f"query parameter {name!r}", et, value)
         for _, _, leaf, value in unknown:
-            where = f"body field {leaf.pointer!r}"
+            where = f"{field} {leaf.pointer!r}"
             raise MappingNotFound(status or 422, where, leaf.entity_type, value)
 
     def _note(
@@ -341,10 +344,8 @@ class Flow:
         self._walk(doc, trie, scope, done, rest)
         if rest:
             await self._fill(scope, rest, set(), done, unknown)
-        if unknown and strict:
-            _, _, leaf, value = unknown[0]
-            where = f"message field {leaf.pointer!r}"
-            raise MappingNotFound(self.tr.unknown_status or 422, where, leaf.entity_type, value)
+        if inbound:
+            self._check_unknown([], [], unknown, {}, "message field")
         side = "client_messages" if inbound else "upstream_messages"
         counts = self.record.setdefault(side, {})
         for field, n in done.items():

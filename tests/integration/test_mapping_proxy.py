@@ -522,6 +522,7 @@ async def test_websocket_upgrade_and_messages_are_translated(
         closing = await ws.receive(timeout=5)
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
         assert "G-404" in closing.extra and "no mapping" in closing.extra
+        assert "message field" in closing.extra
     (row,) = await wait_rows(1)
     assert row["status"] == 101 and row["error_code"] == "mapping_not_found"
     assert row["translated"] == {
