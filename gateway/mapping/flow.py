@@ -152,6 +152,19 @@ class Translator:
 class Flow:
     """One request on a translated route."""
 
+    __slots__ = (
+        "auto_external",
+        "ex",
+        "forwarded",
+        "m",
+        "max_response_bytes",
+        "record",
+        "route",
+        "system",
+        "tenant",
+        "tr",
+    )
+
     def __init__(
         self,
         translator: Translator,
@@ -221,9 +234,9 @@ class Flow:
         counted in ``done`` (empty before the walk) under ``body:<pointer>``; every other
         id goes to ``rest`` as a slot."""
         fresh = partial(self.m.cache.fresh, scope, time.monotonic())
-        translate.walk(doc, trie, translate.CachedRewrite(fresh, done, rest))
-        if done:
-            self.m.hits[scope[0]].inc(sum(done.values()))
+        n = translate.rewrite(doc, trie, fresh, done, rest)
+        if n:
+            self.m.hits[scope[0]].inc(n)
 
     async def _fill(
         self,

@@ -240,32 +240,74 @@ class CachedRewrite:
 
     def records(self, node: list[Any], fields: list[tuple[str, Leaf]]) -> None:
         """:func:`_walk_records` inlined: one lookup per id."""
-        for seg, leaf in fields:
-            view = self.fresh(leaf.entity_type)
-            n = _rewrite_all(node, seg, view) if view else 0
-            if not n:
-                n = self._rewrite_each(node, seg, leaf, view)
-            if n:
-                self.done[leaf.record] = self.done.get(leaf.record, 0) + n
+        _rewrite_records(node, fields, self.fresh, self.done, self.rest)
 
-    def _rewrite_each(self, node: list[Any], seg: str, leaf: Leaf, view: Mapping[str, str]) -> int:
-        get, rest, n = view.get, self.rest, 0
-        for child in node:
-            if type(child) is not dict or (value := child.get(seg)) is None:
+
+def rewrite(
+    doc: Any,
+    trie: Trie,
+    fresh: Callable[[str], Mapping[str, str]],
+    done: dict[str, int],
+    rest: list[Slot],
+) -> int:
+    """``walk(doc, trie, CachedRewrite(fresh, done, rest))``, returning how many ids were
+    rewritten (``done`` is empty before). The hot shape, a line of object fields to an
+    array of records (``trie.chain``), is followed here without building the emitter: the
+    proxy runs this twice per translated call."""
+    chain = trie.chain
+    if chain is not None:
+        node = doc
+        for seg in chain[0]:
+            if type(node) is not dict:
+                return 0
+            node = node.get(seg)
+        if type(node) is list:
+            return _rewrite_records(node, chain[2], fresh, done, rest)
+    walk(doc, trie, CachedRewrite(fresh, done, rest))
+    return sum(done.values())
+
+
+def _rewrite_records(
+    node: list[Any],
+    fields: list[tuple[str, Leaf]],
+    fresh: Callable[[str], Mapping[str, str]],
+    done: dict[str, int],
+    rest: list[Slot],
+) -> int:
+    """Each field of each record: ids the view maps rewritten (all at once when every
+    element maps), counted in ``done``; the others left in ``rest``. Returns the count."""
+    total = 0
+    for seg, leaf in fields:
+        view = fresh(leaf.entity_type)
+        n = _rewrite_all(node, seg, view) if view else 0
+        if not n:
+            n = _rewrite_each(node, seg, leaf, view, rest)
+        if n:
+            done[leaf.record] = done.get(leaf.record, 0) + n
+            total += n
+    return total
+
+
+def _rewrite_each(
+    node: list[Any], seg: str, leaf: Leaf, view: Mapping[str, str], rest: list[Slot]
+) -> int:
+    get, n = view.get, 0
+    for child in node:
+        if type(child) is not dict or (value := child.get(seg)) is None:
+            continue
+        if type(value) is not str:
+            if type(value) is not int:
                 continue
-            if type(value) is not str:
-                if type(value) is not int:
-                    continue
-                value = str(value)
-            elif not value:
-                continue
-            new = get(value)
-            if new is not None:
-                child[seg] = new
-                n += 1
-            else:
-                rest.append((child, seg, leaf, value))
-        return n
+            value = str(value)
+        elif not value:
+            continue
+        new = get(value)
+        if new is not None:
+            child[seg] = new
+            n += 1
+        else:
+            rest.append((child, seg, leaf, value))
+    return n
 
 
 def _rewrite_all(node: list[Any], seg: str, view: Mapping[str, str]) -> int:

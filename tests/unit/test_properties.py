@@ -271,6 +271,55 @@ def test_the_cached_walk_agrees_with_the_slot_walk(
     assert all((s[2].entity_type, s[3]) not in mapping for s in rest)
 
 
+# Tries whose pointers lead by a line of fields to one array of records (Trie.chain), the
+# shape translate.rewrite follows without the emitter; with the document each applies to.
+CHAINS = [
+    (translate.compile_pointers([("/items/*/room_id", "room")]), lambda d: d),
+    (translate.compile_pointers([("/*/room_id", "room")]), lambda d: d.get("items")),
+    (
+        translate.compile_pointers([("/a/items/*/room_id", "room"), ("/a/items/*/n", "room")]),
+        lambda d: {"a": d},
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=mapping_and_doc(), which=st.sampled_from(range(len(CHAINS))))
+def test_the_direct_rewrite_agrees_with_the_walk(
+    case: tuple[dict[tuple[str, str], str], Any], which: int
+) -> None:
+    mapping, original = case
+    for i in SMALL_INTS:
+        mapping[("room", str(i))] = _internal(1000 + i)
+    trie, shape = CHAINS[which]
+    assert trie.chain is not None
+    cache = MappingCache()
+    cache.put_many(SCOPE, mapping, cache.generation)
+    fresh = partial(cache.fresh, SCOPE, time.monotonic())
+    by_walk, direct = shape(copy.deepcopy(original)), shape(copy.deepcopy(original))
+    rw = translate.CachedRewrite(fresh)
+    translate.walk(by_walk, trie, rw)
+    done: dict[str, int] = {}
+    rest: list[translate.Slot] = []
+    n = translate.rewrite(direct, trie, fresh, done, rest)
+    assert direct == by_walk
+    assert done == rw.done and n == sum(done.values())
+    assert [(s[1], s[2], s[3]) for s in rest] == [(s[1], s[2], s[3]) for s in rw.rest]
+    inside = _containers(direct)  # the slots point into the document itself, not a copy
+    assert all(id(s[0]) in inside for s in rest)
+
+
+def _containers(doc: Any) -> set[int]:
+    found: set[int] = set()
+    todo = [doc]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict | list):
+            found.add(id(node))
+            todo.extend(node.values() if isinstance(node, dict) else node)
+    return found
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     names=st.lists(st.sampled_from(["guest", "room", "x", "g+1", "a b"]), max_size=6),
