@@ -139,6 +139,11 @@ def run(args: argparse.Namespace) -> None:
             subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
         else:
             sys.exit("bench: wrk not found (apt-get install -y wrk)")
+    if args.pin:  # this script and all it starts (wrk, upstream, PostgreSQL) on the last CPU
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            sys.exit("bench: --pin needs at least 2 CPUs")
+        os.sched_setaffinity(0, {cpus[-1]})
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-tr-"))
     try:
@@ -153,6 +158,8 @@ def run(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{gw_port}"
         gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port),
                           "--workers", str(args.workers)], env=env)
+        if args.pin:  # the gateway alone on the other CPUs
+            os.sched_setaffinity(gw.pid, set(cpus[:-1]))
         wait_http(base + "/healthz")
         token = setup(env, base)
         check(base, token)
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
         script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                           f'wrk.body = "{payload}"\n')
         print(f"request body: {len(body())} bytes, {IDS} ids; wrk -t{args.threads} -c{args.connections}; "
-              f"gateway --workers {args.workers}; {args.warmup} s warm-up per route, then "
+              f"gateway --workers {args.workers}{' (pinned)' if args.pin else ''}; {args.warmup} s warm-up per route, then "
               f"{args.rounds} rounds of {args.duration} s per route", flush=True)
         names = ("plain", "translated")
         urls = {n: f"{base}/{'tr' if n == 'translated' else 'plain'}/reservations" for n in names}
@@ -212,6 +219,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="gateway serve --workers N")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pin", action="store_true",
+                   help="gateway alone on all CPUs but the last; wrk, upstream and PostgreSQL on the last")
     run(p.parse_args())
 
 
