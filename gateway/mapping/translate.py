@@ -84,8 +84,40 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
         if last in node:
             raise ValueError(f"pointer {pointer!r} overlaps another pointer")
         node[last] = Leaf(entity_type, pointer)
+    _refuse_shared_ids(root)
     _seal(root)
     return root
+
+
+def _refuse_shared_ids(node: Trie) -> None:
+    """ValueError when two pointers can name the same value, such as ``/rooms/0`` and
+    ``/rooms/*``, or ``/a/*/id`` and ``/a/b/*``: that id would be translated twice (the
+    second time from the first's result)."""
+    star = node.get(WILDCARD)
+    for seg, sub in node.items():
+        if star is not None and seg != WILDCARD:
+            both = _shared_leaf(star, sub)
+            if both is not None:
+                raise ValueError(f"pointers {both[0]!r} and {both[1]!r} can name the same id")
+        if type(sub) is Trie:
+            _refuse_shared_ids(sub)
+
+
+def _shared_leaf(a: Trie | Leaf, b: Trie | Leaf) -> tuple[str, str] | None:
+    """The pointers of a leaf under ``a`` and one under ``b`` that the same value reaches,
+    or None. A leaf names a string or an integer, a trie goes inside an object or an array:
+    a leaf and a trie never meet."""
+    if isinstance(a, Leaf):
+        return (a.pointer, b.pointer) if isinstance(b, Leaf) else None
+    if isinstance(b, Leaf):
+        return None
+    for seg, sub in a.items():
+        others = list(b.values()) if seg == WILDCARD else [b[k] for k in (seg, WILDCARD) if k in b]
+        for other in others:
+            found = _shared_leaf(sub, other)
+            if found is not None:
+                return found
+    return None
 
 
 def _is_index(seg: str) -> bool:

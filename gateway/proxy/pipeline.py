@@ -536,12 +536,15 @@ class _StreamCapture:
 
 async def _read_chunk(request: web.Request, timeout: float) -> bytes:
     """The next piece of a request body (b"" at its end); a client that sends nothing for
-    ``timeout`` seconds gets 408."""
+    ``timeout`` seconds gets 408, one that hangs up is logged as 499 (also while its body
+    is streamed upstream: the upstream's failure is not the cause then)."""
     try:
         async with asyncio.timeout(timeout):
             return await request.content.read(CHUNK)
     except TimeoutError:
         raise RequestTimeout(_SLOW_BODY) from None
+    except ConnectionResetError:
+        raise ClientGone(_GONE) from None
 
 
 async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
@@ -549,10 +552,7 @@ async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
     bytes read so far, more than ``most``); each read waits ``timeout`` seconds at most."""
     data = bytearray()
     while len(data) <= most:
-        try:
-            chunk = await _read_chunk(request, timeout)
-        except ConnectionResetError:
-            raise ClientGone(_GONE) from None
+        chunk = await _read_chunk(request, timeout)
         if not chunk:
             break
         data += chunk

@@ -176,6 +176,29 @@ async def test_client_stalling_inside_its_body_is_answered_408(
     assert row["status"] == 408 and row["error_code"] == "request_timeout"
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+async def test_client_hanging_up_inside_its_body_is_logged_as_499(
+    gateway_factory: Callable[..., Any], wait_rows: Any, streamed: bool
+) -> None:
+    """Buffered, or already streaming upstream: the row says the caller left, never that
+    the upstream failed (an alert for the wrong team)."""
+    gw = await gateway_factory(stream_threshold_bytes=10 if streamed else 1 << 20)
+    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-body\r\n"
+        b"Content-Length: 100\r\n\r\n" + b"x" * 40
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    (row,) = await wait_rows(1)
+    assert row["request_id"] == "gone-body"
+    assert (row["status"], row["error_code"]) == (499, "client_disconnected")
+    if streamed:  # these bytes went upstream; a buffered body is dropped whole
+        assert row["request_body_size"] == 40
+
+
 # -- bodies that are not what the route expects -------------------------------------------
 
 TRANSLATED = """

@@ -42,6 +42,36 @@ def test_overlapping_pointers_are_refused() -> None:
         translate.compile_pointers([("/g", "guest"), ("/g", "room")])
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ([("/rooms/0", "room"), ("/rooms/*", "room")], ("/rooms/*", "/rooms/0")),
+        ([("/a/*/id", "room"), ("/a/b/*", "room")], ("/a/*/id", "/a/b/*")),
+        ([("/guest/id", "guest"), ("/*/id", "guest")], ("/*/id", "/guest/id")),
+        ([("/s/*/*", "room"), ("/s/0/x", "rate")], ("/s/*/*", "/s/0/x")),
+    ],
+)
+def test_pointers_that_can_name_the_same_id_are_refused(
+    fields: list[tuple[str, str]], named: tuple[str, str]
+) -> None:
+    # Both would rewrite that id: the second from the first one's result.
+    with pytest.raises(ValueError, match="can name the same id") as err:
+        translate.compile_pointers(fields)
+    assert all(repr(p) in str(err.value) for p in named)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("/items/*/room_id", "room"), ("/items/0/rate_id", "rate")],  # other fields
+        [("/guest", "guest"), ("/*/id", "guest")],  # an id is no object
+        [("/a/*", "room"), ("/b/*", "room")],
+    ],
+)
+def test_pointers_that_never_meet_are_accepted(fields: list[tuple[str, str]]) -> None:
+    assert translate.compile_pointers(fields)
+
+
 def rewrite(doc: object, fields: list[tuple[str, str]], table: dict[tuple[str, str], str]) -> int:
     slots: list[translate.Slot] = []
     translate.collect(doc, translate.compile_pointers(fields), slots)
