@@ -95,13 +95,16 @@ class MappingCache:
     def fresh(self, scope: Scope, now: float, entity_type: str) -> Mapping[str, str]:
         """``id → other id`` for every found mapping of the type still fresh at ``now``:
         the live dict, for reading only and only until the cache is next changed."""
-        tables = self._scopes.get(scope)
-        table = tables.get(entity_type) if tables is not None else None
+        table = self._held(scope, entity_type)
         if table is None:
             return NOTHING
         if now >= table.until:
             table.prune(now)
         return table.fresh
+
+    def _held(self, scope: Scope, entity_type: str) -> Table | None:
+        tables = self._scopes.get(scope)
+        return tables.get(entity_type) if tables is not None else None
 
     def _table(self, scope: Scope, entity_type: str) -> Table:
         tables = self._scopes.get(scope)
@@ -181,8 +184,10 @@ class MappingCache:
         self.generation += 1
         dropped = 0
         for tenant, system, entity_type, internal, external in rows:
-            dropped += self._drop(self._table((IN, tenant, system), entity_type), external)
-            dropped += self._drop(self._table((OUT, tenant, system), entity_type), internal)
+            for scope, key in (((IN, tenant, system), external), ((OUT, tenant, system), internal)):
+                table = self._held(scope, entity_type)  # nothing cached: nothing to drop
+                if table is not None:
+                    dropped += self._drop(table, key)
         if dropped:
             metrics.MAPPING_CACHE_EVICTIONS.labels("invalidated").inc(dropped)
 

@@ -169,6 +169,15 @@ def test_cache_bounds_ttl_negative_entries_and_invalidation() -> None:
     assert len(cache) == 0 and cache.bytes == 0
 
 
+def test_changes_to_mappings_never_cached_leave_nothing_behind() -> None:
+    # Every change is announced to every process: a bulk import for tenants and systems a
+    # process never translated for must not grow its cache's bookkeeping.
+    cache = MappingCache()
+    generation = cache.generation
+    cache.invalidate_rows([(f"t{i}", "s", f"type{i % 7}", f"u{i}", f"e{i}") for i in range(500)])
+    assert cache._scopes == {} and len(cache) == 0 and cache.generation == generation + 1
+
+
 def _evictions(reason: str) -> float:
     value = metrics.REGISTRY.get_sample_value(
         "gateway_mapping_cache_evictions_total", {"reason": reason}
