@@ -168,6 +168,7 @@ async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    metrics.flush_tallies()  # the counts of the last interval
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:

@@ -60,9 +60,46 @@ _FUNCTIONS: dict[Gauge, Callable[[], float]] = {}
 
 
 def refresh() -> None:
-    """Set every function-backed gauge from its function (multiprocess mode only)."""
+    """Set every function-backed gauge from its function, and move tallies into their
+    counters (multiprocess mode only)."""
     for gauge, f in _FUNCTIONS.items():
         gauge.set(f())
+    flush_tallies()
+
+
+class Tally:
+    """A counter series counted as a plain integer on the request path (``n += k``) and
+    added to the series when metrics are read: by ``exposition()``, and in multiprocess
+    mode every ``REFRESH_INTERVAL`` and when the worker stops. Counter.inc takes a lock and
+    costs ≈ 1 µs inside the running gateway; the mapping cache counted its hits that way
+    twice per translated call. A worker that dies unflushed loses at most its last
+    interval's counts."""
+
+    __slots__ = ("n", "series")
+
+    def __init__(self, series: Counter) -> None:
+        self.series = series
+        self.n = 0
+
+    def flush(self) -> None:
+        n, self.n = self.n, 0
+        if n:
+            self.series.inc(n)
+
+
+_TALLIES: list[Tally] = []
+
+
+def tally(counter: Counter, *labels: str) -> Tally:
+    """A Tally for one labelled series of ``counter``."""
+    t = Tally(counter.labels(*labels))
+    _TALLIES.append(t)
+    return t
+
+
+def flush_tallies() -> None:
+    for t in _TALLIES:
+        t.flush()
 
 
 async def refresh_loop() -> None:
@@ -88,6 +125,7 @@ def clear_gauge(gauge: Gauge, computing: bool) -> None:
 
 def exposition() -> bytes:
     """The text answer of /metrics: this process's registry, or every worker's files."""
+    flush_tallies()
     if not MULTIPROCESS:
         return generate_latest(REGISTRY)
     merged = CollectorRegistry()
@@ -345,6 +383,8 @@ MAPPING_CACHE_HITS = Counter(
     ["way"],
     registry=REGISTRY,
 )
+# Counted on every translated call, twice: tallied, not inc'ed (see Tally).
+MAPPING_CACHE_HIT_TALLIES = {way: tally(MAPPING_CACHE_HITS, way) for way in ("in", "out")}
 MAPPING_CACHE_MISSES = Counter(
     "gateway_mapping_cache_misses_total",
     "ID lookups the mapping cache could not answer (sent to PostgreSQL), by way",

@@ -64,14 +64,14 @@ class Mappings:
     def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
         self.pool = pool
         self.cache = cache
-        self.hits = {w: metrics.MAPPING_CACHE_HITS.labels(w) for w in (IN, OUT)}
+        self.hits = metrics.MAPPING_CACHE_HIT_TALLIES
         self.misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
 
     async def resolve(self, scope: Scope, pairs: Iterable[Pair]) -> dict[Pair, str | None]:
         """``(entity_type, id)`` → the other id, or None when there is no usable mapping."""
         found, missing = self.cache.get_many(scope, pairs)
         if found:
-            self.hits[scope[0]].inc(len(found))
+            self.hits[scope[0]].n += len(found)
         if missing:
             self.misses[scope[0]].inc(len(missing))
             found.update(await self.fetch(scope, missing))
@@ -236,7 +236,7 @@ class Flow:
         fresh = partial(self.m.cache.fresh, scope, time.monotonic())
         n = translate.rewrite(doc, trie, fresh, done, rest)
         if n:
-            self.m.hits[scope[0]].inc(n)
+            self.m.hits[scope[0]].n += n
 
     async def _fill(
         self,
