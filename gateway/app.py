@@ -105,6 +105,8 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
             _gauge_refresh,
         ]
     )
+    # Runs after every cleanup_ctx step (webhook delivery still resolves ids as it stops).
+    app.on_cleanup.append(_flush_tallies)
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
@@ -168,7 +170,12 @@ async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    metrics.flush_tallies()  # the counts of the last interval
+
+
+async def _flush_tallies(app: web.Application) -> None:
+    """The last tallied counts into their counters: with several workers they stay in the
+    shared metric files after this process ends (see gateway.metrics.Tally)."""
+    metrics.flush_tallies()
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:

@@ -69,8 +69,8 @@ def refresh() -> None:
 
 class Tally:
     """A counter series counted as a plain integer on the request path (``n += k``) and
-    added to the series when metrics are read: by ``exposition()``, and in multiprocess
-    mode every ``REFRESH_INTERVAL`` and when the worker stops. Counter.inc takes a lock and
+    added to the series when metrics are read: by ``exposition()``, in multiprocess mode
+    every ``REFRESH_INTERVAL``, and when the app stops. Counter.inc takes a lock and
     costs ≈ 1 µs inside the running gateway; the mapping cache counted its hits that way
     twice per translated call. A worker that dies unflushed loses at most its last
     interval's counts."""

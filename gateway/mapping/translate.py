@@ -121,8 +121,10 @@ def _shared_leaf(a: Trie | Leaf, b: Trie | Leaf) -> tuple[str, str] | None:
 
 
 def _is_index(seg: str) -> bool:
-    """Whether a segment indexes an array: ASCII digits only (``"²".isdigit()`` is true)."""
-    return seg.isascii() and seg.isdigit()
+    """Whether a segment indexes an array: ASCII digits only (``"²".isdigit()`` is true),
+    no leading zero (RFC 6901; ``00`` is only ever an object's key, so ``/a/00`` and
+    ``/a/0`` cannot name the same element)."""
+    return seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0")
 
 
 def _seal(node: Trie) -> None:
@@ -283,9 +285,9 @@ def rewrite(
     rest: list[Slot],
 ) -> int:
     """``walk(doc, trie, CachedRewrite(fresh, done, rest))``, returning how many ids were
-    rewritten (``done`` is empty before). The hot shape, a line of object fields to an
-    array of records (``trie.chain``), is followed here without building the emitter: the
-    proxy runs this twice per translated call."""
+    rewritten. The hot shape, a line of object fields to an array of records
+    (``trie.chain``), is followed here without building the emitter: the proxy runs this
+    twice per translated call."""
     chain = trie.chain
     if chain is not None:
         node = doc
@@ -295,8 +297,9 @@ def rewrite(
             node = node.get(seg)
         if type(node) is list:
             return _rewrite_records(node, chain[2], fresh, done, rest)
+    before = sum(done.values())
     walk(doc, trie, CachedRewrite(fresh, done, rest))
-    return sum(done.values())
+    return sum(done.values()) - before
 
 
 def _rewrite_records(

@@ -22,10 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.admin import keys
+from gateway.app import create_app
 from gateway.capture import partitions
 from gateway.capture.record import DEFAULT_REDACT_FIELDS, Redactor, describe_body, now_utc
 from gateway.mapping import store
 from gateway.mapping.store import Actor, NewMapping
+from gateway.routes import parse_routes
+from tests.conftest import routes_yaml
 
 READ_TIMEOUT = 5.0  # seconds a raw test client waits for the gateway's answer
 
@@ -178,25 +181,35 @@ async def test_client_stalling_inside_its_body_is_answered_408(
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
 async def test_client_hanging_up_inside_its_body_is_logged_as_499(
-    gateway_factory: Callable[..., Any], wait_rows: Any, streamed: bool
+    settings_factory: Callable[..., Any], upstream: TestServer, wait_rows: Any, streamed: bool
 ) -> None:
-    """Buffered, or already streaming upstream: the row says the caller left, never that
-    the upstream failed (an alert for the wrong team)."""
-    gw = await gateway_factory(stream_threshold_bytes=10 if streamed else 1 << 20)
-    _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(
-        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-body\r\n"
-        b"Content-Length: 100\r\n\r\n" + b"x" * 40
-    )
-    await writer.drain()
-    await asyncio.sleep(0.2)
-    writer.close()
-    await writer.wait_closed()
-    (row,) = await wait_rows(1)
+    """Served as in production: aiohttp's run_app does not cancel the handler of a caller
+    that hangs up (its TestServer always does, and then the cancellation alone says 499).
+    The hang-up then surfaces in the body read; streamed upstream, it used to end as the
+    upstream's failure (502 upstream_error): an alert for the wrong team."""
+    url = str(upstream.make_url("")).rstrip("/")
+    table = parse_routes(routes_yaml(url), "test-routes.yaml")
+    config = settings_factory(stream_threshold_bytes=10 if streamed else 1 << 20)
+    runner = web.AppRunner(create_app(config, table), handler_cancellation=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /api/upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-body\r\n"
+            b"Content-Length: 100\r\n\r\n" + b"x" * 40
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await writer.wait_closed()
+        (row,) = await wait_rows(1)
+    finally:
+        await runner.cleanup()
     assert row["request_id"] == "gone-body"
     assert (row["status"], row["error_code"]) == (499, "client_disconnected")
-    if streamed:  # these bytes went upstream; a buffered body is dropped whole
-        assert row["request_body_size"] == 40
 
 
 # -- bodies that are not what the route expects -------------------------------------------

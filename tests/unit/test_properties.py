@@ -280,6 +280,9 @@ CHAINS = [
         translate.compile_pointers([("/a/items/*/room_id", "room"), ("/a/items/*/n", "room")]),
         lambda d: {"a": d},
     ),
+    # The line ends on an object (every value of it), or meets no container on the way.
+    (translate.compile_pointers([("/by_night/*/room_id", "room")]), lambda d: d),
+    (translate.compile_pointers([("/a/items/*/room_id", "room")]), lambda d: {"a": d.get("id")}),
 ]
 
 

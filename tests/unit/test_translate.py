@@ -60,6 +60,20 @@ def test_pointers_that_can_name_the_same_id_are_refused(
     assert all(repr(p) in str(err.value) for p in named)
 
 
+def test_an_index_has_no_leading_zero() -> None:
+    # RFC 6901: "00" is an object's key, never an array index; read as index 0 it let
+    # /rooms/0 and /rooms/00 both rewrite the first room.
+    trie = translate.compile_pointers([("/rooms/0", "room"), ("/rooms/00", "room")])
+
+    def found(doc: object) -> list[tuple[object, str]]:
+        slots: list[translate.Slot] = []
+        translate.collect(doc, trie, slots)
+        return [(s[1], s[3]) for s in slots]
+
+    assert found({"rooms": ["R1", "R2"]}) == [(0, "R1")]
+    assert sorted(found({"rooms": {"0": "R1", "00": "R2"}})) == [("0", "R1"), ("00", "R2")]
+
+
 @pytest.mark.parametrize(
     "fields",
     [
