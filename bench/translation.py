@@ -2,7 +2,7 @@
 (translated external → internal on the way in, and back on the way out; cache warm)
 against the same route without translation, measured with wrk in one run.
 
-    python bench/translation.py [--rounds 8] [--duration 5] [--workers 1] [--connections 50]
+    python bench/translation.py [--rounds 8] [--duration 5] [--workers 1] [--connections 50] [--pin]
 
 The two routes are measured in alternation, many short runs each, the order swapped every
 round (plain, translated; translated, plain; ...): the machine's speed drifts by several
