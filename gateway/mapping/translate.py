@@ -164,10 +164,7 @@ def walk(node: Any, trie: Trie, emit: Emit) -> None:
     common shapes (an object's field, every element of an array) are handled inline."""
     if trie.chain is not None:
         path, star, fields = trie.chain
-        for seg in path:
-            if type(node) is not dict:
-                return
-            node = node.get(seg)
+        node = _follow(node, path)
         if type(node) is list:
             _walk_records(node, fields, emit)
         elif type(node) is dict:
@@ -178,6 +175,16 @@ def walk(node: Any, trie: Trie, emit: Emit) -> None:
         _walk_dict(node, trie, emit)
     elif kind is list:
         _walk_list(node, trie, emit)
+
+
+def _follow(node: Any, path: tuple[str, ...]) -> Any:
+    """What a line of object fields (``Trie.chain``) leads to from ``node``; None when the
+    line meets anything but an object on the way."""
+    for seg in path:
+        if type(node) is not dict:
+            return None
+        node = node.get(seg)
+    return node
 
 
 def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
@@ -290,11 +297,7 @@ def rewrite(
     twice per translated call."""
     chain = trie.chain
     if chain is not None:
-        node = doc
-        for seg in chain[0]:
-            if type(node) is not dict:
-                return 0
-            node = node.get(seg)
+        node = _follow(doc, chain[0])
         if type(node) is list:
             return _rewrite_records(node, chain[2], fresh, done, rest)
     before = sum(done.values())
