@@ -49,6 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = resolve_database_url(settings)
     app = create_app(settings, routes)
     app.cleanup_ctx.append(_tune_gc)
+    app.on_shutdown.append(_watchdog)  # the process ends within its budget (shutdown.py)
     logging.getLogger(__name__).info(
         "gateway: %d routes from %s; database %s",
         len(routes.routes),
@@ -94,6 +95,13 @@ def _supervise(args: argparse.Namespace) -> int:
         mask_url(settings.database_url.reveal()),
     )
     return supervisor.run()
+
+
+async def _watchdog(app: Any) -> None:
+    from gateway.app import SHUTDOWN
+    from gateway.shutdown import start_watchdog
+
+    start_watchdog(app[SHUTDOWN])
 
 
 async def _nothing(conn: Any) -> None:

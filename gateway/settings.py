@@ -107,6 +107,10 @@ class Settings:
     shutdown_timeout: float = 30.0
     # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
     db_retry_interval: float = 2.0
+    # GATEWAY_DB_REQUEST_TIMEOUT: seconds a database call on the request path (key and
+    # mapping lookups, route events, /readyz) may take, hung server included, before its
+    # fallback (cached key, 503 JSON, event counted as not stored) is used
+    db_request_timeout: float = 1.0
     # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
     # Unset: a key generated into data_dir/encryption.key (development only).
     encryption_keys: tuple[Secret, ...] = ()
@@ -203,6 +207,9 @@ class Settings:
             ),
             db_retry_interval=r.get(
                 "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
+            ),
+            db_request_timeout=r.get(
+                "GATEWAY_DB_REQUEST_TIMEOUT", float, d.db_request_timeout, minimum=0.05
             ),
             log_level=r.get("GATEWAY_LOG_LEVEL", _level, d.log_level),
             log_format=r.get("GATEWAY_LOG_FORMAT", _log_format, d.log_format),

@@ -23,6 +23,7 @@ import orjson
 
 from gateway import metrics
 from gateway.capture.exchange import Exchange
+from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.errors import ClientError, GatewayError, ServiceUnavailable, UpstreamError
 from gateway.mapping import store, translate
 from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
@@ -61,9 +62,12 @@ class MappingNotFound(ClientError):
 class Mappings:
     """Lookups through the cache; the misses of one call go to PostgreSQL in one query."""
 
-    def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cache: MappingCache, deadline: float = REQUEST_DEADLINE
+    ) -> None:
         self.pool = pool
         self.cache = cache
+        self.deadline = deadline  # a hung database answers 503 mapping_unavailable
         self.hits = metrics.MAPPING_CACHE_HIT_TALLIES
         self.misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
 
@@ -100,7 +104,7 @@ class Mappings:
         lookup = store.lookup_internal if way == IN else store.lookup_external
         metrics.MAPPING_DB_LOOKUPS.inc()
         try:
-            async with self.pool.acquire() as conn:
+            async with bounded(self.pool, self.deadline) as conn:
                 return await lookup(conn, uuid.UUID(tenant), system, pairs)  # type: ignore[arg-type]
         except DATABASE_DOWN as exc:
             log.warning("mapping lookup failed: %s", type(exc).__name__)
@@ -124,7 +128,7 @@ class Mappings:
         """Record a mapping after a create; never overwrites. Returns what happened."""
         new = store.NewMapping(auto.entity_type, internal, system, external)
         try:
-            async with self.pool.acquire() as conn:
+            async with bounded(self.pool, self.deadline) as conn:
                 actor = store.Actor(f"key:{key_id}", uuid.UUID(key_id) if key_id else None)
                 made, existing = await store.record_auto(conn, uuid.UUID(tenant), new, actor)
         except DATABASE_DOWN as exc:
