@@ -64,6 +64,9 @@ READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 5
 LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN connection
 LISTENER_CLOSE_TIMEOUT = 1.0  # seconds the mapping LISTEN connection gets to close
 WRITER_RESERVE = 2.0  # seconds of the shutdown budget kept for the api_logs drain
+SHUTDOWN_PROBE_TIMEOUT = 1.5  # seconds the database gets to answer when shutdown begins
+
+_background: set[asyncio.Task[None]] = set()  # tasks nobody awaits, kept from the GC
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,7 +130,21 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
 
 
 async def _begin_shutdown(app: web.Application) -> None:
+    """Start the shutdown clock, and probe the database behind it (not awaited: in-flight
+    calls are being finished meanwhile): one that does not answer is given up on."""
     app[SHUTDOWN].begin()
+    if POOL in app:
+        task = asyncio.create_task(_probe_at_shutdown(app), name="shutdown-probe")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+async def _probe_at_shutdown(app: web.Application) -> None:
+    try:
+        async with bounded(app[POOL], SHUTDOWN_PROBE_TIMEOUT) as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        app[SHUTDOWN].give_up(f"database not answering ({type(exc).__name__})")
 
 
 def json_errors(handler: Handler) -> Handler:
@@ -168,6 +185,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if applied:
         log.info("applied migrations %s", applied)
     app[POOL] = pool
+    app[SHUTDOWN].on_give_up(pool.terminate)
     yield
     await close_pool(pool)  # a hung server: its connections are dropped, not waited for
 
@@ -251,7 +269,8 @@ async def _mappings(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
-    app[AUTH] = Authenticator(app[POOL], deadline=app[SETTINGS].db_request_timeout)
+    s = app[SETTINGS]
+    app[AUTH] = Authenticator(app[POOL], s.api_key_cache_ttl, s.db_request_timeout)
     translator = Translator(app[MAPPINGS], app[SETTINGS].stream_threshold_bytes)
     app[PROXY] = Proxy(
         app[SETTINGS],
@@ -294,9 +313,12 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher.start()
     app[WEBHOOKS] = dispatcher
+    clock = app[SHUTDOWN]
+    clock.on_give_up(pool.terminate)
     yield
-    budget = app[SHUTDOWN].remaining(WRITER_RESERVE)
-    await run_within(dispatcher.close(budget), budget)  # a hung database: abandoned
+    budget = clock.remaining(WRITER_RESERVE)
+    if not await run_within(dispatcher.close(budget), budget):
+        clock.give_up("webhook delivery did not stop in time")
     await session.close()
     await close_pool(pool)
 

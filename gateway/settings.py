@@ -111,6 +111,9 @@ class Settings:
     # mapping lookups, route events, /readyz) may take, hung server included, before its
     # fallback (cached key, 503 JSON, event counted as not stored) is used
     db_request_timeout: float = 1.0
+    # GATEWAY_API_KEY_CACHE_TTL: seconds an API-key lookup is trusted before it is refreshed
+    # (a key revoked through another process stops working within about this long)
+    api_key_cache_ttl: float = 10.0
     # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
     # Unset: a key generated into data_dir/encryption.key (development only).
     encryption_keys: tuple[Secret, ...] = ()
@@ -210,6 +213,9 @@ class Settings:
             ),
             db_request_timeout=r.get(
                 "GATEWAY_DB_REQUEST_TIMEOUT", float, d.db_request_timeout, minimum=0.05
+            ),
+            api_key_cache_ttl=r.get(
+                "GATEWAY_API_KEY_CACHE_TTL", float, d.api_key_cache_ttl, minimum=0.0
             ),
             log_level=r.get("GATEWAY_LOG_LEVEL", _level, d.log_level),
             log_format=r.get("GATEWAY_LOG_FORMAT", _log_format, d.log_format),
