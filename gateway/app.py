@@ -222,6 +222,7 @@ async def _log_writer(app: web.Application) -> AsyncIterator[None]:
         flush_interval=s.log_flush_interval,
         queue_max=s.log_queue_max,
         retry_interval=s.db_retry_interval,
+        wal=s.log_wal,
     )
     writer.start()
     app[WRITER] = writer

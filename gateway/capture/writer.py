@@ -84,6 +84,7 @@ class LogWriter:
         journal_dir: Path,
         *,
         wal_dir: Path | None = None,
+        wal: bool = True,
         batch_size: int = 1000,
         flush_interval: float = 0.5,
         queue_max: int = 100_000,
@@ -92,6 +93,7 @@ class LogWriter:
         self._pool = pool
         self.journal = Journal(journal_dir)
         self.wal = Wal(wal_dir if wal_dir is not None else journal_dir / "wal")
+        self.wal_enabled = wal  # GATEWAY_LOG_WAL (orphaned segments are replayed either way)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.queue_max = queue_max
@@ -101,7 +103,7 @@ class LogWriter:
         # and the queue's rows per WAL segment in queue order ([segment, count] runs).
         self._turn: list[Row] = []
         self._runs: collections.deque[list[Any]] = collections.deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while rows go to the WAL
         self._wake = asyncio.Event()
         self._stopping = False
         self._db_up = True
@@ -119,7 +121,7 @@ class LogWriter:
         to the write-ahead log at the end of this event-loop turn, then queued."""
         if not self._turn:
             loop = self._loop
-            if loop is None:  # not started (tests, tools): straight to the queue
+            if loop is None:  # no write-ahead log (not started, disabled): to the queue
                 self._admit([row])
                 return
             loop.call_soon(self._end_turn)
@@ -176,7 +178,8 @@ class LogWriter:
         metrics.LOG_JOURNAL_BYTES.set(self.journal.size_bytes())
         metrics.LOG_DB_UP.set(1)
         metrics.LOG_QUEUE_DEPTH.set_function(lambda: len(self._queue))
-        self._loop = asyncio.get_running_loop()
+        if self.wal_enabled:
+            self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="api-logs-writer")
 
     async def close(self, timeout: float) -> None:
