@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -198,6 +198,37 @@ _CONFUSABLES = (
     (b"\xc4\xb0", b"i"),
 )
 _NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
+_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _text_fold() -> bytes:
+    """The text prefilter's table: ASCII letters folded, digits and ``_`` kept, ``-`` as
+    ``_`` and every other byte a quote, so a name standing as a whole word (as all the text
+    patterns want it) is a quoted piece."""
+    table = bytearray(b'"' * 256)
+    for c in _WORD:
+        table[c] = c
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        table[c] = c | 0x20
+    table[ord("-")] = ord("_")
+    return bytes(table)
+
+
+_TEXT_FOLD = _text_fold()
+
+
+def _ascii_letters(data: bytes) -> bytes:
+    """``data`` with the lookalikes of _CONFUSABLES written as their ASCII letter."""
+    for odd, letter in _CONFUSABLES:
+        if odd in data:
+            data = data.replace(odd, letter)
+    return data
+
+
+def _needles(names: Iterable[str], table: bytes) -> tuple[bytes, ...]:
+    """Folded names to look for as substrings, leaving out any that holds a shorter one."""
+    folded = sorted({_ascii_letters(n.encode()).translate(table) for n in names}, key=len)
+    return tuple(n for i, n in enumerate(folded) if not any(m in n for m in folded[:i]))
 
 
 _TRIE_DEPTH = 128  # longer names (built by recursion, a level per byte) are listed whole
@@ -254,12 +285,12 @@ class Redactor:
         # One search for any of them as a whole quoted piece; the alternation is factored
         # into a trie (shared prefixes tried once), which re scans 2-3x faster than
         # splitting the body into pieces and checking each against a set.
-        trie = _trie_pattern(sorted(k.encode() for k in plain)) if plain else None
-        self._quoted = re.compile(b'"' + trie + b'"').search if trie else None
-        # Text also redacts a bare name before ":" or "=" (folded to a quote), maybe quoted.
-        self._named = re.compile(trie + b"[ \t]*[:\"']").search if trie else None
-        names = sorted({k.encode().translate(_FOLD) for k in self.keys - plain}, key=len)
-        self._needles = tuple(n for i, n in enumerate(names) if not any(m in n for m in names[:i]))
+        self._quoted = _quoted_search(plain)
+        self._needles = _needles(self.keys - plain, _FOLD)
+        # Text: the same for whole words (letters, digits and "_" only; others by substring).
+        words = {k for k in self.keys if k and not k.encode().translate(None, _WORD)}
+        self._words = _quoted_search(words)
+        self._text_needles = _needles(self.keys - words, _TEXT_FOLD)
         # The query prefilter folds "+" to a space as the name would be decoded; a name
         # holding "+" (or one only found by substring) is looked for by parsing instead.
         self._query_quick = not self._needles and not any("+" in k for k in self.keys)
@@ -276,19 +307,16 @@ class Redactor:
             rf"(\"(?:[^\"\\\r\n]|\\.)*\"?|'[^'\r\n]*'?|(?(2)[^\r\n]*|[^\s&;,]*))"
         )
 
-    def _fold(self, data: bytes) -> bytes | None:
-        """``data`` case-folded for the prefilters; None when it must count as a mention
-        (``\\u`` escapes may spell a key; non-ASCII bodies with non-ASCII names)."""
+    def _prepared(self, data: bytes) -> bytes | None:
+        """``data`` with lookalike letters made ASCII for the prefilters; None when it must
+        count as a mention (``\\u`` escapes may spell a key; non-ASCII names and body)."""
         if b"\\" in data and b"\\u" in data:
             return None
-        low = data.translate(_FOLD)
-        if not low.isascii():
+        if not data.isascii():
             if self._unicode_names:
                 return None
-            for odd, letter in _CONFUSABLES:
-                if odd in low:
-                    low = low.replace(odd, letter)
-        return low
+            data = _ascii_letters(data)
+        return data
 
     def mentions(self, data: bytes) -> bool:
         """Whether redaction could change JSON ``data`` (a prefilter: false positives cost
@@ -301,24 +329,27 @@ class Redactor:
         """
         if not self.fields:
             return False
-        low = self._fold(data)
-        if low is None:
+        plain = self._prepared(data)
+        if plain is None:
             return True
+        low = plain.translate(_FOLD)
         if self._quoted is not None and self._quoted(b'"' + low + b'"') is not None:
             return True
         return any(n in low for n in self._needles)
 
     def mentions_text(self, data: bytes) -> bool:
-        """Whether :meth:`text` could change ``data``: some name, folded, followed by a
-        quote, ``:`` or ``=`` (folded to a quote), maybe after blanks."""
+        """Whether :meth:`text` could change ``data``: every text pattern wants a name as a
+        whole word, which is a quoted piece once each byte but a letter, digit, ``-`` or
+        ``_`` is a quote (one search, as :meth:`mentions`)."""
         if not self.fields:
             return False
-        low = self._fold(data)
-        if low is None:
+        plain = self._prepared(data)
+        if plain is None:
             return True
-        if self._named is not None and self._named(low) is not None:
+        low = plain.translate(_TEXT_FOLD)
+        if self._words is not None and self._words(b'"' + low + b'"') is not None:
             return True
-        return any(n in low for n in self._needles)
+        return any(n in low for n in self._text_needles)
 
     def json(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -361,6 +392,13 @@ class Redactor:
                 return head + REDACTED if len(head) < len(piece) else piece
             start += len(part) + 1
         return piece
+
+
+def _quoted_search(names: set[str]) -> Callable[[bytes], re.Match[bytes] | None] | None:
+    """A search for any of ``names`` (ASCII) between quotes, or None for no names."""
+    if not names:
+        return None
+    return re.compile(b'"' + _trie_pattern(sorted(k.encode() for k in names)) + b'"').search
 
 
 def _redact_pair(m: re.Match[str]) -> str:

@@ -163,3 +163,30 @@ def test_the_journal_holds_only_redacted_rows(tmp_path: Path) -> None:
         assert kept in journaled
     (replayed,) = orjson.loads(journaled)["rows"]
     assert row_from_json(replayed)[COLUMNS.index("query")] == "api_key=[REDACTED]&x=1"
+
+
+ODD = Redactor(frozenset({"pa", "pass", "a.b", "c+d", "x-y", "to\u212aen", "\u017fid"}))
+_text_pieces = st.sampled_from(
+    [
+        *("pa", "PASS", "a.b", "A.B", "c+d", "x_y", "X-Y", "token", "\u017fid", "sid", "\u212a"),
+        *("«", "é", "-", "_", " ", "\t", "\n", ":", "=", "&", "'", '"', "\\", "v", ","),
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(_text_pieces, max_size=10))
+def test_text_prefilter_never_passes_what_text_redaction_would_change(parts: list[str]) -> None:
+    text = "".join(parts)
+    for redactor in (ODD, R):
+        if not redactor.mentions_text(text.encode()):
+            assert redactor.text(text) == text, redactor.fields
+
+
+def test_text_prefilter_finds_names_as_whole_words_only() -> None:
+    for spelt in ["pass", "PA", "a.B", "C+d", "x_Y", "to\u212aen", "TOKEN", "\u017fid", "SID"]:
+        for line in [f"{spelt}: v", f"«{spelt}=v", f"'{spelt}' : v", f"x\n\t{spelt} = v"]:
+            assert ODD.mentions_text(line.encode()), line
+            assert ODD.text(line).endswith(REDACTED), line
+    for line in ["passport: v", "my_pa=v", "pas: v", "a-b: v", "cd=v"]:
+        assert not ODD.mentions_text(line.encode()) and ODD.text(line) == line, line
