@@ -168,11 +168,12 @@ def clean_text(value: str, limit: int = MAX_TEXT_COLUMN) -> str:
 
 
 def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) -> list[list[str]]:
-    """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted)."""
+    """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted).
+    ``X_Api_Key`` counts as ``x-api-key``: CGI-style servers read both as one header."""
     out = []
     for name, value in items:
         lname = name.lower()
-        if lname in redact:
+        if lname in redact or ("_" in lname and lname.replace("_", "-") in redact):
             value = REDACTED
         elif not value.isascii() or "\x00" in value:
             value = clean_text(value, 1 << 16)

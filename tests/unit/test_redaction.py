@@ -94,6 +94,14 @@ def test_query_redaction_matches_parsing_every_parameter(
     assert R.query(raw) == "&".join(_parsed(piece) for piece in raw.split("&"))
 
 
+def test_headers_spelt_with_underscores_are_redacted() -> None:
+    got = capture_headers(
+        [("X_Api_Key", SECRET), ("proxy_authorization", SECRET), ("X_Trace", "t")],
+        POLICY.redact_headers,
+    )
+    assert got == [["X_Api_Key", REDACTED], ["proxy_authorization", REDACTED], ["X_Trace", "t"]]
+
+
 def test_header_like_names_are_redacted_as_json_fields() -> None:
     doc = {
         "authorization": f"Bearer {SECRET}",
