@@ -23,7 +23,15 @@ VAULT = """
     capture:
       redact_fields: [guest_passport]
 """
-SECRETS = ("gwk_q_s3cr3t", "gwk_j_s3cr3t", "hunter2", "PASSPORT_P12", "PIN_s3cr3t", "gwk_ws_s3cr3t")
+SECRETS = (
+    "gwk_q_s3cr3t",
+    "gwk_j_s3cr3t",
+    "hunter2",
+    "PASSPORT_P12",
+    "PIN_s3cr3t",
+    "gwk_ws_s3cr3t",
+    "gwk_404_s3cr3t",
+)
 
 
 def holds_secret(row: Any) -> bool:
@@ -57,7 +65,9 @@ async def test_secrets_never_reach_api_logs(
         await ws.send_str("close")
         msg = await ws.receive()
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    rows = await wait_rows(3)
+    resp = await gw.get("/nowhere?x_api_key=gwk_404_s3cr3t&page=2")  # no route: default names
+    assert resp.status == 404
+    rows = await wait_rows(4)
     assert [r for r in rows if holds_secret(r)] == []
     by_query = {r["query"]: r for r in rows}
     json_row = by_query[
@@ -67,6 +77,7 @@ async def test_secrets_never_reach_api_logs(
     assert by_query["x=2"]["request_body"] == "user: ada\npassword: [REDACTED]\n"
     ws_row = by_query["token=[REDACTED]&room=7"]
     assert ws_row["status"] == 101 and ws_row["path"] == "/vault/ws"
+    assert by_query["x_api_key=[REDACTED]&page=2"]["status"] == 404
 
 
 async def test_the_journal_holds_only_redacted_rows(
