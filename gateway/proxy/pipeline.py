@@ -142,7 +142,7 @@ class Proxy:
             request_id=request_id_from(request.headers),
             method=request.method,
             path=clean_text(request.raw_path.split("?", 1)[0]),
-            query=clean_text(request.rel_url.raw_query_string),
+            query="",  # set with the headers, once the route's redaction is known
             request_headers=[],
             client_ip=client_ip(request, self.settings.trusted_proxies),
             user_agent=_user_agent(request),
@@ -154,7 +154,7 @@ class Proxy:
             route = match.route
             ex.route, ex.upstream = route.name, route.upstream.name
             policy = self.policies[route.name]
-            ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+            _capture_request(request, policy, ex)
             _check_path(request.rel_url.raw_path)
             self._check_headers(request)
             identity = None
@@ -166,7 +166,7 @@ class Proxy:
             return await self._proxy_http(request, route, policy, ex, identity)
         except GatewayError as exc:
             if not ex.request_headers:
-                ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+                _capture_request(request, policy, ex)
             return self._refuse(exc, ex)
         except asyncio.CancelledError:
             # The caller hung up and the server cancelled us (handler_cancellation): log it.
@@ -584,6 +584,12 @@ def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) 
 def _user_agent(request: web.BaseRequest) -> str | None:
     ua = request.headers.get("User-Agent")
     return clean_text(ua, 512) if ua is not None else None
+
+
+def _capture_request(request: web.Request, policy: CapturePolicy, ex: Exchange) -> None:
+    """The request's headers and query as the route's policy stores them (redacted)."""
+    ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+    ex.query = policy.query(request.rel_url.raw_query_string)
 
 
 def _check_path(raw_path: str) -> None:
