@@ -193,9 +193,14 @@ class Proxy:
 
     def note_cancelled(self, request: web.BaseRequest, ex: Exchange) -> None:
         """Why a handler was cancelled: the caller hung up (499), or the gateway cut the
-        call off at shutdown (503 ``shutting_down``; the caller's connection still open)."""
-        gone = request.transport is None or request.transport.is_closing()
-        if self.shutting_down and not gone:
+        call off at shutdown (503 ``shutting_down``). aiohttp closes the connection itself
+        just before it cancels a call at shutdown; the gateway's protocol handler tells
+        whether the caller had gone first (gateway.proxy.server), else a closed transport
+        counts as the caller's doing."""
+        left = getattr(request.protocol, "caller_left", None)
+        if left is None:
+            left = request.transport is None or request.transport.is_closing()
+        if self.shutting_down and not left:
             if ex.status != 101:
                 ex.status = ShuttingDown.status
             ex.fail(ShuttingDown.code, "the gateway shut down before the call ended")

@@ -207,7 +207,7 @@ class ParseErrorLog:
 class GatewayRequestHandler(web_protocol.RequestHandler):
     """aiohttp's protocol handler, with parser errors answered and logged the gateway's way."""
 
-    __slots__ = ("_bad_head", "_body", "_gateway", "_held")
+    __slots__ = ("_bad_head", "_body", "_closing", "_gateway", "_held", "caller_left")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -215,6 +215,19 @@ class GatewayRequestHandler(web_protocol.RequestHandler):
         self._held: list[bytes] = []  # chunks of the request head being received
         self._body: Any = None  # payload of the last parsed request (its body may follow)
         self._bad_head: bytes | None = None
+        self._closing = False  # the gateway closes the connection (shutdown, error, idle)
+        self.caller_left = False  # the caller closed it first (Proxy.note_cancelled reads it)
+
+    def force_close(self) -> None:
+        """aiohttp's; remembered, so a connection lost afterwards is not the caller's doing."""
+        self._closing = True
+        super().force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """aiohttp's; notes whether the caller hung up before the gateway closed."""
+        if not self._closing:
+            self.caller_left = True
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's, keeping references to the chunks of a request head until it parses."""
