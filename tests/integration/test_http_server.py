@@ -33,7 +33,8 @@ from tests.integration.test_hardening_input import json_error, raw_exchange, spl
 
 SECRET = "gwk_" + "S3cr3tT0ken" * 4  # a live-looking token: must reach no log, answer or row
 ROW_COLUMNS = (
-    "method, path, query, status, error_code, host(client_ip) AS client_ip, route, request_headers::text AS h, "
+    "method, path, query, status, error_code, host(client_ip) AS client_ip, route, "
+    "request_headers::text AS h, "
     "tenant_id, api_key_id, request_body_format, response_body_format, request_body, "
     "response_body"
 )
@@ -215,7 +216,7 @@ async def test_a_call_cut_off_at_shutdown_is_503_shutting_down(
     served: tuple[int, web.Application, GatewayRunner], db: asyncpg.Connection
 ) -> None:
     port, _, runner = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /api/slow?delay=5 HTTP/1.1\r\nHost: x\r\nX-Request-Id: cut-1\r\n\r\n")
     await writer.drain()
     await asyncio.sleep(0.3)  # the call is at the upstream (read timeout 1.5 s)
@@ -242,7 +243,7 @@ async def test_gateway_process_log_has_no_token_no_traceback_and_few_lines(
         flood = req(MALFORMED[-1][1], "flood")
         for _ in range(10):
             await asyncio.gather(*(raw_exchange(gw.port, flood) for _ in range(20)))
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(b"GET /api/slow?delay=8 HTTP/1.1\r\nHost: x\r\nX-Request-Id: p-cut\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.3)  # at the upstream (read timeout 1.5 s): cut at 0.5 s
