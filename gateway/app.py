@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import metrics
 from gateway.admin import api as admin_api
 from gateway.admin.auth import Authenticator
+from gateway.admin.calllog import CALL_LOG, CallLog
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
@@ -116,6 +117,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
             _gauge_refresh,
         ]
     )
+    app.on_shutdown.append(_shutting_down)
     # Runs after every cleanup_ctx step (webhook delivery still resolves ids as it stops).
     app.on_cleanup.append(_flush_tallies)
     app.router.add_get("/healthz", json_errors(healthz))
@@ -198,6 +200,14 @@ async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(metrics.refresh_loop())
     yield
     await finish_within(task, 0)
+
+
+async def _shutting_down(app: web.Application) -> None:
+    """Before aiohttp cancels the handlers still running (after shutdown_timeout): a call
+    cut off from here on is logged as 503 shutting_down, not as the caller's 499."""
+    proxy = app.get(PROXY)
+    if proxy is not None:
+        proxy.shutting_down = True
 
 
 async def _flush_tallies(app: web.Application) -> None:
@@ -283,6 +293,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         app[SYNC],
         emitter=RouteEmitter(app[POOL], app[SETTINGS].db_request_timeout),
     )
+    app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/admin/calllog.py)
     yield
 
 
