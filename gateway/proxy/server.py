@@ -19,7 +19,7 @@ a traceback at ERROR (a token in a malformed header would reach the process log)
 
 This relies on aiohttp internals (``RequestHandler._messages``, ``_request_count``,
 ``_payload_parser``, ``_upgraded``, ``web_protocol._ErrInfo``, ``Server._kwargs``):
-pyproject pins the aiohttp minor version and tests/unit/test_server.py fails loudly if
+pyproject pins the aiohttp minor version and tests/unit/test_http_server.py fails loudly if
 any of them changes.
 """
 
@@ -57,6 +57,7 @@ from gateway.capture.record import (
 from gateway.errors import BadRequest, GatewayError
 from gateway.proxy.headers import request_id_from
 from gateway.proxy.responses import error_response
+from gateway.tasks import CANCEL_GRACE
 
 log = logging.getLogger("gateway.http")
 
@@ -377,15 +378,16 @@ def run(
 
 
 def _cancel_rest(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the tasks still pending after cleanup and report any that failed."""
+    """Cancel the tasks still pending after cleanup and report any that failed; one that
+    will not even unwind (stuck on a hung database) is left behind, never waited for."""
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
         task.cancel()
     if not tasks:
         return
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_GRACE))
     for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
+        if task.done() and not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
                 {"message": "unhandled exception during shutdown", "task": task}
             )
