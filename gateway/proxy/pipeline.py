@@ -53,6 +53,7 @@ from gateway.proxy.headers import (
     REQUEST_ID_HEADER,
     SYSTEM_HEADER,
     TENANT_HEADER,
+    check_host,
     client_ip,
     downstream_response_headers,
     request_id_from,
@@ -150,6 +151,7 @@ class Proxy:
         self.in_flight += 1
         match = None
         try:
+            check_host(request.headers)  # before the host steers the match
             match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
             route = match.route
             ex.route, ex.upstream = route.name, route.upstream.name

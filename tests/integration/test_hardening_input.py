@@ -412,6 +412,35 @@ async def test_path_traversal_is_refused(gateway: TestClient, wait_rows: Any, pa
     assert row["status"] == 400 and row["error_code"] == "bad_path"
 
 
+@pytest.mark.parametrize(
+    "host",
+    [b"a b\tc", b"a b", b"exa mple.com", b"a/b", b"a@evil", b"[::1", b"a:b:c", b"\xc3\xbcber"],
+)
+async def test_invalid_host_is_refused(gateway: TestClient, wait_rows: Any, host: bytes) -> None:
+    """A Host no host[:port] could be used to reach the upstream as X-Forwarded-Host."""
+    answer = await raw_exchange(
+        gateway.port,
+        b"GET /api/echo/h HTTP/1.1\r\nHost: " + host + b"\r\nX-Request-Id: bad-host\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    json_error(answer, 400, "bad_host")
+    (row,) = await wait_rows(1)
+    assert row["request_id"] == "bad-host"
+    assert row["status"] == 400 and row["error_code"] == "bad_host"
+
+
+@pytest.mark.parametrize("host", [b"api.example.com:8080", b"127.0.0.1", b"[::1]:80", b"x_y"])
+async def test_valid_hosts_pass(gateway: TestClient, host: bytes) -> None:
+    answer = await raw_exchange(
+        gateway.port,
+        b"GET /api/echo/h HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
+    )
+    status, _, body = split_answer(answer)
+    assert status == 200, answer[:300]
+    forwarded = [v for n, v in orjson.loads(body)["headers"] if n.lower() == "x-forwarded-host"]
+    assert forwarded == [host.decode()]
+
+
 @pytest.mark.parametrize("path", ["/api/echo/file.json", "/api/echo/a..b/c.", "/api/echo/%2e%2ex"])
 async def test_dots_that_are_not_segments_pass(gateway: TestClient, path: str) -> None:
     answer = await raw_exchange(
