@@ -169,7 +169,7 @@ class Proxy:
         except GatewayError as exc:
             if not ex.request_headers:
                 ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
-            return self._refuse(exc, ex)
+            return await _answer_refusal(request, exc, self._refuse(exc, ex))
         except asyncio.CancelledError:
             # The caller hung up and the server cancelled us (handler_cancellation): log it.
             if ex.status != 101:
@@ -569,6 +569,24 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
         return await request.read()
     async with asyncio.timeout(timeout):
         return await request.read()
+
+
+async def _answer_refusal(
+    request: web.Request, exc: GatewayError, resp: web.Response
+) -> web.Response:
+    """A 408 is written and the connection closed at once. Left to aiohttp, a stalled body
+    is "drained" for its lingering time (10 s) before the connection closes, so a client
+    waiting for the end of the connection saw it long after GATEWAY_CLIENT_TIMEOUT."""
+    if not isinstance(exc, RequestTimeout):
+        return resp
+    resp.force_close()  # Connection: close
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        return resp  # the client is gone already
+    request.protocol.force_close()  # no lingering: the rest of the body is not coming
+    return resp
 
 
 def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) -> RetryClient:
