@@ -260,7 +260,7 @@ class Proxy:
     ) -> web.StreamResponse:
         tr = route.translate if self.translator is not None else None
         whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
-        body = await self._request_body(request, policy, ex, whole)
+        body = streamed = await self._request_body(request, policy, ex, whole)
         headers = upstream_request_headers(
             request, ex.request_id, self.settings.trusted_proxies, identity=identity
         )
@@ -275,6 +275,7 @@ class Proxy:
                 ex.extra["params"] = internal.groupdict() if internal else {}
                 ex.extra["forwarded_body"] = flow.forwarded
             headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
+        _keep_declared_length(headers, request, body, streamed)
         url = route.upstream_url(raw_path, query)
         up = route.upstream
         timeout = self.timeouts[up.name]
@@ -619,6 +620,18 @@ def _check_path(raw_path: str) -> None:
     for segment in path.replace("\\", "/").split("/"):
         if segment in (".", ".."):
             raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
+
+
+def _keep_declared_length(
+    headers: CIMultiDict[str], request: web.Request, body: object, read: object
+) -> None:
+    """A streamed body keeps the Content-Length its caller declared (aiohttp then sends it
+    unchunked), so upstreams that need a length (411) take large uploads too; not when a
+    translation replaced the ``read`` body. The stream sends exactly that many bytes:
+    aiohttp's parser ends the body there, and a caller that sends fewer and hangs up is a
+    499 (or a 408 when it stalls)."""
+    if body is read and _is_stream(body) and request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
 
 
 def _is_stream(body: object) -> bool:
