@@ -1,6 +1,7 @@
 """Fault runs at full size (the test suite runs them scaled down):
 
-    LC_ALL=C.UTF-8 python bench/faults.py [--rate 500] [--outage 60] [--kills 3]
+    LC_ALL=C.UTF-8 python bench/faults.py [--rate 500] [--outage 60] [--kills 3] [--freeze 20]
+        [--only outage,kill,term,frozen]
 
 1. Outage: one `gateway serve` child at a steady --rate of POSTs (X-Request-Id per call)
    for 10 s, then its PostgreSQL is stopped (pg_ctl stop -m fast) for --outage seconds,
@@ -8,10 +9,17 @@
    histogram, latency p50/p99/max per phase), /readyz during and after, the journal's peak,
    how long after the restart every api_logs row was there, and rows total vs distinct.
 2. SIGKILL: --kills runs of 4 s at --rate with the database up, the gateway SIGKILLed
-   after 3 s and restarted; rows answered but not in api_logs are the in-memory loss
-   window (GATEWAY_LOG_FLUSH_INTERVAL of traffic plus a batch being written).
+   after 3 s and restarted; then --kills runs where PostgreSQL is stopped for 3 s under
+   the load and the gateway is SIGKILLed 0.7 s after it is back (the journal being
+   replayed). Rows answered but not in api_logs after the restart: the goal is 0 (the
+   write-ahead log holds every answered call's row).
 3. SIGTERM: --rate for 3 s with one slow (1.2 s) upstream call in flight at the signal;
    time from SIGTERM to exit 0, and whether every answered row was drained.
+4. Frozen: keyed calls (a partner key) at --rate; PostgreSQL's processes are SIGSTOPped
+   for --freeze seconds (connections accepted, nothing answered). Reports the keyed
+   calls' statuses and latency during the freeze, how long an unknown key waits for its
+   503, the time from SIGTERM (sent during the freeze) to exit against
+   GATEWAY_SHUTDOWN_TIMEOUT (10 s) plus the margin, and rows lost after thaw + restart.
 
 Everything runs on 127.0.0.1 with an embedded PostgreSQL of its own in a temporary
 directory; the upstream is bench/upstream.py in a child process; only processes started
@@ -28,6 +36,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -40,6 +49,7 @@ sys.path.insert(0, str(HERE))
 from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers)
 
 from tests.integration.hardening_helpers import (  # noqa: E402
+    Frozen,
     GatewayProcess,
     LoadResult,
     log_counts,
@@ -62,6 +72,11 @@ routes:
     methods: [GET]
     upstream: slow
     public: true
+  - name: keyed
+    path: /k/{{rest...}}
+    methods: [GET, POST]
+    strip_prefix: /k
+    upstream: pms
   - name: reservation
     path: /api/{{rest...}}
     methods: [GET, POST]
@@ -190,42 +205,146 @@ async def outage(args: argparse.Namespace, pg: Postgres, routes: Path, work: Pat
     print(f"gateway exit on SIGTERM: {code}")
 
 
-async def kills(args: argparse.Namespace, dsn: str, routes: Path, work: Path) -> None:
+async def kills(args: argparse.Namespace, pg: Postgres, routes: Path, work: Path) -> None:
     print("## SIGKILL")
-    gw = GatewayProcess(work, routes, env_for(dsn, work / "kill"))
-    conn = await asyncpg.connect(dsn)
-    try:
-        for n in range(args.kills):
-            base = await gw.start()
-            stop = asyncio.Event()
-            load = LoadResult()
-            tag = f"kill{n}"
-            traffic = asyncio.create_task(steady_load(base, args.rate, 4, tag, stop, result=load))
+    gw = GatewayProcess(work, routes, env_for(pg.dsn, work / "kill"))
+    loop = asyncio.get_running_loop()
+    for n in range(args.kills * 2):
+        after_outage = n >= args.kills
+        base = await gw.start()
+        stop = asyncio.Event()
+        load = LoadResult()
+        tag = f"kill{n}"
+        traffic = asyncio.create_task(steady_load(base, args.rate, 30, tag, stop, result=load))
+        await asyncio.sleep(1.5)
+        if after_outage:  # PostgreSQL away for 3 s; the kill lands during the replay
+            await loop.run_in_executor(None, pg.stop)
             await asyncio.sleep(3)
-            gw.signal(signal.SIGKILL)
-            await gw.wait(10)
-            stop.set()
-            await traffic
-            await gw.start()  # replays whatever was journaled
-            await asyncio.sleep(3)
-            answered = load.answered()
-            rows = {
-                r["request_id"]
-                for r in await conn.fetch(
-                    "SELECT request_id FROM api_logs WHERE request_id LIKE $1", tag + "-%"
-                )
-            }
+            await loop.run_in_executor(None, pg.start)
+            await asyncio.sleep(0.7)
+        else:
+            await asyncio.sleep(1.5)
+        gw.signal(signal.SIGKILL)
+        await gw.wait(10)
+        stop.set()
+        await traffic
+        await gw.start()  # replays the journal and the write-ahead log
+        conn = await asyncpg.connect(pg.dsn)  # a new one: the database may have restarted
+        try:
+            await settle(conn, tag, load)
+            rows = await logged(conn, tag)
             total, distinct = await log_counts(conn, tag + "-%")
-            lost = answered - rows
-            print(
-                f"run {n + 1}: {len(answered)} answered, {len(lost)} lost "
-                f"({len(lost) / args.rate * 1000:.0f} ms of traffic), rows {total} total / "
-                f"{distinct} distinct, {len(rows - answered)} logged but not answered"
-            )
-            gw.signal(signal.SIGTERM)
-            await gw.wait(30)
+        finally:
+            await conn.close()
+        answered = load.answered()
+        lost = answered - rows
+        kind = "after a 3 s outage" if after_outage else "database up"
+        print(
+            f"run {n + 1} ({kind}): {len(answered)} answered, {len(lost)} lost, rows "
+            f"{total} total / {distinct} distinct, {len(rows - answered)} logged but not "
+            f"answered (the kill cut their answer)"
+        )
+        gw.signal(signal.SIGTERM)
+        await gw.wait(30)
+
+
+async def settle(conn: asyncpg.Connection, tag: str, load: LoadResult) -> None:
+    """Wait until every answered call of ``tag`` is in api_logs (or SETTLE_TIMEOUT)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    answered = load.answered()
+    while time.monotonic() < deadline:
+        if answered <= await logged(conn, tag):
+            return
+        await asyncio.sleep(0.5)
+
+
+async def logged(conn: asyncpg.Connection, tag: str) -> set[str]:
+    rows = await conn.fetch("SELECT request_id FROM api_logs WHERE request_id LIKE $1", tag + "-%")
+    return {r["request_id"] for r in rows}
+
+
+async def partner_key(dsn: str) -> tuple[dict[str, str], str]:
+    """A partner key's headers, and the token of a key never used (not in any cache)."""
+    from gateway.admin import keys
+    from gateway.db.pool import init_connection
+
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    try:
+        tenant = await keys.create_tenant(conn, f"bench-{time.time_ns()}", "bench")
+        _, token = await keys.create_key(
+            conn, tenant.id, "partner", actor="bench", external_system="channel_manager"
+        )
+        _, unseen = await keys.create_key(
+            conn, tenant.id, "partner", actor="bench", external_system="channel_manager"
+        )
     finally:
         await conn.close()
+    return {"Authorization": f"Bearer {token}"}, unseen
+
+
+async def frozen(args: argparse.Namespace, pg: Postgres, routes: Path, work: Path) -> None:
+    print("## Frozen database (SIGSTOP)")
+    deadline = 10.0  # GATEWAY_SHUTDOWN_TIMEOUT of env_for
+    from gateway.shutdown import MARGIN
+
+    gw = GatewayProcess(work, routes, env_for(pg.dsn, work / "frozen"))
+    base = await gw.start()
+    headers, unseen = await partner_key(pg.dsn)
+    stop, load = asyncio.Event(), LoadResult()
+    traffic = asyncio.create_task(
+        steady_load(base, args.rate, 600, "frz", stop, lambda i: f"/k/r/{i}", load, headers=headers)
+    )
+    await asyncio.sleep(3)
+    with Frozen(pg.server.pgdata):
+        frozen_at = time.monotonic()
+        await asyncio.sleep(args.freeze / 2)
+        async with aiohttp.ClientSession() as http:
+            t = time.monotonic()
+            async with http.get(
+                base + "/k/r/x", headers={"Authorization": f"Bearer {unseen}"}
+            ) as r:
+                body = await r.json()
+            refused = (r.status, body.get("code"), time.monotonic() - t)
+        await asyncio.sleep(args.freeze / 2)
+        during = {rid for rid, t0 in load.started.items() if t0 >= frozen_at}
+        gw.signal(signal.SIGTERM)
+        t = time.monotonic()
+        code = await gw.wait(deadline + MARGIN + 30)
+        took = time.monotonic() - t
+        stop.set()
+        await traffic
+    await gw.start()
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await settle(conn, "frz", load)
+        rows = {
+            r["request_id"]
+            for r in await conn.fetch(
+                "SELECT request_id FROM api_logs WHERE request_id LIKE 'frz-%'"
+            )
+        }
+        total, distinct = await log_counts(conn, "frz-%")
+    finally:
+        await conn.close()
+    statuses = Counter(load.statuses[rid] for rid in during if rid in load.statuses)
+    answered = load.answered()
+    p50, p99, top = (load.percentile(q, during) * 1000 for q in (0.5, 0.99, 1.0))
+    print(
+        f"keyed calls during the {args.freeze:.0f} s freeze: {dict(statuses)}, latency p50 "
+        f"{p50:.0f} ms, p99 {p99:.0f} ms, max {top:.0f} ms"
+    )
+    print(f"unknown key during the freeze: {refused[0]} {refused[1]} after {refused[2]:.2f} s")
+    print(
+        f"SIGTERM during the freeze: exit {code} after {took:.2f} s (budget "
+        f"{deadline:.0f} + {MARGIN:.0f} s)"
+    )
+    print(
+        f"after thaw and restart: {len(answered)} answered, {len(answered - rows)} lost, rows "
+        f"{total} total / {distinct} distinct"
+    )
+    gw.signal(signal.SIGTERM)
+    await gw.wait(30)
 
 
 async def sigterm(args: argparse.Namespace, dsn: str, routes: Path, work: Path) -> None:
@@ -297,9 +416,15 @@ async def main_async(args: argparse.Namespace) -> None:
         routes = work / "routes.yaml"
         slow_port = await slow_upstream(runners)
         routes.write_text(ROUTES.format(port=port, slow_port=slow_port))
-        await outage(args, pg, routes, work)
-        await kills(args, pg.dsn, routes, work)
-        await sigterm(args, pg.dsn, routes, work)
+        sections = set(args.only.split(","))
+        if "outage" in sections:
+            await outage(args, pg, routes, work)
+        if "kill" in sections:
+            await kills(args, pg, routes, work)
+        if "term" in sections:
+            await sigterm(args, pg.dsn, routes, work)
+        if "frozen" in sections:
+            await frozen(args, pg, routes, work)
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -312,7 +437,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--outage", type=float, default=60.0)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--freeze", type=float, default=20.0)
+    parser.add_argument("--only", default="outage,kill,term,frozen", help="sections to run")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.environ.setdefault("LC_ALL", "C.UTF-8")
     asyncio.run(main_async(args))
 

@@ -39,9 +39,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and not args.worker:
         return _supervise(args)
     import uvloop
-    from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.app import PROXY, create_app
+    from gateway.proxy import server
     from gateway.routes import load_routes
 
     settings = Settings.from_env()
@@ -49,21 +49,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = resolve_database_url(settings)
     app = create_app(settings, routes)
     app.cleanup_ctx.append(_tune_gc)
+    app.on_shutdown.append(_watchdog)  # the process ends within its budget (shutdown.py)
     logging.getLogger(__name__).info(
         "gateway: %d routes from %s; database %s",
         len(routes.routes),
         args.routes,
         mask_url(settings.database_url.reveal()),  # type: ignore[union-attr]
     )
-    web.run_app(
+    # As web.run_app, through the gateway's protocol handler (parser errors answered as
+    # JSON and logged; gateway/proxy/server.py).
+    runner = server.GatewayRunner(
         app,
+        proxy_key=PROXY,
+        handle_signals=True,  # SIGINT/SIGTERM: graceful shutdown within shutdown_timeout
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        handler_cancellation=False,
+    )
+    server.run(
+        runner,
         host=args.host,
         port=args.port,
         loop=uvloop.new_event_loop(),
-        shutdown_timeout=settings.shutdown_timeout,
         reuse_port=args.worker,  # workers of `serve --workers N` share the port
-        access_log=None,
-        print=lambda msg: logging.getLogger("gateway").info(msg),
     )
     return 0
 
@@ -94,6 +102,13 @@ def _supervise(args: argparse.Namespace) -> int:
         mask_url(settings.database_url.reveal()),
     )
     return supervisor.run()
+
+
+async def _watchdog(app: Any) -> None:
+    from gateway.app import SHUTDOWN
+    from gateway.shutdown import start_watchdog
+
+    start_watchdog(app[SHUTDOWN])
 
 
 async def _nothing(conn: Any) -> None:

@@ -16,11 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import metrics
 from gateway.admin import api as admin_api
 from gateway.admin.auth import Authenticator
+from gateway.admin.calllog import CALL_LOG, CallLog
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
-from gateway.db.pool import create_pool
+from gateway.db.pool import bounded, close_pool, create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
 from gateway.mapping.cache import CacheLimits, MappingCache
@@ -32,9 +33,11 @@ from gateway.proxy.pipeline import Proxy
 from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
+from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
 from gateway.sync.recorder import SyncRecorder, stats_loop
 from gateway.sync.webhooks import delivery_reporter
+from gateway.tasks import finish_within, run_within
 from gateway.webhooks import api as webhooks_api
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
@@ -54,11 +57,17 @@ SYNC = web.AppKey("sync_recorder", SyncRecorder)
 MAPPINGS = web.AppKey("mappings", Mappings)
 LISTENER = web.AppKey("mapping_listener", Listener)
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
+SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 
 PARSER_MAX_LINE = 64 * 1024  # aiohttp's hard limit per request/header line (plain 400 above)
 PARSER_MAX_HEADERS = 1024  # aiohttp's hard limit on header count (plain 400 above)
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database before answering 503
 LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN connection
+LISTENER_CLOSE_TIMEOUT = 1.0  # seconds the mapping LISTEN connection gets to close
+WRITER_RESERVE = 2.0  # seconds of the shutdown budget kept for the api_logs drain
+SHUTDOWN_PROBE_TIMEOUT = 1.5  # seconds the database gets to answer when shutdown begins
+
+_background: set[asyncio.Task[None]] = set()  # tasks nobody awaits, kept from the GC
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,6 +97,9 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes
+    # SIGTERM starts it; every cleanup step takes its time from it (gateway/shutdown.py).
+    app[SHUTDOWN] = ShutdownClock(settings.shutdown_timeout)
+    app.on_shutdown.append(_begin_shutdown)
     # Secrets at rest (webhook secrets, auth headers, mapping credentials) go through this.
     app[SECRETS] = load_box(
         [k.reveal().encode() for k in settings.encryption_keys], settings.data_dir
@@ -105,6 +117,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
             _gauge_refresh,
         ]
     )
+    app.on_shutdown.append(_shutting_down)
     # Runs after every cleanup_ctx step (webhook delivery still resolves ids as it stops).
     app.on_cleanup.append(_flush_tallies)
     app.router.add_get("/healthz", json_errors(healthz))
@@ -116,6 +129,24 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
+
+
+async def _begin_shutdown(app: web.Application) -> None:
+    """Start the shutdown clock, and probe the database behind it (not awaited: in-flight
+    calls are being finished meanwhile): one that does not answer is given up on."""
+    app[SHUTDOWN].begin()
+    if POOL in app:
+        task = asyncio.create_task(_probe_at_shutdown(app), name="shutdown-probe")
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+async def _probe_at_shutdown(app: web.Application) -> None:
+    try:
+        async with bounded(app[POOL], SHUTDOWN_PROBE_TIMEOUT) as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        app[SHUTDOWN].give_up(f"database not answering ({type(exc).__name__})")
 
 
 def json_errors(handler: Handler) -> Handler:
@@ -156,8 +187,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if applied:
         log.info("applied migrations %s", applied)
     app[POOL] = pool
+    app[SHUTDOWN].on_give_up(pool.terminate)
     yield
-    await pool.close()
+    await close_pool(pool)  # a hung server: its connections are dropped, not waited for
 
 
 async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
@@ -167,9 +199,15 @@ async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
         return
     task = asyncio.create_task(metrics.refresh_loop())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await finish_within(task, 0)
+
+
+async def _shutting_down(app: web.Application) -> None:
+    """Before aiohttp cancels the handlers still running (after shutdown_timeout): a call
+    cut off from here on is logged as 503 shutting_down, not as the caller's 499."""
+    proxy = app.get(PROXY)
+    if proxy is not None:
+        proxy.shutting_down = True
 
 
 async def _flush_tallies(app: web.Application) -> None:
@@ -194,11 +232,12 @@ async def _log_writer(app: web.Application) -> AsyncIterator[None]:
         flush_interval=s.log_flush_interval,
         queue_max=s.log_queue_max,
         retry_interval=s.db_retry_interval,
+        wal=s.log_wal,
     )
     writer.start()
     app[WRITER] = writer
     yield
-    await writer.close(s.shutdown_timeout)
+    await writer.close(app[SHUTDOWN].remaining())
     log.info(
         "api_logs writer drained: %d written, %d journaled, %d dropped",
         writer.rows_written,
@@ -216,10 +255,8 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
         stats_loop(app[POOL], app[SETTINGS].sync_stats_interval), name="sync-stats"
     )
     yield
-    stats.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await stats
-    await recorder.close(app[SETTINGS].shutdown_timeout)
+    await finish_within(stats, 0)  # may be stuck on a hung database: never awaited long
+    await recorder.close(app[SHUTDOWN].remaining(WRITER_RESERVE))
 
 
 async def _mappings(app: web.Application) -> AsyncIterator[None]:
@@ -236,14 +273,15 @@ async def _mappings(app: web.Application) -> AsyncIterator[None]:
     listener.start()
     with contextlib.suppress(TimeoutError):  # serve anyway; it keeps trying in the background
         await asyncio.wait_for(listener.connected.wait(), LISTENER_START_TIMEOUT)
-    app[MAPPINGS] = Mappings(app[POOL], cache)
+    app[MAPPINGS] = Mappings(app[POOL], cache, s.db_request_timeout)
     app[LISTENER] = listener
     yield
-    await listener.close()
+    await run_within(listener.close(), LISTENER_CLOSE_TIMEOUT)
 
 
 async def _proxy(app: web.Application) -> AsyncIterator[None]:
-    app[AUTH] = Authenticator(app[POOL])
+    s = app[SETTINGS]
+    app[AUTH] = Authenticator(app[POOL], s.api_key_cache_ttl, s.db_request_timeout)
     translator = Translator(app[MAPPINGS], app[SETTINGS].stream_threshold_bytes)
     app[PROXY] = Proxy(
         app[SETTINGS],
@@ -253,8 +291,9 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         app[AUTH],
         translator,
         app[SYNC],
-        emitter=RouteEmitter(app[POOL]),
+        emitter=RouteEmitter(app[POOL], app[SETTINGS].db_request_timeout),
     )
+    app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/admin/calllog.py)
     yield
 
 
@@ -262,9 +301,7 @@ async def _maintenance(app: web.Application) -> AsyncIterator[None]:
     await _maintain_once(app)
     task = asyncio.create_task(_maintenance_loop(app), name="partition-maintenance")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await finish_within(task, 0)
 
 
 async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
@@ -288,10 +325,14 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
     )
     dispatcher.start()
     app[WEBHOOKS] = dispatcher
+    clock = app[SHUTDOWN]
+    clock.on_give_up(pool.terminate)
     yield
-    await dispatcher.close(s.shutdown_timeout)
+    budget = clock.remaining(WRITER_RESERVE)
+    if not await run_within(dispatcher.close(budget), budget):
+        clock.give_up("webhook delivery did not stop in time")
     await session.close()
-    await pool.close()
+    await close_pool(pool)
 
 
 async def _maintenance_loop(app: web.Application) -> None:
@@ -338,9 +379,8 @@ async def readyz(request: web.Request) -> web.Response:
         }
     }
     try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            async with request.app[POOL].acquire() as conn:
-                version = await migrations.current_version(conn)
+        async with bounded(request.app[POOL], READY_TIMEOUT) as conn:
+            version = await migrations.current_version(conn)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return _not_ready(f"database unreachable: {type(exc).__name__}", detail)
     latest = migrations.latest_version()

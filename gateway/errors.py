@@ -13,6 +13,7 @@
     │   ├── UpstreamUnavailable       502 upstream_unavailable (refused, reset, DNS)
     │   └── UpstreamTimeout           504 upstream_timeout (also a TimeoutError)
     └── ServiceUnavailable            503 not_ready
+        └── ShuttingDown              503 shutting_down (a call cut off at shutdown; logged)
 
 Start-time problems are not HTTP answers and live apart:
 
@@ -113,6 +114,13 @@ class UpstreamTimeout(UpstreamError, TimeoutError):
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "not_ready"
+
+
+class ShuttingDown(ServiceUnavailable):
+    """A call the gateway itself cut off while shutting down (logged; the caller sees the
+    connection close)."""
+
+    code = "shutting_down"
 
 
 class ConfigError(Exception):

@@ -607,10 +607,15 @@ class _TranslateParser:
         both = self._pointers(raw.get("body"), "body")
         request = both + self._pointers(raw.get("request_body"), "request_body")
         response = both + self._pointers(raw.get("response_body"), "response_body")
-        tries = (self._trie(request, "request_body"), self._trie(response, "response_body"))
         on_unknown = raw.get("on_unknown", "refuse")
         if on_unknown not in ("refuse", "pass"):
             self.p.fail(f"{self.w}.on_unknown", f"must be refuse or pass, got {on_unknown!r}")
+        # Requests on a strict route: a value at a pointer that is no id is refused too.
+        strict = on_unknown != "pass"
+        tries = (
+            self._trie(request, "request_body", strict),
+            self._trie(response, "response_body", False),
+        )
         status = raw.get("unknown_status")
         if status is not None and status not in (404, 422):
             self.p.fail(f"{self.w}.unknown_status", f"must be 404 or 422, got {status!r}")
@@ -669,9 +674,9 @@ class _TranslateParser:
                 out.append((pointer, entity))
         return tuple(out)
 
-    def _trie(self, fields: tuple[tuple[str, str], ...], key: str) -> Trie:
+    def _trie(self, fields: tuple[tuple[str, str], ...], key: str, strict: bool) -> Trie:
         try:
-            return compile_pointers(fields)
+            return compile_pointers(fields, strict)
         except ValueError as exc:
             self.p.fail(f"{self.w}.{key}", str(exc))
             return Trie()

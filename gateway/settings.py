@@ -107,6 +107,17 @@ class Settings:
     shutdown_timeout: float = 30.0
     # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
     db_retry_interval: float = 2.0
+    # GATEWAY_LOG_WAL: write every api_logs row to the write-ahead log at the end of its
+    # event-loop turn, so a killed process loses none (false: up to a flush interval of
+    # rows is lost on SIGKILL, for a little less CPU per call; see bench/RESULTS.md)
+    log_wal: bool = True
+    # GATEWAY_DB_REQUEST_TIMEOUT: seconds a database call on the request path (key and
+    # mapping lookups, route events, /readyz) may take, hung server included, before its
+    # fallback (cached key, 503 JSON, event counted as not stored) is used
+    db_request_timeout: float = 1.0
+    # GATEWAY_API_KEY_CACHE_TTL: seconds an API-key lookup is trusted before it is refreshed
+    # (a key revoked through another process stops working within about this long)
+    api_key_cache_ttl: float = 10.0
     # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
     # Unset: a key generated into data_dir/encryption.key (development only).
     encryption_keys: tuple[Secret, ...] = ()
@@ -203,6 +214,13 @@ class Settings:
             ),
             db_retry_interval=r.get(
                 "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
+            ),
+            log_wal=r.get("GATEWAY_LOG_WAL", _bool, d.log_wal),
+            db_request_timeout=r.get(
+                "GATEWAY_DB_REQUEST_TIMEOUT", float, d.db_request_timeout, minimum=0.05
+            ),
+            api_key_cache_ttl=r.get(
+                "GATEWAY_API_KEY_CACHE_TTL", float, d.api_key_cache_ttl, minimum=0.0
             ),
             log_level=r.get("GATEWAY_LOG_LEVEL", _level, d.log_level),
             log_format=r.get("GATEWAY_LOG_FORMAT", _log_format, d.log_format),

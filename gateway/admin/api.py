@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.admin import keys
 from gateway.admin.auth import Authenticator
+from gateway.admin.calllog import logged
 from gateway.admin.http import (
     AUTHENTICATOR,
     Conflict,
@@ -50,7 +51,7 @@ LOG_READERS = (Role.ADMIN, Role.VIEWER)
 def setup(app: web.Application, pool_key: Any, auth_key: Any) -> None:
     """Register the admin routes on ``app``; pool and authenticator come from its cleanup_ctx."""
     r = app.router
-    r.add_get(f"{PREFIX}/openapi.json", openapi_json)
+    r.add_get(f"{PREFIX}/openapi.json", logged(openapi_json))
     r.add_get(f"{PREFIX}/tenant", get_tenant)
     r.add_patch(f"{PREFIX}/tenant", patch_tenant)
     r.add_get(f"{PREFIX}/keys", list_keys)

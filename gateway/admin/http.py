@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.admin.auth import Authenticator, Forbidden, refuse
+from gateway.admin.calllog import CALLER, logged
 from gateway.admin.keys import ApiKey, Role
 from gateway.errors import ClientError, GatewayError, PayloadTooLarge
 from gateway.proxy.responses import error_response
@@ -47,12 +48,14 @@ class NotFound(ClientError):
 
 
 def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], Any]:
-    """Authenticate the caller, check its role, answer JSON; errors become JSON with a code."""
+    """Authenticate the caller, check its role, answer JSON; errors become JSON with a code;
+    each call is logged (route ``admin``, bodies omitted)."""
 
     def wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
             try:
                 key = await request.app[AUTHENTICATOR].authenticate(request.headers)
+                request[CALLER] = key  # the call's api_logs row names tenant and key
                 if key.role not in roles:
                     allowed = ", ".join(sorted(r.value for r in roles))
                     raise refuse(
@@ -76,7 +79,7 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], 
             )
 
         run.__name__ = handler.__name__
-        return run
+        return logged(run)  # an api_logs row per call (gateway/admin/calllog.py)
 
     return wrap
 

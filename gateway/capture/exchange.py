@@ -40,13 +40,20 @@ class CapturePolicy:
         headers: frozenset[str],
     ) -> CapturePolicy:
         cap = default_cap if options.max_body_bytes is None else options.max_body_bytes
+        redact_headers = headers | options.redact_headers
         return cls(
             max_body_bytes=cap,
             request_body=options.request_body,
             response_body=options.response_body,
-            redactor=Redactor(fields | options.redact_fields),
-            redact_headers=headers | options.redact_headers,
+            # A header's secret travels in bodies and queries too ({"authorization": ...},
+            # ?api_key=...): its name is redacted there like a field's.
+            redactor=Redactor(fields | options.redact_fields | redact_headers),
+            redact_headers=redact_headers,
         )
+
+    def query(self, raw: str) -> str:
+        """The query column: ``raw`` with sensitive parameters' values redacted."""
+        return clean_text(self.redactor.query(raw))
 
     def body(self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str) -> Body:
         if size == 0:

@@ -25,10 +25,11 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
@@ -167,11 +168,12 @@ def clean_text(value: str, limit: int = MAX_TEXT_COLUMN) -> str:
 
 
 def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) -> list[list[str]]:
-    """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted)."""
+    """Headers as ``[[name, value], ...]`` (repeats kept, sensitive values redacted).
+    ``X_Api_Key`` counts as ``x-api-key``: CGI-style servers read both as one header."""
     out = []
     for name, value in items:
         lname = name.lower()
-        if lname in redact:
+        if lname in redact or ("_" in lname and lname.replace("_", "-") in redact):
             value = REDACTED
         elif not value.isascii() or "\x00" in value:
             value = clean_text(value, 1 << 16)
@@ -179,8 +181,14 @@ def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) ->
     return out
 
 
-# Case-folds ASCII and turns the form separators into quotes (see Redactor.mentions).
-_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&=", b'abcdefghijklmnopqrstuvwxyz""')
+# Case-folds ASCII, writes "-" as "_" (names compare so: see field_key) and turns the form
+# separators into quotes (see Redactor.mentions).
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&=-", b'abcdefghijklmnopqrstuvwxyz""_')
+# The same for a query string, whose parameters are also split at ";" (some servers do) and
+# whose "+" is a space.
+_QUERY_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&;=-+", b'abcdefghijklmnopqrstuvwxyz"""_ '
+)
 # The only non-ASCII characters that str.lower() (the JSON walk: KELVIN SIGN) or
 # re.IGNORECASE (the text patterns: also LONG S, DOTLESS I, DOTTED CAPITAL I) equate with
 # ASCII letters, as UTF-8, with the letter each stands for.
@@ -191,6 +199,37 @@ _CONFUSABLES = (
     (b"\xc4\xb0", b"i"),
 )
 _NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
+_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _text_fold() -> bytes:
+    """The text prefilter's table: ASCII letters folded, digits and ``_`` kept, ``-`` as
+    ``_`` and every other byte a quote, so a name standing as a whole word (as all the text
+    patterns want it) is a quoted piece."""
+    table = bytearray(b'"' * 256)
+    for c in _WORD:
+        table[c] = c
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        table[c] = c | 0x20
+    table[ord("-")] = ord("_")
+    return bytes(table)
+
+
+_TEXT_FOLD = _text_fold()
+
+
+def _ascii_letters(data: bytes) -> bytes:
+    """``data`` with the lookalikes of _CONFUSABLES written as their ASCII letter."""
+    for odd, letter in _CONFUSABLES:
+        if odd in data:
+            data = data.replace(odd, letter)
+    return data
+
+
+def _needles(names: Iterable[str], table: bytes) -> tuple[bytes, ...]:
+    """Folded names to look for as substrings, leaving out any that holds a shorter one."""
+    folded = sorted({_ascii_letters(n.encode()).translate(table) for n in names}, key=len)
+    return tuple(n for i, n in enumerate(folded) if not any(m in n for m in folded[:i]))
 
 
 _TRIE_DEPTH = 128  # longer names (built by recursion, a level per byte) are listed whole
@@ -221,60 +260,102 @@ def _trie_pattern(words: list[bytes]) -> bytes:
     return pattern(trie)
 
 
+def field_key(name: str) -> str:
+    """A field, parameter or header name as redaction compares it: lower case, with ``-``
+    and ``_`` alike (``X-Api-Key``, ``x_api_key`` and ``X_API-KEY`` are one name)."""
+    return name.lower().replace("-", "_")
+
+
+def _name_regex(key: str) -> str:
+    """A pattern for a field_key: either separator wherever it has ``_``."""
+    return "[-_]".join(re.escape(part) for part in key.split("_"))
+
+
 class Redactor:
-    """Redacts configured JSON fields (case-insensitive key names) in bodies."""
+    """Redacts configured names (case-insensitive, ``-`` and ``_`` alike) in JSON keys,
+    text bodies (``"name": v``, ``name=v``, ``name: v``) and query parameters."""
 
     def __init__(self, fields: frozenset[str]) -> None:
         self.fields = fields
+        self.keys = frozenset(field_key(f) for f in fields)
         # Names mentions() can compare whole; any other (non-ASCII, odd characters) is
         # looked for as a substring, a name containing another through that one.
         plain = {
-            f for f in fields if f.isascii() and f.isprintable() and _NOT_IN_TOKEN.isdisjoint(f)
+            k for k in self.keys if k.isascii() and k.isprintable() and _NOT_IN_TOKEN.isdisjoint(k)
         }
         # One search for any of them as a whole quoted piece; the alternation is factored
         # into a trie (shared prefixes tried once), which re scans 2-3x faster than
         # splitting the body into pieces and checking each against a set.
-        tokens = sorted({f.lower().encode() for f in plain})
-        self._quoted = re.compile(b'"' + _trie_pattern(tokens) + b'"').search if tokens else None
-        names = sorted({f.lower().encode().translate(_FOLD) for f in fields - plain}, key=len)
-        self._needles = tuple(n for i, n in enumerate(names) if not any(m in n for m in names[:i]))
+        self._quoted = _quoted_search(plain)
+        self._needles = _needles(self.keys - plain, _FOLD)
+        # Text: the same for whole words (letters, digits and "_" only; others by substring).
+        words = {k for k in self.keys if k and not k.encode().translate(None, _WORD)}
+        self._words = _quoted_search(words)
+        self._text_needles = _needles(self.keys - words, _TEXT_FOLD)
+        # The query prefilter folds "+" to a space as the name would be decoded; a name
+        # holding "+" (or one only found by substring) is looked for by parsing instead.
+        self._query_quick = not self._needles and not any("+" in k for k in self.keys)
         # Case-insensitive matching of non-ASCII names in non-ASCII bodies: not attempted.
         self._unicode_names = not all(f.isascii() for f in fields)
-        alt = "|".join(re.escape(f) for f in sorted(fields)) or r"(?!)"
+        alt = "|".join(_name_regex(k) for k in sorted(self.keys)) or r"(?!)"
         # "field": "value" | number | literal, inside text that is not parseable JSON
         self._json_re = re.compile(rf'("(?i:{alt})"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}}\]\s]+)')
         self._form_re = re.compile(rf"((?:^|&)(?i:{alt})=)[^&]*")
+        # name: value (to the end of the line: "Authorization: Bearer x") or name=value (to
+        # a space or separator), the name not part of a longer word, the value maybe quoted.
+        self._pair_re = re.compile(
+            rf"((?<![\w-])(?i:{alt})[\"']?[ \t]*(?:(:)|=)[ \t]*)"
+            rf"(\"(?:[^\"\\\r\n]|\\.)*\"?|'[^'\r\n]*'?|(?(2)[^\r\n]*|[^\s&;,]*))"
+        )
+
+    def _prepared(self, data: bytes) -> bytes | None:
+        """``data`` with lookalike letters made ASCII for the prefilters; None when it must
+        count as a mention (``\\u`` escapes may spell a key; non-ASCII names and body)."""
+        if b"\\" in data and b"\\u" in data:
+            return None
+        if not data.isascii():
+            if self._unicode_names:
+                return None
+            data = _ascii_letters(data)
+        return data
 
     def mentions(self, data: bytes) -> bool:
-        """Whether redaction could change ``data`` (a prefilter: false positives cost a
-        needless walk, a miss would leak a field).
+        """Whether redaction could change JSON ``data`` (a prefilter: false positives cost
+        a needless walk, a miss would leak a field).
 
-        ``json`` redacts keys equal to a name, ``text`` a quoted name (``"name":``) or a
-        form field (``name=`` at the start or after ``&``), all ignoring case. Each of
-        those is a whole piece between quotes of the case-folded body once ``&`` and ``=``
-        are turned into quotes (and a quote put at each end): one regular-expression
-        search for any quoted name. A key may also be spelt with ``\\u`` escapes, so such
-        bodies always count.
+        ``json`` redacts keys equal to a name, ignoring case and ``-``/``_``. Each is a
+        whole piece between quotes of the folded body: one regular-expression search for
+        any quoted name. A key may also be spelt with ``\\u`` escapes, so such bodies
+        always count.
         """
         if not self.fields:
             return False
-        if b"\\" in data and b"\\u" in data:
+        plain = self._prepared(data)
+        if plain is None:
             return True
-        low = data.translate(_FOLD)
-        if not low.isascii():
-            if self._unicode_names:
-                return True
-            for odd, letter in _CONFUSABLES:
-                if odd in low:
-                    low = low.replace(odd, letter)
+        low = plain.translate(_FOLD)
         if self._quoted is not None and self._quoted(b'"' + low + b'"') is not None:
             return True
         return any(n in low for n in self._needles)
 
+    def mentions_text(self, data: bytes) -> bool:
+        """Whether :meth:`text` could change ``data``: every text pattern wants a name as a
+        whole word, which is a quoted piece once each byte but a letter, digit, ``-`` or
+        ``_`` is a quote (one search, as :meth:`mentions`)."""
+        if not self.fields:
+            return False
+        plain = self._prepared(data)
+        if plain is None:
+            return True
+        low = plain.translate(_TEXT_FOLD)
+        if self._words is not None and self._words(b'"' + low + b'"') is not None:
+            return True
+        return any(n in low for n in self._text_needles)
+
     def json(self, value: Any) -> Any:
         if isinstance(value, dict):
             return {
-                k: (REDACTED if k.lower() in self.fields else self.json(v))
+                k: (REDACTED if field_key(k) in self.keys else self.json(v))
                 for k, v in value.items()
             }
         if isinstance(value, list):
@@ -283,7 +364,52 @@ class Redactor:
 
     def text(self, text: str) -> str:
         text = self._json_re.sub(lambda m: m.group(1) + '"' + REDACTED + '"', text)
-        return self._form_re.sub(lambda m: m.group(1) + REDACTED, text)
+        text = self._form_re.sub(lambda m: m.group(1) + REDACTED, text)
+        return self._pair_re.sub(_redact_pair, text)
+
+    def query(self, raw: str) -> str:
+        """A query string as received with the value of each parameter named like a
+        redacted field (its name percent-decoded) replaced by ``[REDACTED]``; everything
+        else kept as it was. A query naming none of them costs one search."""
+        if not raw or not self.fields:
+            return raw
+        if self._query_quick and self._quoted is not None:
+            text = unquote(raw) if "%" in raw else raw
+            if (
+                text.isascii()
+                and self._quoted(b'"' + text.encode().translate(_QUERY_FOLD) + b'"') is None
+            ):
+                return raw
+        return "&".join(self._query_param(p) for p in raw.split("&"))
+
+    def _query_param(self, piece: str) -> str:
+        """One ``&``-separated piece. Some servers also split at ``;``: a redacted name
+        after one hides the rest of the piece, which others take for its value."""
+        start = 0
+        for part in piece.split(";"):
+            name, eq, _ = part.partition("=")
+            if eq and field_key(unquote_plus(name)) in self.keys:
+                head = piece[: start + len(name) + 1]
+                return head + REDACTED if len(head) < len(piece) else piece
+            start += len(part) + 1
+        return piece
+
+
+def _quoted_search(names: set[str]) -> Callable[[bytes], re.Match[bytes] | None] | None:
+    """A search for any of ``names`` (ASCII) between quotes, or None for no names."""
+    if not names:
+        return None
+    return re.compile(b'"' + _trie_pattern(sorted(k.encode() for k in names)) + b'"').search
+
+
+def _redact_pair(m: re.Match[str]) -> str:
+    """A text ``name: value`` / ``name=value`` match with its value redacted (an empty one
+    kept; a quoted one keeps its quotes, so redacting twice changes nothing)."""
+    value = m.group(3)
+    if not value:
+        return m.group(0)
+    quote = value[0] if value[0] in "\"'" else ""
+    return m.group(1) + quote + REDACTED + quote
 
 
 def _strip_nul(value: Any) -> Any:
@@ -335,7 +461,7 @@ def describe_body(
             return Body(value, "json", total_size, False, data if storable else None)
     text = _try_text(data, truncated)
     if text is not None:
-        if redactor.fields and redactor.mentions(data):
+        if redactor.fields and redactor.mentions_text(data):
             text = redactor.text(text)
         return Body(text, "text", total_size, truncated)
     return Body(

@@ -1,11 +1,28 @@
-"""The asyncpg pool and its codecs."""
+"""The asyncpg pool and its codecs, and connections with a deadline.
+
+A database that hangs (accepts connections, never answers: a frozen server, a stalled
+network path) is a different failure from one that is down. ``async with pool.acquire()``
+inside ``asyncio.timeout`` does not bound it: when the timeout cancels a query, asyncpg's
+release waits for the server to acknowledge the cancel, i.e. for as long as it hangs
+(measured: until the server resumed). ``bounded`` closes such a connection's socket
+instead, so the caller gets its TimeoutError on time.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
+
+# Seconds a database call on the request path (API-key and mapping lookups, route events,
+# /readyz) may take before its fallback is used (GATEWAY_DB_REQUEST_TIMEOUT).
+REQUEST_DEADLINE = 1.0
+# Seconds pool.close() may take at shutdown before its connections are dropped unclosed.
+CLOSE_DEADLINE = 2.0
 
 # asyncpg's copy_records_to_table speaks the binary protocol; jsonb's binary form is a
 # version byte (1) followed by the JSON text. Without this codec COPY of dicts fails.
@@ -48,3 +65,29 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
         timeout=5.0,
         command_timeout=60.0,
     )
+
+
+@contextlib.asynccontextmanager
+async def bounded(pool: asyncpg.Pool, deadline: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection whose acquisition and use together end within ``deadline``
+    seconds (TimeoutError otherwise), however the server behaves. A connection interrupted
+    mid-call (deadline, cancellation) is terminated, not returned to the pool half-used."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    conn = await pool.acquire(timeout=deadline)
+    try:
+        async with asyncio.timeout_at(end):
+            yield conn
+    except (TimeoutError, asyncio.CancelledError):
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
+
+
+async def close_pool(pool: asyncpg.Pool, deadline: float = CLOSE_DEADLINE) -> None:
+    """Close gracefully when the server answers, else drop the connections (hung server)."""
+    try:
+        await asyncio.wait_for(pool.close(), deadline)
+    except TimeoutError:
+        pool.terminate()

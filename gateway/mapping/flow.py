@@ -23,6 +23,7 @@ import orjson
 
 from gateway import metrics
 from gateway.capture.exchange import Exchange
+from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.errors import ClientError, GatewayError, ServiceUnavailable, UpstreamError
 from gateway.mapping import store, translate
 from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
@@ -58,12 +59,32 @@ class MappingNotFound(ClientError):
         return {"field": self.where, "entity_type": self.entity_type, "id": self.value}
 
 
+class Untranslatable(ClientError):
+    """On a route that refuses unknown ids, a value where an id belongs that cannot be one
+    (an array, an object, a boolean, a fractional number, an empty string, or a container
+    on a pointer's way that it cannot enter; a query parameter empty or repeated): 422,
+    so an untranslated value never reaches the upstream. Names the field, never the value."""
+
+    status = 422
+    code = "untranslatable_id"
+
+    def __init__(self, where: str, err: translate.NotAnId) -> None:
+        super().__init__(f"{where} {err.problem}")
+        self.where, self.entity_type, self.found = where, err.entity_type, err.found
+
+    def details(self) -> dict[str, Any]:
+        return {"field": self.where, "entity_type": self.entity_type, "found": self.found}
+
+
 class Mappings:
     """Lookups through the cache; the misses of one call go to PostgreSQL in one query."""
 
-    def __init__(self, pool: asyncpg.Pool, cache: MappingCache) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cache: MappingCache, deadline: float = REQUEST_DEADLINE
+    ) -> None:
         self.pool = pool
         self.cache = cache
+        self.deadline = deadline  # a hung database answers 503 mapping_unavailable
         self.hits = metrics.MAPPING_CACHE_HIT_TALLIES
         self.misses = {w: metrics.MAPPING_CACHE_MISSES.labels(w) for w in (IN, OUT)}
 
@@ -100,7 +121,7 @@ class Mappings:
         lookup = store.lookup_internal if way == IN else store.lookup_external
         metrics.MAPPING_DB_LOOKUPS.inc()
         try:
-            async with self.pool.acquire() as conn:
+            async with bounded(self.pool, self.deadline) as conn:
                 return await lookup(conn, uuid.UUID(tenant), system, pairs)  # type: ignore[arg-type]
         except DATABASE_DOWN as exc:
             log.warning("mapping lookup failed: %s", type(exc).__name__)
@@ -124,7 +145,7 @@ class Mappings:
         """Record a mapping after a create; never overwrites. Returns what happened."""
         new = store.NewMapping(auto.entity_type, internal, system, external)
         try:
-            async with self.pool.acquire() as conn:
+            async with bounded(self.pool, self.deadline) as conn:
                 actor = store.Actor(f"key:{key_id}", uuid.UUID(key_id) if key_id else None)
                 made, existing = await store.record_auto(conn, uuid.UUID(tenant), new, actor)
         except DATABASE_DOWN as exc:
@@ -196,7 +217,7 @@ class Flow:
         tr, scope = self.tr, (IN, self.tenant, self.system)
         m = self.route.regex.fullmatch(raw_path) if tr.path_params else None
         in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
-        in_query = translate.query_ids(query, dict(tr.query_params)) if tr.query_params else []
+        in_query = self._query_ids(query) if tr.query_params else []
         done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
         doc = self._request_doc(body, parsed, scope, done, rest)
@@ -227,14 +248,31 @@ class Flow:
             return raw_path, query, body
         return raw_path, query, _encode(doc, ClientError, "request body", "malformed_body")
 
+    def _query_ids(self, query: str) -> list[tuple[int, str, str, str]]:
+        """The declared query parameters; a strict route refuses one empty or repeated."""
+        try:
+            return translate.query_ids(query, dict(self.tr.query_params), self.tr.refuse_unknown)
+        except translate.NotAnId as err:
+            raise Untranslatable(f"query parameter {err.name!r}", err) from None
+
     def _walk(
-        self, doc: Any, trie: translate.Trie, scope: Scope, done: dict[str, Any], rest: list[Any]
+        self,
+        doc: Any,
+        trie: translate.Trie,
+        scope: Scope,
+        done: dict[str, Any],
+        rest: list[Any],
+        field: str = "body field",
     ) -> None:
         """One pass over the body: ids the cache maps (fresh) are rewritten in place and
         counted in ``done`` (empty before the walk) under ``body:<pointer>``; every other
-        id goes to ``rest`` as a slot."""
+        id goes to ``rest`` as a slot. A strict trie (the request's, on a route refusing
+        unknown ids) refuses a value it cannot translate: Untranslatable, naming ``field``."""
         fresh = partial(self.m.cache.fresh, scope, time.monotonic())
-        n = translate.rewrite(doc, trie, fresh, done, rest)
+        try:
+            n = translate.rewrite(doc, trie, fresh, done, rest)
+        except translate.NotAnId as err:
+            raise Untranslatable(f"{field} {err.name!r}", err) from None
         if n:
             self.m.hits[scope[0]].n += n
 
@@ -354,7 +392,7 @@ class Flow:
         done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
         unknown: list[translate.Slot] = []
-        self._walk(doc, trie, scope, done, rest)
+        self._walk(doc, trie, scope, done, rest, "message field")
         if rest:
             await self._fill(scope, rest, set(), done, unknown)
         if inbound:

@@ -5,6 +5,12 @@ Pointers look like JSON pointers (RFC 6901, ``~0``/``~1`` escapes) with one addi
 ``*`` stands for every element of an array (or every value of an object), so
 ``/items/*/room_id`` names the ``room_id`` of each item. A numeric segment indexes an
 array. Several pointers are compiled into one trie and the body is walked once.
+
+A trie compiled ``strict`` (the request pointers of an ``on_unknown: refuse`` route)
+raises :class:`NotAnId` for a value it cannot translate: at a pointer, anything but a
+non-empty string, an integer or null; on the way to one, anything but null or a container
+the next segment can enter (an object; an array for ``*`` or an index). Null is "no
+reference" and passes, like an absent field. Non-strict tries skip such values.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Leaf:
 
     entity_type: str
     pointer: str
+    strict: bool = False  # a value here that is no id raises NotAnId (see the module)
     record: str = field(init=False, compare=False)  # api_logs key: "body:<pointer>"
 
     def __post_init__(self) -> None:
@@ -59,18 +66,74 @@ class Trie(dict[str, "Trie | Leaf"]):
     objects under it is then walked by the fast path, without re-checking the node.
     ``chain`` is set on a node from which one line of object fields leads to such an
     array, ``(("items",), star, fields)`` for that pointer, ``star`` being the node holding
-    ``*`` and ``fields`` its ``records``: the walk then follows the line directly."""
+    ``*`` and ``fields`` its ``records``: the walk then follows the line directly.
+    ``lists`` says whether a segment here can enter an array (``*`` or an index); ``at`` is
+    the node's place as a pointer and ``first`` a leaf below it, which name the field when
+    a ``strict`` node meets a value it cannot enter."""
 
-    __slots__ = ("chain", "records")
+    __slots__ = ("at", "chain", "first", "lists", "records", "strict")
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[tuple[str, Leaf]] | None = None
         self.chain: tuple[tuple[str, ...], Trie, list[tuple[str, Leaf]]] | None = None
+        self.strict = self.lists = False
+        self.at = ""
+        self.first: Leaf | None = None
 
 
-def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
-    """``[(pointer, entity_type), ...]`` → a trie; ValueError when two pointers collide."""
+class NotAnId(ValueError):
+    """A value a strict trie (or query) cannot translate: ``name`` is the pointer (or the
+    query parameter) it belongs to, ``found`` what it is (never the value itself, which
+    may be huge), ``problem`` the rest of a sentence that starts with the field's name."""
+
+    def __init__(self, name: str, entity_type: str, found: str, problem: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name, self.entity_type, self.found, self.problem = name, entity_type, found, problem
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words, for an error message."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    kind = type(value)
+    if kind is str:
+        return "a string" if value else "an empty string"
+    names = {list: "an array", dict: "an object", int: "an integer", float: "a fractional number"}
+    return names.get(kind, "a value")
+
+
+def _not_an_id(value: Any, leaf: Leaf) -> NotAnId:
+    kind = _kind(value)
+    problem = f"holds {kind}, not a {leaf.entity_type} id (a non-empty string or an integer)"
+    return NotAnId(leaf.pointer, leaf.entity_type, kind, problem)
+
+
+def _not_enterable(value: Any, leaf: Leaf, at: str, need: str) -> NotAnId:
+    kind, where = _kind(value), repr(at) if at else "the top level"
+    problem = (
+        f"meets {kind} at {where}, not {need}, so its {leaf.entity_type} ids cannot be translated"
+    )
+    return NotAnId(leaf.pointer, leaf.entity_type, kind, problem)
+
+
+def _not_a_container(value: Any, node: Trie) -> NotAnId:
+    assert node.first is not None  # every node but an empty root has a leaf below
+    return _not_enterable(value, node.first, node.at, _need(node))
+
+
+def _need(node: Trie) -> str:
+    return "an object or array" if node.lists else "an object"
+
+
+def _not_a_record(value: Any, leaf: Leaf) -> NotAnId:
+    """An element of an array of records (``/items/*``) that is no object."""
+    return _not_enterable(value, leaf, leaf.pointer.rpartition("/")[0], "an object")
+
+
+def compile_pointers(fields: Iterable[tuple[str, str]], strict: bool = False) -> Trie:
+    """``[(pointer, entity_type), ...]`` → a trie; ValueError when two pointers collide.
+    A ``strict`` trie raises NotAnId when walked over a value it cannot translate."""
     root = Trie()
     for pointer, entity_type in fields:
         segments = parse_pointer(pointer)
@@ -83,9 +146,9 @@ def compile_pointers(fields: Iterable[tuple[str, str]]) -> Trie:
         last = segments[-1]
         if last in node:
             raise ValueError(f"pointer {pointer!r} overlaps another pointer")
-        node[last] = Leaf(entity_type, pointer)
+        node[last] = Leaf(entity_type, pointer, strict)
     _refuse_shared_ids(root)
-    _seal(root)
+    _seal(root, strict and bool(root), "")
     return root
 
 
@@ -127,13 +190,19 @@ def _is_index(seg: str) -> bool:
     return seg.isascii() and seg.isdigit() and (seg == "0" or seg[0] != "0")
 
 
-def _seal(node: Trie) -> None:
-    """Set ``records`` on every flat node and ``chain`` where it applies (see Trie)."""
-    flat = WILDCARD not in node and all(type(v) is Leaf for v in node.values())
+def _seal(node: Trie, strict: bool, at: str) -> None:
+    """Set ``records`` on every flat node and ``chain`` where it applies, and each node's
+    ``strict``, ``lists``, ``at`` and ``first`` (see Trie). A node with an index segment is
+    not flat: an array element may be an array that the index enters."""
+    node.strict, node.at = strict, at
+    node.lists = any(seg == WILDCARD or _is_index(seg) for seg in node)
+    flat = not node.lists and all(type(v) is Leaf for v in node.values())
     node.records = [(k, v) for k, v in node.items() if type(v) is Leaf] if flat else None
-    for sub in node.values():
+    for seg, sub in node.items():
         if type(sub) is Trie:
-            _seal(sub)
+            _seal(sub, strict, f"{at}/{seg.replace('~', '~0').replace('/', '~1')}")
+        if node.first is None:
+            node.first = sub if type(sub) is Leaf else sub.first  # type: ignore[union-attr]
     if len(node) != 1:
         return
     seg, sub = next(iter(node.items()))
@@ -164,17 +233,21 @@ def walk(node: Any, trie: Trie, emit: Emit) -> None:
     common shapes (an object's field, every element of an array) are handled inline."""
     if trie.chain is not None:
         path, star, fields = trie.chain
-        node = _follow(node, path)
-        if type(node) is list:
-            _walk_records(node, fields, emit)
-        elif type(node) is dict:
-            _walk_dict(node, star, emit)
+        end = _follow(node, path)
+        if type(end) is list:
+            _walk_records(end, fields, emit)
+        elif type(end) is dict:
+            _walk_dict(end, star, emit)
+        elif trie.strict:
+            _check_line(node, trie)
         return
     kind = type(node)
     if kind is dict:
         _walk_dict(node, trie, emit)
-    elif kind is list:
+    elif kind is list and trie.lists:  # else no segment here can enter it
         _walk_list(node, trie, emit)
+    elif trie.strict and node is not None:
+        raise _not_a_container(node, trie)
 
 
 def _follow(node: Any, path: tuple[str, ...]) -> Any:
@@ -185,6 +258,20 @@ def _follow(node: Any, path: tuple[str, ...]) -> Any:
             return None
         node = node.get(seg)
     return node
+
+
+def _check_line(node: Any, trie: Trie) -> None:
+    """A strict trie's ``chain`` led to no container: NotAnId for the value in the way,
+    unless the line simply ends (an absent field, or null)."""
+    assert trie.chain is not None
+    for seg in trie.chain[0]:
+        if node is None:
+            return
+        if type(node) is not dict:
+            raise _not_a_container(node, trie)
+        node, trie = node.get(seg), trie[seg]  # type: ignore[assignment]
+    if node is not None:
+        raise _not_a_container(node, trie)
 
 
 def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
@@ -198,11 +285,12 @@ def _walk_dict(node: dict[str, Any], trie: Trie, emit: Emit) -> None:
             continue
         if type(sub) is Leaf:
             kind = type(child)
-            if kind is str:
-                if child:
-                    emit(node, seg, sub, child)
+            if kind is str and child:
+                emit(node, seg, sub, child)
             elif kind is int:  # bool is not: type(True) is bool
                 emit(node, seg, sub, str(child))
+            elif sub.strict:
+                raise _not_an_id(child, sub)
         else:
             walk(child, sub, emit)  # type: ignore[arg-type]
 
@@ -219,11 +307,7 @@ def _walk_list(node: list[Any], trie: Trie, emit: Emit) -> None:
             _walk_records(node, sub.records, emit)
         else:
             for child in node:
-                kind = type(child)
-                if kind is dict:
-                    _walk_dict(child, sub, emit)
-                elif kind is list:
-                    _walk_list(child, sub, emit)
+                walk(child, sub, emit)
 
 
 def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -> None:
@@ -233,17 +317,20 @@ def _walk_records(node: list[Any], fields: list[tuple[str, Leaf]], emit: Emit) -
         return
     for child in node:
         if type(child) is not dict:
+            if child is not None and fields[0][1].strict:
+                raise _not_a_record(child, fields[0][1])
             continue
         for seg, leaf in fields:
             value = child.get(seg)
             if value is None:
                 continue
             kind = type(value)
-            if kind is str:
-                if value:
-                    emit(child, seg, leaf, value)
+            if kind is str and value:
+                emit(child, seg, leaf, value)
             elif kind is int:
                 emit(child, seg, leaf, str(value))
+            elif leaf.strict:
+                raise _not_an_id(value, leaf)
 
 
 class CachedRewrite:
@@ -331,14 +418,17 @@ def _rewrite_each(
 ) -> int:
     get, n = view.get, 0
     for child in node:
-        if type(child) is not dict or (value := child.get(seg)) is None:
+        if type(child) is not dict:
+            if leaf.strict and child is not None:
+                raise _not_a_record(child, leaf)
             continue
-        if type(value) is not str:
+        value = child.get(seg)
+        if type(value) is not str or not value:  # None, "", or no string
             if type(value) is not int:
+                if leaf.strict and value is not None:
+                    raise _not_an_id(value, leaf)
                 continue
             value = str(value)
-        elif not value:
-            continue
         new = get(value)
         if new is not None:
             child[seg] = new
@@ -366,13 +456,16 @@ def _rewrite_all(node: list[Any], seg: str, view: Mapping[str, str]) -> int:
 def _visit(container: Any, key: Any, child: Any, sub: Trie | Leaf, emit: Emit) -> None:
     kind = type(child)
     if type(sub) is Leaf:
-        if kind is str:
-            if child:
-                emit(container, key, sub, child)
+        if kind is str and child:
+            emit(container, key, sub, child)
         elif kind is int:
             emit(container, key, sub, str(child))
+        elif sub.strict and child is not None:
+            raise _not_an_id(child, sub)
     elif kind is dict or kind is list:
         walk(child, sub, emit)  # type: ignore[arg-type]
+    elif sub.strict and child is not None:
+        raise _not_a_container(child, sub)  # type: ignore[arg-type]
 
 
 def _children(node: Any, seg: str) -> Iterable[tuple[Any, Any, Any]]:
@@ -443,17 +536,32 @@ def rewrite_path(raw_path: str, replacements: list[tuple[tuple[int, int], str]])
     return raw_path
 
 
-def query_ids(raw_query: str, params: Mapping[str, str]) -> list[tuple[int, str, str, str]]:
-    """``(piece index, name, entity_type, decoded value)`` of declared query parameters."""
+def query_ids(
+    raw_query: str, params: Mapping[str, str], strict: bool = False
+) -> list[tuple[int, str, str, str]]:
+    """``(piece index, name, entity_type, decoded value)`` of declared query parameters.
+    ``strict``: NotAnId for a declared parameter without a value (``guest=``, ``guest``)
+    or given more than once; otherwise those are skipped, and each occurrence translated."""
     out: list[tuple[int, str, str, str]] = []
     if not raw_query:
         return out
+    seen: set[str] = set()
     for i, piece in enumerate(raw_query.split("&")):
         name, sep, value = piece.partition("=")
         decoded = unquote_plus(name)
         entity_type = params.get(decoded)
-        if entity_type is not None and sep and value:
+        if entity_type is None:
+            continue
+        if strict and decoded in seen:
+            problem = f"is given more than once; one {entity_type} id is translated per parameter"
+            raise NotAnId(decoded, entity_type, "a repeated parameter", problem)
+        seen.add(decoded)
+        if sep and value:
             out.append((i, decoded, entity_type, unquote_plus(value)))
+        elif strict:
+            raise NotAnId(
+                decoded, entity_type, "an empty value", f"is empty, not a {entity_type} id"
+            )
     return out
 
 

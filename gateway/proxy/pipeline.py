@@ -40,8 +40,10 @@ from gateway.errors import (
     ClientGone,
     GatewayError,
     HeadersTooLarge,
+    MethodNotAllowed,
     PayloadTooLarge,
     RequestTimeout,
+    ShuttingDown,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -117,6 +119,7 @@ class Proxy:
             for r in routes
         }
         self.in_flight = 0
+        self.shutting_down = False  # set by the app's on_shutdown: cut calls are 503, not 499
         metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
         # Metric children resolved once per label set: .labels() takes a lock every call.
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -135,19 +138,8 @@ class Proxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Entry point for every request that is not the gateway's own endpoint."""
-        started = time.perf_counter()
         policy = self.default_policy
-        ex = Exchange(
-            created_at=now_utc(),
-            started=started,
-            request_id=request_id_from(request.headers),
-            method=request.method,
-            path=clean_text(request.raw_path.split("?", 1)[0]),
-            query=clean_text(request.rel_url.raw_query_string),
-            request_headers=[],
-            client_ip=client_ip(request, self.settings.trusted_proxies),
-            user_agent=_user_agent(request),
-        )
+        ex = self.exchange_for(request)
         self.in_flight += 1
         match = None
         try:
@@ -156,7 +148,7 @@ class Proxy:
             route = match.route
             ex.route, ex.upstream = route.name, route.upstream.name
             policy = self.policies[route.name]
-            ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+            _capture_request(request, policy, ex)
             _check_path(request.rel_url.raw_path)
             self._check_headers(request)
             identity = None
@@ -168,14 +160,10 @@ class Proxy:
             return await self._proxy_http(request, route, policy, ex, identity)
         except GatewayError as exc:
             if not ex.request_headers:
-                ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+                _capture_request(request, policy, ex)
             return await _answer_refusal(request, exc, self._refuse(exc, ex))
         except asyncio.CancelledError:
-            # The caller hung up and the server cancelled us (handler_cancellation): log it.
-            if ex.status != 101:
-                ex.status = CLIENT_GONE_STATUS
-            if ex.error_code is None:  # else that error is why it ended (a refused message)
-                ex.fail("client_disconnected", "client closed the connection before the answer")
+            self.note_cancelled(request, ex)
             raise
         except Exception as exc:  # never a traceback to the client
             log.exception(
@@ -190,6 +178,64 @@ class Proxy:
             self._finish(ex)
             if match is not None and match.route.sync is not None:
                 self._record_sync(match, ex)
+
+    def exchange_for(self, request: web.BaseRequest) -> Exchange:
+        """A new exchange for ``request``, its headers not captured yet."""
+        return Exchange(
+            created_at=now_utc(),
+            started=time.perf_counter(),
+            request_id=request_id_from(request.headers),
+            method=request.method,
+            path=clean_text(request.raw_path.split("?", 1)[0]),
+            query="",  # set with the headers, once the route's redaction is known
+            request_headers=[],
+            client_ip=client_ip(request, self.settings.trusted_proxies),
+            user_agent=_user_agent(request),
+        )
+
+    def note_cancelled(self, request: web.BaseRequest, ex: Exchange) -> None:
+        """Why a handler was cancelled: the caller hung up (499), or the gateway cut the
+        call off at shutdown (503 ``shutting_down``). aiohttp closes the connection itself
+        just before it cancels a call at shutdown; the gateway's protocol handler tells
+        whether the caller had gone first (gateway.proxy.server), else a closed transport
+        counts as the caller's doing."""
+        left = getattr(request.protocol, "caller_left", None)
+        if left is None:
+            left = request.transport is None or request.transport.is_closing()
+        if self.shutting_down and not left:
+            if ex.status != 101:
+                ex.status = ShuttingDown.status
+            ex.fail(ShuttingDown.code, "the gateway shut down before the call ended")
+            return
+        if ex.status != 101:
+            ex.status = CLIENT_GONE_STATUS
+        if ex.error_code is None:  # else that error is why it ended (a refused message)
+            ex.fail("client_disconnected", "client closed the connection before the answer")
+
+    async def refuse_target(self, request: web.BaseRequest) -> web.Response:
+        """CONNECT (the gateway is no forward proxy) and ``OPTIONS *`` (asterisk-form: no
+        route applies): JSON and a row, before anything else (gateway.proxy.server)."""
+        ex = self.exchange_for(request)
+        _capture_request(request, self.default_policy, ex)
+        exc: GatewayError
+        if request.method == "CONNECT":
+            exc = MethodNotAllowed(
+                "CONNECT is not supported: the gateway is not a forward proxy",
+                tuple(sorted(HTTP_METHODS)),
+            )
+        else:
+            exc = BadRequest("the asterisk-form target (OPTIONS *) is not supported")
+        return self.refuse_now(ex, exc)
+
+    def refuse_now(self, ex: Exchange, exc: GatewayError) -> web.Response:
+        """Answer ``exc`` as JSON and log the exchange (a call refused outside handle())."""
+        resp = self._refuse(exc, ex)
+        self.record(ex)
+        return resp
+
+    def record(self, ex: Exchange) -> None:
+        """Count and log one finished exchange: metrics, its api_logs row, the access log."""
+        self._finish(ex)
 
     def _check_headers(self, request: web.Request) -> None:
         """431 for more or larger request headers than GATEWAY_MAX_HEADERS/_HEADER_BYTES."""
@@ -605,6 +651,12 @@ def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) 
 def _user_agent(request: web.BaseRequest) -> str | None:
     ua = request.headers.get("User-Agent")
     return clean_text(ua, 512) if ua is not None else None
+
+
+def _capture_request(request: web.BaseRequest, policy: CapturePolicy, ex: Exchange) -> None:
+    """The request's headers and query as the route's policy stores them (redacted)."""
+    ex.request_headers = capture_headers(request.headers.items(), policy.redact_headers)
+    ex.query = policy.query(request.rel_url.raw_query_string)
 
 
 def _check_path(raw_path: str) -> None:

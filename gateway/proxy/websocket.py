@@ -7,9 +7,10 @@ and byte counts per direction and the close code, not the frames themselves.
 On a translated route the upgrade's path and query ids are translated before connecting
 (unknown ones refused with the usual JSON answer), and each text message is translated at
 the route's body pointers (gateway.mapping.flow.Flow.message). A message the route refuses
-(an unknown id, not JSON, or binary from the partner on a strict route) closes both sockets
-with 1008, naming the reason; 1013 when the ids could not be looked up, 1011 for an upstream
-message that cannot be rewritten. Translated messages are capped at the stream threshold.
+(an unknown id, a value that is no id, not JSON, or binary from the partner on a strict
+route) closes both sockets with 1008, naming the reason; 1013 when the ids could not be
+looked up, 1011 for an upstream message that cannot be rewritten. Translated messages are
+capped at the stream threshold.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the other side's close frame
-POLICY_VIOLATION = 1008  # a message the route refuses (unknown id, not JSON, binary)
+POLICY_VIOLATION = 1008  # a message the route refuses (unknown id, no id, not JSON, binary)
 TRY_AGAIN_LATER = 1013  # its ids could not be looked up (the database is unreachable)
 INTERNAL_ERROR = 1011
 

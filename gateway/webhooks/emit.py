@@ -2,13 +2,14 @@
 JSON body as an event of the caller's tenant when method and status match.
 
 The insert is awaited before the answer goes back (a partner that saw 201 can count on the
-event), bounded by EMIT_TIMEOUT; a failure is logged and counted, never turned into an
-error for the partner. Only buffered answers (up to GATEWAY_STREAM_THRESHOLD_BYTES) emit.
+event), bounded by the request path's database deadline (GATEWAY_DB_REQUEST_TIMEOUT, also
+when the database hangs); a failure is logged and counted
+(``gateway_webhook_events_emitted_total{result="error"}``), never turned into an error for
+the partner. Only buffered answers (up to GATEWAY_STREAM_THRESHOLD_BYTES) emit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -16,18 +17,18 @@ import asyncpg
 import orjson
 
 from gateway import metrics
+from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.routes import Route
 from gateway.webhooks import store
 from gateway.webhooks.model import EventSource
 
 log = logging.getLogger(__name__)
 
-EMIT_TIMEOUT = 2.0  # seconds the answer may wait for the event to be stored
-
 
 class RouteEmitter:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, deadline: float = REQUEST_DEADLINE) -> None:
         self.pool = pool
+        self.deadline = deadline  # seconds the answer may wait for the event to be stored
 
     async def answered(
         self, route: Route, method: str, status: int, tenant_id: str | None, body: bytes
@@ -47,7 +48,7 @@ class RouteEmitter:
         self, route: str, tenant_id: uuid.UUID, event_type: str, payload: dict[str, object]
     ) -> None:
         try:
-            async with asyncio.timeout(EMIT_TIMEOUT), self.pool.acquire() as conn:
+            async with bounded(self.pool, self.deadline) as conn:
                 await store.publish_event(
                     conn, tenant_id, event_type, payload, source=EventSource.ROUTE
                 )

@@ -146,6 +146,7 @@ async def steady_load(
     stop: asyncio.Event | None = None,
     path: Callable[[int], str] = lambda i: f"/api/echo/{i}",
     result: LoadResult | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """``rate`` requests per second for ``duration`` seconds (or until ``stop``), each with
     its own X-Request-Id ``<tag>-<n>``; requests are started on schedule, not after the
@@ -164,7 +165,7 @@ async def steady_load(
             out.started[rid] = time.monotonic()
             try:
                 async with http.post(
-                    path(i), data=b'{"n": %d}' % i, headers={"X-Request-Id": rid}
+                    path(i), data=b'{"n": %d}' % i, headers={**(headers or {}), "X-Request-Id": rid}
                 ) as r:
                     await r.read()
                     out.statuses[rid] = r.status
@@ -330,3 +331,51 @@ class PgProxy:
     def _cut(client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
         client.transport.abort()
         server.transport.abort()
+
+
+# -- a database that hangs ---------------------------------------------------------------
+
+
+class Frozen:
+    """SIGSTOP every process of a PostgreSQL server (postmaster first, so it forks no new
+    backend): connections are still accepted by the kernel, nothing is answered. Leaving
+    the block (or ``thaw``) resumes them. Only the server's own processes are signalled."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.pids: list[int] = []
+
+    def __enter__(self) -> Frozen:
+        self.freeze()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thaw()
+
+    def freeze(self) -> None:
+        postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)
+        self.pids = [postmaster, *_children(postmaster)]
+        for pid in self.pids[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self.pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.pids = []
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry))
+    return found

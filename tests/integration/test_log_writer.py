@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,3 +150,106 @@ async def test_full_queue_spills_to_the_journal(
     writer.start()
     await writer.close(5)
     assert await count(db, "request_id LIKE 'spill-%'") == 8
+
+
+# -- the write-ahead log (crash window) ---------------------------------------------------
+
+
+def _die(writer: LogWriter) -> None:
+    """What SIGKILL does to a writer: its task and memory are gone, its files (and the
+    locks on them) are closed by the kernel; nothing of its shutdown runs."""
+    assert writer._task is not None
+    writer._task.cancel()
+    for seg in list(writer.wal._live):
+        os.close(seg.fd)
+    writer.wal._live.clear()
+
+
+async def test_rows_reach_the_write_ahead_log_by_the_end_of_the_turn(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    writer = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    writer.start()
+    writer.submit(make_row("wal-a"))
+    writer.submit(make_row("wal-b"))
+    assert not list((tmp_path / "j" / "wal").glob("*.wal"))  # not per call: per turn
+    await asyncio.sleep(0)  # the end of this turn
+    [segment] = list((tmp_path / "j" / "wal").glob("*.wal"))
+    text = segment.read_bytes()
+    assert text.count(b"\n") == 1 and b"wal-a" in text and b"wal-b" in text  # one write
+    await writer.close(5)
+    assert not segment.exists()  # committed: the segment is gone
+
+
+async def test_a_killed_writer_loses_no_row_and_doubles_none(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Rows still in memory at the kill come back from the write-ahead log at the next
+    start; rows already committed (the segment not yet deleted) are not written twice."""
+    writer = LogWriter(pool, tmp_path / "j", batch_size=3, flush_interval=30)
+    writer.start()
+    for i in range(3):
+        writer.submit(make_row(f"kill-committed-{i}"))  # a full batch: COPY at once
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if await count(db, "request_id LIKE 'kill-committed-%'") == 3:
+            break
+    for i in range(2):
+        writer.submit(make_row(f"kill-memory-{i}"))  # waits for the 30 s timer
+    await asyncio.sleep(0)
+    _die(writer)
+    assert await count(db, "request_id LIKE 'kill-memory-%'") == 0  # lost without the WAL
+    assert list((tmp_path / "j" / "wal").glob("*.wal"))
+
+    again = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    again.start()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if not list((tmp_path / "j" / "wal").glob("*.wal")):
+            break
+    await again.close(5)
+    rows = await db.fetch("SELECT request_id, count(*) AS n FROM api_logs GROUP BY 1")
+    assert {r["request_id"]: r["n"] for r in rows} == {
+        **{f"kill-committed-{i}": 1 for i in range(3)},
+        **{f"kill-memory-{i}": 1 for i in range(2)},
+    }
+
+
+async def test_a_live_writers_segment_is_not_replayed_by_another(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Workers share a data directory: a segment whose owner still runs (it holds the
+    lock) is left alone, else its rows would be written by both."""
+    owner = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    owner.start()
+    owner.submit(make_row("owned"))
+    await asyncio.sleep(0)
+    other = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    other.start()
+    await asyncio.sleep(0.3)
+    await other.close(5)
+    assert await count(db, "request_id = 'owned'") == 0
+    assert list((tmp_path / "j" / "wal").glob("*.wal"))
+    await owner.close(5)
+    assert await count(db, "request_id = 'owned'") == 1
+
+
+async def test_a_torn_last_line_is_skipped_and_the_rest_replayed(
+    pool: asyncpg.Pool, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    writer = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    writer.start()
+    writer.submit(make_row("torn-ok"))
+    await asyncio.sleep(0)
+    _die(writer)
+    [segment] = list((tmp_path / "j" / "wal").glob("*.wal"))
+    with open(segment, "ab") as fh:
+        fh.write(
+            b'[["0190',
+        )  # the process died inside its next write
+    again = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    again.start()
+    await asyncio.sleep(0.5)
+    await again.close(5)
+    assert await count(db, "request_id = 'torn-ok'") == 1
+    assert not segment.exists()

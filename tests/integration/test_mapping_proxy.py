@@ -5,6 +5,7 @@ auto-mapping, one query per request, invalidation by SQL, malformed bodies, api_
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway import metrics
@@ -368,7 +370,7 @@ async def test_malformed_bodies_are_refused_cleanly_or_passed(
     resp = await gw.post("/tp/mirror/x", data=b"\xff\xfe not json", headers=be)
     assert resp.status == 200  # pass-through route: forwarded untranslated
     assert "not_json" in (await resp.json())["body"]
-    resp = await gw.post("/tr/mirror/reservations/R-1", data=b"[1, 2, {}]", headers=be)
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=b'{"note": [1]}', headers=be)
     assert resp.status == 200  # JSON without the declared fields: nothing to translate
     # Upstream answers that are not JSON pass through as they are.
     resp = await gw.get("/tr/text", headers=be)
@@ -648,3 +650,184 @@ async def test_body_shorthand_status_override_and_repeated_query_parameters(
     assert resp.status == 404 and (await resp.json())["field"] == "body field '/guest_id'"
     resp = await gw.get("/tp/mirror/x?guest=G-1&guest=G-404&a=1&guest=G-1", headers=be)
     assert (await resp.json())["query"] == f"guest={GUEST}&guest=G-404&a=1&guest={GUEST}"
+
+
+# -- strict routes refuse what they cannot translate ---------------------------------------
+
+STRICT_ROUTES = """
+  - name: st-strict
+    path: /st/strict/{rest...}
+    methods: [GET, POST]
+    strip_prefix: /st/strict
+    upstream: recording
+    translate:
+      query: {guest: guest}
+      request_body: {/guest_id: guest, /items/*/room_id: room, /rooms/*: room}
+  - name: st-pass
+    path: /st/pass/{rest...}
+    methods: [GET, POST]
+    strip_prefix: /st/pass
+    upstream: recording
+    translate:
+      query: {guest: guest}
+      request_body: {/guest_id: guest, /items/*/room_id: room, /rooms/*: room}
+      on_unknown: pass
+"""
+NO_IDS: list[tuple[Any, str]] = [
+    (["G-1"], "an array"),
+    ({"$ne": None}, "an object"),
+    (True, "true"),
+    (False, "false"),
+    (1.5, "a fractional number"),
+    ("", "an empty string"),
+]
+
+
+@pytest.fixture
+async def recording(aiohttp_server: Callable[..., Any]) -> Any:
+    """An upstream that records every request and WebSocket message it gets, so a test can
+    show that a refused one never arrived."""
+    got: list[Any] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for msg in ws:
+                got.append(("message", msg.data))
+                await ws.send_str(msg.data)
+            return ws
+        body = await request.read()
+        got.append(("request", request.rel_url.raw_query_string, body))
+        return web.json_response(
+            {"query": request.rel_url.raw_query_string, "body": json.loads(body or b"null")}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    server.got = got
+    return server
+
+
+@pytest.fixture
+async def strict_gw(gateway_factory: Callable[..., Any], recording: Any) -> TestClient:
+    opts = f"  recording:\n    url: {str(recording.make_url('')).rstrip('/')}\n"
+    client: TestClient = await gateway_factory(STRICT_ROUTES, opts)
+    return client
+
+
+def _refused_bodies() -> list[tuple[Any, str, str, str]]:
+    """(body, field, entity type, found) for each shape a strict route refuses."""
+    out = [({"guest_id": v}, "body field '/guest_id'", "guest", f) for v, f in NO_IDS]
+    out += [
+        (
+            {"items": [{"room_id": "101"}, {"room_id": v}]},
+            "body field '/items/*/room_id'",
+            "room",
+            f,
+        )
+        for v, f in NO_IDS
+    ]
+    out += [({"rooms": ["101", v]}, "body field '/rooms/*'", "room", f) for v, f in NO_IDS]
+    out += [  # a value on a pointer's way that it cannot enter
+        ({"items": "101"}, "body field '/items/*/room_id'", "room", "a string"),
+        ({"items": ["101"]}, "body field '/items/*/room_id'", "room", "a string"),
+        ({"items": {"room_id": "101"}}, "body field '/items/*/room_id'", "room", "a string"),
+        ([{"guest_id": "G-1"}], "body field '/guest_id'", "guest", "an array"),
+    ]
+    return out
+
+
+async def test_a_strict_route_refuses_body_values_that_are_no_id(
+    strict_gw: TestClient, recording: Any, world: dict[str, Any], wait_rows: Any
+) -> None:
+    """ "An untranslated id is never forwarded": an array, an object ({"$ne": null}), a
+    boolean, a fractional number or an empty string where an id belongs is refused with
+    422, naming the field and entity type, and the upstream never hears of it; a lenient
+    route forwards the same bodies with those values untouched. Null is no reference."""
+    be = world["booking_engine"]
+    cases = _refused_bodies()
+    for body, field, entity_type, found in cases:
+        resp = await strict_gw.post("/st/strict/x", json=body, headers=be)
+        assert resp.status == 422, (body, await resp.text())
+        err = await resp.json()
+        assert err["code"] == "untranslatable_id" and err["request_id"]
+        assert (err["field"], err["entity_type"], err["found"]) == (field, entity_type, found)
+        assert err["message"].startswith(field)
+        assert recording.got == []
+        resp = await strict_gw.post("/st/pass/x", json=body, headers=be)
+        assert resp.status == 200
+        assert json.loads(recording.got.pop()[2]) == _leniently(body)
+    rows = await wait_rows(2 * len(cases))
+    assert {(r["status"], r["error_code"]) for r in rows[::2]} == {(422, "untranslatable_id")}
+    assert rows[0]["request_body"] == cases[0][0]  # logged as the partner sent it
+    # A huge value is never echoed back.
+    resp = await strict_gw.post("/st/strict/x", json={"guest_id": ["9" * 100_000]}, headers=be)
+    assert resp.status == 422 and len(await resp.read()) < 1000
+    # Null passes a strict route: it names nothing.
+    body = {"guest_id": None, "items": [{"room_id": None}, None, {"room_id": "101"}], "rooms": None}
+    resp = await strict_gw.post("/st/strict/x", json=body, headers=be)
+    assert resp.status == 200, await resp.text()
+    forwarded = {**body, "items": [{"room_id": None}, None, {"room_id": R101}]}
+    assert (await resp.json())["body"] == forwarded
+    assert len(recording.got) == 1  # only that one reached the upstream
+
+
+def _leniently(body: Any) -> Any:
+    """What a lenient route forwards of one of _refused_bodies: the ids translated (room
+    101 first in items or rooms), every value that is no id as it was."""
+    out = copy.deepcopy(body)
+    if isinstance(body, dict) and isinstance(body.get("items"), list):
+        if body["items"][0] == {"room_id": "101"}:
+            out["items"][0]["room_id"] = R101
+    if isinstance(body, dict) and "rooms" in body:
+        out["rooms"][0] = R101
+    return out
+
+
+async def test_a_strict_route_refuses_empty_and_repeated_query_parameters(
+    strict_gw: TestClient, recording: Any, world: dict[str, Any]
+) -> None:
+    be = world["booking_engine"]
+    for query, found in (
+        ("guest=", "an empty value"),
+        ("a=1&guest", "an empty value"),
+        ("guest=G-1&guest=G-1", "a repeated parameter"),
+        ("guest=G-1&gu%65st=G-404", "a repeated parameter"),
+    ):
+        resp = await strict_gw.get(f"/st/strict/x?{query}", headers=be)
+        assert resp.status == 422, query
+        err = await resp.json()
+        assert err["code"] == "untranslatable_id" and err["found"] == found
+        assert (err["field"], err["entity_type"]) == ("query parameter 'guest'", "guest")
+    assert recording.got == []
+    resp = await strict_gw.get("/st/strict/x?guest=G-1&a=", headers=be)  # undeclared: as is
+    assert (await resp.json())["query"] == f"guest={GUEST}&a="
+    # A lenient route translates each occurrence and forwards empty ones as they are.
+    resp = await strict_gw.get("/st/pass/x?guest=&guest=G-1&guest&guest=G-1", headers=be)
+    assert (await resp.json())["query"] == f"guest=&guest={GUEST}&guest&guest={GUEST}"
+
+
+async def test_a_strict_websocket_closes_on_a_message_value_that_is_no_id(
+    strict_gw: TestClient, recording: Any, world: dict[str, Any], wait_rows: Any
+) -> None:
+    be = world["booking_engine"]
+    for value, found in NO_IDS:
+        async with strict_gw.ws_connect("/st/strict/feed", headers=be) as ws:
+            await ws.send_json({"guest_id": None})  # no reference: passes
+            assert json.loads(await ws.receive_str(timeout=5)) == {"guest_id": None}
+            await ws.send_json({"guest_id": value})
+            closing = await ws.receive(timeout=5)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+            assert closing.extra.startswith(f"message field '/guest_id' holds {found}")
+    # Only the null messages reached the upstream.
+    assert [json.loads(m) for _, m in recording.got] == [{"guest_id": None}] * len(NO_IDS)
+    rows = await wait_rows(len(NO_IDS))
+    assert {r["error_code"] for r in rows} == {"untranslatable_id"}
+    recording.got.clear()
+    async with strict_gw.ws_connect("/st/pass/feed", headers=be) as ws:
+        for value, _ in NO_IDS:  # a lenient route passes them untouched
+            await ws.send_json({"guest_id": value})
+            assert json.loads(await ws.receive_str(timeout=5)) == {"guest_id": value}
+    assert len(recording.got) == len(NO_IDS)

@@ -7,7 +7,10 @@ and no lone surrogate (which PostgreSQL refuses), and never raises — deep nest
 
 ID translation: rewriting a document with a mapping and then with its inverse gives back
 the original; ids that are not in the mapping, and everything outside the pointers, are
-untouched; the cache-driven walk and the slot walk agree.
+untouched; the cache-driven walk and the slot walk agree. Compiled strict (the request
+pointers of a route refusing unknown ids), every walk refuses exactly the documents a
+direct reading of the rule refuses (a value at a pointer that is neither an id nor null,
+or one on its way that it cannot enter), and otherwise does what the lenient walk does.
 """
 
 from __future__ import annotations
@@ -199,6 +202,18 @@ def mapping_and_doc(draw: st.DrawFn) -> tuple[dict[tuple[str, str], str], Any]:
         doc["stays"] = draw(st.lists(st.lists(idv, max_size=3), max_size=3))
     if draw(st.booleans()):
         doc["first"] = draw(st.lists(idv, max_size=3))
+    if draw(st.integers(0, 3)) == 0:  # a field of the wrong shape: a strict walk refuses it
+        shaky = st.recursive(
+            json_scalars | mapped,
+            lambda k: (
+                st.lists(k, max_size=3)
+                | st.dictionaries(st.sampled_from(["id", "room_id", "0", "x"]), k, max_size=2)
+            ),
+            max_leaves=6,
+        )
+        doc[draw(st.sampled_from(["id", "guest", "items", "rooms", "by_night", "stays"]))] = draw(
+            shaky
+        )
     doc["untouched"] = draw(junk)
     return mapping, doc
 
@@ -287,29 +302,130 @@ CHAINS = [
 
 
 @settings(max_examples=300, deadline=None)
-@given(case=mapping_and_doc(), which=st.sampled_from(range(len(CHAINS))))
+@given(
+    case=mapping_and_doc(),
+    which=st.sampled_from(range(len(CHAINS))),
+    strict=st.booleans(),
+)
 def test_the_direct_rewrite_agrees_with_the_walk(
-    case: tuple[dict[tuple[str, str], str], Any], which: int
+    case: tuple[dict[tuple[str, str], str], Any], which: int, strict: bool
 ) -> None:
     mapping, original = case
     for i in SMALL_INTS:
         mapping[("room", str(i))] = _internal(1000 + i)
     trie, shape = CHAINS[which]
     assert trie.chain is not None
+    if strict:  # the same pointers, refusing what is no id
+        trie = translate.compile_pointers(
+            [(leaf.pointer, leaf.entity_type) for leaf in _leaves(trie)], strict=True
+        )
     cache = MappingCache()
     cache.put_many(SCOPE, mapping, cache.generation)
     fresh = partial(cache.fresh, SCOPE, time.monotonic())
     by_walk, direct = shape(copy.deepcopy(original)), shape(copy.deepcopy(original))
     rw = translate.CachedRewrite(fresh)
-    translate.walk(by_walk, trie, rw)
     done: dict[str, int] = {}
     rest: list[translate.Slot] = []
-    n = translate.rewrite(direct, trie, fresh, done, rest)
+    walked = _outcome(lambda d: translate.walk(d, trie, rw), by_walk)
+    rewritten = _outcome(lambda d: translate.rewrite(d, trie, fresh, done, rest), direct)
+    fields = [(leaf.pointer, leaf.entity_type) for leaf in _leaves(trie)]
+    refused = _refusals(shape(copy.deepcopy(original)), fields) if strict else set()
+    assert walked[0] == rewritten[0] == ("refused" if refused else "ok")
+    if refused:
+        assert walked[1] in refused and rewritten[1] in refused
+        return
+    n = rewritten[1]
     assert direct == by_walk
     assert done == rw.done and n == sum(done.values())
     assert [(s[1], s[2], s[3]) for s in rest] == [(s[1], s[2], s[3]) for s in rw.rest]
     inside = _containers(direct)  # the slots point into the document itself, not a copy
     assert all(id(s[0]) in inside for s in rest)
+
+
+STRICT_TRIE = translate.compile_pointers(FIELDS, strict=True)
+
+
+def _refusals(doc: Any, fields: list[tuple[str, str]]) -> set[str]:
+    """The pointers at which the strict rule refuses something in ``doc``, read from the
+    rule (README, ID translation) and not from the walk: at a pointer, anything but a
+    non-empty string, an integer or null; on its way, anything but null, an object, or an
+    array where some pointer continues with ``*`` or an index."""
+    parsed = [(p, translate.parse_pointer(p)) for p, _ in fields]
+    listy = {
+        segs[:k]
+        for _, segs in parsed
+        for k, seg in enumerate(segs)
+        if seg == "*" or translate._is_index(seg)
+    }
+    return {p for p, segs in parsed if _refused_on(doc, segs, 0, listy)}
+
+
+def _refused_on(node: Any, segs: tuple[str, ...], k: int, listy: set[tuple[str, ...]]) -> bool:
+    if node is None:
+        return False
+    if k == len(segs):
+        return not ((type(node) is str and node != "") or type(node) is int)
+    seg, kids = segs[k], []
+    if type(node) is dict:
+        kids = list(node.values()) if seg == "*" else [node[seg]] if seg in node else []
+    elif type(node) is list and segs[:k] in listy:
+        if seg == "*":
+            kids = node
+        elif translate._is_index(seg) and int(seg) < len(node):
+            kids = [node[int(seg)]]
+    else:
+        return True
+    return any(_refused_on(kid, segs, k + 1, listy) for kid in kids)
+
+
+def _outcome(run: Any, doc: Any) -> tuple[str, Any]:
+    """``("refused", pointer)`` when ``run(doc)`` raised NotAnId, else ``("ok", result)``."""
+    try:
+        return "ok", run(doc)
+    except translate.NotAnId as err:
+        return "refused", err.name
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=mapping_and_doc())
+def test_strict_walks_refuse_exactly_what_the_rule_refuses(
+    case: tuple[dict[tuple[str, str], str], Any],
+) -> None:
+    mapping, original = case
+    refused = _refusals(original, FIELDS)
+
+    def slots(doc: Any) -> list[tuple[str, str]]:
+        found: list[translate.Slot] = []
+        translate.collect(doc, STRICT_TRIE, found)
+        return [(s[2].entity_type, s[3]) for s in found]
+
+    def cached(doc: Any) -> Any:
+        cache = MappingCache()
+        cache.put_many(SCOPE, mapping, cache.generation)
+        fresh = partial(cache.fresh, SCOPE, time.monotonic())
+        rest: list[translate.Slot] = []
+        translate.rewrite(doc, STRICT_TRIE, fresh, {}, rest)
+        return doc, [(s[2].entity_type, s[3]) for s in rest]
+
+    for run in (slots, cached):
+        kind, got = _outcome(run, copy.deepcopy(original))
+        if refused:
+            assert kind == "refused" and got in refused
+        else:  # nothing to refuse: what the lenient walk does
+            assert kind == "ok"
+    if not refused:
+        assert slots(copy.deepcopy(original)) == _ids(original)
+        lenient = copy.deepcopy(original)
+        assert cached(copy.deepcopy(original))[1] == [
+            (s[2].entity_type, s[3]) for s in cached_rewrite(lenient, mapping)
+        ]
+
+
+def _leaves(trie: translate.Trie) -> list[translate.Leaf]:
+    out: list[translate.Leaf] = []
+    for sub in trie.values():
+        out.extend([sub] if isinstance(sub, translate.Leaf) else _leaves(sub))
+    return out
 
 
 def _containers(doc: Any) -> set[int]:

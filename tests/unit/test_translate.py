@@ -355,3 +355,166 @@ def test_flat_record_nodes_are_marked_when_compiled() -> None:
         ("room", "102"),
         ("rate", "7"),
     ]
+
+
+# -- strict tries: values that are no id ------------------------------------------------
+
+NO_IDS = [
+    pytest.param(["101"], "an array", id="array"),
+    pytest.param({"$ne": None}, "an object", id="object"),
+    pytest.param(True, "true", id="true"),
+    pytest.param(False, "false", id="false"),
+    pytest.param(1.5, "a fractional number", id="float"),
+    pytest.param("", "an empty string", id="empty"),
+]
+# Each pointer shape the walk treats apart: a named field, every element of an array (a
+# leaf under '*'), a field of every record (the fast path), an index.
+SHAPES = [
+    ("/guest_id", lambda v: {"guest_id": v}),
+    ("/rooms/*", lambda v: {"rooms": ["101", v]}),
+    ("/items/*/room_id", lambda v: {"items": [{"room_id": "101"}, {"room_id": v}]}),
+    ("/first/0", lambda v: {"first": [v]}),
+]
+TABLE: dict[tuple[str, str], str | None] = {("room", "101"): "u101", ("guest", "101"): "g101"}
+
+
+def _run_both(doc: object, trie: translate.Trie) -> tuple[list[str], list[str]]:
+    """The ids the slot walk finds, and those the proxy's cached rewrite leaves unmapped
+    (it maps only TABLE), each on its own copy of ``doc``."""
+    slots: list[translate.Slot] = []
+    translate.collect(copy.deepcopy(doc), trie, slots)
+    cache = MappingCache()
+    scope = (IN, "t", "s")
+    cache.put_many(scope, TABLE, cache.generation)
+    rest: list[translate.Slot] = []
+    fresh = partial(cache.fresh, scope, time.monotonic())
+    translate.rewrite(copy.deepcopy(doc), trie, fresh, {}, rest)
+    return [s[3] for s in slots], [s[3] for s in rest]
+
+
+@pytest.mark.parametrize(("pointer", "make"), SHAPES)
+@pytest.mark.parametrize(("value", "found"), NO_IDS)
+def test_a_strict_trie_refuses_what_is_no_id_at_a_pointer(
+    pointer: str, make: object, value: object, found: str
+) -> None:
+    doc = make(value)  # type: ignore[operator]
+    entity_type = "guest" if "guest" in pointer else "room"
+    strict = translate.compile_pointers([(pointer, entity_type)], strict=True)
+    with pytest.raises(translate.NotAnId) as by_slots:
+        translate.collect(copy.deepcopy(doc), strict, [])
+    with pytest.raises(translate.NotAnId) as by_cache:
+        _run_both(doc, strict)
+    for err in (by_slots.value, by_cache.value):
+        assert (err.name, err.entity_type, err.found) == (pointer, entity_type, found)
+        assert err.problem.startswith(f"holds {found}, not a {entity_type} id")
+    # A lenient trie skips the value: forwarded as it is, nothing looked up for it.
+    lenient = translate.compile_pointers([(pointer, entity_type)])
+    ids, unmapped = _run_both(doc, lenient)
+    assert "" not in ids and all(isinstance(i, str) for i in ids) and unmapped == []
+
+
+@pytest.mark.parametrize(("pointer", "make"), SHAPES)
+@pytest.mark.parametrize("strict", [True, False])
+def test_null_at_a_pointer_is_no_reference_and_passes(
+    pointer: str, make: object, strict: bool
+) -> None:
+    doc = make(None)  # type: ignore[operator]
+    trie = translate.compile_pointers([(pointer, "room")], strict=strict)
+    before = copy.deepcopy(doc)
+    ids, unmapped = _run_both(doc, trie)
+    assert None not in ids and unmapped == [] and doc == before
+
+
+@pytest.mark.parametrize(
+    ("pointer", "doc", "at", "found"),
+    [
+        ("/items/*/room_id", {"items": "101"}, "'/items'", "a string"),  # no array
+        ("/items/*/room_id", {"items": 101}, "'/items'", "an integer"),
+        ("/items/*/room_id", {"items": True}, "'/items'", "true"),
+        ("/items/*/room_id", {"items": ["101"]}, "'/items/*'", "a string"),  # no record
+        ("/items/*/room_id", {"items": [{"room_id": None}, ["101"]]}, "'/items/*'", "an array"),
+        ("/items/*/room_id", {"items": {"a": "101"}}, "'/items/*'", "a string"),
+        ("/items/*/room_id", ["101"], "the top level", "an array"),
+        ("/a/items/*/room_id", {"a": "x"}, "'/a'", "a string"),  # on a line of fields
+        ("/a/items/*/room_id", {"a": {"items": 7}}, "'/a/items'", "an integer"),
+        ("/guest/id", {"guest": [{"id": "101"}]}, "'/guest'", "an array"),
+        ("/guest/id", {"guest": "101"}, "'/guest'", "a string"),
+        ("/guest_id", [{"guest_id": "101"}], "the top level", "an array"),  # a batch
+        ("/guest_id", "101", "the top level", "a string"),
+        ("/stays/*/*", {"stays": [[None], "101"]}, "'/stays/*'", "a string"),
+        ("/x~1y/*/id", {"x/y": 1}, "'/x~1y'", "an integer"),
+    ],
+)
+def test_a_strict_trie_refuses_a_value_its_pointer_cannot_enter(
+    pointer: str, doc: object, at: str, found: str
+) -> None:
+    strict = translate.compile_pointers([(pointer, "room")], strict=True)
+    for run in (lambda d: translate.collect(d, strict, []), lambda d: _run_both(d, strict)):
+        with pytest.raises(translate.NotAnId) as err:
+            run(copy.deepcopy(doc))
+        assert (err.value.name, err.value.entity_type, err.value.found) == (pointer, "room", found)
+        assert f"meets {found} at {at}, not an object" in err.value.problem
+    assert _run_both(doc, translate.compile_pointers([(pointer, "room")])) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {},
+        {"items": None},
+        {"items": []},
+        {"items": [None, {}, {"room_id": None}, {"other": True}]},
+        {"items": {"a": None}},
+        {"a": None},
+        {"a": {"items": None}},
+        {"guest": None},
+        {"guest": {}},
+        None,
+    ],
+)
+def test_absent_paths_and_nulls_pass_a_strict_trie(doc: object) -> None:
+    fields = [("/items/*/room_id", "room"), ("/a/items/*/room_id", "room"), ("/guest/id", "g")]
+    strict = translate.compile_pointers(fields, strict=True)
+    before = copy.deepcopy(doc)
+    assert _run_both(doc, strict) == ([], []) and doc == before
+
+
+def test_a_refusal_names_the_field_never_the_value() -> None:
+    huge = "9" * 1_000_000
+    for doc in ({"guest_id": [huge]}, {"guest_id": {huge: huge}}, {"items": huge}):
+        trie = translate.compile_pointers(
+            [("/guest_id", "guest"), ("/items/*/room_id", "room")], strict=True
+        )
+        with pytest.raises(translate.NotAnId) as err:
+            translate.collect(doc, trie, [])
+        assert len(str(err.value)) < 200 and "999" not in str(err.value)
+
+
+def test_an_index_under_a_wildcard_enters_arrays_too() -> None:
+    # A node holding an index was walked as an array of records: /stays/*/0 never looked
+    # inside [["101"]], so a strict route forwarded that id untranslated.
+    trie = translate.compile_pointers([("/stays/*/0", "room")], strict=True)
+    assert _run_both({"stays": [["101", "x"], {"0": "102"}]}, trie) == (["101", "102"], ["102"])
+
+
+@pytest.mark.parametrize(
+    ("query", "found", "lenient"),
+    [
+        ("guest=", "an empty value", []),
+        ("a=1&guest", "an empty value", []),
+        ("guest=G-1&guest=G-2", "a repeated parameter", ["G-1", "G-2"]),
+        ("guest=G-1&gu%65st=G-2", "a repeated parameter", ["G-1", "G-2"]),  # decoded name
+        ("guest=G-1&guest=", "a repeated parameter", ["G-1"]),
+    ],
+)
+def test_a_strict_query_refuses_empty_and_repeated_parameters(
+    query: str, found: str, lenient: list[str]
+) -> None:
+    with pytest.raises(translate.NotAnId) as err:
+        translate.query_ids(query, {"guest": "guest"}, strict=True)
+    assert (err.value.name, err.value.entity_type, err.value.found) == ("guest", "guest", found)
+    # Not strict: each value translated, empty ones skipped (forwarded as they are).
+    assert [v for _, _, _, v in translate.query_ids(query, {"guest": "guest"})] == lenient
+    assert translate.query_ids("guest=G-1&room=&x=", {"guest": "guest"}, strict=True) == [
+        (0, "guest", "guest", "G-1")
+    ]
