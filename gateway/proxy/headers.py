@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.errors import BadRequest
 from gateway.randomness import random_bytes
 from gateway.settings import IPNetwork
 
@@ -51,6 +52,11 @@ IDENTITY_PREFIX = "x-gateway-"
 _UPSTREAM_DROP = HOP_BY_HOP | GATEWAY_SET | {"x-api-key"}
 _UPSTREAM_DROP_WEBSOCKET = _UPSTREAM_DROP | WEBSOCKET_HANDSHAKE
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# Host = uri-host [ ":" port ] (RFC 9110 §7.2): an [IPv6] or [IPvFuture] literal, or a
+# reg-name (IPv4 addresses included) of unreserved, sub-delims and %XX (RFC 3986 §3.2.2).
+_REG_NAME = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_IP_FUTURE = r"v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+"
+HOST_RE = re.compile(rf"(?:\[(?:(?P<ipv6>[0-9A-Fa-f:.]+)|{_IP_FUTURE})\]|{_REG_NAME})(?::[0-9]*)?")
 
 
 def request_id_from(headers: CIMultiDictProxy[str]) -> str:
@@ -59,6 +65,29 @@ def request_id_from(headers: CIMultiDictProxy[str]) -> str:
     if rid is not None and REQUEST_ID_RE.match(rid):
         return rid
     return random_bytes(16).hex()  # as random as uuid4().hex, without building a UUID
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host value is a host with an optional port (RFC 3986 / RFC 9110)."""
+    found = HOST_RE.fullmatch(value)
+    if found is None:
+        return False
+    ipv6 = found.group("ipv6")
+    if ipv6 is None:
+        return True
+    try:
+        ipaddress.IPv6Address(ipv6)
+    except ValueError:
+        return False
+    return True
+
+
+def check_host(headers: CIMultiDictProxy[str]) -> None:
+    """400 ``bad_host`` for a Host value with characters or a shape no host[:port] has:
+    it would reach the upstream as X-Forwarded-Host and steer host-based routing."""
+    host = headers.get("Host")
+    if host is not None and not valid_host(host):
+        raise BadRequest("the Host header is not a valid host[:port]", code="bad_host")
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:

@@ -55,6 +55,7 @@ from gateway.proxy.headers import (
     REQUEST_ID_HEADER,
     SYSTEM_HEADER,
     TENANT_HEADER,
+    check_host,
     client_ip,
     downstream_response_headers,
     request_id_from,
@@ -142,6 +143,7 @@ class Proxy:
         self.in_flight += 1
         match = None
         try:
+            check_host(request.headers)  # before the host steers the match
             match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
             route = match.route
             ex.route, ex.upstream = route.name, route.upstream.name
@@ -159,7 +161,7 @@ class Proxy:
         except GatewayError as exc:
             if not ex.request_headers:
                 _capture_request(request, policy, ex)
-            return self._refuse(exc, ex)
+            return await _answer_refusal(request, exc, self._refuse(exc, ex))
         except asyncio.CancelledError:
             self.note_cancelled(request, ex)
             raise
@@ -304,7 +306,7 @@ class Proxy:
     ) -> web.StreamResponse:
         tr = route.translate if self.translator is not None else None
         whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
-        body = await self._request_body(request, policy, ex, whole)
+        body = streamed = await self._request_body(request, policy, ex, whole)
         headers = upstream_request_headers(
             request, ex.request_id, self.settings.trusted_proxies, identity=identity
         )
@@ -319,6 +321,7 @@ class Proxy:
                 ex.extra["params"] = internal.groupdict() if internal else {}
                 ex.extra["forwarded_body"] = flow.forwarded
             headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
+        _keep_declared_length(headers, request, body, streamed)
         url = route.upstream_url(raw_path, query)
         up = route.upstream
         timeout = self.timeouts[up.name]
@@ -615,6 +618,24 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
         return await request.read()
 
 
+async def _answer_refusal(
+    request: web.Request, exc: GatewayError, resp: web.Response
+) -> web.Response:
+    """A 408 is written and the connection closed at once. Left to aiohttp, a stalled body
+    is "drained" for its lingering time (10 s) before the connection closes, so a client
+    waiting for the end of the connection saw it long after GATEWAY_CLIENT_TIMEOUT."""
+    if not isinstance(exc, RequestTimeout):
+        return resp
+    resp.force_close()  # Connection: close
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        return resp  # the client is gone already
+    request.protocol.force_close()  # no lingering: the rest of the body is not coming
+    return resp
+
+
 def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) -> RetryClient:
     options = ExponentialRetry(
         attempts=retries + 1,
@@ -651,6 +672,18 @@ def _check_path(raw_path: str) -> None:
     for segment in path.replace("\\", "/").split("/"):
         if segment in (".", ".."):
             raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
+
+
+def _keep_declared_length(
+    headers: CIMultiDict[str], request: web.Request, body: object, read: object
+) -> None:
+    """A streamed body keeps the Content-Length its caller declared (aiohttp then sends it
+    unchunked), so upstreams that need a length (411) take large uploads too; not when a
+    translation replaced the ``read`` body. The stream sends exactly that many bytes:
+    aiohttp's parser ends the body there, and a caller that sends fewer and hangs up is a
+    499 (or a 408 when it stalls)."""
+    if body is read and _is_stream(body) and request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
 
 
 def _is_stream(body: object) -> bool:

@@ -179,6 +179,39 @@ async def test_client_stalling_inside_its_body_is_answered_408(
     assert row["status"] == 408 and row["error_code"] == "request_timeout"
 
 
+STALLED_BODIES = {
+    "buffered": b"Content-Length: 100\r\n\r\n" + b"x" * 40,
+    "streamed": b"Content-Length: 100\r\n\r\n" + b"x" * 40,  # above the threshold below
+    "chunked": b"Transfer-Encoding: chunked\r\n\r\n28\r\n" + b"x" * 40 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(STALLED_BODIES))
+async def test_stalled_body_ends_the_connection_after_the_client_timeout(
+    gateway_factory: Callable[..., Any], wait_rows: Any, kind: str
+) -> None:
+    """The 408 and the end of the connection both come after GATEWAY_CLIENT_TIMEOUT. Before,
+    aiohttp kept the connection for its lingering time (10 s) after the 408, "draining" a
+    body that was not coming: a client reading to the end waited timeout + 10 s."""
+    timeout = 1.0
+    gw = await gateway_factory(
+        client_timeout=timeout, stream_threshold_bytes=10 if kind == "streamed" else 1 << 20
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /api/upload HTTP/1.1\r\nHost: x\r\n" + STALLED_BODIES[kind])
+        async with asyncio.timeout(4 * timeout):  # bounded: a hanging gateway fails here
+            answer = await reader.read()  # to the end of the connection
+        elapsed = time.monotonic() - started
+    finally:
+        writer.close()
+    json_error(answer, 408, "request_timeout")
+    assert timeout * 0.9 < elapsed < timeout * 1.6, elapsed
+    (row,) = await wait_rows(1)
+    assert row["status"] == 408 and row["error_code"] == "request_timeout"
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
 async def test_client_hanging_up_inside_its_body_is_logged_as_499(
     settings_factory: Callable[..., Any], upstream: TestServer, wait_rows: Any, streamed: bool
@@ -410,6 +443,35 @@ async def test_path_traversal_is_refused(gateway: TestClient, wait_rows: Any, pa
     json_error(answer, 400, "bad_path")
     (row,) = await wait_rows(1)
     assert row["status"] == 400 and row["error_code"] == "bad_path"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a b\tc", b"a b", b"exa mple.com", b"a/b", b"a@evil", b"[::1", b"a:b:c", b"\xc3\xbcber"],
+)
+async def test_invalid_host_is_refused(gateway: TestClient, wait_rows: Any, host: bytes) -> None:
+    """A Host no host[:port] could be used to reach the upstream as X-Forwarded-Host."""
+    answer = await raw_exchange(
+        gateway.port,
+        b"GET /api/echo/h HTTP/1.1\r\nHost: " + host + b"\r\nX-Request-Id: bad-host\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    json_error(answer, 400, "bad_host")
+    (row,) = await wait_rows(1)
+    assert row["request_id"] == "bad-host"
+    assert row["status"] == 400 and row["error_code"] == "bad_host"
+
+
+@pytest.mark.parametrize("host", [b"api.example.com:8080", b"127.0.0.1", b"[::1]:80", b"x_y"])
+async def test_valid_hosts_pass(gateway: TestClient, host: bytes) -> None:
+    answer = await raw_exchange(
+        gateway.port,
+        b"GET /api/echo/h HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
+    )
+    status, _, body = split_answer(answer)
+    assert status == 200, answer[:300]
+    forwarded = [v for n, v in orjson.loads(body)["headers"] if n.lower() == "x-forwarded-host"]
+    assert forwarded == [host.decode()]
 
 
 @pytest.mark.parametrize("path", ["/api/echo/file.json", "/api/echo/a..b/c.", "/api/echo/%2e%2ex"])

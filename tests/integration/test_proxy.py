@@ -11,8 +11,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.app import create_app
+from gateway.routes import parse_routes
+from tests.conftest import routes_yaml
 from tests.integration.upstream_app import pattern
 
 
@@ -326,6 +330,45 @@ async def test_gateway_endpoints(gateway: TestClient) -> None:
     text = await (await gateway.get("/metrics")).text()
     assert 'gateway_requests_total{method="GET",route="echo",status_class="2xx"}' in text
     assert "gateway_request_duration_seconds_bucket" in text
+
+
+async def test_streamed_body_keeps_its_content_length(
+    settings_factory: Callable[..., Any],
+    aiohttp_server: Callable[..., Any],
+    aiohttp_client: Callable[..., Any],
+) -> None:
+    """A body above the stream threshold reaches the upstream with the Content-Length its
+    caller sent, not chunked: an upstream that requires a length (411) takes it."""
+    seen: list[tuple[str | None, str | None, int]] = []
+
+    async def strict(request: web.Request) -> web.Response:
+        body = await request.read()
+        length, coding = (
+            request.headers.get("Content-Length"),
+            request.headers.get("Transfer-Encoding"),
+        )
+        seen.append((length, coding, len(body)))
+        if length is None:
+            return web.json_response({"error": "length required"}, status=411)
+        return web.json_response({"sha256": hashlib.sha256(body).hexdigest()})
+
+    up = web.Application()
+    up.router.add_post("/{tail:.*}", strict)
+    server = await aiohttp_server(up, host="127.0.0.1")
+    url = str(server.make_url("")).rstrip("/")
+    table = parse_routes(routes_yaml(url), "test-routes.yaml")
+    gw = await aiohttp_client(create_app(settings_factory(stream_threshold_bytes=1024), table))
+    payload = pattern(100_000)
+    resp = await gw.post("/api/echo/up", data=payload)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert seen[-1] == (str(len(payload)), None, len(payload))
+
+    async def gen() -> Any:  # no length given: streamed on chunked, as the caller sent it
+        yield payload
+
+    resp = await gw.post("/api/echo/up", data=gen())
+    assert resp.status == 411 and seen[-1] == (None, "chunked", len(payload))
 
 
 async def test_request_over_limit_is_refused(

@@ -523,6 +523,44 @@ async def test_bad_subscription_input_is_refused_clearly(
         assert resp.status == 422 and (await resp.json())["code"] == code, event
 
 
+LOOPBACK_IN_DISGUISE = (
+    "https://127.0.0.1./h",  # trailing dot
+    "https://localhost./h",
+    "https://Sub.LocalHost./h",
+    "https://%31%32%37.0.0.1/h",  # percent-encoded octets
+    "https://2130706433/h",  # decimal, hex, octal forms inet_aton and browsers accept
+    "https://0x7f.1/h",
+    "https://0177.0.0.1/h",
+    "https://[2002:7f00:1::]/h",  # 6to4
+    "https://[::ffff:127.0.0.1]/h",  # IPv4-mapped
+    "https://[::127.0.0.1]/h",  # IPv4-compatible
+    "https://[64:ff9b::7f00:1]/h",  # NAT64
+    "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/h",  # Teredo, client 127.0.0.1
+)
+
+
+async def test_disguised_loopback_endpoints_are_refused(
+    gateway: TestClient, alpha: dict[str, Any]
+) -> None:
+    """GATEWAY_WEBHOOK_ALLOW_PRIVATE unset: every disguise of 127.0.0.1 is refused when a
+    subscription is created or its URL changed, whatever the resolver would make of it."""
+    for url in LOOPBACK_IN_DISGUISE:
+        resp = await gateway.post(SUBS, json={**GOOD, "url": url}, headers=alpha["admin"])
+        answer = await resp.json()
+        assert resp.status == 422, (url, answer)
+        assert answer["code"] == "invalid_url" and "loopback" in answer["message"], (url, answer)
+    made = await subscribe(gateway, alpha["admin"], "https://example.com/h")
+    for url in LOOPBACK_IN_DISGUISE:
+        resp = await gateway.patch(
+            f"{SUBS}/{made['id']}", json={"url": url}, headers=alpha["admin"]
+        )
+        assert resp.status == 422 and (await resp.json())["code"] == "invalid_url", url
+    resp = await gateway.post(
+        SUBS, json={**GOOD, "url": "https://256.0.0.1/h"}, headers=alpha["admin"]
+    )
+    assert resp.status == 422 and "invalid host" in (await resp.json())["message"]
+
+
 async def test_ssrf_guard_refuses_at_connect_time(
     gateway_factory: Callable[..., Any],
     alpha: dict[str, Any],

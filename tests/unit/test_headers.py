@@ -17,6 +17,7 @@ from gateway.proxy.headers import (
     WEBSOCKET_HANDSHAKE,
     downstream_response_headers,
     upstream_request_headers,
+    valid_host,
 )
 
 
@@ -101,3 +102,12 @@ def test_downstream_headers_drop_hop_by_hop_and_connection_listed_names(
     conn = {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
     expected = [(n, v) for n, v in pairs if n.lower() not in HOP_BY_HOP | conn]
     assert list(downstream_response_headers(headers).items()) == expected
+
+
+def test_valid_host_follows_rfc_3986_and_9110() -> None:
+    good = ("x", "api.example.com", "api.example.com:8443", "127.0.0.1:80", "[::1]", "[::1]:443")
+    for host in (*good, "[v1.fe:x]", "a-b_c~d.e", "%41x", "x:"):
+        assert valid_host(host), host
+    bad = ("a b\tc", "a b", "ex ample.com", "a\tb", "[::1", "[zz::1]", "::1", "a:b")
+    for host in (*bad, "a:80:90", "a/b", "a@b", "a?b", "a#b", "\u00fcber.example", 'a"b', "a%zz"):
+        assert not valid_host(host), host

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 import pytest
 from cryptography.fernet import Fernet
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError, SettingsError
@@ -26,7 +27,13 @@ from gateway.webhooks.policy import (
     decide,
     parse_retry_after,
 )
-from gateway.webhooks.ssrf import AddressPolicy, GuardedResolver
+from gateway.webhooks.ssrf import (
+    AddressPolicy,
+    GuardedResolver,
+    canonical_host,
+    embedded_ipv4,
+    literal_refusal,
+)
 
 SVIX = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 FAILED = AttemptOutcome(AttemptResult.HTTP_ERROR, 500)
@@ -138,6 +145,62 @@ def test_address_policy() -> None:
 
     listed = AddressPolicy(allowed_networks=(ipaddress.ip_network("10.1.0.0/16"),))
     assert listed.refuses("10.1.2.3") is None and listed.refuses("10.2.0.1")
+
+
+# Loopback in disguise, as the host part of a URL, and what resolvers and browsers make of it.
+LOOPBACK_DISGUISES = (
+    ("127.0.0.1.", "127.0.0.1"),  # trailing dot (a fully qualified name)
+    ("%31%32%37.0.0.1", "127.0.0.1"),  # percent-encoded octets
+    ("2130706433", "127.0.0.1"),  # one decimal number
+    ("0x7f.1", "127.0.0.1"),  # hex, two parts
+    ("0x7F000001", "127.0.0.1"),
+    ("0177.0.0.1", "127.0.0.1"),  # octal
+    ("127.1", "127.0.0.1"),
+    ("\uff11\uff12\uff17.\uff10.\uff10.\uff11", "127.0.0.1"),  # fullwidth digits (IDNA)
+    ("LocalHost.", "localhost"),
+    ("[::1]", "::1"),
+)
+# IPv6 addresses that carry 127.0.0.1: mapped, compatible, 6to4, NAT64, Teredo (client).
+LOOPBACK_CARRIERS = (
+    "::ffff:127.0.0.1",
+    "::127.0.0.1",
+    "2002:7f00:1::",
+    "64:ff9b::7f00:1",
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",
+)
+
+
+def test_canonical_host_undoes_disguises() -> None:
+    for raw, canonical in LOOPBACK_DISGUISES:
+        assert canonical_host(raw) == canonical, raw
+    assert canonical_host("Example.COM.") == "example.com"
+    assert (
+        canonical_host("\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444")
+        == "xn--e1afmkfd.xn--p1ai"
+    )
+    assert canonical_host("[fe80::1%25eth0]") == "fe80::1"
+    assert canonical_host("93.184.216.34") == "93.184.216.34"
+    for bad in ("256.0.0.1", "1.2.3.4.5", "08", "host.09", "4294967296", "%ff"):
+        with pytest.raises(ValueError):
+            canonical_host(bad)
+
+
+def test_address_policy_unwraps_ipv4_carried_in_ipv6() -> None:
+    import ipaddress
+
+    strict, loopback = AddressPolicy(), ipaddress.IPv4Address("127.0.0.1")
+    for address in LOOPBACK_CARRIERS:
+        ip = ipaddress.IPv6Address(address)
+        assert loopback in embedded_ipv4(ip), address
+        reason = strict.refuses(address)
+        assert reason is not None and "127.0.0.1, which is loopback" in reason, address
+    assert embedded_ipv4(ipaddress.IPv6Address("2606:4700::1")) == ()
+    assert "private" in (strict.refuses("2002:a00:1::") or "")  # 6to4 of 10.0.0.1
+    assert strict.refuses("::ffff:93.184.216.34") is None  # mapped public: that address
+    assert strict.refuses("2002:5db8:d822::") is None  # 6to4 of a public address
+    for raw, _ in LOOPBACK_DISGUISES:
+        if raw.isascii() and not raw.startswith("Local"):  # names go to the resolver
+            assert literal_refusal(URL(f"https://{raw}/h", encoded=True), strict), raw
 
 
 async def test_guarded_resolver_refuses_names_resolving_to_loopback() -> None:
