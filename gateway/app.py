@@ -328,8 +328,10 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
     clock = app[SHUTDOWN]
     clock.on_give_up(pool.terminate)
     yield
+    # Half for attempts in flight, the rest to record their results (dispatcher.close
+    # uses its timeout for each); overrunning both means the database hangs.
     budget = clock.remaining(WRITER_RESERVE)
-    if not await run_within(dispatcher.close(budget), budget):
+    if not await run_within(dispatcher.close(budget / 2), budget):
         clock.give_up("webhook delivery did not stop in time")
     await session.close()
     await close_pool(pool)
