@@ -116,9 +116,14 @@ class Wal:
             if seg.outstanding <= 0:
                 self._drop(seg)
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new file: nobody else has it
+        name = f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
+        # Locked under a name no replayer lists, then renamed: a process starting at this
+        # moment never takes a live segment for a dead one.
+        tmp = self.directory / f".{name}.new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = self.directory / name
+        os.rename(tmp, path)
         seg = self._current = Segment(path, fd, now)
         self._live.append(seg)
         return seg
