@@ -265,7 +265,7 @@ async def logged(conn: asyncpg.Connection, tag: str) -> set[str]:
 
 async def partner_key(dsn: str) -> tuple[dict[str, str], str]:
     """A partner key's headers, and the token of a key never used (not in any cache)."""
-    from gateway.admin import keys
+    from gateway.auth import keys
     from gateway.db.pool import init_connection
 
     conn = await asyncpg.connect(dsn)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from gateway import logs
-from gateway.admin.keys import KeyStoreError
+from gateway.auth.keys import KeyStoreError
 from gateway.errors import ConfigError, SettingsError
 from gateway.settings import Secret, Settings, mask_url
 
@@ -167,7 +167,7 @@ async def _with_conn(settings: Settings, work: Any) -> Any:
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
-    from gateway.admin import keys
+    from gateway.auth import keys
 
     settings = resolve_database_url(Settings.from_env())
     tenant = asyncio.run(_with_conn(settings, lambda c: keys.create_tenant(c, args.name, "cli")))
@@ -178,7 +178,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from gateway.admin import keys
+    from gateway.auth import keys
 
     settings = resolve_database_url(Settings.from_env())
 
@@ -211,7 +211,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     import uuid
 
-    from gateway.admin import keys
+    from gateway.auth import keys
 
     settings = resolve_database_url(Settings.from_env())
 

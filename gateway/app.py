@@ -15,8 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics
 from gateway.admin import api as admin_api
-from gateway.admin.auth import Authenticator
-from gateway.admin.calllog import CALL_LOG, CallLog
+from gateway.admin import openapi as admin_openapi
+from gateway.auth.authenticator import Authenticator
+from gateway.capture import api as capture_api
+from gateway.capture import openapi as capture_openapi
 from gateway.capture import partitions
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
@@ -24,21 +26,28 @@ from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
+from gateway.mapping import openapi as mapping_openapi
 from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
 from gateway.mapping.payload import payload_translator
+from gateway.proxy.calllog import CallLog
 from gateway.proxy.client import upstream_session
 from gateway.proxy.pipeline import Proxy
-from gateway.proxy.responses import error_response, json_response
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
+from gateway.sync import openapi as sync_openapi
 from gateway.sync.recorder import SyncRecorder, stats_loop
 from gateway.sync.webhooks import delivery_reporter
 from gateway.tasks import finish_within, run_within
+from gateway.web import http as web_http
+from gateway.web import openapi
+from gateway.web.http import CALL_LOG
+from gateway.web.responses import error_response, json_response
 from gateway.webhooks import api as webhooks_api
+from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
 from gateway.webhooks.ssrf import AddressPolicy
@@ -123,10 +132,13 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
-    admin_api.setup(app, POOL, AUTH)
+    app.cleanup_ctx.append(web_http.bind(POOL, AUTH))  # the admin endpoints' pool and keys
+    admin_api.setup(app)
+    capture_api.setup(app)
     sync_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
+    app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
 
@@ -147,6 +159,17 @@ async def _probe_at_shutdown(app: web.Application) -> None:
             await conn.fetchval("SELECT 1")
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         app[SHUTDOWN].give_up(f"database not answering ({type(exc).__name__})")
+
+
+def admin_document() -> dict[str, object]:
+    """The admin API's OpenAPI document, from the paths each package declares."""
+    return openapi.document(
+        admin_openapi.paths(),
+        capture_openapi.paths(),
+        mapping_openapi.paths(),
+        sync_openapi.paths(),
+        webhooks_openapi.paths(),
+    )
 
 
 def json_errors(handler: Handler) -> Handler:
@@ -293,7 +316,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
         app[SYNC],
         emitter=RouteEmitter(app[POOL], app[SETTINGS].db_request_timeout),
     )
-    app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/admin/calllog.py)
+    app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/proxy/calllog.py)
     yield
 
 

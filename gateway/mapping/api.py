@@ -15,10 +15,19 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from gateway.admin.api import ANY_ADMIN_ROLE, PREFIX, actor
-from gateway.admin.http import (
+from gateway.auth.keys import ApiKey, Role
+from gateway.crypto import SecretBox
+from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
+from gateway.mapping import importing, store
+from gateway.mapping.flow import Mappings
+from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
+from gateway.mapping.translate import MAX_ID_LENGTH, entity_type_ok
+from gateway.web.http import (
+    ANY_ADMIN_ROLE,
+    PREFIX,
     Invalid,
     NotFound,
+    actor,
     check_fields,
     decode_time_cursor,
     encode_cursor,
@@ -30,14 +39,7 @@ from gateway.admin.http import (
     query_uuid,
     read_json_object,
 )
-from gateway.admin.keys import ApiKey, Role
-from gateway.crypto import SecretBox
-from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
-from gateway.mapping import importing, store
-from gateway.mapping.flow import Mappings
-from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
-from gateway.mapping.translate import MAX_ID_LENGTH, entity_type_ok
-from gateway.proxy.responses import json_response
+from gateway.web.responses import json_response
 
 POOL = web.AppKey("mapping_pool", asyncpg.Pool)
 BOX = web.AppKey("mapping_secrets", SecretBox)

@@ -23,8 +23,8 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
 
 from gateway import metrics
-from gateway.admin.auth import Authenticator, Forbidden, RateLimited, RateLimiter, refuse
-from gateway.admin.keys import ApiKey, Role
+from gateway.auth.authenticator import Authenticator, Forbidden, RateLimited, RateLimiter, refuse
+from gateway.auth.keys import ApiKey, Role
 from gateway.capture.exchange import CapturePolicy, Exchange
 from gateway.capture.record import (
     DEFAULT_REDACT_FIELDS,
@@ -61,7 +61,6 @@ from gateway.proxy.headers import (
     request_id_from,
     upstream_request_headers,
 )
-from gateway.proxy.responses import error_payload, error_response
 from gateway.routes import (
     HTTP_METHODS,
     IDEMPOTENT_METHODS,
@@ -73,6 +72,7 @@ from gateway.routes import (
 from gateway.settings import Settings
 from gateway.sync.recorder import SyncRecorder
 from gateway.sync.traffic import report_for
+from gateway.web.responses import error_payload, error_response
 
 if TYPE_CHECKING:
     from gateway.webhooks.emit import RouteEmitter

@@ -56,8 +56,8 @@ from gateway.capture.record import (
 )
 from gateway.errors import BadRequest, GatewayError
 from gateway.proxy.headers import request_id_from
-from gateway.proxy.responses import error_response
 from gateway.tasks import CANCEL_GRACE
+from gateway.web.responses import error_response
 
 log = logging.getLogger("gateway.http")
 

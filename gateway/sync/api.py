@@ -15,24 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin.api import POOL, _Where, actor
-from gateway.admin.http import (
-    Conflict,
-    Invalid,
-    NotFound,
-    check_fields,
-    decode_cursor,
-    decode_time_cursor,
-    encode_cursor,
-    endpoint,
-    field,
-    parse_uuid,
-    query_int,
-    query_str,
-    query_uuid,
-    read_json_object,
-)
-from gateway.admin.keys import ApiKey, Role, audit
+from gateway.audit import audit
+from gateway.auth.keys import ApiKey, Role
 from gateway.errors import ClientError
 from gateway.sync import store
 from gateway.sync.model import (
@@ -45,6 +29,25 @@ from gateway.sync.model import (
     Status,
 )
 from gateway.sync.recorder import count_outcomes
+from gateway.web.http import (
+    POOL,
+    Conflict,
+    Invalid,
+    NotFound,
+    actor,
+    check_fields,
+    decode_cursor,
+    decode_time_cursor,
+    encode_cursor,
+    endpoint,
+    field,
+    parse_uuid,
+    query_int,
+    query_str,
+    query_uuid,
+    read_json_object,
+)
+from gateway.web.sql import Where
 
 PREFIX = "/admin/v1/sync"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # entity types and external systems
@@ -222,8 +225,8 @@ async def report_batch(request: web.Request, key: ApiKey) -> Any:
 # -- reads -------------------------------------------------------------------------------
 
 
-def _filters(request: web.Request, tenant_id: uuid.UUID) -> _Where:
-    w = _Where()
+def _filters(request: web.Request, tenant_id: uuid.UUID) -> Where:
+    w = Where()
     w.add("tenant_id = {}", tenant_id)
     w.add("deleted_at IS NULL")
     for name, allowed in (

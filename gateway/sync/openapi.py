@@ -1,12 +1,21 @@
-"""OpenAPI paths of the sync status endpoints (merged into the admin API document)."""
+"""OpenAPI paths of the sync status endpoints (assembled by gateway.app)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.openapi import CURSOR, LIMIT, NULLABLE_TIME, TIME, UUID, _errors, _json, _q
+from gateway.web.openapi import (
+    CURSOR,
+    LIMIT,
+    NAME,
+    NULLABLE_TIME,
+    TIME,
+    UUID,
+    answer,
+    query_param,
+    refusals,
+)
 
-NAME = {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}
 DIRECTION = {"type": "string", "enum": ["inbound", "outbound", "bidirectional"]}
 STATUS = {
     "type": "string",
@@ -125,13 +134,13 @@ def paths() -> dict[str, Any]:
                 "summary": "Report one sync attempt or outcome (service, partner, admin)",
                 "requestBody": _body(REPORT),
                 "responses": {
-                    "200": _json(
+                    "200": answer(
                         {
                             "type": "object",
                             "properties": {"outcome": {"type": "string"}, "status": SYNC_STATUS},
                         }
                     ),
-                    **_errors(400, 409, 413, 422),
+                    **refusals(400, 409, 413, 422),
                 },
             }
         },
@@ -155,7 +164,7 @@ def paths() -> dict[str, Any]:
                     }
                 ),
                 "responses": {
-                    "200": _json(
+                    "200": answer(
                         {
                             "type": "object",
                             "properties": {
@@ -165,7 +174,7 @@ def paths() -> dict[str, Any]:
                             },
                         }
                     ),
-                    **_errors(400, 413, 422),
+                    **refusals(400, 413, 422),
                 },
             }
         },
@@ -173,35 +182,35 @@ def paths() -> dict[str, Any]:
             "get": {
                 "summary": "Sync status of entities, newest first (admin, viewer, service)",
                 "parameters": [
-                    _q("entity_type", {"type": "string"}, "entity type"),
-                    _q("entity_id", UUID, "internal entity id"),
-                    _q("external_system", {"type": "string"}, "external system"),
-                    _q("direction", DIRECTION, "direction"),
-                    _q("status", STATUS, "status"),
-                    _q(
+                    query_param("entity_type", {"type": "string"}, "entity type"),
+                    query_param("entity_id", UUID, "internal entity id"),
+                    query_param("external_system", {"type": "string"}, "external system"),
+                    query_param("direction", DIRECTION, "direction"),
+                    query_param("status", STATUS, "status"),
+                    query_param(
                         "older_than_seconds",
                         {"type": "integer", "minimum": 0, "maximum": 315360000},
                         "out of sync for at least this long",
                     ),
-                    _q("due", {"type": "string", "enum": ["true"]}, "retry is due now"),
+                    query_param("due", {"type": "string", "enum": ["true"]}, "retry is due now"),
                     LIMIT,
                     CURSOR,
                 ],
-                "responses": {"200": _json(_page(SYNC_STATUS)), **_errors(400)},
+                "responses": {"200": answer(_page(SYNC_STATUS)), **refusals(400)},
             }
         },
         "/admin/v1/sync/status/{sync_id}": {
             "parameters": [SYNC_ID],
             "get": {
                 "summary": "One entity's sync status (admin, viewer, service)",
-                "responses": {"200": _json(SYNC_STATUS), **_errors(404)},
+                "responses": {"200": answer(SYNC_STATUS), **refusals(404)},
             },
         },
         "/admin/v1/sync/status/{sync_id}/retry": {
             "parameters": [SYNC_ID],
             "post": {
                 "summary": "Make a failed sync due now (admin, service)",
-                "responses": {"200": _json(SYNC_STATUS), **_errors(404, 409)},
+                "responses": {"200": answer(SYNC_STATUS), **refusals(404, 409)},
             },
         },
         "/admin/v1/sync/status/{sync_id}/resolve": {
@@ -216,14 +225,17 @@ def paths() -> dict[str, Any]:
                         "properties": {"side": SIDE},
                     }
                 ),
-                "responses": {"200": _json(SYNC_STATUS), **_errors(400, 404, 409, 413, 422)},
+                "responses": {
+                    "200": answer(SYNC_STATUS),
+                    **refusals(400, 404, 409, 413, 422),
+                },
             },
         },
         "/admin/v1/sync/summary": {
             "get": {
                 "summary": "Per external system: counts by status, oldest pending and failed, "
                 "last success (admin, viewer, service)",
-                "responses": {"200": _json(_page(SUMMARY))},
+                "responses": {"200": answer(_page(SUMMARY))},
             }
         },
         "/admin/v1/sync/changes": {
@@ -231,11 +243,15 @@ def paths() -> dict[str, Any]:
                 "summary": "Incremental feed: entities whose sync status or mappings changed "
                 "since the cursor, oldest change first; keep next_cursor for the next poll",
                 "parameters": [
-                    _q("external_system", {"type": "string"}, "required except for partners"),
-                    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+                    query_param(
+                        "external_system", {"type": "string"}, "required except for partners"
+                    ),
+                    query_param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"
+                    ),
                     CURSOR,
                 ],
-                "responses": {"200": _json(_page(CHANGE)), **_errors(400)},
+                "responses": {"200": answer(_page(CHANGE)), **refusals(400)},
             }
         },
     }

@@ -13,7 +13,11 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.admin.http import (
+from gateway.auth.keys import ApiKey, Role
+from gateway.crypto import SecretBox
+from gateway.errors import ClientError
+from gateway.settings import Settings
+from gateway.web.http import (
     Conflict,
     Invalid,
     NotFound,
@@ -28,11 +32,7 @@ from gateway.admin.http import (
     query_uuid,
     read_json_object,
 )
-from gateway.admin.keys import ApiKey, Role
-from gateway.crypto import SecretBox
-from gateway.errors import ClientError
-from gateway.proxy.responses import json_response
-from gateway.settings import Settings
+from gateway.web.responses import json_response
 from gateway.webhooks import inputs, store
 from gateway.webhooks.model import DeliveryStatus, EventSource
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from gateway.admin.http import Invalid, check_fields, field
 from gateway.crypto import SecretBox
+from gateway.web.http import Invalid, check_fields, field
 from gateway.webhooks.model import AuthType
 
 PATTERN_RE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$")

@@ -1,19 +1,19 @@
-"""OpenAPI paths of the webhook admin endpoints (merged into gateway.admin.openapi)."""
+"""OpenAPI paths of the webhook admin endpoints (assembled by gateway.app)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.admin.openapi import (
+from gateway.web.openapi import (
     CURSOR,
     LIMIT,
     NULLABLE_TIME,
     TIME,
     UUID,
-    _errors,
-    _json,
-    _path,
-    _q,
+    answer,
+    path_param,
+    query_param,
+    refusals,
 )
 
 NUMBER = {"type": "number"}
@@ -212,33 +212,39 @@ def _subscription_paths() -> dict[str, Any]:
         "/admin/v1/webhooks/subscriptions": {
             "get": {
                 "summary": "The tenant's webhook subscriptions (admin, viewer)",
-                "responses": {"200": _json(_items(SUBSCRIPTION))},
+                "responses": {"200": answer(_items(SUBSCRIPTION))},
             },
             "post": {
                 "summary": "Create a subscription; the signing secret is in this answer only "
                 "(admin)",
                 "requestBody": _body(NEW_SUBSCRIPTION),
-                "responses": {"201": _json(WITH_SECRET, "Created"), **_errors(400, 413, 422)},
+                "responses": {
+                    "201": answer(WITH_SECRET, "Created"),
+                    **refusals(400, 413, 422),
+                },
             },
         },
         one: {
-            "parameters": [_path("subscription_id")],
+            "parameters": [path_param("subscription_id")],
             "get": {
                 "summary": "One subscription (admin, viewer)",
-                "responses": {"200": _json(SUBSCRIPTION), **_errors(404)},
+                "responses": {"200": answer(SUBSCRIPTION), **refusals(404)},
             },
             "patch": {
                 "summary": "Change a subscription; active=true re-enables it (admin)",
                 "requestBody": _body(SUBSCRIPTION_PATCH),
-                "responses": {"200": _json(SUBSCRIPTION), **_errors(400, 404, 413, 422)},
+                "responses": {
+                    "200": answer(SUBSCRIPTION),
+                    **refusals(400, 404, 413, 422),
+                },
             },
             "delete": {
                 "summary": "Delete (soft); unfinished deliveries are cancelled (admin)",
-                "responses": {"200": _json({"type": "object"}), **_errors(404)},
+                "responses": {"200": answer({"type": "object"}), **refusals(404)},
             },
         },
         one + "/rotate-secret": {
-            "parameters": [_path("subscription_id")],
+            "parameters": [path_param("subscription_id")],
             "post": {
                 "summary": "New signing secret (in this answer only); the old one keeps "
                 "signing for grace_seconds (default 86400) (admin)",
@@ -253,18 +259,18 @@ def _subscription_paths() -> dict[str, Any]:
                     },
                     required=False,
                 ),
-                "responses": {"200": _json(WITH_SECRET), **_errors(400, 404, 413, 422)},
+                "responses": {"200": answer(WITH_SECRET), **refusals(400, 404, 413, 422)},
             },
         },
         one + "/test": {
-            "parameters": [_path("subscription_id")],
+            "parameters": [path_param("subscription_id")],
             "post": {
                 "summary": "Send a webhook.test event to this subscription (admin)",
-                "responses": {"202": _json(PUBLISHED, "Accepted"), **_errors(404, 409)},
+                "responses": {"202": answer(PUBLISHED, "Accepted"), **refusals(404, 409)},
             },
         },
         one + "/replay": {
-            "parameters": [_path("subscription_id")],
+            "parameters": [path_param("subscription_id")],
             "post": {
                 "summary": "Replay the failed deliveries created in [from, to) (admin)",
                 "requestBody": _body(
@@ -276,11 +282,11 @@ def _subscription_paths() -> dict[str, Any]:
                     }
                 ),
                 "responses": {
-                    "202": _json(
+                    "202": answer(
                         {"type": "object", "properties": {"replayed": {"type": "integer"}}},
                         "Accepted",
                     ),
-                    **_errors(400, 404, 409, 413, 422),
+                    **refusals(400, 404, 409, 413, 422),
                 },
             },
         },
@@ -307,9 +313,9 @@ def _delivery_paths() -> dict[str, Any]:
                     }
                 ),
                 "responses": {
-                    "201": _json(PUBLISHED, "Created"),
-                    "200": _json(PUBLISHED, "Already published with this idempotency key"),
-                    **_errors(400, 409, 413, 422),
+                    "201": answer(PUBLISHED, "Created"),
+                    "200": answer(PUBLISHED, "Already published with this idempotency key"),
+                    **refusals(400, 409, 413, 422),
                 },
             }
         },
@@ -317,34 +323,37 @@ def _delivery_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Deliveries, newest first (admin, viewer)",
                 "parameters": [
-                    _q("subscription_id", UUID, "one subscription"),
-                    _q("event_id", UUID, "one event"),
-                    _q("status", {"type": "string", "enum": STATUSES}, "status"),
+                    query_param("subscription_id", UUID, "one subscription"),
+                    query_param("event_id", UUID, "one event"),
+                    query_param("status", {"type": "string", "enum": STATUSES}, "status"),
                     LIMIT,
                     CURSOR,
                 ],
-                "responses": {"200": _json(_items(DELIVERY, paged=True)), **_errors(400)},
+                "responses": {
+                    "200": answer(_items(DELIVERY, paged=True)),
+                    **refusals(400),
+                },
             }
         },
         one: {
-            "parameters": [_path("delivery_id")],
+            "parameters": [path_param("delivery_id")],
             "get": {
                 "summary": "One delivery (admin, viewer)",
-                "responses": {"200": _json(DELIVERY), **_errors(404)},
+                "responses": {"200": answer(DELIVERY), **refusals(404)},
             },
         },
         one + "/attempts": {
-            "parameters": [_path("delivery_id")],
+            "parameters": [path_param("delivery_id")],
             "get": {
                 "summary": "Every attempt of a delivery, oldest first (admin, viewer)",
-                "responses": {"200": _json(_items(ATTEMPT)), **_errors(404)},
+                "responses": {"200": answer(_items(ATTEMPT)), **refusals(404)},
             },
         },
         one + "/replay": {
-            "parameters": [_path("delivery_id")],
+            "parameters": [path_param("delivery_id")],
             "post": {
                 "summary": "Send a finished delivery again, same webhook-id (admin)",
-                "responses": {"202": _json(DELIVERY, "Accepted"), **_errors(404, 409)},
+                "responses": {"202": answer(DELIVERY, "Accepted"), **refusals(404, 409)},
             },
         },
     }

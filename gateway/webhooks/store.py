@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from gateway.admin.keys import Actor as Actor  # re-exported: callers name store.Actor
-from gateway.admin.keys import audit, audit_change
+from gateway.audit import Actor as Actor  # re-exported: callers name store.Actor
+from gateway.audit import audit, audit_change
 from gateway.webhooks.model import (
     DELIVERY_COLUMNS,
     SUBSCRIPTION_COLUMNS,

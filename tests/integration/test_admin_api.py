@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.admin import keys
-from gateway.admin.openapi import document
+from gateway.app import admin_document as document
+from gateway.auth import keys
 
 LOGS_SECURE = "/admin/v1/logs?route=secure"  # proxied calls only (admin calls are logged too)
 

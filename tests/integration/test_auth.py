@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.admin import keys
-from gateway.admin.keys import hash_token
+from gateway.auth import keys
+from gateway.auth.keys import hash_token
 
 
 def header_values(pairs: list[list[str]], name: str) -> list[str]:

@@ -31,7 +31,7 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 
-from gateway.admin import keys
+from gateway.auth import keys
 from gateway.db.pool import init_connection
 from gateway.shutdown import MARGIN
 from tests.conftest import routes_yaml, throwaway_pgdata

@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.admin import keys
 from gateway.app import create_app
+from gateway.auth import keys
 from gateway.capture import partitions
 from gateway.capture.record import DEFAULT_REDACT_FIELDS, Redactor, describe_body, now_utc
 from gateway.mapping import store

@@ -10,7 +10,7 @@ import asyncio
 import asyncpg
 from cryptography.fernet import Fernet
 
-from gateway.admin import keys
+from gateway.auth import keys
 from gateway.crypto import SecretBox
 from gateway.db.pool import init_connection
 from gateway.webhooks import store

@@ -21,11 +21,12 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
-from gateway.admin import keys
-from gateway.admin.calllog import ADMIN_ROUTE, LOGGED
 from gateway.app import PROXY, create_app
+from gateway.auth import keys
+from gateway.proxy.calllog import ADMIN_ROUTE
 from gateway.proxy.server import LOG_LINES_PER_SECOND, GatewayRunner
 from gateway.routes import parse_routes
+from gateway.web.http import LOGGED
 from tests.conftest import routes_yaml
 from tests.integration.hardening_helpers import GatewayProcess
 from tests.integration.test_hardening_faults import gateway_env

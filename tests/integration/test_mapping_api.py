@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.admin import keys
+from gateway.auth import keys
 
 BASE = "/admin/v1/mappings"
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from gateway.admin import keys
+from gateway.auth import keys
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
 from tests.integration.hardening_helpers import GatewayProcess

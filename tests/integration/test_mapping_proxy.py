@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway import metrics
-from gateway.admin import keys
+from gateway.auth import keys
 from gateway.mapping import store
 from gateway.mapping.store import Actor, Direction, NewMapping
 from tests.integration import upstream_app

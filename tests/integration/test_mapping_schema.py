@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from gateway.admin import keys
+from gateway.auth import keys
 
 INSERT = """INSERT INTO integration_mappings
     (tenant_id, entity_type, internal_id, external_system, external_id)

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.admin import keys
+from gateway.auth import keys
 from gateway.mapping import store as mappings
 from gateway.mapping.store import Actor, NewMapping
 from tests.integration.hardening_helpers import free_port

@@ -15,9 +15,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from gateway.admin import keys
-from gateway.admin.openapi import document
+from gateway.app import admin_document as document
 from gateway.app import create_app
+from gateway.auth import keys
 from gateway.routes import parse_routes
 from gateway.settings import Secret, Settings
 from tests.conftest import routes_yaml

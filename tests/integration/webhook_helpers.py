@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.admin import keys
+from gateway.auth import keys
 
 FAST_SCHEDULE = (0.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)  # seconds: retries in tests
 

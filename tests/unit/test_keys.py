@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gateway.admin.keys import ApiKey, Role
+from gateway.auth.keys import ApiKey, Role
 
 NOW = datetime.now(UTC)
 

@@ -8,26 +8,54 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 from aiohttp import web
 
 from gateway import metrics
-from gateway.admin.auth import Authenticator, Forbidden, refuse
-from gateway.admin.calllog import CALLER, logged
-from gateway.admin.keys import ApiKey, Role
+from gateway.auth.authenticator import Authenticator, Forbidden, refuse
+from gateway.auth.keys import ApiKey, Role
 from gateway.errors import ClientError, GatewayError, PayloadTooLarge
-from gateway.proxy.responses import error_response
+from gateway.web.responses import error_response
 
 log = logging.getLogger(__name__)
 
+PREFIX = "/admin/v1"
+POOL = web.AppKey("admin_pool", asyncpg.Pool)  # the pool every admin endpoint uses
+ANY_ADMIN_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
 MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
 AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
 
-Handler = Callable[[web.Request, ApiKey], Awaitable[Any]]
+KeyHandler = Callable[[web.Request, ApiKey], Awaitable[Any]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CALLER = web.RequestKey("admin_caller", object)  # the authenticated ApiKey, set by endpoint
+LOGGED: set[Callable[..., Any]] = set()  # every wrapped handler (a test checks all routes)
+
+
+class CallLogger(Protocol):
+    """Writes an api_logs row for each admin call (gateway.proxy.calllog.CallLog)."""
+
+    async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse: ...
+
+
+CALL_LOG = web.AppKey("admin_call_log", CallLogger)
+
+
+def logged(handler: Handler) -> Handler:
+    """``handler`` with an api_logs row per call (once the application has a call log)."""
+
+    async def call(request: web.Request) -> web.StreamResponse:
+        calls = request.app.get(CALL_LOG)
+        if calls is None:
+            return await handler(request)
+        return await calls.run(request, handler)
+
+    call.__name__ = handler.__name__
+    LOGGED.add(call)
+    return call
 
 
 class Invalid(ClientError):
@@ -47,11 +75,27 @@ class NotFound(ClientError):
     code = "not_found"
 
 
-def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], Any]:
+def bind(pool_key: web.AppKey[asyncpg.Pool], auth_key: web.AppKey[Authenticator]) -> Any:
+    """A cleanup_ctx step giving the admin endpoints the app's pool and authenticator."""
+
+    async def ctx(app: web.Application) -> Any:
+        app[POOL] = app[pool_key]
+        app[AUTHENTICATOR] = app[auth_key]
+        yield
+
+    return ctx
+
+
+def actor(key: ApiKey) -> str:
+    """How the audit trail names a key."""
+    return f"key:{key.id}"
+
+
+def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler], Any]:
     """Authenticate the caller, check its role, answer JSON; errors become JSON with a code;
     each call is logged (route ``admin``, bodies omitted)."""
 
-    def wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def wrap(handler: KeyHandler) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
             try:
                 key = await request.app[AUTHENTICATOR].authenticate(request.headers)
@@ -79,7 +123,7 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[Handler], 
             )
 
         run.__name__ = handler.__name__
-        return logged(run)  # an api_logs row per call (gateway/admin/calllog.py)
+        return logged(run)  # an api_logs row per call (CALL_LOG, below)
 
     return wrap
 

@@ -1,7 +1,8 @@
 """api_logs rows for calls to the gateway's admin API (/admin/v1/...).
 
-Each admin handler is wrapped where it is defined (``endpoint`` in gateway/admin/http.py,
-or :func:`logged` directly), so proxied calls pay nothing for this. A row has route
+Each admin handler is wrapped where it is defined (``endpoint`` or ``logged`` in
+gateway/web/http.py), so proxied calls pay nothing for this; the wrapper calls the
+``CALL_LOG`` hook of the application, which the app sets to a :class:`CallLog`. A row has route
 ``admin``, the caller's tenant and key once authenticated (refusals included), headers
 redacted as for proxied calls, and no bodies: admin requests and answers carry tokens
 and secrets, so both are stored as format ``omitted`` with their size.
@@ -10,25 +11,21 @@ and secrets, so both are stored as format ``omitted`` with their size.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from gateway.capture.record import EMPTY_BODY, capture_headers, omitted
+from gateway.web.http import CALLER, Handler
 
 if TYPE_CHECKING:
-    from gateway.admin.keys import ApiKey
+    from gateway.auth.keys import ApiKey
     from gateway.capture.exchange import Exchange
     from gateway.proxy.pipeline import Proxy
 
 ADMIN_ROUTE = "admin"  # the route name of admin API rows (api_logs.route, metrics label)
-CALLER = web.RequestKey("admin_caller", object)  # the authenticated ApiKey, set by endpoint
 INTERNAL_ERROR = 500
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-LOGGED: set[Callable[..., Any]] = set()  # every wrapped handler (a test checks all routes)
 
 
 class CallLog:
@@ -83,20 +80,3 @@ def _attribute(ex: Exchange, key: Any) -> None:
     caller: ApiKey = key
     ex.tenant_id, ex.api_key_id = caller.tenant_id_str, caller.id_str
     ex.external_system = caller.external_system
-
-
-CALL_LOG = web.AppKey("admin_call_log", CallLog)
-
-
-def logged(handler: Handler) -> Handler:
-    """``handler`` with an api_logs row per call (once the application has a CallLog)."""
-
-    async def call(request: web.Request) -> web.StreamResponse:
-        calls = request.app.get(CALL_LOG)
-        if calls is None:
-            return await handler(request)
-        return await calls.run(request, handler)
-
-    call.__name__ = handler.__name__
-    LOGGED.add(call)
-    return call

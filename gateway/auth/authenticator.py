@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from gateway import metrics
-from gateway.admin.keys import TOKEN_RE, ApiKey, hash_token, key_by_token_hash
+from gateway.auth.keys import TOKEN_RE, ApiKey, hash_token, key_by_token_hash
 from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.errors import ClientError, ServiceUnavailable
 

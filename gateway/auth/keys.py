@@ -1,4 +1,4 @@
-"""Tenants and API keys: the store (all their SQL), token hashing, and the audit helper.
+"""Tenants and API keys: the store (all their SQL) and token hashing.
 
 Token format: ``gwk_`` + 43 url-safe characters (256 random bits). Only SHA-256 of the
 token is stored; the token itself is returned once, by ``create_key``.
@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+
+from gateway.audit import audit
 
 TOKEN_PREFIX = "gwk_"
 TOKEN_RE = re.compile(r"^gwk_[A-Za-z0-9_-]{43}$")
@@ -142,65 +144,6 @@ KEY_COLUMNS = (
     "id, tenant_id, name, role, external_system, token_prefix, rate_limit_per_minute, "
     "expires_at, revoked_at, created_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who changed something, as the audit trail names it."""
-
-    name: str  # 'key:<uuid>' or 'cli'
-    key_id: uuid.UUID | None
-
-
-async def audit_change(
-    conn: asyncpg.Connection,
-    actor: Actor,
-    tenant_id: uuid.UUID,
-    action: str,
-    object_type: str,
-    object_id: uuid.UUID,
-    before: Any,
-    after: Any,
-) -> None:
-    """Audit a change to an object with a ``public()`` form (secrets already masked)."""
-    await audit(
-        conn,
-        actor=actor.name,
-        actor_key_id=actor.key_id,
-        tenant_id=tenant_id,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id),
-        before=before.public() if before else None,
-        after=after.public() if after else None,
-    )
-
-
-async def audit(
-    conn: asyncpg.Connection,
-    *,
-    actor: str,
-    actor_key_id: uuid.UUID | None,
-    tenant_id: uuid.UUID | None,
-    action: str,
-    object_type: str,
-    object_id: str | None,
-    before: Any = None,
-    after: Any = None,
-) -> None:
-    """Append one audit row. Callers pass values already stripped of secrets."""
-    await conn.execute(
-        """INSERT INTO audit_log (tenant_id, actor, actor_key_id, action, object_type,
-               object_id, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        tenant_id,
-        actor,
-        actor_key_id,
-        action,
-        object_type,
-        object_id,
-        before,
-        after,
-    )
 
 
 async def create_tenant(
