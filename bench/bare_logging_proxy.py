@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bare_proxy import build_app, serve  # noqa: E402
+from bare_proxy import build_app, serve
 
 TABLE = "bench_bare_log"
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import translation  # noqa: E402
-import upstream  # noqa: E402
+import translation
+import upstream
 
-from gateway.capture.record import _FOLD, DEFAULT_REDACT_FIELDS, Redactor  # noqa: E402
+from gateway.capture.record import _FOLD, DEFAULT_REDACT_FIELDS, Redactor
 
 
 def split_prefilter(tokens: frozenset[bytes]):  # type: ignore[no-untyped-def]

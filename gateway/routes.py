@@ -18,7 +18,7 @@ import yaml
 from yarl import URL
 
 from gateway.errors import ConfigError, MethodNotAllowed, RouteNotFound
-from gateway.mapping.translate import Trie, compile_pointers, entity_type_ok, parse_pointer
+from gateway.pointers import Trie, compile_pointers, entity_type_ok, parse_pointer
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Methods that may be retried on connection failure: repeating them changes nothing.

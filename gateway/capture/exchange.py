@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -92,8 +92,12 @@ class Exchange:
     tenant_id: str | None = None
     api_key_id: str | None = None
     external_system: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     translated: Any = None  # ID translation: which fields were rewritten (gateway.mapping)
+    # On translated routes, what went to and came from the upstream (internal ids): sync
+    # status and route events are keyed on these, the row shows the partner's side.
+    forwarded_params: dict[str, str] | None = None
+    forwarded_body: Any = None  # the request body as forwarded, parsed
+    upstream_body: bytes | None = None  # the upstream's answer before translation
 
     def fail(self, code: str, message: str) -> None:
         self.error_code = code

@@ -21,7 +21,7 @@ from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
 from gateway.mapping import importing, store
 from gateway.mapping.flow import Mappings
 from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
-from gateway.mapping.translate import MAX_ID_LENGTH, entity_type_ok
+from gateway.pointers import MAX_ID_LENGTH, entity_type_ok
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     PREFIX,

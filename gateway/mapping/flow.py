@@ -4,7 +4,7 @@ For a route with a ``translate`` block (routes.yaml), the pipeline calls
 :meth:`Translator.start` once the partner is known, then ``inbound`` (path, query, body:
 external ids → internal UUIDs, all ids of the request resolved with one cache call and at
 most one database query) and ``outbound`` (answer body: internal UUIDs → the partner's
-external ids; auto-mapping after a create). What was rewritten goes to ``ex.translated``.
+external ids; auto-mapping after a create). What was rewritten is in ``Flow.record``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from gateway import metrics
-from gateway.capture.exchange import Exchange
+from gateway import metrics, pointers
 from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.errors import ClientError, GatewayError, ServiceUnavailable, UpstreamError
 from gateway.mapping import store, translate
@@ -68,7 +67,7 @@ class Untranslatable(ClientError):
     status = 422
     code = "untranslatable_id"
 
-    def __init__(self, where: str, err: translate.NotAnId) -> None:
+    def __init__(self, where: str, err: pointers.NotAnId) -> None:
         super().__init__(f"{where} {err.problem}")
         self.where, self.entity_type, self.found = where, err.entity_type, err.found
 
@@ -164,10 +163,11 @@ class Translator:
     mappings: Mappings
     max_response_bytes: int  # chunked answers on translated routes are read up to this
 
-    def start(self, route: Route, ex: Exchange) -> Flow:
-        assert route.translate is not None and ex.tenant_id is not None
-        ex.translated = {}
-        return Flow(self, route.translate, route, ex, ex.tenant_id, ex.external_system or "")
+    def start(self, route: Route, tenant: str, system: str, key_id: str | None) -> Flow:
+        """A flow for one call of ``route`` by a key of ``tenant`` and ``system``; what it
+        rewrites is in ``Flow.record``."""
+        assert route.translate is not None
+        return Flow(self, route.translate, route, tenant, system, key_id)
 
 
 class Flow:
@@ -175,8 +175,8 @@ class Flow:
 
     __slots__ = (
         "auto_external",
-        "ex",
         "forwarded",
+        "key_id",
         "m",
         "max_response_bytes",
         "record",
@@ -191,15 +191,15 @@ class Flow:
         translator: Translator,
         tr: Translation,
         route: Route,
-        ex: Exchange,
         tenant: str,
         system: str,
+        key_id: str | None,
     ) -> None:
         self.m = translator.mappings
         self.max_response_bytes = translator.max_response_bytes
-        self.tr, self.route, self.ex = tr, route, ex
-        self.tenant, self.system = tenant, system
-        self.record: dict[str, Any] = ex.translated
+        self.tr, self.route = tr, route
+        self.tenant, self.system, self.key_id = tenant, system, key_id
+        self.record: dict[str, Any] = {}  # the api_logs row's ``translated`` column
         self.auto_external: str | None = None
         self.forwarded: Any = None  # the request body as forwarded (internal ids), parsed
 
@@ -252,13 +252,13 @@ class Flow:
         """The declared query parameters; a strict route refuses one empty or repeated."""
         try:
             return translate.query_ids(query, dict(self.tr.query_params), self.tr.refuse_unknown)
-        except translate.NotAnId as err:
+        except pointers.NotAnId as err:
             raise Untranslatable(f"query parameter {err.name!r}", err) from None
 
     def _walk(
         self,
         doc: Any,
-        trie: translate.Trie,
+        trie: pointers.Trie,
         scope: Scope,
         done: dict[str, Any],
         rest: list[Any],
@@ -271,7 +271,7 @@ class Flow:
         fresh = partial(self.m.cache.fresh, scope, time.monotonic())
         try:
             n = translate.rewrite(doc, trie, fresh, done, rest)
-        except translate.NotAnId as err:
+        except pointers.NotAnId as err:
             raise Untranslatable(f"{field} {err.name!r}", err) from None
         if n:
             self.m.hits[scope[0]].n += n
@@ -467,7 +467,7 @@ class Flow:
             auto,
             self.auto_external,
             uuid.UUID(canonical),
-            self.ex.api_key_id,
+            self.key_id,
         )
 
 
@@ -486,7 +486,7 @@ def _lookup_form(way: str, value: str) -> str | None:
     text PostgreSQL can store (no NUL, no lone surrogates)."""
     if way == OUT:
         return _canonical_uuid(value)
-    if len(value) > translate.MAX_ID_LENGTH or "\x00" in value:
+    if len(value) > pointers.MAX_ID_LENGTH or "\x00" in value:
         return None
     if not value.isascii():
         try:
@@ -498,7 +498,7 @@ def _lookup_form(way: str, value: str) -> str | None:
 
 def _printable(value: str) -> str:
     """An id as it may appear in a JSON answer and in api_logs (no NUL, no surrogates)."""
-    value = value[: translate.MAX_ID_LENGTH].replace("\x00", "\ufffd")
+    value = value[: pointers.MAX_ID_LENGTH].replace("\x00", "\ufffd")
     return value.encode("utf-8", "replace").decode("utf-8")
 
 

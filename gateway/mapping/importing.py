@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.mapping.store import Direction, SyncStatus
-from gateway.mapping.translate import MAX_ID_LENGTH, entity_type_ok
+from gateway.pointers import MAX_ID_LENGTH, entity_type_ok
 
 REQUIRED = ("entity_type", "internal_id", "external_system", "external_id")
 OPTIONAL = ("direction", "sync_status")

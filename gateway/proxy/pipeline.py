@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
@@ -71,7 +72,7 @@ from gateway.routes import (
 )
 from gateway.settings import Settings
 from gateway.sync.recorder import SyncRecorder
-from gateway.sync.traffic import report_for
+from gateway.sync.traffic import Call, report_for
 from gateway.web.responses import error_payload, error_response
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ class Proxy:
         self.limiter = RateLimiter()
         self.routes = routes
         self.session = session
+        self.websockets = websocket.Relay(
+            session, translator, settings.stream_threshold_bytes, settings.trusted_proxies
+        )
         self.writer = writer
         fields = DEFAULT_REDACT_FIELDS | frozenset(settings.capture_redact_fields)
         headers = DEFAULT_REDACT_HEADERS | frozenset(settings.capture_redact_headers)
@@ -156,7 +160,7 @@ class Proxy:
                 key = await self.auth.authenticate(request.headers)
                 identity = self._authorize(key, route, ex)
             if websocket.is_upgrade(request):
-                return await websocket.relay(self, request, route, ex, identity)
+                return await websocket.relay(self.websockets, request, route, ex, identity)
             return await self._proxy_http(request, route, policy, ex, identity)
         except GatewayError as exc:
             if not ex.request_headers:
@@ -250,7 +254,7 @@ class Proxy:
     def _record_sync(self, match: RouteMatch, ex: Exchange) -> None:
         """Queue the call's sync outcome (written in batches, never awaited here)."""
         assert match.route.sync is not None
-        found = report_for(match.route.sync, match.params, ex)
+        found = report_for(match.route.sync, _sync_call(match, ex))
         if found is not None and self.sync is not None:
             self.sync.submit(*found)
 
@@ -313,13 +317,16 @@ class Proxy:
         raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
         flow: Flow | None = None
         if route.translate is not None and self.translator is not None:  # ID translation
-            flow = self.translator.start(route, ex)
+            flow = self.translator.start(
+                route, ex.tenant_id or "", ex.external_system or "", ex.api_key_id
+            )
+            ex.translated = flow.record
             parsed = ex.request_body.parsed_from(body) if isinstance(body, bytes) else None
             raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
             if route.sync is not None:  # sync status is keyed on the internal ids
                 internal = route.regex.fullmatch(raw_path)
-                ex.extra["params"] = internal.groupdict() if internal else {}
-                ex.extra["forwarded_body"] = flow.forwarded
+                ex.forwarded_params = internal.groupdict() if internal else {}
+                ex.forwarded_body = flow.forwarded
             headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
         _keep_declared_length(headers, request, body, streamed)
         url = route.upstream_url(raw_path, query)
@@ -343,7 +350,7 @@ class Proxy:
                 resp = await self._relay(request, upstream, policy, ex, flow)
             if route.emit and self.emitter is not None and isinstance(resp, web.Response):
                 # The upstream's own answer (internal ids), not the partner's translation.
-                body = ex.extra.get("upstream_body")
+                body = ex.upstream_body
                 if body is None:
                     body = resp.body if isinstance(resp.body, bytes) else b""
                 await self.emitter.answered(route, request.method, ex.status, ex.tenant_id, body)
@@ -431,7 +438,7 @@ class Proxy:
             )
             written = None
             if flow is not None and translating:
-                ex.extra["upstream_body"] = data  # route events carry internal ids
+                ex.upstream_body = data  # route events carry internal ids
                 data, written = await flow.outbound(upstream.status, data, enc)
             if written is not None:
                 ex.response_body = policy.serialised_body(policy.response_body, written, data)
@@ -646,6 +653,30 @@ def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) 
         retry_all_server_errors=False,
     )
     return RetryClient(client_session=session, retry_options=options)
+
+
+def _sync_call(match: RouteMatch, ex: Exchange) -> Call:
+    """The finished call as sync reads it: on a translated route, the upstream's side."""
+    request_json = ex.forwarded_body
+    if request_json is None and ex.request_body.format == "json":
+        request_json = ex.request_body.value
+    response_json = ex.response_body.value if ex.response_body.format == "json" else None
+    if ex.upstream_body:
+        try:
+            response_json = orjson.loads(ex.upstream_body)
+        except orjson.JSONDecodeError:
+            response_json = None
+    return Call(
+        tenant_id=ex.tenant_id,
+        external_system=ex.external_system,
+        status=ex.status,
+        reached_upstream=ex.upstream_ms is not None,
+        error_code=ex.error_code,
+        error_message=ex.error_message,
+        params=ex.forwarded_params if ex.forwarded_params is not None else match.params,
+        request_json=request_json,
+        response_json=response_json,
+    )
 
 
 def _user_agent(request: web.BaseRequest) -> str | None:

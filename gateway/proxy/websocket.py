@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -38,9 +39,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from gateway.capture.exchange import Exchange
-    from gateway.mapping.flow import Flow
-    from gateway.proxy.pipeline import Proxy
+    from gateway.mapping.flow import Flow, Translator
     from gateway.routes import Route
+    from gateway.settings import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,16 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for the other side's close frame
 POLICY_VIOLATION = 1008  # a message the route refuses (unknown id, no id, not JSON, binary)
 TRY_AGAIN_LATER = 1013  # its ids could not be looked up (the database is unreachable)
 INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """What relaying a WebSocket needs from the proxy."""
+
+    session: aiohttp.ClientSession  # the upstream client
+    translator: Translator | None  # ID translation, when the gateway has a database
+    max_translated: int  # bytes of a translated message (GATEWAY_STREAM_THRESHOLD_BYTES)
+    trusted_proxies: tuple[IPNetwork, ...]  # whose X-Forwarded-* are believed
 
 
 class _Refused(Exception):
@@ -63,7 +74,7 @@ def is_upgrade(request: web.BaseRequest) -> bool:
 
 
 async def relay(
-    proxy: Proxy,
+    via: Relay,
     request: web.Request,
     route: Route,
     ex: Exchange,
@@ -71,15 +82,18 @@ async def relay(
 ) -> web.StreamResponse:
     raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
     flow = None
-    if route.translate is not None and proxy.translator is not None:
-        flow = proxy.translator.start(route, ex)
+    if route.translate is not None and via.translator is not None:
+        flow = via.translator.start(
+            route, ex.tenant_id or "", ex.external_system or "", ex.api_key_id
+        )
+        ex.translated = flow.record
         raw_path, query, _ = await flow.inbound(raw_path, query, None)
     url = route.upstream_url(raw_path, query)
     # Translated messages are parsed whole: as large as a translated body may be (aiohttp
     # closes with 1009 above that); others stream through at any size.
-    most = proxy.settings.stream_threshold_bytes if flow is not None else 0
+    most = via.max_translated if flow is not None else 0
     headers = upstream_request_headers(
-        request, ex.request_id, proxy.settings.trusted_proxies, websocket=True, identity=identity
+        request, ex.request_id, via.trusted_proxies, websocket=True, identity=identity
     )
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
@@ -87,7 +101,7 @@ async def relay(
     up = route.upstream
     t0 = time.perf_counter()
     try:
-        upstream = await proxy.session.ws_connect(
+        upstream = await via.session.ws_connect(
             url,
             headers=headers,
             protocols=protocols,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from gateway.capture.exchange import Exchange
 from gateway.routes import SyncOptions
 from gateway.sync.model import Direction, EntityKey, Report, Side, Status
 
@@ -31,38 +29,46 @@ def pointer_get(doc: Any, pointer: str) -> Any:
     return doc
 
 
-def entity_value(options: SyncOptions, params: Mapping[str, str], ex: Exchange) -> Any:
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the proxy tells sync about one finished call on a route with ``sync:``. On a
+    translated route the parameters and bodies are the upstream's side (internal ids)."""
+
+    tenant_id: str | None
+    external_system: str | None
+    status: int
+    reached_upstream: bool  # the upstream answered (its status is the outcome)
+    error_code: str | None
+    error_message: str | None
+    params: Mapping[str, str]
+    request_json: Any  # the request body as a JSON value (None: not JSON, or none)
+    response_json: Any  # the upstream's answer as a JSON value (None: not JSON, or none)
+
+
+def entity_value(options: SyncOptions, call: Call) -> Any:
+    """The entity id the route's rule points at."""
     if options.source == "path":
-        # On a translated route the proxy keeps the parameters as forwarded (internal ids).
-        return ex.extra.get("params", params).get(options.locator)
-    # Likewise the bodies as forwarded and as answered, when the route translated ids.
-    if options.source == "request" and ex.extra.get("forwarded_body") is not None:
-        return pointer_get(ex.extra["forwarded_body"], options.locator)
-    if options.source == "response" and ex.extra.get("upstream_body"):
-        try:
-            return pointer_get(orjson.loads(ex.extra["upstream_body"]), options.locator)
-        except orjson.JSONDecodeError:
-            return None
-    body = ex.request_body if options.source == "request" else ex.response_body
-    return pointer_get(body.value, options.locator) if body.format == "json" else None
+        return call.params.get(options.locator)
+    body = call.request_json if options.source == "request" else call.response_json
+    return pointer_get(body, options.locator)
 
 
-def report_for(
-    options: SyncOptions, params: Mapping[str, str], ex: Exchange
-) -> tuple[uuid.UUID, Report] | None:
+def report_for(options: SyncOptions, call: Call) -> tuple[uuid.UUID, Report] | None:
     """(tenant, report) for a finished call, or None when it says nothing about sync."""
-    if ex.tenant_id is None or ex.external_system is None or ex.status == CLIENT_GONE_STATUS:
+    if call.tenant_id is None or call.external_system is None:
         return None
-    if ex.upstream_ms is None and ex.error_code not in UPSTREAM_FAILURES:
+    if call.status == CLIENT_GONE_STATUS:
+        return None
+    if not call.reached_upstream and call.error_code not in UPSTREAM_FAILURES:
         return None
     try:
-        entity_id = uuid.UUID(str(entity_value(options, params, ex)))
+        entity_id = uuid.UUID(str(entity_value(options, call)))
     except ValueError:
         return None  # not an internal id (yet): nothing to key the status on
-    ok = 200 <= ex.status < 300 and ex.error_code is None
-    error = None if ok else (ex.error_message or f"upstream answered HTTP {ex.status}")
+    ok = 200 <= call.status < 300 and call.error_code is None
+    error = None if ok else (call.error_message or f"upstream answered HTTP {call.status}")
     key = EntityKey(
-        options.entity_type, entity_id, ex.external_system, Direction(options.direction)
+        options.entity_type, entity_id, call.external_system, Direction(options.direction)
     )
     status = Status.SUCCEEDED if ok else Status.FAILED
-    return uuid.UUID(ex.tenant_id), Report(key, status, Side.EXTERNAL, error=error)
+    return uuid.UUID(call.tenant_id), Report(key, status, Side.EXTERNAL, error=error)

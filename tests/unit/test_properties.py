@@ -26,6 +26,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import pointers
 from gateway.capture.record import DEFAULT_REDACT_FIELDS, REDACTED, Redactor, describe_body
 from gateway.mapping import translate
 from gateway.mapping.cache import IN, MappingCache
@@ -157,7 +158,7 @@ FIELDS = [
     ("/stays/*/*", "room"),
     ("/first/0", "guest"),
 ]
-TRIE = translate.compile_pointers(FIELDS)
+TRIE = pointers.compile_pointers(FIELDS)
 EXTERNAL = st.text(
     alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij0123456789-_.:", min_size=1, max_size=12
 ).map(lambda s: "E" + s)  # never starts like an internal id
@@ -289,15 +290,15 @@ def test_the_cached_walk_agrees_with_the_slot_walk(
 # Tries whose pointers lead by a line of fields to one array of records (Trie.chain), the
 # shape translate.rewrite follows without the emitter; with the document each applies to.
 CHAINS = [
-    (translate.compile_pointers([("/items/*/room_id", "room")]), lambda d: d),
-    (translate.compile_pointers([("/*/room_id", "room")]), lambda d: d.get("items")),
+    (pointers.compile_pointers([("/items/*/room_id", "room")]), lambda d: d),
+    (pointers.compile_pointers([("/*/room_id", "room")]), lambda d: d.get("items")),
     (
-        translate.compile_pointers([("/a/items/*/room_id", "room"), ("/a/items/*/n", "room")]),
+        pointers.compile_pointers([("/a/items/*/room_id", "room"), ("/a/items/*/n", "room")]),
         lambda d: {"a": d},
     ),
     # The line ends on an object (every value of it), or meets no container on the way.
-    (translate.compile_pointers([("/by_night/*/room_id", "room")]), lambda d: d),
-    (translate.compile_pointers([("/a/items/*/room_id", "room")]), lambda d: {"a": d.get("id")}),
+    (pointers.compile_pointers([("/by_night/*/room_id", "room")]), lambda d: d),
+    (pointers.compile_pointers([("/a/items/*/room_id", "room")]), lambda d: {"a": d.get("id")}),
 ]
 
 
@@ -316,7 +317,7 @@ def test_the_direct_rewrite_agrees_with_the_walk(
     trie, shape = CHAINS[which]
     assert trie.chain is not None
     if strict:  # the same pointers, refusing what is no id
-        trie = translate.compile_pointers(
+        trie = pointers.compile_pointers(
             [(leaf.pointer, leaf.entity_type) for leaf in _leaves(trie)], strict=True
         )
     cache = MappingCache()
@@ -342,7 +343,7 @@ def test_the_direct_rewrite_agrees_with_the_walk(
     assert all(id(s[0]) in inside for s in rest)
 
 
-STRICT_TRIE = translate.compile_pointers(FIELDS, strict=True)
+STRICT_TRIE = pointers.compile_pointers(FIELDS, strict=True)
 
 
 def _refusals(doc: Any, fields: list[tuple[str, str]]) -> set[str]:
@@ -350,12 +351,12 @@ def _refusals(doc: Any, fields: list[tuple[str, str]]) -> set[str]:
     rule (README, ID translation) and not from the walk: at a pointer, anything but a
     non-empty string, an integer or null; on its way, anything but null, an object, or an
     array where some pointer continues with ``*`` or an index."""
-    parsed = [(p, translate.parse_pointer(p)) for p, _ in fields]
+    parsed = [(p, pointers.parse_pointer(p)) for p, _ in fields]
     listy = {
         segs[:k]
         for _, segs in parsed
         for k, seg in enumerate(segs)
-        if seg == "*" or translate._is_index(seg)
+        if seg == "*" or pointers.is_index(seg)
     }
     return {p for p, segs in parsed if _refused_on(doc, segs, 0, listy)}
 
@@ -371,7 +372,7 @@ def _refused_on(node: Any, segs: tuple[str, ...], k: int, listy: set[tuple[str, 
     elif type(node) is list and segs[:k] in listy:
         if seg == "*":
             kids = node
-        elif translate._is_index(seg) and int(seg) < len(node):
+        elif pointers.is_index(seg) and int(seg) < len(node):
             kids = [node[int(seg)]]
     else:
         return True
@@ -382,7 +383,7 @@ def _outcome(run: Any, doc: Any) -> tuple[str, Any]:
     """``("refused", pointer)`` when ``run(doc)`` raised NotAnId, else ``("ok", result)``."""
     try:
         return "ok", run(doc)
-    except translate.NotAnId as err:
+    except pointers.NotAnId as err:
         return "refused", err.name
 
 
@@ -421,10 +422,10 @@ def test_strict_walks_refuse_exactly_what_the_rule_refuses(
         ]
 
 
-def _leaves(trie: translate.Trie) -> list[translate.Leaf]:
-    out: list[translate.Leaf] = []
+def _leaves(trie: pointers.Trie) -> list[pointers.Leaf]:
+    out: list[pointers.Leaf] = []
     for sub in trie.values():
-        out.extend([sub] if isinstance(sub, translate.Leaf) else _leaves(sub))
+        out.extend([sub] if isinstance(sub, pointers.Leaf) else _leaves(sub))
     return out
 
 

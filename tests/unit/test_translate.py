@@ -11,7 +11,7 @@ from functools import partial
 
 import pytest
 
-from gateway import metrics
+from gateway import metrics, pointers
 from gateway.mapping import importing, translate
 from gateway.mapping.cache import IN, OUT, CacheLimits, MappingCache
 from gateway.mapping.listener import apply_notification
@@ -26,20 +26,20 @@ from gateway.mapping.listener import apply_notification
     ],
 )
 def test_pointers_parse(text: str, segments: tuple[str, ...]) -> None:
-    assert translate.parse_pointer(text) == segments
+    assert pointers.parse_pointer(text) == segments
 
 
 @pytest.mark.parametrize("bad", ["guest_id", "", "/a//b", "/a~2", "/" + "/x" * 40])
 def test_bad_pointers_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
-        translate.parse_pointer(bad)
+        pointers.parse_pointer(bad)
 
 
 def test_overlapping_pointers_are_refused() -> None:
     with pytest.raises(ValueError, match="inside"):
-        translate.compile_pointers([("/guest", "guest"), ("/guest/id", "guest")])
+        pointers.compile_pointers([("/guest", "guest"), ("/guest/id", "guest")])
     with pytest.raises(ValueError, match="overlaps"):
-        translate.compile_pointers([("/g", "guest"), ("/g", "room")])
+        pointers.compile_pointers([("/g", "guest"), ("/g", "room")])
 
 
 @pytest.mark.parametrize(
@@ -56,14 +56,14 @@ def test_pointers_that_can_name_the_same_id_are_refused(
 ) -> None:
     # Both would rewrite that id: the second from the first one's result.
     with pytest.raises(ValueError, match="can name the same id") as err:
-        translate.compile_pointers(fields)
+        pointers.compile_pointers(fields)
     assert all(repr(p) in str(err.value) for p in named)
 
 
 def test_an_index_has_no_leading_zero() -> None:
     # RFC 6901: "00" is an object's key, never an array index; read as index 0 it let
     # /rooms/0 and /rooms/00 both rewrite the first room.
-    trie = translate.compile_pointers([("/rooms/0", "room"), ("/rooms/00", "room")])
+    trie = pointers.compile_pointers([("/rooms/0", "room"), ("/rooms/00", "room")])
 
     def found(doc: object) -> list[tuple[object, str]]:
         slots: list[translate.Slot] = []
@@ -83,12 +83,12 @@ def test_an_index_has_no_leading_zero() -> None:
     ],
 )
 def test_pointers_that_never_meet_are_accepted(fields: list[tuple[str, str]]) -> None:
-    assert translate.compile_pointers(fields)
+    assert pointers.compile_pointers(fields)
 
 
 def rewrite(doc: object, fields: list[tuple[str, str]], table: dict[tuple[str, str], str]) -> int:
     slots: list[translate.Slot] = []
-    translate.collect(doc, translate.compile_pointers(fields), slots)
+    translate.collect(doc, pointers.compile_pointers(fields), slots)
     return translate.apply(slots, table)
 
 
@@ -257,7 +257,7 @@ def test_cached_rewrite_whole_arrays_and_one_by_one() -> None:
     scope = (IN, "t", "s")
     cache.put_many(scope, {("room", f"R{i}"): f"u{i}" for i in range(3)}, cache.generation)
     cache.put_many(scope, {("room", "7"): "u7", ("room", ""): "never"}, cache.generation)
-    trie = translate.compile_pointers([("/items/*/room_id", "room")])
+    trie = pointers.compile_pointers([("/items/*/room_id", "room")])
 
     def run(items: list[object]) -> tuple[list[object], list[str], dict[str, int]]:
         rw = translate.CachedRewrite(partial(cache.fresh, scope, time.monotonic()))
@@ -281,10 +281,10 @@ def test_cached_rewrite_whole_arrays_and_one_by_one() -> None:
 
 
 def test_lines_of_fields_to_an_array_are_followed_directly() -> None:
-    trie = translate.compile_pointers([("/a/b/*/id", "room")])
+    trie = pointers.compile_pointers([("/a/b/*/id", "room")])
     assert trie.chain is not None and trie.chain[0] == ("a", "b")
-    assert translate.compile_pointers([("/a/0/*/id", "room")]).chain is None  # 0 may index
-    assert translate.compile_pointers([("/a/*/*/id", "room")]).chain is None
+    assert pointers.compile_pointers([("/a/0/*/id", "room")]).chain is None  # 0 may index
+    assert pointers.compile_pointers([("/a/*/*/id", "room")]).chain is None
 
     def ids(doc: object) -> list[tuple[object, str]]:
         slots: list[translate.Slot] = []
@@ -299,9 +299,9 @@ def test_lines_of_fields_to_an_array_are_followed_directly() -> None:
 
 def test_only_ascii_digits_index_arrays() -> None:
     slots: list[translate.Slot] = []
-    translate.collect({"a": [{"id": "x"}]}, translate.compile_pointers([("/a/²/id", "r")]), slots)
+    translate.collect({"a": [{"id": "x"}]}, pointers.compile_pointers([("/a/²/id", "r")]), slots)
     assert slots == []  # "²".isdigit() is true, int("²") raises
-    translate.collect({"a": [{"id": "x"}]}, translate.compile_pointers([("/a/0/id", "r")]), slots)
+    translate.collect({"a": [{"id": "x"}]}, pointers.compile_pointers([("/a/0/id", "r")]), slots)
     assert [s[3] for s in slots] == ["x"]
     assert translate.value_at({"a": ["v"]}, ("a", "²")) is None
 
@@ -335,13 +335,13 @@ def test_import_parsing_and_duplicates() -> None:
 
 
 def test_flat_record_nodes_are_marked_when_compiled() -> None:
-    trie = translate.compile_pointers(
+    trie = pointers.compile_pointers(
         [("/items/*/room_id", "room"), ("/items/*/rate_id", "rate"), ("/guest/*/id", "guest")]
     )
     items = trie["items"]
-    assert isinstance(items, translate.Trie) and items.records is None  # holds '*'
+    assert isinstance(items, pointers.Trie) and items.records is None  # holds '*'
     star = items["*"]
-    assert isinstance(star, translate.Trie)
+    assert isinstance(star, pointers.Trie)
     assert [(k, leaf.pointer) for k, leaf in star.records or []] == [
         ("room_id", "/items/*/room_id"),
         ("rate_id", "/items/*/rate_id"),
@@ -378,7 +378,7 @@ SHAPES = [
 TABLE: dict[tuple[str, str], str | None] = {("room", "101"): "u101", ("guest", "101"): "g101"}
 
 
-def _run_both(doc: object, trie: translate.Trie) -> tuple[list[str], list[str]]:
+def _run_both(doc: object, trie: pointers.Trie) -> tuple[list[str], list[str]]:
     """The ids the slot walk finds, and those the proxy's cached rewrite leaves unmapped
     (it maps only TABLE), each on its own copy of ``doc``."""
     slots: list[translate.Slot] = []
@@ -399,16 +399,16 @@ def test_a_strict_trie_refuses_what_is_no_id_at_a_pointer(
 ) -> None:
     doc = make(value)  # type: ignore[operator]
     entity_type = "guest" if "guest" in pointer else "room"
-    strict = translate.compile_pointers([(pointer, entity_type)], strict=True)
-    with pytest.raises(translate.NotAnId) as by_slots:
+    strict = pointers.compile_pointers([(pointer, entity_type)], strict=True)
+    with pytest.raises(pointers.NotAnId) as by_slots:
         translate.collect(copy.deepcopy(doc), strict, [])
-    with pytest.raises(translate.NotAnId) as by_cache:
+    with pytest.raises(pointers.NotAnId) as by_cache:
         _run_both(doc, strict)
     for err in (by_slots.value, by_cache.value):
         assert (err.name, err.entity_type, err.found) == (pointer, entity_type, found)
         assert err.problem.startswith(f"holds {found}, not a {entity_type} id")
     # A lenient trie skips the value: forwarded as it is, nothing looked up for it.
-    lenient = translate.compile_pointers([(pointer, entity_type)])
+    lenient = pointers.compile_pointers([(pointer, entity_type)])
     ids, unmapped = _run_both(doc, lenient)
     assert "" not in ids and all(isinstance(i, str) for i in ids) and unmapped == []
 
@@ -419,7 +419,7 @@ def test_null_at_a_pointer_is_no_reference_and_passes(
     pointer: str, make: object, strict: bool
 ) -> None:
     doc = make(None)  # type: ignore[operator]
-    trie = translate.compile_pointers([(pointer, "room")], strict=strict)
+    trie = pointers.compile_pointers([(pointer, "room")], strict=strict)
     before = copy.deepcopy(doc)
     ids, unmapped = _run_both(doc, trie)
     assert None not in ids and unmapped == [] and doc == before
@@ -448,13 +448,13 @@ def test_null_at_a_pointer_is_no_reference_and_passes(
 def test_a_strict_trie_refuses_a_value_its_pointer_cannot_enter(
     pointer: str, doc: object, at: str, found: str
 ) -> None:
-    strict = translate.compile_pointers([(pointer, "room")], strict=True)
+    strict = pointers.compile_pointers([(pointer, "room")], strict=True)
     for run in (lambda d: translate.collect(d, strict, []), lambda d: _run_both(d, strict)):
-        with pytest.raises(translate.NotAnId) as err:
+        with pytest.raises(pointers.NotAnId) as err:
             run(copy.deepcopy(doc))
         assert (err.value.name, err.value.entity_type, err.value.found) == (pointer, "room", found)
         assert f"meets {found} at {at}, not an object" in err.value.problem
-    assert _run_both(doc, translate.compile_pointers([(pointer, "room")])) == ([], [])
+    assert _run_both(doc, pointers.compile_pointers([(pointer, "room")])) == ([], [])
 
 
 @pytest.mark.parametrize(
@@ -474,7 +474,7 @@ def test_a_strict_trie_refuses_a_value_its_pointer_cannot_enter(
 )
 def test_absent_paths_and_nulls_pass_a_strict_trie(doc: object) -> None:
     fields = [("/items/*/room_id", "room"), ("/a/items/*/room_id", "room"), ("/guest/id", "g")]
-    strict = translate.compile_pointers(fields, strict=True)
+    strict = pointers.compile_pointers(fields, strict=True)
     before = copy.deepcopy(doc)
     assert _run_both(doc, strict) == ([], []) and doc == before
 
@@ -482,10 +482,10 @@ def test_absent_paths_and_nulls_pass_a_strict_trie(doc: object) -> None:
 def test_a_refusal_names_the_field_never_the_value() -> None:
     huge = "9" * 1_000_000
     for doc in ({"guest_id": [huge]}, {"guest_id": {huge: huge}}, {"items": huge}):
-        trie = translate.compile_pointers(
+        trie = pointers.compile_pointers(
             [("/guest_id", "guest"), ("/items/*/room_id", "room")], strict=True
         )
-        with pytest.raises(translate.NotAnId) as err:
+        with pytest.raises(pointers.NotAnId) as err:
             translate.collect(doc, trie, [])
         assert len(str(err.value)) < 200 and "999" not in str(err.value)
 
@@ -493,7 +493,7 @@ def test_a_refusal_names_the_field_never_the_value() -> None:
 def test_an_index_under_a_wildcard_enters_arrays_too() -> None:
     # A node holding an index was walked as an array of records: /stays/*/0 never looked
     # inside [["101"]], so a strict route forwarded that id untranslated.
-    trie = translate.compile_pointers([("/stays/*/0", "room")], strict=True)
+    trie = pointers.compile_pointers([("/stays/*/0", "room")], strict=True)
     assert _run_both({"stays": [["101", "x"], {"0": "102"}]}, trie) == (["101", "102"], ["102"])
 
 
@@ -510,7 +510,7 @@ def test_an_index_under_a_wildcard_enters_arrays_too() -> None:
 def test_a_strict_query_refuses_empty_and_repeated_parameters(
     query: str, found: str, lenient: list[str]
 ) -> None:
-    with pytest.raises(translate.NotAnId) as err:
+    with pytest.raises(pointers.NotAnId) as err:
         translate.query_ids(query, {"guest": "guest"}, strict=True)
     assert (err.value.name, err.value.entity_type, err.value.found) == ("guest", "guest", found)
     # Not strict: each value translated, empty ones skipped (forwarded as they are).
