@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 
 from gateway.audit import audit
+from gateway.names import is_name
 
 TOKEN_PREFIX = "gwk_"
 TOKEN_RE = re.compile(r"^gwk_[A-Za-z0-9_-]{43}$")
-EXTERNAL_SYSTEM_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SHOWN_PREFIX_LEN = 12  # "gwk_" + 8 characters: enough to recognise a key, useless to guess it
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -206,7 +206,7 @@ async def create_key(
         raise KeyStoreError(f"role must be one of {', '.join(r.value for r in Role)}") from None
     if role_ is Role.PARTNER and not external_system:
         raise KeyStoreError("a partner key must name its external system")
-    if external_system is not None and not EXTERNAL_SYSTEM_RE.match(external_system):
+    if external_system is not None and not is_name(external_system):
         raise KeyStoreError(
             "external system: lowercase letters, digits and '_', e.g. booking_engine"
         )

@@ -21,7 +21,8 @@ from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
 from gateway.mapping import importing, store
 from gateway.mapping.flow import Mappings
 from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
-from gateway.pointers import MAX_ID_LENGTH, entity_type_ok
+from gateway.names import is_name
+from gateway.pointers import MAX_ID_LENGTH
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     PREFIX,
@@ -103,7 +104,7 @@ def conflict_response(exc: MappingConflict) -> web.Response:
 
 def _name(body: dict[str, Any], name: str) -> str:
     value = field(body, name, str, nullable=False)
-    if not entity_type_ok(value):
+    if not is_name(value):
         raise Invalid(
             f"field {name!r}: lowercase letters, digits and '_' (at most 63)", code="invalid_field"
         )

@@ -2,7 +2,6 @@
 into them (:mod:`.loader`) and the matcher that picks a request's route (:mod:`.matcher`)."""
 
 from gateway.routes.loader import (
-    EVENT_TYPE_RE,
     MAX_RETRIES,
     NAME_RE,
     TRANSLATE_FIELDS,
@@ -32,7 +31,6 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_RETRY_BACKOFF",
-    "EVENT_TYPE_RE",
     "HTTP_METHODS",
     "IDEMPOTENT_METHODS",
     "MAX_RETRIES",

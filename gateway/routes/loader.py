@@ -17,7 +17,8 @@ import yaml
 from yarl import URL
 
 from gateway.errors import ConfigError
-from gateway.pointers import Trie, compile_pointers, entity_type_ok, parse_pointer
+from gateway.names import is_event_type, is_name
+from gateway.pointers import Trie, compile_pointers, parse_pointer
 from gateway.routes.matcher import PARAM_RE, RouteTable, compile_path
 from gateway.routes.model import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -37,7 +38,6 @@ from gateway.routes.model import (
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")  # route and upstream names
-EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 MAX_RETRIES = 10  # connection retries an upstream may ask for
 
 
@@ -233,9 +233,7 @@ class _Parser:
         if not isinstance(public, bool):
             self.fail(f"{where}: field 'public'", f"must be true or false, got {public!r}")
         systems = spec.get("external_systems", [])
-        if not isinstance(systems, list) or not all(
-            isinstance(x, str) and re.match(r"^[a-z][a-z0-9_]{0,62}$", x) for x in systems
-        ):
+        if not isinstance(systems, list) or not all(is_name(x) for x in systems):
             self.fail(
                 f"{where}: field 'external_systems'",
                 "must be a list of names such as booking_engine",
@@ -274,7 +272,7 @@ class _Parser:
             return None
         self._unknown(raw, {"entity_type", "entity", "direction"}, w)
         etype = raw.get("entity_type")
-        if not isinstance(etype, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", etype):
+        if not is_name(etype):
             self.fail(f"{w}.entity_type", f"required; a name such as reservation, got {etype!r}")
         direction = raw.get("direction", "inbound")
         if direction not in SYNC_DIRECTIONS:
@@ -328,7 +326,7 @@ class _Parser:
             return None
         self._unknown(spec, {"event", "status", "methods"}, w)
         event = spec.get("event")
-        if not isinstance(event, str) or len(event) > 200 or not EVENT_TYPE_RE.match(event):
+        if not is_event_type(event):
             self.fail(
                 f"{w}.event", f"required; an event type such as reservation.created, got {event!r}"
             )
@@ -472,7 +470,7 @@ class _TranslateParser:
         )
 
     def _entity(self, value: Any, where: str) -> bool:
-        if not entity_type_ok(value):
+        if not is_name(value):
             self.p.fail(
                 where, f"entity type must look like reservation or room_type, got {value!r}"
             )

@@ -7,7 +7,6 @@ services report for any system of their tenant.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from aiohttp import web
 from gateway.audit import audit
 from gateway.auth.keys import ApiKey, Role
 from gateway.errors import ClientError
+from gateway.names import NAME_RE
 from gateway.sync import store
 from gateway.sync.model import (
     MAX_ERROR_CHARS,
@@ -50,7 +50,6 @@ from gateway.web.http import (
 from gateway.web.sql import Where
 
 PREFIX = "/admin/v1/sync"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # entity types and external systems
 MAX_VERSION = 2**63 - 1  # versions are bigint
 MAX_BATCH = 20_000  # reports in one batch call
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # body of one batch call

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.auth.keys import EXTERNAL_SYSTEM_RE, Role
+from gateway.auth.keys import Role
+from gateway.names import NAME_RE
 
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
@@ -27,7 +28,7 @@ ERROR = {
         "request_id": {"type": "string"},
     },
 }
-NAME = {"type": "string", "pattern": EXTERNAL_SYSTEM_RE.pattern}  # systems, entity types
+NAME = {"type": "string", "pattern": NAME_RE.pattern}  # systems, entity types
 ROLE = {"type": "string", "enum": [r.value for r in Role]}
 DOCUMENT = web.AppKey("openapi_document", dict)
 
