@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(stream=stream)
     try:
         return int(args.func(args))
-    except (SettingsError, ConfigError) as exc:
+    except ConfigError as exc:  # SettingsError is one too
         print(f"gateway: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyStoreError as exc:

@@ -16,15 +16,11 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from gateway.errors import SettingsError
+from gateway.errors import SecretError, SettingsError
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "encryption.key"
-
-
-class SecretError(Exception):
-    """A stored secret could not be decrypted (wrong or missing key, or corrupted)."""
 
 
 class SecretBox:

@@ -13,16 +13,13 @@ from aiohttp import web
 
 from gateway.auth import keys
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import ClientError, Conflict, Invalid, NotFound
 from gateway.web import openapi
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     AUTHENTICATOR,
     POOL,
     PREFIX,
-    Conflict,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
     decode_cursor,

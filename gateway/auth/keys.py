@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from gateway.audit import audit
+from gateway.errors import StoreError
 from gateway.names import is_name
 
 TOKEN_PREFIX = "gwk_"
@@ -35,7 +36,7 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(StoreError):
     """A tenant/key operation was refused (unknown tenant, bad role, ...)."""
 
 

@@ -11,11 +11,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import ClientError, NotFound
 from gateway.web.http import (
     POOL,
     PREFIX,
-    NotFound,
     decode_time_cursor,
     encode_cursor,
     endpoint,

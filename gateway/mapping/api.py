@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
 from gateway.crypto import SecretBox
-from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
+from gateway.errors import ClientError, Invalid, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.mapping import importing, store
 from gateway.mapping.flow import Mappings
 from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
@@ -26,8 +26,6 @@ from gateway.pointers import MAX_ID_LENGTH
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     PREFIX,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
     decode_time_cursor,

@@ -24,7 +24,7 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
 
 from gateway import metrics
-from gateway.auth.authenticator import Authenticator, Forbidden, RateLimited, RateLimiter, refuse
+from gateway.auth.authenticator import Authenticator, RateLimiter, refuse
 from gateway.auth.keys import ApiKey, Role
 from gateway.capture.exchange import CapturePolicy, Exchange
 from gateway.capture.record import (
@@ -39,10 +39,12 @@ from gateway.capture.writer import LogWriter
 from gateway.errors import (
     BadRequest,
     ClientGone,
+    Forbidden,
     GatewayError,
     HeadersTooLarge,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     ShuttingDown,
     UpstreamError,

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.audit import audit
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import ClientError, Conflict, Invalid, NotFound
 from gateway.names import NAME_RE
 from gateway.sync import store
 from gateway.sync.model import (
@@ -31,9 +31,6 @@ from gateway.sync.model import (
 from gateway.sync.recorder import count_outcomes
 from gateway.web.http import (
     POOL,
-    Conflict,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
     decode_cursor,

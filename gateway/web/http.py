@@ -15,9 +15,9 @@ import orjson
 from aiohttp import web
 
 from gateway import metrics
-from gateway.auth.authenticator import Authenticator, Forbidden, refuse
+from gateway.auth.authenticator import Authenticator, refuse
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError, GatewayError, PayloadTooLarge
+from gateway.errors import ClientError, Forbidden, GatewayError, Invalid, NotFound, PayloadTooLarge
 from gateway.web.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -56,23 +56,6 @@ def logged(handler: Handler) -> Handler:
     call.__name__ = handler.__name__
     LOGGED.add(call)
     return call
-
-
-class Invalid(ClientError):
-    """422: well-formed JSON whose content is wrong (unknown field, wrong type, bad value)."""
-
-    status = 422
-    code = "invalid_request"
-
-
-class Conflict(ClientError):
-    status = 409
-    code = "conflict"
-
-
-class NotFound(ClientError):
-    status = 404
-    code = "not_found"
 
 
 def bind(pool_key: web.AppKey[asyncpg.Pool], auth_key: web.AppKey[Authenticator]) -> Any:

@@ -15,12 +15,9 @@ from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
 from gateway.crypto import SecretBox
-from gateway.errors import ClientError
+from gateway.errors import ClientError, Conflict, Invalid, NotFound
 from gateway.settings import Settings
 from gateway.web.http import (
-    Conflict,
-    Invalid,
-    NotFound,
     check_fields,
     decode_time_cursor,
     encode_cursor,

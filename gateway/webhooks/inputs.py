@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 
 from gateway.crypto import SecretBox
+from gateway.errors import Invalid
 from gateway.names import is_event_type, is_name
-from gateway.web.http import Invalid, check_fields, field
+from gateway.web.http import check_fields, field
 from gateway.webhooks.model import AuthType
 
 PATTERN_RE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$")

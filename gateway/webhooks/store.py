@@ -16,6 +16,7 @@ import asyncpg
 
 from gateway.audit import Actor as Actor  # re-exported: callers name store.Actor
 from gateway.audit import audit, audit_change
+from gateway.errors import StoreError
 from gateway.webhooks.model import (
     DELIVERY_COLUMNS,
     SUBSCRIPTION_COLUMNS,
@@ -29,7 +30,7 @@ from gateway.webhooks.model import (
 )
 
 
-class WebhookStoreError(Exception):
+class WebhookStoreError(StoreError):
     """A webhook operation was refused by the store."""
 
 
