@@ -19,19 +19,17 @@ from gateway.errors import ClientError, Conflict, Invalid, NotFound
 from gateway.settings import Settings
 from gateway.web.http import (
     check_fields,
-    decode_time_cursor,
-    encode_cursor,
     endpoint,
     field,
     parse_uuid,
-    query_int,
     query_str,
     query_uuid,
     read_json_object,
 )
+from gateway.web.pagination import newest_first
 from gateway.web.responses import json_response
 from gateway.webhooks import inputs, store
-from gateway.webhooks.model import DeliveryStatus, EventSource
+from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
 
 PREFIX = "/admin/v1"
@@ -271,8 +269,7 @@ async def publish_event(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(READERS)
 async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
+    keyset = newest_first(request)
     status = query_str(request, "status")
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         raise ClientError(
@@ -284,15 +281,10 @@ async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
         "event_id": query_uuid(request, "event_id"),
         "status": status,
     }
-    cursor = request.query.get("cursor")
-    before = decode_time_cursor(cursor) if cursor is not None else None
+    before = keyset.after()
     async with request.app[POOL].acquire() as conn:
-        found = await store.list_deliveries(conn, key.tenant_id, filters, limit + 1, before)
-    more = len(found) > limit
-    found = found[:limit]
-    last = found[-1] if more else None
-    next_cursor = encode_cursor(last.created_at.isoformat(), last.id) if last else None
-    return {"items": [d.public() for d in found], "next_cursor": next_cursor}
+        found = await store.list_deliveries(conn, key.tenant_id, filters, keyset.fetch, before)
+    return keyset.page(found, Delivery.public, lambda d: (d.created_at, d.id))
 
 
 @endpoint(READERS)
