@@ -117,7 +117,7 @@ class ApiKey:
             return "revoked_key"
         if self.expires_at is None:
             return None
-        if self._expires_us is None:  # naive: let usable_at fail as it always did
+        if self._expires_us is None:  # a naive expiry: usable_at decides (and raises)
             return self.usable_at(datetime.now(UTC))
         return "expired_key" if self._expires_us <= time.time_ns() // 1000 else None
 

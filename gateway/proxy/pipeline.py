@@ -1,10 +1,10 @@
 """The proxy pipeline, top to bottom, for one partner call:
 
-    match route → read/stream the request (capture it) → forward to the upstream
-    → relay the answer (capture it) → queue the api_logs row → metrics
+    match route → authenticate (unless the route is public) → read/stream the request
+    (capture it) → translate ids → forward to the upstream → relay the answer (capture
+    it, translate ids back) → emit events (routes with `emit`) → queue the api_logs row
+    → metrics (and the sync outcome, on routes with `sync`)
 
-Later capabilities slot in where marked: authentication before the match result is used,
-ID translation around the forward, event emission after the answer (routes with `emit`).
 Every outcome, refusals included, produces exactly one api_logs row.
 """
 

@@ -30,7 +30,7 @@ T = TypeVar("T")  # one fetched row
 
 class Keyset(Generic[K]):
     """One page request: the limit (read at once) and the cursor (decoded by :meth:`after`,
-    so that a bad cursor is reported after the list's own filters, as it always was)."""
+    which each list calls after its own filters, so their errors are reported first)."""
 
     def __init__(
         self,
