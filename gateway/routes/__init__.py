@@ -3,7 +3,7 @@ into them (:mod:`.loader`) and the matcher that picks a request's route (:mod:`.
 
 from gateway.routes.loader import (
     MAX_RETRIES,
-    NAME_RE,
+    ROUTE_NAME_RE,
     TRANSLATE_FIELDS,
     load_routes,
     parse_routes,
@@ -34,8 +34,8 @@ __all__ = [
     "HTTP_METHODS",
     "IDEMPOTENT_METHODS",
     "MAX_RETRIES",
-    "NAME_RE",
     "PARAM_RE",
+    "ROUTE_NAME_RE",
     "SYNC_DIRECTIONS",
     "SYNC_SOURCES",
     "TRANSLATE_FIELDS",

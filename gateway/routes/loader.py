@@ -37,7 +37,7 @@ from gateway.routes.model import (
     Upstream,
 )
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")  # route and upstream names
+ROUTE_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")  # route and upstream names
 MAX_RETRIES = 10  # connection retries an upstream may ask for
 
 
@@ -98,7 +98,7 @@ class _Parser:
         out = {}
         for name, spec in raw.items():
             where = f"upstreams.{name}"
-            if not isinstance(name, str) or not NAME_RE.match(name):
+            if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
                 self.fail(where, "upstream names are lowercase letters, digits, '_', '-', '.'")
                 continue
             if isinstance(spec, str):
@@ -201,7 +201,7 @@ class _Parser:
         self._unknown(spec, known, where)
         before = len(self.problems)
         name = spec.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
             self.fail(
                 f"{where}: field 'name'", "required; lowercase letters, digits, '_', '-', '.'"
             )
