@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from gateway import logs
-from gateway.auth.keys import KeyStoreError
+from gateway.auth.keys import KeyStoreError, Role
 from gateway.errors import ConfigError, SettingsError
 from gateway.settings import Secret, Settings, mask_url
 
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kc = keys_.add_parser("create", help="create an API key (prints the token once)")
     kc.add_argument("--tenant", required=True, help="tenant name or id")
-    kc.add_argument("--role", required=True, choices=["partner", "service", "viewer", "admin"])
+    kc.add_argument("--role", required=True, choices=[r.value for r in Role])
     kc.add_argument("--external-system", help="partner keys: e.g. booking_engine")
     kc.add_argument("--name", help="a label for the key")
     kc.add_argument("--rate-limit", type=int, help="requests per minute for this key")
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(stream=stream)
     try:
         return int(args.func(args))
-    except (SettingsError, ConfigError) as exc:
+    except ConfigError as exc:  # SettingsError is one too
         print(f"gateway: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyStoreError as exc:

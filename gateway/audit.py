@@ -5,8 +5,9 @@ store that changes something appends here in the same transaction."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -19,6 +20,39 @@ class Actor:
     key_id: uuid.UUID | None
 
 
+class Audited(Protocol):
+    """An object the audit trail can show: its ``public()`` form has no secrets."""
+
+    def public(self) -> dict[str, Any]: ...
+
+
+After = TypeVar("After", bound=Audited | None)
+
+
+async def audited_update(
+    conn: asyncpg.Connection,
+    *,
+    actor: Actor,
+    tenant_id: uuid.UUID,
+    action: str,
+    object_type: str,
+    object_id: uuid.UUID,
+    lock: Callable[[], Awaitable[Audited | None]],
+    update: Callable[[], Awaitable[After]],
+) -> After | None:
+    """Change one row in one transaction: ``lock`` reads it ``FOR UPDATE`` (None: there is
+    no such row, and nothing is done), ``update`` changes it and returns the new state
+    (None: the row is gone, as after a delete), and the audit row records both.
+    Returns what ``update`` returned, or None when ``lock`` found nothing."""
+    async with conn.transaction():
+        before = await lock()
+        if before is None:
+            return None
+        after = await update()
+        await audit_change(conn, actor, tenant_id, action, object_type, object_id, before, after)
+    return after
+
+
 async def audit_change(
     conn: asyncpg.Connection,
     actor: Actor,
@@ -26,8 +60,8 @@ async def audit_change(
     action: str,
     object_type: str,
     object_id: uuid.UUID,
-    before: Any,
-    after: Any,
+    before: Audited | None,
+    after: Audited | None,
 ) -> None:
     """Audit a change to an object with a ``public()`` form (secrets already masked)."""
     await audit(

@@ -16,15 +16,11 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from gateway.errors import SettingsError
+from gateway.errors import SecretError, SettingsError
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "encryption.key"
-
-
-class SecretError(Exception):
-    """A stored secret could not be decrypted (wrong or missing key, or corrupted)."""
 
 
 class SecretBox:
@@ -95,9 +91,9 @@ def load_box(configured: Sequence[bytes], data_dir: Path) -> SecretBox:
     return SecretBox(parse_keys(path.read_text(), str(path)))
 
 
-# Columns holding SecretBox tokens, as (table, primary key column, secret column). Later
-# features (webhook secrets, auth headers, mapping credentials) add theirs here so that
-# ``gateway secrets rotate`` re-encrypts them.
+# Columns holding SecretBox tokens, as (table, primary key column, secret column):
+# ``gateway secrets rotate`` re-encrypts every one of them. A new encrypted column is
+# listed here.
 ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("integration_mappings", "id", "credentials"),
     ("webhook_subscriptions", "id", "secret"),

@@ -1,25 +1,40 @@
-"""The gateway's exception tree, and how each maps to an HTTP answer.
+"""The gateway's exceptions, all in one tree, and how each maps to an HTTP answer.
 
 ::
 
-    GatewayError                      base; carries status, stable ``code`` and a message
-    ├── ClientError                   4xx: the caller can fix it
+    GatewayError                      answered as JSON {"code", "message", "request_id"}
+    ├── ClientError                   400 bad_request: the caller can fix it
+    │   ├── BadRequest                400 bad_request / bad_path / ...
+    │   ├── Unauthorized              401 unauthorized (missing, unknown, revoked key)
+    │   ├── Forbidden                 403 forbidden (the key's role or system may not)
+    │   ├── NotFound                  404 not_found (an admin object, or another tenant's)
     │   ├── RouteNotFound             404 route_not_found
     │   ├── MethodNotAllowed          405 method_not_allowed (carries the Allow list)
-    │   ├── BadRequest                400 bad_request / bad_path / ...
     │   ├── RequestTimeout            408 request_timeout (the client stopped sending)
-    │   └── PayloadTooLarge           413 payload_too_large
+    │   ├── Conflict                  409 conflict
+    │   ├── PayloadTooLarge           413 payload_too_large
+    │   ├── Invalid                   422 invalid_request (well-formed JSON, wrong content)
+    │   ├── RateLimited               429 rate_limited (carries Retry-After)
+    │   ├── HeadersTooLarge           431 headers_too_large
+    │   ├── ClientGone                499 client_disconnected (logged, never sent)
+    │   └── (mapping.flow: MappingNotFound 404/422, Untranslatable 422)
     ├── UpstreamError                 502 upstream_error: the upstream failed us
-    │   ├── UpstreamUnavailable       502 upstream_unavailable (refused, reset, DNS)
+    │   ├── UpstreamUnavailable       502 upstream_unavailable (also a ConnectionError)
     │   └── UpstreamTimeout           504 upstream_timeout (also a TimeoutError)
     └── ServiceUnavailable            503 not_ready
         └── ShuttingDown              503 shutting_down (a call cut off at shutdown; logged)
 
-Start-time problems are not HTTP answers and live apart:
+Errors that are not HTTP answers themselves (the code that catches them decides)::
 
-    ConfigError                       routes.yaml is wrong (names file, route, field)
-    SettingsError                     a GATEWAY_* variable is wrong (names it)
-    StoreError                        a database operation failed (wraps asyncpg errors)
+    ConfigError                       the configuration is wrong (names file, route, field)
+    └── SettingsError                 a GATEWAY_* variable is wrong (names it)
+    StoreError                        a store refused or failed an operation
+    ├── KeyStoreError                 auth.keys: unknown tenant, bad role, name taken
+    ├── MappingStoreError             mapping.store: the database failed a mapping query
+    │   └── MappingConflict           an id is already mapped (names the holding row)
+    └── WebhookStoreError             webhooks.store: NotFoundError, ConflictError,
+                                      InvalidValueError (a CHECK or type refused a value)
+    SecretError                       a stored secret cannot be decrypted
 
 Messages are written for the caller and never carry secrets or stack traces.
 """
@@ -58,6 +73,24 @@ class BadRequest(ClientError):
     pass
 
 
+class Unauthorized(ClientError):
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="gateway"'}
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
 class RouteNotFound(ClientError):
     status = 404
     code = "route_not_found"
@@ -78,6 +111,30 @@ class MethodNotAllowed(ClientError):
 class RequestTimeout(ClientError):
     status = 408
     code = "request_timeout"
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(ClientError):
+    """422: well-formed JSON whose content is wrong (unknown field, wrong type, bad value)."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class RateLimited(ClientError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
 
 
 class ClientGone(ClientError):
@@ -124,12 +181,17 @@ class ShuttingDown(ServiceUnavailable):
 
 
 class ConfigError(Exception):
-    """routes.yaml (or another config file) is invalid; the message names file and field."""
+    """The configuration is invalid (routes.yaml, a key file, ...); the message names the
+    file and field."""
 
 
-class SettingsError(Exception):
+class SettingsError(ConfigError):
     """A ``GATEWAY_*`` environment variable is invalid; the message names it."""
 
 
 class StoreError(Exception):
-    """A database operation failed; wraps the driver's exception."""
+    """A store refused or failed an operation; driver exceptions are wrapped in one."""
+
+
+class SecretError(Exception):
+    """A stored secret could not be decrypted (wrong or missing key, or corrupted)."""

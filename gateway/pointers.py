@@ -20,7 +20,6 @@ from typing import Any
 
 WILDCARD = "*"
 MAX_POINTER_DEPTH = 32  # segments in one pointer; deeper bodies are not worth a config
-ENTITY_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_ID_LENGTH = 256  # characters of an external id (the database CHECK says the same)
 
 
@@ -209,7 +208,3 @@ def _seal(node: Trie, strict: bool, at: str) -> None:
     elif not is_index(seg) and sub.chain is not None:  # an index may meet an array
         path, star, fields = sub.chain
         node.chain = ((seg, *path), star, fields)
-
-
-def entity_type_ok(name: object) -> bool:
-    return isinstance(name, str) and ENTITY_TYPE_RE.match(name) is not None

@@ -1,1 +1,2 @@
-"""Admin REST API, API-key authentication and roles. Lands with issue 3."""
+"""The admin REST API of the tenant itself: tenant, API keys and the audit trail (api.py),
+and their OpenAPI paths (openapi.py). Authentication and roles live in gateway.auth."""

@@ -6,6 +6,7 @@ of tenant B (such ids answer 404, exactly like ids that do not exist).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -13,28 +14,23 @@ from aiohttp import web
 
 from gateway.auth import keys
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import Conflict, Invalid, NotFound
 from gateway.web import openapi
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     AUTHENTICATOR,
     POOL,
     PREFIX,
-    Conflict,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
-    decode_cursor,
-    encode_cursor,
     endpoint,
     field,
     logged,
     parse_uuid,
-    query_int,
     query_str,
     read_json_object,
 )
+from gateway.web.pagination import Keyset, bad_cursor, decode_cursor
 from gateway.web.sql import Where
 
 
@@ -150,27 +146,32 @@ async def revoke_key(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint([Role.ADMIN])
 async def list_audit(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
+    keyset = Keyset(request, _audit_cursor)
     w = Where()
     w.add("tenant_id = {}", key.tenant_id)
     for name in ("action", "object_type"):
         value = query_str(request, name)
         if value is not None:
             w.add(f"{name} = {{}}", value)
-    cursor = request.query.get("cursor")
-    if cursor is not None:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit() or len(raw) > 18:
-            raise ClientError("cursor is not valid", code="bad_cursor")
-        w.add("id < {}", int(raw))
+    before = keyset.after()
+    if before is not None:
+        w.add("id < {}", before)
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
             f"""SELECT id, at, actor, action, object_type, object_id, before, after
-                FROM audit_log WHERE {w.sql} ORDER BY id DESC LIMIT {limit + 1}""",
+                FROM audit_log WHERE {w.sql} ORDER BY id DESC LIMIT {keyset.fetch}""",
             *w.args,
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [{**dict(r), "at": r["at"].isoformat()} for r in rows]
-    return {"items": items, "next_cursor": encode_cursor(rows[-1]["id"]) if more else None}
+    return keyset.page(rows, _audit_json, lambda r: (r["id"],))
+
+
+def _audit_cursor(raw: str) -> int:
+    """The id the audit page starts after (audit rows are listed by id, newest first)."""
+    (text,) = decode_cursor(raw, 1)
+    if not text.isdigit() or len(text) > 18:
+        raise bad_cursor()
+    return int(text)
+
+
+def _audit_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {**dict(row), "at": row["at"].isoformat()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.auth.keys import EXTERNAL_SYSTEM_RE
+from gateway.names import NAME_RE
 from gateway.web.openapi import (
     CURSOR,
     LIMIT,
@@ -47,7 +47,7 @@ NEW_KEY = {
     "properties": {
         "name": {"type": "string", "maxLength": 200},
         "role": ROLE,
-        "external_system": {"type": ["string", "null"], "pattern": EXTERNAL_SYSTEM_RE.pattern},
+        "external_system": {"type": ["string", "null"], "pattern": NAME_RE.pattern},
         "rate_limit_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000000},
         "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650},
     },

@@ -26,7 +26,7 @@ import asyncpg
 from gateway import metrics
 from gateway.auth.keys import TOKEN_RE, ApiKey, hash_token, key_by_token_hash
 from gateway.db.pool import REQUEST_DEADLINE, bounded
-from gateway.errors import ClientError, ServiceUnavailable
+from gateway.errors import ClientError, ServiceUnavailable, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -34,31 +34,6 @@ CACHE_TTL = 10.0  # seconds a key lookup (found or not) is trusted
 STALE_MAX = 300.0  # seconds past its TTL an entry still answers while it is refreshed
 CACHE_MAX = 50_000  # entries; the cache is cleared when it grows past this (unknown-token floods)
 KEY_HEADER = "X-Api-Key"
-
-
-class Unauthorized(ClientError):
-    status = 401
-    code = "unauthorized"
-
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="gateway"'}
-
-
-class Forbidden(ClientError):
-    status = 403
-    code = "forbidden"
-
-
-class RateLimited(ClientError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
 
 
 def token_from(headers: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -18,11 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from gateway.audit import audit
+from gateway.audit import Actor, audit, audited_update
+from gateway.errors import StoreError
+from gateway.names import is_name
 
 TOKEN_PREFIX = "gwk_"
 TOKEN_RE = re.compile(r"^gwk_[A-Za-z0-9_-]{43}$")
-EXTERNAL_SYSTEM_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SHOWN_PREFIX_LEN = 12  # "gwk_" + 8 characters: enough to recognise a key, useless to guess it
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -35,7 +36,7 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(StoreError):
     """A tenant/key operation was refused (unknown tenant, bad role, ...)."""
 
 
@@ -116,7 +117,7 @@ class ApiKey:
             return "revoked_key"
         if self.expires_at is None:
             return None
-        if self._expires_us is None:  # naive: let usable_at fail as it always did
+        if self._expires_us is None:  # a naive expiry: usable_at decides (and raises)
             return self.usable_at(datetime.now(UTC))
         return "expired_key" if self._expires_us <= time.time_ns() // 1000 else None
 
@@ -206,7 +207,7 @@ async def create_key(
         raise KeyStoreError(f"role must be one of {', '.join(r.value for r in Role)}") from None
     if role_ is Role.PARTNER and not external_system:
         raise KeyStoreError("a partner key must name its external system")
-    if external_system is not None and not EXTERNAL_SYSTEM_RE.match(external_system):
+    if external_system is not None and not is_name(external_system):
         raise KeyStoreError(
             "external system: lowercase letters, digits and '_', e.g. booking_engine"
         )
@@ -248,32 +249,34 @@ async def revoke_key(
     actor: str,
     actor_key_id: uuid.UUID | None = None,
 ) -> ApiKey | None:
-    async with conn.transaction():
-        before = await conn.fetchrow(
+    """Revoke a key (audited); None when the tenant has no such key."""
+
+    async def lock() -> ApiKey | None:
+        row = await conn.fetchrow(
             f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
             key_id,
             tenant_id,
         )
-        if before is None:
-            return None
+        return ApiKey.from_row(row) if row else None
+
+    async def update() -> ApiKey:
         row = await conn.fetchrow(
             f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()), updated_at = now()
                 WHERE id = $1 RETURNING {KEY_COLUMNS}""",
             key_id,
         )
-        key = ApiKey.from_row(row)
-        await audit(
-            conn,
-            actor=actor,
-            actor_key_id=actor_key_id,
-            tenant_id=tenant_id,
-            action="key.revoke",
-            object_type="api_key",
-            object_id=str(key_id),
-            before=ApiKey.from_row(before).public(),
-            after=key.public(),
-        )
-    return key
+        return ApiKey.from_row(row)
+
+    return await audited_update(
+        conn,
+        actor=Actor(actor, actor_key_id),
+        tenant_id=tenant_id,
+        action="key.revoke",
+        object_type="api_key",
+        object_id=key_id,
+        lock=lock,
+        update=update,
+    )
 
 
 async def key_by_token_hash(conn: asyncpg.Connection, token_hash: bytes) -> ApiKey | None:
@@ -311,12 +314,15 @@ async def rename_tenant(
     actor: str,
     actor_key_id: uuid.UUID | None = None,
 ) -> Tenant:
-    async with conn.transaction():
-        before = await conn.fetchrow(
+    """Rename a tenant (audited); KeyStoreError when it is gone or the name is taken."""
+
+    async def lock() -> Tenant | None:
+        row = await conn.fetchrow(
             "SELECT id, name, created_at FROM tenants WHERE id = $1 FOR UPDATE", tenant_id
         )
-        if before is None:
-            raise KeyStoreError("tenant not found")
+        return Tenant.from_row(row) if row else None
+
+    async def update() -> Tenant:
         try:
             row = await conn.fetchrow(
                 """UPDATE tenants SET name = $2, updated_at = now() WHERE id = $1
@@ -326,16 +332,18 @@ async def rename_tenant(
             )
         except asyncpg.UniqueViolationError:
             raise KeyStoreError(f"a tenant named {name.strip()!r} exists already") from None
-        tenant = Tenant.from_row(row)
-        await audit(
-            conn,
-            actor=actor,
-            actor_key_id=actor_key_id,
-            tenant_id=tenant_id,
-            action="tenant.update",
-            object_type="tenant",
-            object_id=str(tenant_id),
-            before=Tenant.from_row(before).public(),
-            after=tenant.public(),
-        )
+        return Tenant.from_row(row)
+
+    tenant = await audited_update(
+        conn,
+        actor=Actor(actor, actor_key_id),
+        tenant_id=tenant_id,
+        action="tenant.update",
+        object_type="tenant",
+        object_id=tenant_id,
+        lock=lock,
+        update=update,
+    )
+    if tenant is None:
+        raise KeyStoreError("tenant not found")
     return tenant

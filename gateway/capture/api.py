@@ -11,13 +11,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import ClientError, NotFound
 from gateway.web.http import (
     POOL,
     PREFIX,
-    NotFound,
-    decode_time_cursor,
-    encode_cursor,
     endpoint,
     parse_uuid,
     query_int,
@@ -26,6 +23,7 @@ from gateway.web.http import (
     query_time,
     query_uuid,
 )
+from gateway.web.pagination import TimeKeyset, newest_first
 from gateway.web.sql import Where
 
 DEFAULT_WINDOW = timedelta(hours=24)  # log search without 'from' looks this far back
@@ -74,7 +72,7 @@ def _time_window(request: web.Request) -> tuple[datetime, datetime]:
 STATUS_CLASSES = {"1xx": 100, "2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
 
 
-def _log_filters(request: web.Request, tenant_id: uuid.UUID) -> Where:
+def _log_filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
     start, end = _time_window(request)
     w = Where()
     w.add("tenant_id = {}", tenant_id)
@@ -102,9 +100,9 @@ def _log_filters(request: web.Request, tenant_id: uuid.UUID) -> Where:
         value = query_json(request, name)
         if value is not None:
             w.add(f"{column} @> {{}}", value)
-    cursor = request.query.get("cursor")
-    if cursor is not None:
-        w.add("(created_at, id) < ({}, {})", *decode_time_cursor(cursor))
+    before = keyset.after()
+    if before is not None:
+        w.add("(created_at, id) < ({}, {})", *before)
     return w
 
 
@@ -121,21 +119,15 @@ def _status_filters(request: web.Request, w: Where) -> None:
 
 @endpoint(LOG_READERS)
 async def search_logs(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
-    w = _log_filters(request, key.tenant_id)
+    keyset = newest_first(request)
+    w = _log_filters(request, key.tenant_id, keyset)
     sql = (
         f"SELECT {LOG_SUMMARY} FROM api_logs WHERE {w.sql} "
-        f"ORDER BY created_at DESC, id DESC LIMIT {limit + 1}"
+        f"ORDER BY created_at DESC, id DESC LIMIT {keyset.fetch}"
     )
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(sql, *w.args)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if more else None
-    )
-    return {"items": [_log_json(r) for r in rows], "next_cursor": next_cursor}
+    return keyset.page(rows, _log_json, lambda r: (r["created_at"], r["id"]))
 
 
 @endpoint(LOG_READERS)

@@ -63,7 +63,7 @@ class Wal:
 
     def append(self, rows: Sequence[Row]) -> Segment | None:
         """Write one line holding ``rows``; the segment they are in, or None when the write
-        failed (the rows then live in memory only, as before this log existed)."""
+        failed (the rows then live in memory only)."""
         try:
             seg = self._segment()
             data = orjson.dumps(rows) + b"\n"

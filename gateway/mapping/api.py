@@ -17,29 +17,27 @@ from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
 from gateway.crypto import SecretBox
-from gateway.errors import ClientError, PayloadTooLarge, ServiceUnavailable
+from gateway.errors import ClientError, Invalid, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.mapping import importing, store
 from gateway.mapping.flow import Mappings
 from gateway.mapping.store import Actor, Direction, MappingConflict, SyncStatus
-from gateway.pointers import MAX_ID_LENGTH, entity_type_ok
+from gateway.names import is_name
+from gateway.pointers import MAX_ID_LENGTH
 from gateway.web.http import (
     ANY_ADMIN_ROLE,
     PREFIX,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
-    decode_time_cursor,
-    encode_cursor,
     endpoint,
     field,
     parse_uuid,
-    query_int,
     query_str,
     query_uuid,
     read_json_object,
 )
+from gateway.web.pagination import TimeKeyset, newest_first
 from gateway.web.responses import json_response
+from gateway.web.sql import Where
 
 POOL = web.AppKey("mapping_pool", asyncpg.Pool)
 BOX = web.AppKey("mapping_secrets", SecretBox)
@@ -103,7 +101,7 @@ def conflict_response(exc: MappingConflict) -> web.Response:
 
 def _name(body: dict[str, Any], name: str) -> str:
     value = field(body, name, str, nullable=False)
-    if not entity_type_ok(value):
+    if not is_name(value):
         raise Invalid(
             f"field {name!r}: lowercase letters, digits and '_' (at most 63)", code="invalid_field"
         )
@@ -247,44 +245,32 @@ async def delete_mapping(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(ANY_ADMIN_ROLE)
 async def list_mappings(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
-    where, args = _filters(request, key.tenant_id)
+    keyset = newest_first(request)
+    w = _filters(request, key.tenant_id, keyset)
     async with request.app[POOL].acquire() as conn:
-        found = await store.list_page(conn, where, args, limit + 1)
-    more = len(found) > limit
-    found = found[:limit]
-    last = found[-1] if found else None
-    cursor = encode_cursor(last.created_at.isoformat(), last.id) if more and last else None
-    return {"items": [m.public() for m in found], "next_cursor": cursor}
+        found = await store.list_page(conn, w.sql, w.args, keyset.fetch)
+    return keyset.page(found, store.Mapping.public, lambda m: (m.created_at, m.id))
 
 
-def _filters(request: web.Request, tenant_id: uuid.UUID) -> tuple[str, list[Any]]:
-    clauses = ["tenant_id = $1"]
-    args: list[Any] = [tenant_id]
-
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.format(f"${len(args)}"))
-
+def _filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
+    w = Where()
+    w.add("tenant_id = {}", tenant_id)
     for name in ("entity_type", "external_system", "external_id", "direction", "sync_status"):
         value = query_str(request, name, MAX_ID_LENGTH)
         if value is not None:
-            add(f"{name} = {{}}", value)
+            w.add(f"{name} = {{}}", value)
     internal = query_uuid(request, "internal_id")
     if internal is not None:
-        add("internal_id = {}", internal)
+        w.add("internal_id = {}", internal)
     deleted = request.query.get("include_deleted", "false")
     if deleted not in ("true", "false"):
         raise ClientError("include_deleted must be true or false", code="bad_query")
     if deleted == "false":
-        clauses.append("deleted_at IS NULL")
-    cursor = request.query.get("cursor")
-    if cursor is not None:
-        at, last_id = decode_time_cursor(cursor)
-        args.extend([at, last_id])
-        clauses.append(f"(created_at, id) < (${len(args) - 1}::timestamptz, ${len(args)}::uuid)")
-    return " AND ".join(clauses), args
+        w.add("deleted_at IS NULL")
+    before = keyset.after()
+    if before is not None:
+        w.add("(created_at, id) < ({}::timestamptz, {}::uuid)", *before)
+    return w
 
 
 # -- bulk import ------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from gateway.mapping.store import Direction, SyncStatus
-from gateway.pointers import MAX_ID_LENGTH, entity_type_ok
+from gateway.names import is_name
+from gateway.pointers import MAX_ID_LENGTH
 
 REQUIRED = ("entity_type", "internal_id", "external_system", "external_id")
 OPTIONAL = ("direction", "sync_status")
@@ -171,9 +172,9 @@ def _shape_problem(record: Any) -> str | None:
     for name in REQUIRED:
         if not isinstance(record.get(name), str) or not record[name]:
             return f"field {name!r} is required (a non-empty string)"
-    if not entity_type_ok(record["entity_type"]):
+    if not is_name(record["entity_type"]):
         return "entity_type: lowercase letters, digits and '_', e.g. reservation"
-    if not entity_type_ok(record["external_system"]):
+    if not is_name(record["external_system"]):
         return "external_system: lowercase letters, digits and '_', e.g. booking_engine"
     if len(record["external_id"]) > MAX_ID_LENGTH:
         return f"external_id is longer than {MAX_ID_LENGTH} characters"

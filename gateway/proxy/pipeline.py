@@ -1,10 +1,10 @@
 """The proxy pipeline, top to bottom, for one partner call:
 
-    match route → read/stream the request (capture it) → forward to the upstream
-    → relay the answer (capture it) → queue the api_logs row → metrics
+    match route → authenticate (unless the route is public) → read/stream the request
+    (capture it) → translate ids → forward to the upstream → relay the answer (capture
+    it, translate ids back) → emit events (routes with `emit`) → queue the api_logs row
+    → metrics (and the sync outcome, on routes with `sync`)
 
-Later capabilities slot in where marked: authentication before the match result is used,
-ID translation around the forward, event emission after the answer (routes with `emit`).
 Every outcome, refusals included, produces exactly one api_logs row.
 """
 
@@ -24,7 +24,7 @@ from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
 
 from gateway import metrics
-from gateway.auth.authenticator import Authenticator, Forbidden, RateLimited, RateLimiter, refuse
+from gateway.auth.authenticator import Authenticator, RateLimiter, refuse
 from gateway.auth.keys import ApiKey, Role
 from gateway.capture.exchange import CapturePolicy, Exchange
 from gateway.capture.record import (
@@ -39,10 +39,12 @@ from gateway.capture.writer import LogWriter
 from gateway.errors import (
     BadRequest,
     ClientGone,
+    Forbidden,
     GatewayError,
     HeadersTooLarge,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     ShuttingDown,
     UpstreamError,

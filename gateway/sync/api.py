@@ -7,7 +7,6 @@ services report for any system of their tenant.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,8 @@ from aiohttp import web
 
 from gateway.audit import audit
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError
+from gateway.errors import ClientError, Conflict, Invalid, NotFound
+from gateway.names import NAME_RE
 from gateway.sync import store
 from gateway.sync.model import (
     MAX_ERROR_CHARS,
@@ -31,14 +31,8 @@ from gateway.sync.model import (
 from gateway.sync.recorder import count_outcomes
 from gateway.web.http import (
     POOL,
-    Conflict,
-    Invalid,
-    NotFound,
     actor,
     check_fields,
-    decode_cursor,
-    decode_time_cursor,
-    encode_cursor,
     endpoint,
     field,
     parse_uuid,
@@ -47,11 +41,20 @@ from gateway.web.http import (
     query_uuid,
     read_json_object,
 )
+from gateway.web.pagination import (
+    Keyset,
+    TimeKeyset,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+    newest_first,
+)
 from gateway.web.sql import Where
 
 PREFIX = "/admin/v1/sync"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # entity types and external systems
 MAX_VERSION = 2**63 - 1  # versions are bigint
+FEED_LIMIT = 100  # changes one feed page shows when the caller gives no limit
+MAX_FEED_LIMIT = 1000
 MAX_BATCH = 20_000  # reports in one batch call
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # body of one batch call
 READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
@@ -225,7 +228,7 @@ async def report_batch(request: web.Request, key: ApiKey) -> Any:
 # -- reads -------------------------------------------------------------------------------
 
 
-def _filters(request: web.Request, tenant_id: uuid.UUID) -> Where:
+def _filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
     w = Where()
     w.add("tenant_id = {}", tenant_id)
     w.add("deleted_at IS NULL")
@@ -252,27 +255,23 @@ def _filters(request: web.Request, tenant_id: uuid.UUID) -> Where:
         w.add("unsynced_since <= {}", datetime.now(UTC) - timedelta(seconds=older))
     if request.query.get("due") == "true":
         w.add("next_retry_at <= {}", datetime.now(UTC))
-    cursor = request.query.get("cursor")
-    if cursor is not None:
-        w.add("(created_at, id) < ({}, {})", *decode_time_cursor(cursor))
+    before = keyset.after()
+    if before is not None:
+        w.add("(created_at, id) < ({}, {})", *before)
     return w
 
 
 @endpoint(READERS)
 async def list_status(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
-    w = _filters(request, key.tenant_id)
+    keyset = newest_first(request)
+    w = _filters(request, key.tenant_id, keyset)
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {store.COLUMNS} FROM data_sync_status WHERE {w.sql} "
-            f"ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
+            f"ORDER BY created_at DESC, id DESC LIMIT {keyset.fetch}",
             *w.args,
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    cursor = encode_cursor(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if more else None
-    return {"items": [row_json(r) for r in rows], "next_cursor": cursor}
+    return keyset.page(rows, row_json, lambda r: (r["created_at"], r["id"]))
 
 
 @endpoint(READERS)
@@ -294,8 +293,7 @@ async def get_summary(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(FEED_READERS)
 async def list_changes(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 100, 1, 1000)
-    assert limit is not None
+    keyset = Keyset(request, _feed_cursor, FEED_LIMIT, MAX_FEED_LIMIT)
     system = query_str(request, "external_system", 63)
     if key.role is Role.PARTNER:
         if system not in (None, key.external_system):
@@ -303,9 +301,9 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
         system = key.external_system
     if system is None:
         raise ClientError("query parameter 'external_system' is required", code="bad_query")
-    after = _feed_cursor(request.query.get("cursor"))
+    after = keyset.after()
     async with request.app[POOL].acquire() as conn:
-        found = await store.changes(conn, key.tenant_id, system, after, limit)
+        found = await store.changes(conn, key.tenant_id, system, after, keyset.limit)
     if found:
         kind, last = found[-1]
         after = (int(last["change_xid"]), kind, last["id"])
@@ -322,9 +320,7 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _feed_cursor(raw: str | None) -> store.FeedCursor | None:
-    if raw is None:
-        return None
+def _feed_cursor(raw: str) -> store.FeedCursor:
     xid, kind, row_id = decode_cursor(raw, 3)
     try:
         value = int(xid)
@@ -332,7 +328,7 @@ def _feed_cursor(raw: str | None) -> store.FeedCursor | None:
             raise ValueError(xid)
         return value, kind, uuid.UUID(row_id)
     except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
+        raise bad_cursor() from None
 
 
 # -- operations --------------------------------------------------------------------------

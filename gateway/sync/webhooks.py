@@ -3,15 +3,13 @@ the event's entity: each attempt's outcome goes to data_sync_status (batched).""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from gateway.names import is_name
 from gateway.sync.model import Direction, EntityKey, Report, Side, Status
 from gateway.sync.recorder import SyncRecorder
-
-ENTITY_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def delivery_report(
@@ -25,7 +23,7 @@ def delivery_report(
     """The entity is the event type's first part and the payload's top-level ``id``."""
     entity_type = event_type.split(".", 1)[0]
     raw = payload.get("id") if isinstance(payload, dict) else None
-    if not ENTITY_TYPE_RE.match(entity_type) or not isinstance(raw, str):
+    if not is_name(entity_type) or not isinstance(raw, str):
         return None
     try:
         entity_id = uuid.UUID(raw)

@@ -3,7 +3,6 @@ parsing that refuses bad input with a stable code instead of a 500."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -15,9 +14,9 @@ import orjson
 from aiohttp import web
 
 from gateway import metrics
-from gateway.auth.authenticator import Authenticator, Forbidden, refuse
+from gateway.auth.authenticator import Authenticator, refuse
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError, GatewayError, PayloadTooLarge
+from gateway.errors import ClientError, Forbidden, GatewayError, Invalid, NotFound, PayloadTooLarge
 from gateway.web.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -56,23 +55,6 @@ def logged(handler: Handler) -> Handler:
     call.__name__ = handler.__name__
     LOGGED.add(call)
     return call
-
-
-class Invalid(ClientError):
-    """422: well-formed JSON whose content is wrong (unknown field, wrong type, bad value)."""
-
-    status = 422
-    code = "invalid_request"
-
-
-class Conflict(ClientError):
-    status = 409
-    code = "conflict"
-
-
-class NotFound(ClientError):
-    status = 404
-    code = "not_found"
 
 
 def bind(pool_key: web.AppKey[asyncpg.Pool], auth_key: web.AppKey[Authenticator]) -> Any:
@@ -269,30 +251,6 @@ def query_json(request: web.Request, name: str) -> Any:
             f"query parameter {name!r} must be a JSON object or array", code="bad_query"
         )
     return value
-
-
-def decode_time_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
-    """The (created_at, id) keyset cursor of the newest-first lists, or 400 bad_cursor."""
-    at, row_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except ValueError:
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
-
-
-def encode_cursor(*parts: Any) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([str(p) for p in parts])).decode().rstrip("=")
-
-
-def decode_cursor(raw: str, n: int) -> list[str]:
-    try:
-        padded = raw + "=" * (-len(raw) % 4)
-        parts = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, orjson.JSONDecodeError):
-        raise ClientError("cursor is not valid", code="bad_cursor") from None
-    if not isinstance(parts, list) or len(parts) != n or not all(isinstance(p, str) for p in parts):
-        raise ClientError("cursor is not valid", code="bad_cursor")
-    return parts
 
 
 __all__ = ["metrics"]

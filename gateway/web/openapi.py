@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.auth.keys import EXTERNAL_SYSTEM_RE, Role
+from gateway.auth.keys import Role
+from gateway.names import NAME_RE
+from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
@@ -27,7 +29,7 @@ ERROR = {
         "request_id": {"type": "string"},
     },
 }
-NAME = {"type": "string", "pattern": EXTERNAL_SYSTEM_RE.pattern}  # systems, entity types
+NAME = {"type": "string", "pattern": NAME_RE.pattern}  # systems, entity types
 ROLE = {"type": "string", "enum": [r.value for r in Role]}
 DOCUMENT = web.AppKey("openapi_document", dict)
 
@@ -75,7 +77,9 @@ def path_param(name: str) -> dict[str, Any]:
 
 
 LIMIT = query_param(
-    "limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)"
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    f"page size (default {DEFAULT_LIMIT})",
 )
 CURSOR = query_param("cursor", {"type": "string"}, "next_cursor of the previous page")
 

@@ -7,6 +7,8 @@ only; auth values never.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,26 +17,21 @@ from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
 from gateway.crypto import SecretBox
-from gateway.errors import ClientError
+from gateway.errors import ClientError, Conflict, Invalid, NotFound
 from gateway.settings import Settings
 from gateway.web.http import (
-    Conflict,
-    Invalid,
-    NotFound,
     check_fields,
-    decode_time_cursor,
-    encode_cursor,
     endpoint,
     field,
     parse_uuid,
-    query_int,
     query_str,
     query_uuid,
     read_json_object,
 )
+from gateway.web.pagination import newest_first
 from gateway.web.responses import json_response
 from gateway.webhooks import inputs, store
-from gateway.webhooks.model import DeliveryStatus, EventSource
+from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
 
 PREFIX = "/admin/v1"
@@ -79,12 +76,19 @@ def _actor(key: ApiKey) -> store.Actor:
     return store.Actor(f"key:{key.id}", key.id)
 
 
-def _store_errors(exc: store.WebhookStoreError) -> ClientError:
-    if isinstance(exc, store.NotFoundError):
-        return NotFound(str(exc))
-    if isinstance(exc, store.ConflictError):
-        return Conflict(str(exc))
-    return Invalid(str(exc), code="invalid_field")
+@asynccontextmanager
+async def _store(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; what the store refuses inside the block is answered as
+    404 not_found, 409 conflict or 422 invalid_field."""
+    try:
+        async with request.app[POOL].acquire() as conn:
+            yield conn
+    except store.NotFoundError as exc:
+        raise NotFound(str(exc)) from None
+    except store.ConflictError as exc:
+        raise Conflict(str(exc)) from None
+    except store.WebhookStoreError as exc:
+        raise Invalid(str(exc), code="invalid_field") from None
 
 
 async def _checked_url(request: web.Request, raw: str) -> str:
@@ -123,22 +127,16 @@ async def create_subscription(request: web.Request, key: ApiKey) -> Any:
     values = await _subscription_values(request, creating=True)
     secret = values.pop("secret") or inputs.new_secret()
     values["secret"] = request.app[BOX].encrypt(secret)
-    try:
-        async with request.app[POOL].acquire() as conn:
-            sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
     return {**sub.public(), "secret": secret}
 
 
 @endpoint(READERS)
 async def get_subscription(request: web.Request, key: ApiKey) -> Any:
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            sub = await store.get_subscription(conn, key.tenant_id, sub_id)
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        sub = await store.get_subscription(conn, key.tenant_id, sub_id)
     return sub.public()
 
 
@@ -148,22 +146,16 @@ async def patch_subscription(request: web.Request, key: ApiKey) -> Any:
     values = await _subscription_values(request, creating=False)
     if not values:
         raise Invalid("nothing to change", code="missing_field")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
     return sub.public()
 
 
 @endpoint([Role.ADMIN])
 async def delete_subscription(request: web.Request, key: ApiKey) -> Any:
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            await store.delete_subscription(conn, key.tenant_id, sub_id, _actor(key))
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        await store.delete_subscription(conn, key.tenant_id, sub_id, _actor(key))
     return {"id": str(sub_id), "deleted": True}
 
 
@@ -177,13 +169,10 @@ async def rotate_secret(request: web.Request, key: ApiKey) -> Any:
     grace = body.get("grace_seconds")
     grace = inputs.DEFAULT_GRACE if grace is None else grace
     grace = float(inputs.number(grace, "grace_seconds", 0, inputs.MAX_GRACE))
-    try:
-        async with request.app[POOL].acquire() as conn:
-            sub = await store.rotate_secret(
-                conn, key.tenant_id, sub_id, request.app[BOX].encrypt(secret), grace, _actor(key)
-            )
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        sub = await store.rotate_secret(
+            conn, key.tenant_id, sub_id, request.app[BOX].encrypt(secret), grace, _actor(key)
+        )
     return {**sub.public(), "secret": secret}
 
 
@@ -191,22 +180,19 @@ async def rotate_secret(request: web.Request, key: ApiKey) -> Any:
 async def send_test_event(request: web.Request, key: ApiKey) -> Any:
     """A ``webhook.test`` event delivered to this subscription only."""
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            sub = await store.get_subscription(conn, key.tenant_id, sub_id)
-            if not sub.active:
-                raise store.ConflictError("the subscription is disabled; enable it first")
-            payload = {"message": "test event from the Integration Hub gateway"}
-            event, _, count = await store.publish_event(
-                conn,
-                key.tenant_id,
-                TEST_EVENT_TYPE,
-                payload,
-                source=EventSource.TEST,
-                subscription_id=sub_id,
-            )
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        sub = await store.get_subscription(conn, key.tenant_id, sub_id)
+        if not sub.active:
+            raise store.ConflictError("the subscription is disabled; enable it first")
+        payload = {"message": "test event from the Integration Hub gateway"}
+        event, _, count = await store.publish_event(
+            conn,
+            key.tenant_id,
+            TEST_EVENT_TYPE,
+            payload,
+            source=EventSource.TEST,
+            subscription_id=sub_id,
+        )
     return {"event": event.public(), "deliveries": count}
 
 
@@ -225,11 +211,8 @@ async def replay_failed(request: web.Request, key: ApiKey) -> Any:
             f"'from' must be before 'to', at most {MAX_REPLAY_WINDOW.days} days apart",
             code="bad_time_range",
         )
-    try:
-        async with request.app[POOL].acquire() as conn:
-            count = await store.replay_failed(conn, key.tenant_id, sub_id, start, end, _actor(key))
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        count = await store.replay_failed(conn, key.tenant_id, sub_id, start, end, _actor(key))
     return {"replayed": count}
 
 
@@ -258,13 +241,10 @@ async def publish_event(request: web.Request, key: ApiKey) -> Any:
         raise inputs.bad("payload", "must be a JSON object")
     inputs.json_value(payload, "payload")
     idem = inputs.text(body, "idempotency_key", inputs.MAX_NAME)
-    try:
-        async with request.app[POOL].acquire() as conn:
-            event, created, count = await store.publish_event(
-                conn, key.tenant_id, event_type, payload, idempotency_key=idem
-            )
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        event, created, count = await store.publish_event(
+            conn, key.tenant_id, event_type, payload, idempotency_key=idem
+        )
     answer = {"event": event.public(), "deliveries": count, "duplicate": not created}
     return answer if created else json_response(answer, status=200)
 
@@ -274,8 +254,7 @@ async def publish_event(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(READERS)
 async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
-    limit = query_int(request, "limit", 50, 1, 500)
-    assert limit is not None
+    keyset = newest_first(request)
     status = query_str(request, "status")
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         raise ClientError(
@@ -287,45 +266,31 @@ async def list_deliveries(request: web.Request, key: ApiKey) -> Any:
         "event_id": query_uuid(request, "event_id"),
         "status": status,
     }
-    cursor = request.query.get("cursor")
-    before = decode_time_cursor(cursor) if cursor is not None else None
+    before = keyset.after()
     async with request.app[POOL].acquire() as conn:
-        found = await store.list_deliveries(conn, key.tenant_id, filters, limit + 1, before)
-    more = len(found) > limit
-    found = found[:limit]
-    last = found[-1] if more else None
-    next_cursor = encode_cursor(last.created_at.isoformat(), last.id) if last else None
-    return {"items": [d.public() for d in found], "next_cursor": next_cursor}
+        found = await store.list_deliveries(conn, key.tenant_id, filters, keyset.fetch, before)
+    return keyset.page(found, Delivery.public, lambda d: (d.created_at, d.id))
 
 
 @endpoint(READERS)
 async def get_delivery(request: web.Request, key: ApiKey) -> Any:
     delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            delivery = await store.get_delivery(conn, key.tenant_id, delivery_id)
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        delivery = await store.get_delivery(conn, key.tenant_id, delivery_id)
     return delivery.public()
 
 
 @endpoint(READERS)
 async def list_attempts(request: web.Request, key: ApiKey) -> Any:
     delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            attempts = await store.list_attempts(conn, key.tenant_id, delivery_id)
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        attempts = await store.list_attempts(conn, key.tenant_id, delivery_id)
     return {"items": [a.public() for a in attempts]}
 
 
 @endpoint([Role.ADMIN], status=202)
 async def replay_delivery(request: web.Request, key: ApiKey) -> Any:
     delivery_id = parse_uuid(request.match_info["delivery_id"], "delivery")
-    try:
-        async with request.app[POOL].acquire() as conn:
-            delivery = await store.replay_delivery(conn, key.tenant_id, delivery_id, _actor(key))
-    except store.WebhookStoreError as exc:
-        raise _store_errors(exc) from None
+    async with _store(request) as conn:
+        delivery = await store.replay_delivery(conn, key.tenant_id, delivery_id, _actor(key))
     return delivery.public()

@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 
 from gateway.crypto import SecretBox
-from gateway.web.http import Invalid, check_fields, field
+from gateway.errors import Invalid
+from gateway.names import is_event_type, is_name
+from gateway.web.http import check_fields, field
 from gateway.webhooks.model import AuthType
 
 PATTERN_RE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$")
-EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
-EXTERNAL_SYSTEM_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$")
 SECRET_BYTES = 24  # random bytes of a generated signing secret (as Svix)
@@ -135,7 +135,7 @@ def event_types(raw: Any) -> list[str]:
 
 
 def event_type(raw: Any, name: str = "type") -> str:
-    if not isinstance(raw, str) or len(raw) > MAX_NAME or not EVENT_TYPE_RE.match(raw):
+    if not is_event_type(raw):
         raise bad(name, "must be an event type such as 'reservation.created'")
     return raw
 
@@ -282,7 +282,7 @@ def payload_options(raw: Any) -> dict[str, Any]:
 def external_system(raw: Any) -> str | None:
     if raw is None:
         return None
-    if not isinstance(raw, str) or not EXTERNAL_SYSTEM_RE.match(raw):
+    if not is_name(raw):
         raise bad("external_system", "must be a name such as booking_engine")
     return raw
 

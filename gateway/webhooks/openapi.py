@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.names import EVENT_TYPE_RE, MAX_EVENT_TYPE, NAME_RE
 from gateway.web.openapi import (
     CURSOR,
     LIMIT,
@@ -15,11 +16,12 @@ from gateway.web.openapi import (
     query_param,
     refusals,
 )
+from gateway.webhooks.inputs import PATTERN_RE, SECRET_RE
 
 NUMBER = {"type": "number"}
 NULLABLE_STRING = {"type": ["string", "null"]}
-EVENT_TYPE = {"type": "string", "pattern": "^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$", "maxLength": 200}
-PATTERN = {"type": "string", "pattern": "^(\\*|[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*(\\.\\*)?)$"}
+EVENT_TYPE = {"type": "string", "pattern": EVENT_TYPE_RE.pattern, "maxLength": MAX_EVENT_TYPE}
+PATTERN = {"type": "string", "pattern": PATTERN_RE.pattern}
 STATUSES = ["pending", "delivering", "delivered", "failed", "cancelled"]
 AUTH_IN = {
     "oneOf": [
@@ -93,10 +95,10 @@ SUBSCRIPTION_PROPS: dict[str, Any] = {
     "retry_policy": RETRY_POLICY,
     "max_concurrency": {"type": "integer", "minimum": 1, "maximum": 1000},
     "payload": PAYLOAD,
-    "external_system": {"type": ["string", "null"], "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+    "external_system": {"type": ["string", "null"], "pattern": NAME_RE.pattern},
     "active": {"type": "boolean"},
 }
-SECRET = {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"}
+SECRET = {"type": "string", "pattern": SECRET_RE.pattern}
 NEW_SUBSCRIPTION = {
     "type": "object",
     "additionalProperties": False,

@@ -7,7 +7,7 @@ records), never asyncpg exceptions, except connection-level ones the delivery lo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 
 from gateway.audit import Actor as Actor  # re-exported: callers name store.Actor
-from gateway.audit import audit, audit_change
+from gateway.audit import audit, audit_change, audited_update
+from gateway.errors import StoreError
 from gateway.webhooks.model import (
     DELIVERY_COLUMNS,
     SUBSCRIPTION_COLUMNS,
@@ -29,7 +30,7 @@ from gateway.webhooks.model import (
 )
 
 
-class WebhookStoreError(Exception):
+class WebhookStoreError(StoreError):
     """A webhook operation was refused by the store."""
 
 
@@ -155,8 +156,8 @@ async def update_subscription(
     elif values.get("active") is False:
         sets += ["disabled_reason = 'disabled by an admin'", "disabled_at = now()"]
     sets += ["updated_at = now()"] + ([extra_sql] if extra_sql else [])
-    async with conn.transaction():
-        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+
+    async def update() -> Subscription:
         try:
             row = await conn.fetchrow(
                 f"""UPDATE webhook_subscriptions SET {", ".join(sets)}
@@ -167,10 +168,32 @@ async def update_subscription(
             )
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise InvalidValueError(_constraint_message(exc)) from None
-        after = Subscription.from_row(row)
-        await audit_change(
-            conn, actor, tenant_id, action, SUBSCRIPTION_OBJECT, sub_id, before, after
-        )
+        return Subscription.from_row(row)
+
+    return await _audited(conn, tenant_id, sub_id, actor, action, update)
+
+
+async def _audited(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    sub_id: uuid.UUID,
+    actor: Actor,
+    action: str,
+    update: Callable[[], Awaitable[Subscription]],
+) -> Subscription:
+    """``update`` with the subscription locked, audited; NotFoundError when there is none."""
+    after = await audited_update(
+        conn,
+        actor=actor,
+        tenant_id=tenant_id,
+        action=action,
+        object_type=SUBSCRIPTION_OBJECT,
+        object_id=sub_id,
+        lock=lambda: get_subscription(conn, tenant_id, sub_id, lock=True),
+        update=update,
+    )
+    if after is None:  # pragma: no cover - get_subscription raises NotFoundError first
+        raise NotFoundError(f"no subscription {sub_id}")
     return after
 
 
@@ -188,8 +211,8 @@ async def rotate_secret(
         "previous_secret_expires_at = CASE WHEN $4::float8 > 0 "
         "THEN now() + make_interval(secs => $4::float8) END"
     )
-    async with conn.transaction():
-        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+
+    async def update() -> Subscription:
         row = await conn.fetchrow(
             f"""UPDATE webhook_subscriptions SET {keep}, secret = $3, updated_at = now()
                 WHERE id = $1 AND tenant_id = $2 RETURNING {SUBSCRIPTION_COLUMNS}""",
@@ -198,18 +221,10 @@ async def rotate_secret(
             new_secret,
             grace_seconds,
         )
-        after = Subscription.from_row(row)
-        await audit_change(
-            conn,
-            actor,
-            tenant_id,
-            "webhook_subscription.rotate_secret",
-            SUBSCRIPTION_OBJECT,
-            sub_id,
-            before,
-            after,
-        )
-    return after
+        return Subscription.from_row(row)
+
+    action = "webhook_subscription.rotate_secret"
+    return await _audited(conn, tenant_id, sub_id, actor, action, update)
 
 
 async def delete_subscription(
@@ -218,32 +233,36 @@ async def delete_subscription(
     """Soft delete; its unfinished deliveries are cancelled.
 
     Locks are taken in the order ``complete`` takes them (deliveries, then the
-    subscription); the other order deadlocked with the delivery loop. A wrong tenant
+    subscription), so a delete and the delivery loop never deadlock. A wrong tenant
     raises in get_subscription and rolls the cancellation back."""
-    async with conn.transaction():
+
+    async def lock() -> Subscription:
         await conn.execute(
             """UPDATE webhook_deliveries SET status = 'cancelled', lease_owner = NULL,
                    lease_expires_at = NULL, updated_at = now()
                WHERE subscription_id = $1 AND status IN ('pending', 'delivering')""",
             sub_id,
         )
-        before = await get_subscription(conn, tenant_id, sub_id, lock=True)
+        return await get_subscription(conn, tenant_id, sub_id, lock=True)
+
+    async def update() -> None:
         await conn.execute(
             """UPDATE webhook_subscriptions SET deleted_at = now(), active = false,
                    disabled_reason = 'deleted', disabled_at = now(), updated_at = now()
                WHERE id = $1""",
             sub_id,
         )
-        await audit_change(
-            conn,
-            actor,
-            tenant_id,
-            "webhook_subscription.delete",
-            SUBSCRIPTION_OBJECT,
-            sub_id,
-            before,
-            None,
-        )
+
+    await audited_update(
+        conn,
+        actor=actor,
+        tenant_id=tenant_id,
+        action="webhook_subscription.delete",
+        object_type=SUBSCRIPTION_OBJECT,
+        object_id=sub_id,
+        lock=lock,
+        update=update,
+    )
 
 
 # -- events ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""routes.yaml → frozen route objects and the matcher.
+"""routes.yaml → a :class:`RouteTable`, validated as a whole at load.
 
-The whole file is validated at load; every problem is reported at once, each naming
-the file, the route (index and name) and the field, e.g.::
+Every problem is reported at once, each naming the file, the route (index and name) and
+the field, e.g.::
 
     routes.yaml: routes[2] 'guests': field 'methods': unknown HTTP method 'FETCH'
 """
@@ -9,196 +9,36 @@ the file, the route (index and name) and the field, e.g.::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yarl import URL
 
-from gateway.errors import ConfigError, MethodNotAllowed, RouteNotFound
-from gateway.pointers import Trie, compile_pointers, entity_type_ok, parse_pointer
+from gateway.errors import ConfigError
+from gateway.names import is_event_type, is_name
+from gateway.pointers import Trie, compile_pointers, parse_pointer
+from gateway.routes.matcher import PARAM_RE, RouteTable, compile_path
+from gateway.routes.model import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRY_BACKOFF,
+    HTTP_METHODS,
+    SYNC_DIRECTIONS,
+    SYNC_SOURCES,
+    AutoMap,
+    CaptureOptions,
+    EmitRule,
+    RateLimit,
+    Route,
+    SyncOptions,
+    Translation,
+    Upstream,
+)
 
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Methods that may be retried on connection failure: repeating them changes nothing.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
-PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}")
-DEFAULT_CONNECT_TIMEOUT = 5.0  # seconds to open a TCP connection to an upstream
-DEFAULT_READ_TIMEOUT = 30.0  # seconds of silence tolerated while reading an upstream answer
-DEFAULT_RETRY_BACKOFF = 0.1  # first wait between connection retries; doubles each time
-MAX_RETRIES = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    name: str
-    url: URL
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-    retries: int = 0
-    retry_backoff: float = DEFAULT_RETRY_BACKOFF
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureOptions:
-    max_body_bytes: int | None = None  # None: the GATEWAY_CAPTURE_MAX_BODY_BYTES default
-    request_body: bool = True
-    response_body: bool = True
-    redact_fields: frozenset[str] = frozenset()
-    redact_headers: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    requests: int
-    per_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class SyncOptions:
-    """A route whose calls synchronise one entity: its outcome goes to data_sync_status."""
-
-    entity_type: str
-    source: str  # 'path' (a path parameter), 'request' or 'response' (a JSON pointer)
-    locator: str  # the parameter name, or the pointer such as /reservation/id
-    direction: str = "inbound"
-
-
-SYNC_SOURCES = ("path", "request", "response")
-SYNC_DIRECTIONS = ("inbound", "outbound", "bidirectional")
-
-
-@dataclass(frozen=True, slots=True)
-class AutoMap:
-    """After a successful create, map the request's external id to the answer's new id."""
-
-    entity_type: str
-    external_id: tuple[str, ...]  # pointer segments into the request body
-    internal_id: tuple[str, ...]  # pointer segments into the response body
-    statuses: frozenset[int] = frozenset({201})
-
-
-@dataclass(frozen=True, slots=True)
-class Translation:
-    """Which parts of a route's traffic hold ids of which entity type (see routes.yaml)."""
-
-    path_params: tuple[tuple[str, str], ...] = ()  # (parameter, entity type)
-    query_params: tuple[tuple[str, str], ...] = ()
-    request_fields: tuple[tuple[str, str], ...] = ()  # (pointer, entity type)
-    response_fields: tuple[tuple[str, str], ...] = ()
-    refuse_unknown: bool = True  # False: unknown external ids pass through unchanged
-    unknown_status: int | None = None  # None: 404 for path parameters, 422 elsewhere
-    auto_map: AutoMap | None = None
-    request_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
-    response_trie: Trie = field(default_factory=Trie, compare=False, repr=False)
-
-    @property
-    def reads_request_body(self) -> bool:
-        """Whether the request body is parsed: it holds ids, or auto_map's external id."""
-        return bool(self.request_trie) or self.auto_map is not None
-
-
-@dataclass(frozen=True, slots=True)
-class EmitRule:
-    """routes.yaml `emit`: publish a webhook event when a proxied answer matches."""
-
-    event_type: str
-    statuses: frozenset[int] = frozenset()  # empty: any 2xx
-    methods: frozenset[str] = frozenset()  # empty: any of the route's methods
-
-    def matches(self, method: str, status: int) -> bool:
-        if self.methods and method not in self.methods:
-            return False
-        return status in self.statuses if self.statuses else 200 <= status < 300
-
-
-EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    path: str
-    methods: frozenset[str]
-    upstream: Upstream
-    regex: re.Pattern[str] = field(repr=False, compare=False)
-    host: str | None = None
-    strip_prefix: str = ""
-    capture: CaptureOptions = CaptureOptions()
-    public: bool = False  # True: no API key needed
-    external_systems: frozenset[str] = frozenset()  # partner systems allowed (empty: all)
-    rate_limit: RateLimit | None = None  # per API key, on this route
-    sync: SyncOptions | None = None  # record the synced entity's outcome
-    translate: Translation | None = None  # ID translation (gateway.mapping)
-    emit: tuple[EmitRule, ...] = ()  # webhook events published from successful answers
-
-    def upstream_url(self, raw_path: str, query_string: str) -> URL:
-        """The upstream URL for a matched request (raw, still percent-encoded path)."""
-        rest = raw_path[len(self.strip_prefix) :] if self.strip_prefix else raw_path
-        if not rest.startswith("/"):
-            rest = "/" + rest
-        base = self.upstream.url.raw_path.rstrip("/")
-        full = base + rest
-        if query_string:
-            full += "?" + query_string
-        return self.upstream.url.origin().join(URL(full, encoded=True))
-
-
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    route: Route
-    params: Mapping[str, str]
-
-
-class RouteTable:
-    """Routes in file order; the first whose host, path and method match wins."""
-
-    def __init__(self, routes: tuple[Route, ...], upstreams: Mapping[str, Upstream]) -> None:
-        self.routes = routes
-        self.upstreams = dict(upstreams)
-
-    def __iter__(self) -> Iterator[Route]:
-        return iter(self.routes)
-
-    def match(self, method: str, raw_path: str, host: str | None) -> RouteMatch:
-        """Find the route; raise RouteNotFound (404) or MethodNotAllowed (405)."""
-        allowed: set[str] = set()
-        hostname = (host or "").split(":", 1)[0].lower()
-        for route in self.routes:
-            if route.host is not None and not _host_matches(route.host, hostname):
-                continue
-            m = route.regex.fullmatch(raw_path)
-            if m is None:
-                continue
-            if method in route.methods or (method == "HEAD" and "GET" in route.methods):
-                return RouteMatch(route, m.groupdict())
-            allowed |= route.methods
-        if allowed:
-            raise MethodNotAllowed(
-                f"method {method} is not allowed on {raw_path}", tuple(sorted(allowed))
-            )
-        raise RouteNotFound(f"no route matches {method} {raw_path}")
-
-
-def _host_matches(pattern: str, hostname: str) -> bool:
-    if pattern.startswith("*."):
-        return hostname.endswith(pattern[1:])
-    return hostname == pattern
-
-
-def compile_path(pattern: str) -> re.Pattern[str]:
-    """``/rooms/{room_id}`` → one segment; ``/files/{rest...}`` → the rest of the path."""
-    out = []
-    pos = 0
-    for m in PARAM_RE.finditer(pattern):
-        out.append(re.escape(pattern[pos : m.start()]))
-        name, rest = m.group(1), m.group(2)
-        out.append(f"(?P<{name}>.+)" if rest else f"(?P<{name}>[^/]+)")
-        pos = m.end()
-    out.append(re.escape(pattern[pos:]))
-    return re.compile("".join(out))
+ROUTE_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")  # route and upstream names
+MAX_RETRIES = 10  # connection retries an upstream may ask for
 
 
 def load_routes(path: Path | str) -> RouteTable:
@@ -258,7 +98,7 @@ class _Parser:
         out = {}
         for name, spec in raw.items():
             where = f"upstreams.{name}"
-            if not isinstance(name, str) or not NAME_RE.match(name):
+            if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
                 self.fail(where, "upstream names are lowercase letters, digits, '_', '-', '.'")
                 continue
             if isinstance(spec, str):
@@ -361,7 +201,7 @@ class _Parser:
         self._unknown(spec, known, where)
         before = len(self.problems)
         name = spec.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not ROUTE_NAME_RE.match(name):
             self.fail(
                 f"{where}: field 'name'", "required; lowercase letters, digits, '_', '-', '.'"
             )
@@ -393,9 +233,7 @@ class _Parser:
         if not isinstance(public, bool):
             self.fail(f"{where}: field 'public'", f"must be true or false, got {public!r}")
         systems = spec.get("external_systems", [])
-        if not isinstance(systems, list) or not all(
-            isinstance(x, str) and re.match(r"^[a-z][a-z0-9_]{0,62}$", x) for x in systems
-        ):
+        if not isinstance(systems, list) or not all(is_name(x) for x in systems):
             self.fail(
                 f"{where}: field 'external_systems'",
                 "must be a list of names such as booking_engine",
@@ -434,7 +272,7 @@ class _Parser:
             return None
         self._unknown(raw, {"entity_type", "entity", "direction"}, w)
         etype = raw.get("entity_type")
-        if not isinstance(etype, str) or not re.match(r"^[a-z][a-z0-9_]{0,62}$", etype):
+        if not is_name(etype):
             self.fail(f"{w}.entity_type", f"required; a name such as reservation, got {etype!r}")
         direction = raw.get("direction", "inbound")
         if direction not in SYNC_DIRECTIONS:
@@ -488,7 +326,7 @@ class _Parser:
             return None
         self._unknown(spec, {"event", "status", "methods"}, w)
         event = spec.get("event")
-        if not isinstance(event, str) or len(event) > 200 or not EVENT_TYPE_RE.match(event):
+        if not is_event_type(event):
             self.fail(
                 f"{w}.event", f"required; an event type such as reservation.created, got {event!r}"
             )
@@ -632,7 +470,7 @@ class _TranslateParser:
         )
 
     def _entity(self, value: Any, where: str) -> bool:
-        if not entity_type_ok(value):
+        if not is_name(value):
             self.p.fail(
                 where, f"entity type must look like reservation or room_type, got {value!r}"
             )
