@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers)
 
-from tests.integration.hardening_helpers import (  # noqa: E402
+from tests.integration.fault_helpers import (  # noqa: E402
     Frozen,
     GatewayProcess,
     LoadResult,

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml, throwaway_pgdata, wait_for_rows, with_database
-from tests.integration.hardening_helpers import GatewayProcess
+from tests.integration.fault_helpers import GatewayProcess
 
 pytestmark = pytest.mark.slow
 

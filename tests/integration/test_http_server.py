@@ -28,9 +28,9 @@ from gateway.proxy.server import LOG_LINES_PER_SECOND, GatewayRunner
 from gateway.routes import parse_routes
 from gateway.web.http import LOGGED
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import GatewayProcess
-from tests.integration.test_hardening_faults import gateway_env
-from tests.integration.test_hardening_input import json_error, raw_exchange, split_answer
+from tests.integration.fault_helpers import GatewayProcess
+from tests.integration.test_bad_input import json_error, raw_exchange, split_answer
+from tests.integration.test_faults_under_load import gateway_env
 
 SECRET = "gwk_" + "S3cr3tT0ken" * 4  # a live-looking token: must reach no log, answer or row
 ROW_COLUMNS = (

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway.auth import keys
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import GatewayProcess
+from tests.integration.fault_helpers import GatewayProcess
 from tests.integration.upstream_app import make_upstream_app
 
 pytestmark = pytest.mark.slow

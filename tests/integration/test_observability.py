@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from gateway.auth import keys
 from gateway.mapping import store as mappings
 from gateway.mapping.store import Actor, NewMapping
-from tests.integration.hardening_helpers import free_port
+from tests.integration.fault_helpers import free_port
 from tests.integration.webhook_helpers import FAST_SCHEDULE, Receiver, publish, subscribe
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import free_port
+from tests.integration.fault_helpers import free_port
 from tests.integration.webhook_helpers import Receiver, make_tenant, wait_for
 
 pytestmark = pytest.mark.slow

@@ -595,7 +595,7 @@ async def test_receiver_down_then_up_gets_every_event_once(
     alpha: dict[str, Any],
     aiohttp_server: Callable[..., Any],
 ) -> None:
-    from tests.integration.hardening_helpers import free_port
+    from tests.integration.fault_helpers import free_port
 
     gw = await gateway_factory(
         webhook_allow_private=True,

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import workers
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import free_port
+from tests.integration.fault_helpers import free_port
 
 CALLS = 40  # proxied calls per round, each on its own connection (spread by the kernel)
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 Body capture: whatever bytes arrive, with whatever Content-Type/Content-Encoding and cap,
 ``describe_body`` returns a Body the jsonb codec and the journal can serialise, with no NUL
 and no lone surrogate (which PostgreSQL refuses), and never raises — deep nesting included.
-(``tests/integration/test_hardening_input.py`` stores such bodies in real PostgreSQL.)
+(``tests/integration/test_bad_input.py`` stores such bodies in real PostgreSQL.)
 
 ID translation: rewriting a document with a mapping and then with its inverse gives back
 the original; ids that are not in the mapping, and everything outside the pointers, are

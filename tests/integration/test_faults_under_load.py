@@ -35,7 +35,7 @@ from gateway.auth import keys
 from gateway.db.pool import init_connection
 from gateway.shutdown import MARGIN
 from tests.conftest import routes_yaml, throwaway_pgdata
-from tests.integration.hardening_helpers import (
+from tests.integration.fault_helpers import (
     Frozen,
     GatewayProcess,
     LoadResult,
