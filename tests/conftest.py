@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ from gateway.db import migrations
 from gateway.db.pool import init_connection
 
 TEMPLATE_DB = "gateway_test_template"
+FIXTURES = Path(__file__).parent / "fixtures"  # data files the fixtures load
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -122,66 +124,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def routes_yaml(upstream_url: str, extra_routes: str = "", upstream_opts: str = "") -> str:
-    """A routes file for the test upstream (tests/integration/upstream_app.py)."""
-    return f"""
-upstreams:
-  main:
-    url: {upstream_url}
-    connect_timeout: 2
-    read_timeout: 1.5
-{upstream_opts}
-  dead:
-    url: http://127.0.0.1:9
-    connect_timeout: 1
-routes:
-{extra_routes}
-  - name: secure
-    path: /secure/{{rest...}}
-    methods: [GET, POST]
-    strip_prefix: /secure
-    upstream: main
-  - name: limited
-    path: /limited/{{rest...}}
-    methods: [GET]
-    strip_prefix: /limited
-    upstream: main
-    external_systems: [booking_engine]
-    rate_limit: {{requests: 3, per_seconds: 60}}
-  - name: echo
-    path: /api/echo/{{rest...}}
-    methods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]
-    strip_prefix: /api
-    upstream: main
-    public: true
-    capture:
-      redact_fields: [guest_passport]
-      redact_headers: [x-partner-signature]
-  - name: readonly
-    path: /ro/readonly
-    methods: [GET]
-    strip_prefix: /ro
-    upstream: main
-    public: true
-  - name: small-capture
-    path: /api/small/{{rest...}}
-    methods: [GET, POST]
-    strip_prefix: /api/small
-    upstream: main
-    public: true
-    capture:
-      max_body_bytes: 16
-  - name: dead
-    path: /api/dead
-    methods: [GET]
-    upstream: dead
-    public: true
-  - name: other
-    path: /api/{{rest...}}
-    methods: [GET, POST, PUT]
-    strip_prefix: /api
-    upstream: main
-    public: true
-"""
+    """A routes file for the test upstream (tests/integration/upstream_app.py):
+    tests/fixtures/routes.yaml with the upstream's URL, extra keys of upstream ``main``
+    (``upstream_opts``) and routes matched before the fixed ones (``extra_routes``)."""
+    template = Template((FIXTURES / "routes.yaml").read_text())
+    return template.substitute(
+        upstream_url=upstream_url, extra_routes=extra_routes, upstream_opts=upstream_opts
+    )
 
 
 @pytest.fixture
