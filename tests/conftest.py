@@ -7,7 +7,7 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 
 from gateway.db import migrations
 from gateway.db.pool import init_connection
+from tests.fixture_types import SettingsFactory, WaitRows
 
 TEMPLATE_DB = "gateway_test_template"
 FIXTURES = Path(__file__).parent / "fixtures"  # data files the fixtures load
@@ -102,14 +103,16 @@ async def wait_for_rows(
     """Poll api_logs until ``count`` rows match (the writer flushes in the background)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        rows = await conn.fetch(f"SELECT * FROM api_logs WHERE {where} ORDER BY created_at, id")
+        rows: list[asyncpg.Record] = await conn.fetch(
+            f"SELECT * FROM api_logs WHERE {where} ORDER BY created_at, id"
+        )
         if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
             return rows
         await asyncio.sleep(0.05)
 
 
 @pytest.fixture
-def wait_rows(db: asyncpg.Connection) -> Callable[..., Awaitable[list[asyncpg.Record]]]:
+def wait_rows(db: asyncpg.Connection) -> WaitRows:
     async def wait(count: int, timeout: float = 10.0, where: str = "true") -> list[asyncpg.Record]:
         return await wait_for_rows(db, count, timeout, where)
 
@@ -134,7 +137,7 @@ def routes_yaml(upstream_url: str, extra_routes: str = "", upstream_opts: str = 
 
 
 @pytest.fixture
-def settings_factory(database_url: str, data_dir: Path) -> Callable[..., Any]:
+def settings_factory(database_url: str, data_dir: Path) -> SettingsFactory:
     from dataclasses import replace
 
     from gateway.settings import Secret, Settings

@@ -21,7 +21,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.auth import keys
 from gateway.db.pool import init_connection
 from gateway.shutdown import MARGIN
 from tests.conftest import routes_yaml, throwaway_pgdata
+from tests.fixture_types import AiohttpServer, SettingsFactory
 from tests.integration.fault_helpers import (
     Frozen,
     GatewayProcess,
@@ -73,7 +74,7 @@ def gateway_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, st
 
 
 @pytest.fixture
-async def upstream_url(aiohttp_server: Callable[..., Any]) -> str:
+async def upstream_url(aiohttp_server: AiohttpServer) -> str:
     server: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
     return str(server.make_url("")).rstrip("/")
 
@@ -110,7 +111,7 @@ async def pg_proxy(database_url: str) -> AsyncIterator[PgProxy]:
     await proxy.close()
 
 
-async def receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
+async def receiver(aiohttp_server: AiohttpServer) -> Receiver:
     rec = Receiver()
     server = await aiohttp_server(rec.app(), host="127.0.0.1")
     rec.url = str(server.make_url("/hooks"))
@@ -162,7 +163,7 @@ async def test_postgres_stopped_under_steady_load_loses_and_doubles_nothing(
     routes_file: Path,
     tmp_path: Path,
     processes: list[GatewayProcess],
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
 ) -> None:
     gw = GatewayProcess(tmp_path, routes_file, gateway_env(own_postgres.dsn, tmp_path / "d"))
     processes.append(gw)
@@ -327,7 +328,7 @@ async def test_sigkill_under_load_loses_no_answered_call(
     routes_file: Path,
     tmp_path: Path,
     processes: list[GatewayProcess],
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
 ) -> None:
     """Phases: A (database up), B (database unreachable: rows journaled), C (database
     back, the journal being replayed, rows in memory) and SIGKILL during C. After a
@@ -478,8 +479,8 @@ async def test_sigterm_under_load_finishes_in_flight_calls_and_drains(
 async def test_connections_dropped_mid_copy_lose_and_double_nothing(
     pg_proxy: PgProxy,
     database_url: str,
-    settings_factory: Callable[..., Any],
-    aiohttp_server: Callable[..., Any],
+    settings_factory: SettingsFactory,
+    aiohttp_server: AiohttpServer,
     upstream_url: str,
     db: asyncpg.Connection,
 ) -> None:

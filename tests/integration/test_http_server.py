@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from gateway.proxy.server import LOG_LINES_PER_SECOND, GatewayRunner
 from gateway.routes import parse_routes
 from gateway.web.http import LOGGED
 from tests.conftest import routes_yaml
+from tests.fixture_types import SettingsFactory
 from tests.integration.fault_helpers import GatewayProcess
 from tests.integration.test_bad_input import json_error, raw_exchange, split_answer
 from tests.integration.test_faults_under_load import gateway_env
@@ -79,7 +80,7 @@ MALFORMED = [
 
 @pytest.fixture
 async def served(
-    settings_factory: Callable[..., Any], upstream: TestServer
+    settings_factory: SettingsFactory, upstream: TestServer
 ) -> AsyncIterator[tuple[int, web.Application, GatewayRunner]]:
     """The real app served through GatewayRunner on 127.0.0.1, as ``gateway serve`` does."""
     url = str(upstream.make_url("")).rstrip("/")

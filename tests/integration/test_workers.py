@@ -201,12 +201,19 @@ def test_multiprocess_metrics_merge_workers_and_forget_dead_ones(tmp_path: Path)
         """
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run = {"env": env, "check": True, "timeout": 60, "capture_output": True}
-    pids = [int(subprocess.run([sys.executable, "-c", write, n], **run).stdout) for n in "34"]
+
+    def python(*args: str) -> bytes:
+        """The output of ``python -c *args`` in the multiprocess-metrics environment."""
+        run = subprocess.run(
+            [sys.executable, "-c", *args], env=env, check=True, timeout=60, capture_output=True
+        )
+        return run.stdout
+
+    pids = [int(python(write, n)) for n in "34"]
     read = "from gateway import metrics; print(metrics.exposition().decode())"
 
     def scrape() -> str:
-        return subprocess.run([sys.executable, "-c", read], **run).stdout.decode()
+        return python(read).decode()
 
     out = scrape()
     assert 'gateway_requests_total{method="GET",route="r",status_class="2xx"} 7.0' in out
