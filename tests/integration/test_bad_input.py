@@ -169,8 +169,9 @@ async def test_client_stalling_inside_its_headers_is_cut_off(
 async def test_client_stalling_inside_its_body_is_answered_408(
     gateway_factory: GatewayFactory, wait_rows: WaitRows, streamed: bool
 ) -> None:
-    """Before the fix a client that stopped sending its body held its handler (and, when
-    streamed, an upstream connection) until it hung up — forever, for a slowloris."""
+    """A client that stops sending its body is answered 408 after GATEWAY_CLIENT_TIMEOUT;
+    it does not hold its handler (and, when streamed, an upstream connection) until it
+    hangs up, which for a slowloris is never."""
     gw = await gateway_factory(
         client_timeout=0.5, stream_threshold_bytes=10 if streamed else 1 << 20
     )
@@ -198,9 +199,9 @@ STALLED_BODIES = {
 async def test_stalled_body_ends_the_connection_after_the_client_timeout(
     gateway_factory: GatewayFactory, wait_rows: WaitRows, kind: str
 ) -> None:
-    """The 408 and the end of the connection both come after GATEWAY_CLIENT_TIMEOUT. Before,
-    aiohttp kept the connection for its lingering time (10 s) after the 408, "draining" a
-    body that was not coming: a client reading to the end waited timeout + 10 s."""
+    """The 408 and the end of the connection both come after GATEWAY_CLIENT_TIMEOUT: the
+    connection is not kept for aiohttp's lingering time (10 s) after the 408 to "drain" a
+    body that is not coming, so a client reading to the end waits the timeout, not + 10 s."""
     timeout = 1.0
     gw = await gateway_factory(
         client_timeout=timeout, stream_threshold_bytes=10 if kind == "streamed" else 1 << 20
@@ -226,8 +227,8 @@ async def test_client_hanging_up_inside_its_body_is_logged_as_499(
 ) -> None:
     """Served as in production: aiohttp's run_app does not cancel the handler of a caller
     that hangs up (its TestServer always does, and then the cancellation alone says 499).
-    The hang-up then surfaces in the body read; streamed upstream, it used to end as the
-    upstream's failure (502 upstream_error): an alert for the wrong team."""
+    The hang-up then surfaces in the body read, and is a 499 streamed upstream too, not
+    the upstream's failure (502 upstream_error, an alert for the wrong team)."""
     url = str(upstream.make_url("")).rstrip("/")
     table = parse_routes(routes_yaml(url), "test-routes.yaml")
     config = settings_factory(stream_threshold_bytes=10 if streamed else 1 << 20)
@@ -374,8 +375,8 @@ async def test_enormous_nesting_in_bodies_never_fails_capture(
 async def test_enormous_nesting_on_translated_routes_is_a_json_error(
     gw: GatewayClient, partner: dict[str, str], wait_rows: WaitRows, levels: int
 ) -> None:
-    """Bodies with an id to rewrite but nested deeper than orjson writes (254) were a 500
-    (TypeError escaping the translation); now 400 for requests, 502 for answers."""
+    """Bodies with an id to rewrite but nested deeper than orjson writes (254) are a JSON
+    error, 400 for requests and 502 for answers, not a 500 from the translation."""
     body = b'{"guest_id":"G-1","deep":' + deep(levels) + b"}"
     req = await gw.post("/tr/deep/x?levels=1", data=body, headers=partner)
     assert req.status == 400

@@ -1,7 +1,7 @@
 """Faults under a steady request rate, with real gateway processes and real PostgreSQL:
 
-* PostgreSQL stopped while a child gateway serves a steady rate (scaled down from the
-  issue's 60 s at 500 req/s; ``bench/faults.py`` runs the full size);
+* PostgreSQL stopped while a child gateway serves a steady rate (scaled down from 60 s at
+  500 req/s, the full size ``bench/faults.py`` runs);
 * the gateway SIGKILLed under load right after a database outage and restarted (journal
   and write-ahead log replayed once, no answered call without its row, in-flight webhook
   deliveries retried with the same webhook-id);
@@ -51,7 +51,7 @@ from tests.integration.webhook_helpers import Receiver, make_tenant, wait_for
 
 pytestmark = pytest.mark.slow
 
-RATE = 150.0  # requests per second in the suite (the issue's 500 runs in bench/faults.py)
+RATE = 150.0  # requests per second in the suite (bench/faults.py: 500)
 OUTAGE = 6.0  # seconds PostgreSQL stays stopped in the suite (bench: 60)
 FLUSH_INTERVAL = 0.5  # GATEWAY_LOG_FLUSH_INTERVAL of the child gateways (the default)
 

@@ -827,8 +827,8 @@ async def test_external_system_subscriptions_go_through_the_translate_and_report
     receiver: Receiver,
     db: asyncpg.Connection,
 ) -> None:
-    """The hooks issue 4 (id translation) and the sync-status issue plug into: the
-    dispatcher calls them for subscriptions that name an external system, and only then."""
+    """The id translation and sync report hooks: the dispatcher calls them for
+    subscriptions that name an external system, and only then."""
     from cryptography.fernet import Fernet
 
     from gateway.crypto import SecretBox

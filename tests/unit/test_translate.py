@@ -491,8 +491,9 @@ def test_a_refusal_names_the_field_never_the_value() -> None:
 
 
 def test_an_index_under_a_wildcard_enters_arrays_too() -> None:
-    # A node holding an index was walked as an array of records: /stays/*/0 never looked
-    # inside [["101"]], so a strict route forwarded that id untranslated.
+    # A node holding an index is entered in arrays as well as objects: /stays/*/0 reaches
+    # "101" in [["101", "x"]] and "102" in {"0": "102"}: a strict route translates or
+    # refuses both.
     trie = pointers.compile_pointers([("/stays/*/0", "room")], strict=True)
     assert _run_both({"stays": [["101", "x"], {"0": "102"}]}, trie) == (["101", "102"], ["102"])
 
