@@ -13,6 +13,7 @@ import asyncio
 import gc
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def main() -> None:
                 batch, rows = rows, []
                 await pool.copy_records_to_table(TABLE, records=batch)
 
-    async def logging_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def logging_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=init)
         await pool.execute(
             f"DROP TABLE IF EXISTS {TABLE}; CREATE UNLOGGED TABLE {TABLE} ("

@@ -5,7 +5,7 @@ differ only in what that hook does."""
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ Record = Callable[[web.Request, aiohttp.ClientResponse, bytes, float], None]
 
 
 def build_app(upstream: str, record: Record | None = None) -> web.Application:
-    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         app["s"] = aiohttp.ClientSession(auto_decompress=False)
         yield
         await app["s"].close()

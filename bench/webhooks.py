@@ -26,6 +26,10 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -97,12 +101,12 @@ def cli(env: dict[str, str], *args: str) -> str:
     ).stdout
 
 
-async def receiver_stats(http: object, base: str) -> dict[str, float]:
-    async with http.get(base + "/stats") as r:  # type: ignore[attr-defined]
+async def receiver_stats(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    async with http.get(base + "/stats") as r:
         return dict(await r.json())
 
 
-async def settle(http: object, base: str, expected: int) -> dict[str, float]:
+async def settle(http: aiohttp.ClientSession, base: str, expected: int) -> dict[str, float]:
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         stats = await receiver_stats(http, base)
@@ -112,7 +116,7 @@ async def settle(http: object, base: str, expected: int) -> dict[str, float]:
     raise RuntimeError(f"only {stats['count']} of {expected} deliveries arrived")
 
 
-async def burst(dsn: str, http: object, rec: str, tenant: str, n: int) -> None:
+async def burst(dsn: str, http: aiohttp.ClientSession, rec: str, tenant: str, n: int) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
@@ -139,7 +143,9 @@ async def burst(dsn: str, http: object, rec: str, tenant: str, n: int) -> None:
     )
 
 
-async def steady(http: object, gw: str, rec: str, token: str, rate: int, seconds: int) -> None:
+async def steady(
+    http: aiohttp.ClientSession, gw: str, rec: str, token: str, rate: int, seconds: int
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     total = rate * seconds
     failures = 0
@@ -147,7 +153,7 @@ async def steady(http: object, gw: str, rec: str, token: str, rate: int, seconds
     async def one(i: int) -> None:
         nonlocal failures
         body = {"type": "reservation.updated", "payload": {"reservation_id": i, "nights": 2}}
-        async with http.post(gw + "/admin/v1/events", json=body, headers=headers) as r:  # type: ignore[attr-defined]
+        async with http.post(gw + "/admin/v1/events", json=body, headers=headers) as r:
             if r.status != 201:
                 failures += 1
             await r.read()

@@ -256,7 +256,8 @@ async def test_log_search_filters_and_pagination(
     async def search(query: str) -> dict[str, Any]:
         resp = await gateway.get(f"/admin/v1/logs?{query}", headers=viewer)
         assert resp.status == 200, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
+        found: dict[str, Any] = await resp.json()
+        return found
 
     assert [r["request_id"] for r in (await search("request_id=search-3"))["items"]] == ["search-3"]
     assert len((await search("status_class=4xx"))["items"]) == 1

@@ -176,7 +176,7 @@ async def test_postgres_stopped_under_steady_load_loses_and_doubles_nothing(
     await conn.close()
 
     loop = asyncio.get_running_loop()
-    done, ready_seen = asyncio.Event(), []  # type: ignore[var-annotated]
+    done, ready_seen = asyncio.Event(), list[tuple[float, int]]()
     poller = asyncio.create_task(readiness(base, done, ready_seen))
     load = LoadResult()
     duration = OUTAGE + 8.0

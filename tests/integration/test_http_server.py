@@ -184,8 +184,11 @@ async def test_admin_calls_are_logged_without_bodies(
     served: tuple[int, web.Application, GatewayRunner], db: asyncpg.Connection
 ) -> None:
     port, app, _ = served
-    admin_paths = [r for r in app.router.routes() if r.resource is not None]
-    admin_paths = [r for r in admin_paths if r.resource.canonical.startswith("/admin/")]  # type: ignore[union-attr]
+    admin_paths = [
+        r
+        for r in app.router.routes()
+        if r.resource is not None and r.resource.canonical.startswith("/admin/")
+    ]
     assert admin_paths and all(r.handler in LOGGED for r in admin_paths)
     tenant = await keys.create_tenant(db, "Hotel Admin", "test")
     key, token = await keys.create_key(db, tenant.id, "admin", actor="test")

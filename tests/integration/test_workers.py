@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -94,10 +95,10 @@ async def scrape_requests_total(http: aiohttp.ClientSession, base: str) -> float
     return 0.0
 
 
-async def wait_until(check: object, timeout: float = 30.0) -> None:
+async def wait_until(check: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        result = check()  # type: ignore[operator]
+        result = check()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
