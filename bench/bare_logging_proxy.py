@@ -13,6 +13,7 @@ import asyncio
 import gc
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,9 +29,13 @@ TABLE = "bench_bare_log"
 
 
 async def init(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
-                              encoder=lambda v: b"\x01" + orjson.dumps(v),
-                              decoder=lambda b: orjson.loads(b[1:]))
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        format="binary",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+    )
 
 
 def as_json(body: bytes) -> object:
@@ -44,11 +49,21 @@ def main() -> None:
     listen, upstream, dsn = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     rows: list[tuple[object, ...]] = []
 
-    def record(request: web.Request, r: aiohttp.ClientResponse, data: bytes,
-               started: float) -> None:
-        rows.append((datetime.now(UTC), request.method, request.path, r.status,
-                     (time.perf_counter() - started) * 1000.0,
-                     list(request.headers.items()), list(r.headers.items()), as_json(data)))
+    def record(
+        request: web.Request, r: aiohttp.ClientResponse, data: bytes, started: float
+    ) -> None:
+        rows.append(
+            (
+                datetime.now(UTC),
+                request.method,
+                request.path,
+                r.status,
+                (time.perf_counter() - started) * 1000.0,
+                list(request.headers.items()),
+                list(r.headers.items()),
+                as_json(data),
+            )
+        )
 
     async def writer(pool: asyncpg.Pool) -> None:
         nonlocal rows
@@ -58,12 +73,13 @@ def main() -> None:
                 batch, rows = rows, []
                 await pool.copy_records_to_table(TABLE, records=batch)
 
-    async def logging_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def logging_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, init=init)
         await pool.execute(
             f"DROP TABLE IF EXISTS {TABLE}; CREATE UNLOGGED TABLE {TABLE} ("
             "created_at timestamptz, method text, path text, status int, duration_ms float8,"
-            " request_headers jsonb, response_headers jsonb, response_body jsonb)")
+            " request_headers jsonb, response_headers jsonb, response_body jsonb)"
+        )
         task = asyncio.create_task(writer(pool))
         gc.collect()  # as the gateway does: freeze start-up objects, collect less often
         gc.freeze()

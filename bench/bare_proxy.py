@@ -5,7 +5,7 @@ differ only in what that hook does."""
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +19,7 @@ Record = Callable[[web.Request, aiohttp.ClientResponse, bytes, float], None]
 
 
 def build_app(upstream: str, record: Record | None = None) -> web.Application:
-    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         app["s"] = aiohttp.ClientSession(auto_decompress=False)
         yield
         await app["s"].close()
@@ -28,8 +28,9 @@ def build_app(upstream: str, record: Record | None = None) -> web.Application:
         started = time.perf_counter() if record is not None else 0.0
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         body = await request.read() if request.body_exists else None
-        async with app["s"].request(request.method, upstream + request.path_qs,
-                                    headers=headers, data=body) as r:
+        async with app["s"].request(
+            request.method, upstream + request.path_qs, headers=headers, data=body
+        ) as r:
             data = await r.read()
             out = {k: v for k, v in r.headers.items() if k.lower() not in HOP}
             if record is not None:
@@ -43,8 +44,9 @@ def build_app(upstream: str, record: Record | None = None) -> web.Application:
 
 
 def serve(app: web.Application, port: int) -> Any:
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
 
 
 def main() -> None:

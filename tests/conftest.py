@@ -7,8 +7,9 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from string import Template
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,8 +18,10 @@ import pytest
 
 from gateway.db import migrations
 from gateway.db.pool import init_connection
+from tests.fixture_types import SettingsFactory, WaitRows
 
 TEMPLATE_DB = "gateway_test_template"
+FIXTURES = Path(__file__).parent / "fixtures"  # data files the fixtures load
 
 
 def with_database(dsn: str, name: str) -> str:
@@ -100,14 +103,16 @@ async def wait_for_rows(
     """Poll api_logs until ``count`` rows match (the writer flushes in the background)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        rows = await conn.fetch(f"SELECT * FROM api_logs WHERE {where} ORDER BY created_at, id")
+        rows: list[asyncpg.Record] = await conn.fetch(
+            f"SELECT * FROM api_logs WHERE {where} ORDER BY created_at, id"
+        )
         if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
             return rows
         await asyncio.sleep(0.05)
 
 
 @pytest.fixture
-def wait_rows(db: asyncpg.Connection) -> Callable[..., Awaitable[list[asyncpg.Record]]]:
+def wait_rows(db: asyncpg.Connection) -> WaitRows:
     async def wait(count: int, timeout: float = 10.0, where: str = "true") -> list[asyncpg.Record]:
         return await wait_for_rows(db, count, timeout, where)
 
@@ -122,70 +127,17 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def routes_yaml(upstream_url: str, extra_routes: str = "", upstream_opts: str = "") -> str:
-    """A routes file for the test upstream (tests/integration/upstream_app.py)."""
-    return f"""
-upstreams:
-  main:
-    url: {upstream_url}
-    connect_timeout: 2
-    read_timeout: 1.5
-{upstream_opts}
-  dead:
-    url: http://127.0.0.1:9
-    connect_timeout: 1
-routes:
-{extra_routes}
-  - name: secure
-    path: /secure/{{rest...}}
-    methods: [GET, POST]
-    strip_prefix: /secure
-    upstream: main
-  - name: limited
-    path: /limited/{{rest...}}
-    methods: [GET]
-    strip_prefix: /limited
-    upstream: main
-    external_systems: [booking_engine]
-    rate_limit: {{requests: 3, per_seconds: 60}}
-  - name: echo
-    path: /api/echo/{{rest...}}
-    methods: [GET, POST, PUT, PATCH, DELETE, OPTIONS]
-    strip_prefix: /api
-    upstream: main
-    public: true
-    capture:
-      redact_fields: [guest_passport]
-      redact_headers: [x-partner-signature]
-  - name: readonly
-    path: /ro/readonly
-    methods: [GET]
-    strip_prefix: /ro
-    upstream: main
-    public: true
-  - name: small-capture
-    path: /api/small/{{rest...}}
-    methods: [GET, POST]
-    strip_prefix: /api/small
-    upstream: main
-    public: true
-    capture:
-      max_body_bytes: 16
-  - name: dead
-    path: /api/dead
-    methods: [GET]
-    upstream: dead
-    public: true
-  - name: other
-    path: /api/{{rest...}}
-    methods: [GET, POST, PUT]
-    strip_prefix: /api
-    upstream: main
-    public: true
-"""
+    """A routes file for the test upstream (tests/integration/upstream_app.py):
+    tests/fixtures/routes.yaml with the upstream's URL, extra keys of upstream ``main``
+    (``upstream_opts``) and routes matched before the fixed ones (``extra_routes``)."""
+    template = Template((FIXTURES / "routes.yaml").read_text())
+    return template.substitute(
+        upstream_url=upstream_url, extra_routes=extra_routes, upstream_opts=upstream_opts
+    )
 
 
 @pytest.fixture
-def settings_factory(database_url: str, data_dir: Path) -> Callable[..., Any]:
+def settings_factory(database_url: str, data_dir: Path) -> SettingsFactory:
     from dataclasses import replace
 
     from gateway.settings import Secret, Settings

@@ -1,33 +1,41 @@
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml
+from tests.fixture_types import (
+    AiohttpClient,
+    AiohttpServer,
+    GatewayClient,
+    GatewayFactory,
+    SettingsFactory,
+)
 from tests.integration.upstream_app import make_upstream_app
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Callable[..., Any]) -> TestServer:
+async def upstream(aiohttp_server: AiohttpServer) -> TestServer:
     return await aiohttp_server(make_upstream_app(), host="127.0.0.1")
 
 
 @pytest.fixture
 def gateway_factory(
-    settings_factory: Callable[..., Any], upstream: TestServer, aiohttp_client: Callable[..., Any]
-) -> Callable[..., Any]:
+    settings_factory: SettingsFactory, upstream: TestServer, aiohttp_client: AiohttpClient
+) -> GatewayFactory:
     """Start the real gateway app (real pool, real writer) in front of the test upstream.
 
     Parameter order matters: fixtures tear down in reverse, so the gateway (aiohttp_client)
     must come after the database it writes to.
     """
 
-    async def make(extra_routes: str = "", upstream_opts: str = "", **overrides: Any) -> TestClient:
+    async def make(
+        extra_routes: str = "", upstream_opts: str = "", **overrides: Any
+    ) -> GatewayClient:
         url = str(upstream.make_url("")).rstrip("/")
         table = parse_routes(routes_yaml(url, extra_routes, upstream_opts), "test-routes.yaml")
         return await aiohttp_client(create_app(settings_factory(**overrides), table))
@@ -36,5 +44,5 @@ def gateway_factory(
 
 
 @pytest.fixture
-async def gateway(gateway_factory: Callable[..., Any]) -> TestClient:
+async def gateway(gateway_factory: GatewayFactory) -> GatewayClient:
     return await gateway_factory()

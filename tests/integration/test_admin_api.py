@@ -8,10 +8,10 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from gateway.app import admin_document as document
 from gateway.auth import keys
+from tests.fixture_types import GatewayClient, WaitRows
 
 LOGS_SECURE = "/admin/v1/logs?route=secure"  # proxied calls only (admin calls are logged too)
 
@@ -35,29 +35,28 @@ async def tenants(db: asyncpg.Connection) -> dict[str, Any]:
     return out
 
 
-def test_openapi_document_matches_served_routes(gateway: TestClient) -> None:
+def test_openapi_document_matches_served_routes(gateway: GatewayClient) -> None:
     served = set()
     for route in gateway.app.router.routes():
         path = route.resource.canonical if route.resource else ""
         if path.startswith("/admin/v1") and route.method != "HEAD":
             served.add((path, route.method.lower()))
+    paths = document()["paths"]
+    assert isinstance(paths, dict)
     documented = {
-        (path, method)
-        for path, item in document()["paths"].items()
-        for method in item
-        if method != "parameters"
+        (path, method) for path, item in paths.items() for method in item if method != "parameters"
     }
     assert served == documented
 
 
-async def test_openapi_is_served(gateway: TestClient) -> None:
+async def test_openapi_is_served(gateway: GatewayClient) -> None:
     resp = await gateway.get("/admin/v1/openapi.json")
     assert resp.status == 200
     assert (await resp.json())["openapi"].startswith("3.")
 
 
 async def test_create_and_use_a_key_through_the_api(
-    gateway: TestClient, tenants: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, tenants: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     resp = await gateway.post(
         "/admin/v1/keys",
@@ -84,7 +83,7 @@ async def test_create_and_use_a_key_through_the_api(
 
 
 async def test_tenant_isolation_on_every_endpoint(
-    gateway: TestClient, tenants: dict[str, Any], wait_rows: Any
+    gateway: GatewayClient, tenants: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     alpha, beta = tenants["alpha_admin"], tenants["beta_admin"]
     alpha_key = (
@@ -125,7 +124,12 @@ async def test_tenant_isolation_on_every_endpoint(
     ],
 )
 async def test_roles(
-    gateway: TestClient, tenants: dict[str, Any], role: str, method: str, path: str, allowed: bool
+    gateway: GatewayClient,
+    tenants: dict[str, Any],
+    role: str,
+    method: str,
+    path: str,
+    allowed: bool,
 ) -> None:
     resp = await gateway.request(
         method,
@@ -140,7 +144,7 @@ async def test_roles(
         assert (await resp.json())["code"] == "forbidden"
 
 
-async def test_admin_api_needs_a_key(gateway: TestClient) -> None:
+async def test_admin_api_needs_a_key(gateway: GatewayClient) -> None:
     resp = await gateway.get("/admin/v1/keys")
     assert resp.status == 401
     assert (await resp.json())["code"] == "missing_api_key"
@@ -202,7 +206,7 @@ async def test_admin_api_needs_a_key(gateway: TestClient) -> None:
     ],
 )
 async def test_bad_input_is_refused_clearly(
-    gateway: TestClient,
+    gateway: GatewayClient,
     tenants: dict[str, Any],
     method: str,
     path: str,
@@ -218,7 +222,7 @@ async def test_bad_input_is_refused_clearly(
     assert got["code"] == code and got["message"]
 
 
-async def test_tenant_rename_conflict(gateway: TestClient, tenants: dict[str, Any]) -> None:
+async def test_tenant_rename_conflict(gateway: GatewayClient, tenants: dict[str, Any]) -> None:
     resp = await gateway.patch(
         "/admin/v1/tenant", json={"name": "hotel BETA"}, headers=tenants["alpha_admin"]
     )
@@ -236,7 +240,7 @@ async def test_tenant_rename_conflict(gateway: TestClient, tenants: dict[str, An
 
 
 async def test_log_search_filters_and_pagination(
-    gateway: TestClient, tenants: dict[str, Any], wait_rows: Any
+    gateway: GatewayClient, tenants: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     partner = tenants["alpha_partner"]
     for i in range(5):
@@ -252,7 +256,8 @@ async def test_log_search_filters_and_pagination(
     async def search(query: str) -> dict[str, Any]:
         resp = await gateway.get(f"/admin/v1/logs?{query}", headers=viewer)
         assert resp.status == 200, await resp.text()
-        return await resp.json()  # type: ignore[no-any-return]
+        found: dict[str, Any] = await resp.json()
+        return found
 
     assert [r["request_id"] for r in (await search("request_id=search-3"))["items"]] == ["search-3"]
     assert len((await search("status_class=4xx"))["items"]) == 1

@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from gateway.auth import keys
 from gateway.auth.keys import hash_token
+from tests.fixture_types import GatewayClient, WaitRows
 
 
 def header_values(pairs: list[list[str]], name: str) -> list[str]:
@@ -49,7 +49,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_partner_key_reaches_the_upstream_with_identity_headers(
-    gateway: TestClient, world: dict[str, Any], wait_rows: Any
+    gateway: GatewayClient, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     key, token = world["booking"]
     resp = await gateway.get(
@@ -70,7 +70,7 @@ async def test_partner_key_reaches_the_upstream_with_identity_headers(
 
 
 async def test_x_api_key_header_works_and_is_not_forwarded(
-    gateway: TestClient, world: dict[str, Any]
+    gateway: GatewayClient, world: dict[str, Any]
 ) -> None:
     resp = await gateway.get("/secure/echo/r2", headers={"X-Api-Key": world["crm"][1]})
     assert resp.status == 200
@@ -91,9 +91,9 @@ async def test_x_api_key_header_works_and_is_not_forwarded(
     ],
 )
 async def test_refusals(
-    gateway: TestClient,
+    gateway: GatewayClient,
     world: dict[str, Any],
-    wait_rows: Any,
+    wait_rows: WaitRows,
     headers: Any,
     status: int,
     code: str,
@@ -115,14 +115,14 @@ async def test_refusals(
     assert row["status"] == status and row["error_code"] == code
 
 
-async def test_route_limits_external_systems(gateway: TestClient, world: dict[str, Any]) -> None:
+async def test_route_limits_external_systems(gateway: GatewayClient, world: dict[str, Any]) -> None:
     resp = await gateway.get("/limited/echo/x", headers=bearer(world["crm"][1]))
     assert resp.status == 403
     assert "salesforce" in (await resp.json())["message"]
 
 
 async def test_rate_limit_answers_429_with_retry_after(
-    gateway: TestClient, world: dict[str, Any]
+    gateway: GatewayClient, world: dict[str, Any]
 ) -> None:
     from gateway import metrics
 
@@ -142,12 +142,12 @@ async def test_rate_limit_answers_429_with_retry_after(
     assert other.status == 200
 
 
-async def test_public_routes_need_no_key(gateway: TestClient) -> None:
+async def test_public_routes_need_no_key(gateway: GatewayClient) -> None:
     assert (await gateway.get("/api/echo/open")).status == 200
 
 
 async def test_tokens_are_stored_only_as_hashes(
-    gateway: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+    gateway: GatewayClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: WaitRows
 ) -> None:
     token = world["booking"][1]
     await gateway.get("/secure/echo/x", headers={"X-Api-Key": token})
@@ -162,7 +162,7 @@ async def test_tokens_are_stored_only_as_hashes(
 
 
 async def test_revocation_through_this_process_is_immediate(
-    gateway: TestClient, world: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, world: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     from gateway.app import AUTH
 

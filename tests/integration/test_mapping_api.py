@@ -7,14 +7,15 @@ from __future__ import annotations
 import io
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from gateway.auth import keys
+from tests.fixture_types import GatewayClient
 
 BASE = "/admin/v1/mappings"
 
@@ -42,7 +43,7 @@ def new(external: str, internal: str | None = None, **extra: Any) -> dict[str, A
 
 
 async def test_create_read_update_delete_with_audit(
-    gateway: TestClient, tenants: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, tenants: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     admin = tenants["alpha_admin"]
     body = new("R-1", configuration={"endpoint": "https://x", "credentials": {"pw": "s3cr3t!"}})
@@ -84,7 +85,7 @@ async def test_create_read_update_delete_with_audit(
 
 
 async def test_conflicts_name_the_row_holding_the_id(
-    gateway: TestClient, tenants: dict[str, Any]
+    gateway: GatewayClient, tenants: dict[str, Any]
 ) -> None:
     admin = tenants["alpha_admin"]
     internal = str(uuid.uuid4())
@@ -104,7 +105,7 @@ async def test_conflicts_name_the_row_holding_the_id(
 
 
 async def test_list_filters_and_keyset_pagination(
-    gateway: TestClient, tenants: dict[str, Any]
+    gateway: GatewayClient, tenants: dict[str, Any]
 ) -> None:
     admin = tenants["alpha_admin"]
     for i in range(5):
@@ -125,7 +126,7 @@ async def test_list_filters_and_keyset_pagination(
     assert (await gateway.get(f"{BASE}?include_deleted=maybe", headers=admin)).status == 400
 
 
-async def test_roles_tenants_and_bad_input(gateway: TestClient, tenants: dict[str, Any]) -> None:
+async def test_roles_tenants_and_bad_input(gateway: GatewayClient, tenants: dict[str, Any]) -> None:
     admin, viewer = tenants["alpha_admin"], tenants["alpha_viewer"]
     made = await (await gateway.post(BASE, json=new("R-1"), headers=admin)).json()
     assert (await gateway.post(BASE, json=new("R-2"), headers=viewer)).status == 403
@@ -148,13 +149,13 @@ async def test_roles_tenants_and_bad_input(gateway: TestClient, tenants: dict[st
         assert resp.status == 422 and (await resp.json())["code"] == code, bad
 
 
-def csv_body(rows: list[tuple[str, ...]], header: str = "") -> bytes:
+def csv_body(rows: Sequence[tuple[str, ...]], header: str = "") -> bytes:
     head = header or "entity_type,internal_id,external_system,external_id,direction"
     return ("\n".join([head, *(",".join(r) for r in rows)]) + "\n").encode()
 
 
 async def test_bulk_import_csv_and_json_lines_is_idempotent_and_reports_conflicts(
-    gateway: TestClient, tenants: dict[str, Any]
+    gateway: GatewayClient, tenants: dict[str, Any]
 ) -> None:
     admin = tenants["alpha_admin"]
     held = await (await gateway.post(BASE, json=new("R-HELD"), headers=admin)).json()
@@ -210,7 +211,7 @@ async def test_bulk_import_csv_and_json_lines_is_idempotent_and_reports_conflict
 
 @pytest.mark.slow
 async def test_bulk_import_of_100000_mappings(
-    gateway: TestClient, tenants: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, tenants: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     admin = {**tenants["alpha_admin"], "Content-Type": "text/csv"}
     rows = [("room", str(uuid.uuid4()), "booking_engine", f"ROOM-{i}", "") for i in range(100_000)]

@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from gateway.auth import keys
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import GatewayProcess
+from tests.fixture_types import AiohttpServer
+from tests.integration.fault_helpers import GatewayProcess
 from tests.integration.upstream_app import make_upstream_app
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ async def gateway_process(routes: Path, database_url: str, home: Path) -> AsyncI
 
 
 async def test_change_through_one_process_is_used_by_the_other_within_a_second(
-    tmp_path: Path, database_url: str, aiohttp_server: Callable[..., Any]
+    tmp_path: Path, database_url: str, aiohttp_server: AiohttpServer
 ) -> None:
     upstream: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
     routes = tmp_path / "routes.yaml"

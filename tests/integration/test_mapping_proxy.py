@@ -9,19 +9,20 @@ import copy
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestServer
 
 from gateway import metrics
 from gateway.auth import keys
 from gateway.mapping import store
 from gateway.mapping.store import Actor, Direction, NewMapping
+from tests.fixture_types import AiohttpServer, GatewayClient, GatewayFactory, WaitRows
 from tests.integration import upstream_app
 
 ROUTES = """
@@ -131,8 +132,8 @@ async def add(
 
 
 @pytest.fixture
-async def gw(gateway_factory: Callable[..., Any]) -> TestClient:
-    client: TestClient = await gateway_factory(ROUTES)
+async def gw(gateway_factory: GatewayFactory) -> GatewayClient:
+    client: GatewayClient = await gateway_factory(ROUTES)
     return client
 
 
@@ -141,7 +142,7 @@ def db_lookups() -> float:
 
 
 async def test_path_query_and_nested_body_ids_are_translated_both_ways(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows, db: asyncpg.Connection
 ) -> None:
     body = {
         "guest_id": "G-1",
@@ -186,7 +187,7 @@ async def test_path_query_and_nested_body_ids_are_translated_both_ways(
 
 @pytest.mark.parametrize("secret", [None, "hunter2"])
 async def test_translated_bodies_are_logged_as_the_partner_sent_and_received_them(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any, secret: str | None
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows, secret: str | None
 ) -> None:
     """Capture's parse of the request is rewritten by translation (or, when it had to be
     redacted, translation parses its own copy); the answer is captured from the value the
@@ -205,7 +206,7 @@ async def test_translated_bodies_are_logged_as_the_partner_sent_and_received_the
     assert row["translated"]["response"]["body:/body/items/*/room_id"] == 1
 
 
-async def test_upstream_sees_internal_ids(gw: TestClient, world: dict[str, Any]) -> None:
+async def test_upstream_sees_internal_ids(gw: GatewayClient, world: dict[str, Any]) -> None:
     """Through the pass-through route the mirror shows the forwarded body untouched."""
     resp = await gw.post(
         "/tp/mirror/x?guest=G-1", json={"guest_id": "G-1"}, headers=world["booking_engine"]
@@ -216,7 +217,7 @@ async def test_upstream_sees_internal_ids(gw: TestClient, world: dict[str, Any])
 
 
 async def test_unknown_external_ids_are_refused_naming_field_and_id(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     be = world["booking_engine"]
     resp = await gw.get("/tr/mirror/reservations/NOPE", headers=be)
@@ -244,7 +245,7 @@ async def test_unknown_external_ids_are_refused_naming_field_and_id(
 
 
 async def test_unknown_ids_pass_through_when_the_route_says_so(
-    gw: TestClient, world: dict[str, Any]
+    gw: GatewayClient, world: dict[str, Any]
 ) -> None:
     resp = await gw.post(
         "/tp/mirror/x?guest=G-404", json={"guest_id": "G-404"}, headers=world["booking_engine"]
@@ -261,7 +262,7 @@ async def test_unknown_ids_pass_through_when_the_route_says_so(
 
 
 async def test_direction_is_respected(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     tid, be = world["tenant"].id, world["booking_engine"]
     inbound, outbound = str(uuid.uuid4()), str(uuid.uuid4())
@@ -278,7 +279,7 @@ async def test_direction_is_respected(
 
 
 async def test_auto_mapping_on_create(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: WaitRows
 ) -> None:
     be = world["booking_engine"]
     # Unknown before the create (and now negatively cached) ...
@@ -315,7 +316,7 @@ async def test_auto_mapping_on_create(
 
 
 async def test_one_database_query_for_all_misses_of_a_request(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     tid, be = world["tenant"].id, world["booking_engine"]
     rooms = {f"X{i}": str(uuid.uuid4()) for i in range(50)}
@@ -334,7 +335,7 @@ async def test_one_database_query_for_all_misses_of_a_request(
 
 
 async def test_change_made_by_sql_reaches_the_cache(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     be = world["booking_engine"]
     got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
@@ -362,7 +363,7 @@ async def test_change_made_by_sql_reaches_the_cache(
 
 
 async def test_malformed_bodies_are_refused_cleanly_or_passed(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     be = {**world["booking_engine"], "Content-Type": "application/json"}
     resp = await gw.post("/tr/mirror/reservations/R-1", data=b'{"guest_id": ', headers=be)
@@ -382,20 +383,20 @@ async def test_malformed_bodies_are_refused_cleanly_or_passed(
 
 
 async def test_chunked_answer_is_read_whole_and_translated(
-    gw: TestClient, world: dict[str, Any]
+    gw: GatewayClient, world: dict[str, Any]
 ) -> None:
     resp = await gw.get(f"/tr/chunked-json?id={RES}", headers=world["booking_engine"])
     assert resp.status == 200
     assert await resp.json() == {"reservation": {"id": "R-1"}}
 
 
-async def test_public_routes_are_untouched(gw: TestClient) -> None:
+async def test_public_routes_are_untouched(gw: GatewayClient) -> None:
     resp = await gw.get("/api/echo/R-1")
     assert resp.status == 200
 
 
 async def test_lookup_failure_is_a_clean_503_never_an_untranslated_forward(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection, wait_rows: WaitRows
 ) -> None:
     await db.execute("ALTER TABLE integration_mappings RENAME TO integration_mappings_gone")
     resp = await gw.get("/tr/mirror/reservations/R-1", headers=world["booking_engine"])
@@ -406,12 +407,12 @@ async def test_lookup_failure_is_a_clean_503_never_an_untranslated_forward(
 
 
 async def test_chunked_request_bodies_on_translated_routes(
-    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
+    gateway_factory: GatewayFactory, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     """A body of unknown length is read whole when it ends within the stream threshold,
     then translated like any other; a longer one is refused on a strict route and streamed
     on, untranslated and intact, on a lenient one."""
-    gw: TestClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
+    gw: GatewayClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
 
     async def chunks(*parts: bytes) -> Any:
         for part in parts:
@@ -452,9 +453,9 @@ async def test_chunked_request_bodies_on_translated_routes(
 
 
 async def test_chunked_request_body_over_the_request_limit_on_a_translated_route(
-    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
+    gateway_factory: GatewayFactory, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
-    gw: TestClient = await gateway_factory(
+    gw: GatewayClient = await gateway_factory(
         ROUTES, stream_threshold_bytes=4096, max_request_bytes=1000
     )
 
@@ -484,7 +485,7 @@ async def test_chunked_request_body_over_the_request_limit_on_a_translated_route
 
 
 async def test_caller_hanging_up_while_sending_its_body_is_logged_as_499(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     """Chunked (read ahead on a translated route) or sized: the row says the caller left,
     not that the gateway failed."""
@@ -509,7 +510,7 @@ async def test_caller_hanging_up_while_sending_its_body_is_logged_as_499(
 
 
 async def test_websocket_upgrade_and_messages_are_translated(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any, db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows, db: asyncpg.Connection
 ) -> None:
     be = world["booking_engine"]
     received = upstream_app.WS_RECEIVED
@@ -523,6 +524,7 @@ async def test_websocket_upgrade_and_messages_are_translated(
         await ws.send_json({"guest_id": "G-404"})  # no mapping, on a strict route
         closing = await ws.receive(timeout=5)
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+        assert isinstance(closing.extra, str)
         assert "G-404" in closing.extra and "no mapping" in closing.extra
         assert "message field" in closing.extra
     (row,) = await wait_rows(1)
@@ -538,12 +540,14 @@ async def test_websocket_upgrade_and_messages_are_translated(
     async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
         await ws.send_str("hello")  # not JSON: its ids cannot be checked, so refused
         closing = await ws.receive(timeout=5)
+        assert isinstance(closing.extra, str)
         assert closing.data == 1008 and "not JSON" in closing.extra
     assert (await wait_rows(2))[-1]["error_code"] == "malformed_body"
 
     async with gw.ws_connect("/tw/ws-json/R-1", headers=be) as ws:
         await ws.send_bytes(b'{"guest_id": "G-404"}')  # binary cannot be translated
         closing = await ws.receive(timeout=5)
+        assert isinstance(closing.extra, str)
         assert closing.data == 1008 and "binary" in closing.extra
     assert len(received) == 1
 
@@ -569,10 +573,10 @@ async def test_websocket_upgrade_and_messages_are_translated(
 
 
 async def test_websocket_messages_on_translated_routes_are_bounded(
-    gateway_factory: Callable[..., Any], world: dict[str, Any], wait_rows: Any
+    gateway_factory: GatewayFactory, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     """Translated messages are parsed whole, so they are capped like translated bodies."""
-    gw: TestClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
+    gw: GatewayClient = await gateway_factory(ROUTES, stream_threshold_bytes=1024)
     async with gw.ws_connect("/tw/ws-json/R-1", headers=world["booking_engine"]) as ws:
         await ws.send_json({"guest_id": "G-1", "pad": "x" * 2000})
         closing = await ws.receive(timeout=5)
@@ -580,7 +584,7 @@ async def test_websocket_messages_on_translated_routes_are_bounded(
 
 
 async def test_listener_reconnects_and_metrics_are_exposed(
-    gw: TestClient, world: dict[str, Any], db: asyncpg.Connection
+    gw: GatewayClient, world: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     be = world["booking_engine"]
     got = await (await gw.get("/tr/mirror/reservations/R-1", headers=be)).json()
@@ -622,7 +626,7 @@ async def test_listener_reconnects_and_metrics_are_exposed(
 
 
 async def test_ids_postgresql_cannot_hold_are_unknown_not_errors(
-    gw: TestClient, world: dict[str, Any], wait_rows: Any
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     be = {**world["booking_engine"], "Content-Type": "application/json"}
     resp = await gw.get("/tr/mirror/reservations/R%00X", headers=be)
@@ -640,7 +644,7 @@ async def test_ids_postgresql_cannot_hold_are_unknown_not_errors(
 
 
 async def test_body_shorthand_status_override_and_repeated_query_parameters(
-    gw: TestClient, world: dict[str, Any]
+    gw: GatewayClient, world: dict[str, Any]
 ) -> None:
     be = world["booking_engine"]
     resp = await gw.post("/tb/create", json={"guest_id": "G-1"}, headers=be)
@@ -683,8 +687,17 @@ NO_IDS: list[tuple[Any, str]] = [
 ]
 
 
+@dataclass
+class Recording:
+    """A test upstream and what it received: ("request", raw query, body) per request,
+    ("message", data) per WebSocket message."""
+
+    server: TestServer
+    got: list[Any]
+
+
 @pytest.fixture
-async def recording(aiohttp_server: Callable[..., Any]) -> Any:
+async def recording(aiohttp_server: AiohttpServer) -> Recording:
     """An upstream that records every request and WebSocket message it gets, so a test can
     show that a refused one never arrived."""
     got: list[Any] = []
@@ -705,21 +718,21 @@ async def recording(aiohttp_server: Callable[..., Any]) -> Any:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    server.got = got
-    return server
+    return Recording(await aiohttp_server(app, host="127.0.0.1"), got)
 
 
 @pytest.fixture
-async def strict_gw(gateway_factory: Callable[..., Any], recording: Any) -> TestClient:
-    opts = f"  recording:\n    url: {str(recording.make_url('')).rstrip('/')}\n"
-    client: TestClient = await gateway_factory(STRICT_ROUTES, opts)
+async def strict_gw(gateway_factory: GatewayFactory, recording: Recording) -> GatewayClient:
+    opts = f"  recording:\n    url: {str(recording.server.make_url('')).rstrip('/')}\n"
+    client: GatewayClient = await gateway_factory(STRICT_ROUTES, opts)
     return client
 
 
 def _refused_bodies() -> list[tuple[Any, str, str, str]]:
     """(body, field, entity type, found) for each shape a strict route refuses."""
-    out = [({"guest_id": v}, "body field '/guest_id'", "guest", f) for v, f in NO_IDS]
+    out: list[tuple[Any, str, str, str]] = [
+        ({"guest_id": v}, "body field '/guest_id'", "guest", f) for v, f in NO_IDS
+    ]
     out += [
         (
             {"items": [{"room_id": "101"}, {"room_id": v}]},
@@ -740,7 +753,7 @@ def _refused_bodies() -> list[tuple[Any, str, str, str]]:
 
 
 async def test_a_strict_route_refuses_body_values_that_are_no_id(
-    strict_gw: TestClient, recording: Any, world: dict[str, Any], wait_rows: Any
+    strict_gw: GatewayClient, recording: Recording, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     """ "An untranslated id is never forwarded": an array, an object ({"$ne": null}), a
     boolean, a fractional number or an empty string where an id belongs is refused with
@@ -787,7 +800,7 @@ def _leniently(body: Any) -> Any:
 
 
 async def test_a_strict_route_refuses_empty_and_repeated_query_parameters(
-    strict_gw: TestClient, recording: Any, world: dict[str, Any]
+    strict_gw: GatewayClient, recording: Recording, world: dict[str, Any]
 ) -> None:
     be = world["booking_engine"]
     for query, found in (
@@ -810,7 +823,7 @@ async def test_a_strict_route_refuses_empty_and_repeated_query_parameters(
 
 
 async def test_a_strict_websocket_closes_on_a_message_value_that_is_no_id(
-    strict_gw: TestClient, recording: Any, world: dict[str, Any], wait_rows: Any
+    strict_gw: GatewayClient, recording: Recording, world: dict[str, Any], wait_rows: WaitRows
 ) -> None:
     be = world["booking_engine"]
     for value, found in NO_IDS:
@@ -820,6 +833,7 @@ async def test_a_strict_websocket_closes_on_a_message_value_that_is_no_id(
             await ws.send_json({"guest_id": value})
             closing = await ws.receive(timeout=5)
             assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+            assert isinstance(closing.extra, str)
             assert closing.extra.startswith(f"message field '/guest_id' holds {found}")
     # Only the null messages reached the upstream.
     assert [json.loads(m) for _, m in recording.got] == [{"guest_id": None}] * len(NO_IDS)

@@ -41,7 +41,9 @@ async def test_trigger_names_rows_then_tenants_then_everything(
             "UPDATE integration_mappings SET external_id = 'Y' WHERE external_id = 'X1'"
         )
         got = await asyncio.wait_for(queue.get(), 5)
-        assert sorted(r[4] for r in got["rows"]) == ["X1", "Y"]  # old and new versions
+        rows = got["rows"]
+        assert isinstance(rows, list)
+        assert sorted(r[4] for r in rows) == ["X1", "Y"]  # old and new versions
         await db.execute(INSERT.replace("'X' || i", "'Z' || i"), tenant.id, 500)
         got = await asyncio.wait_for(queue.get(), 5)
         assert got == {"tenants": [str(tenant.id)]}

@@ -18,12 +18,12 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from gateway.auth import keys
 from gateway.mapping import store as mappings
 from gateway.mapping.store import Actor, NewMapping
-from tests.integration.hardening_helpers import free_port
+from tests.fixture_types import AiohttpServer, GatewayClient, GatewayFactory
+from tests.integration.fault_helpers import free_port
 from tests.integration.webhook_helpers import FAST_SCHEDULE, Receiver, publish, subscribe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ async def query(http: aiohttp.ClientSession, base: str, expr: str) -> Any:
 
 
 async def traffic(
-    gw: TestClient, callers: dict[str, Any], db: asyncpg.Connection, stop: asyncio.Event
+    gw: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection, stop: asyncio.Event
 ) -> None:
     """Successes, upstream failures, 404s, auth failures, rate limiting, sync reports,
     translated calls (cache hits and misses), mapping changes (cache invalidations) and
@@ -201,7 +201,7 @@ async def traffic(
         await asyncio.sleep(0.05)
 
 
-async def make_conflict(gw: TestClient, callers: dict[str, Any]) -> None:
+async def make_conflict(gw: GatewayClient, callers: dict[str, Any]) -> None:
     entity = str(uuid.uuid4())
     base = {
         "entity_type": "rate",
@@ -232,8 +232,8 @@ async def callers(db: asyncpg.Connection) -> dict[str, Any]:
 
 @pytest.fixture
 async def subscribers(
-    aiohttp_server: Callable[..., Any], callers: dict[str, Any]
-) -> Callable[[TestClient], Any]:
+    aiohttp_server: AiohttpServer, callers: dict[str, Any]
+) -> Callable[[GatewayClient], Any]:
     """A receiver answering 200 on /ok and 500 on /fail; subscribes the gateway to both
     (the failing one for an external system, two attempts, so deliveries fail for good)."""
 
@@ -243,7 +243,7 @@ async def subscribers(
     receiver = Receiver(behave=behave)
     server = await aiohttp_server(receiver.app(), host="127.0.0.1")
 
-    async def make(gw: TestClient) -> None:
+    async def make(gw: GatewayClient) -> None:
         await subscribe(gw, callers["admin"], str(server.make_url("/ok")))
         await subscribe(
             gw,
@@ -260,13 +260,13 @@ async def subscribers(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_every_panel_and_alert_query_works_against_real_prometheus(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
     callers: dict[str, Any],
-    subscribers: Callable[[TestClient], Any],
+    subscribers: Callable[[GatewayClient], Any],
     tmp_path: Path,
     db: asyncpg.Connection,
 ) -> None:
-    gw: TestClient = await gateway_factory(
+    gw: GatewayClient = await gateway_factory(
         ROUTES,
         sync_stats_interval=0.5,
         webhook_allow_private=True,

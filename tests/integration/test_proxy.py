@@ -9,14 +9,22 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml
+from tests.fixture_types import (
+    AiohttpClient,
+    AiohttpServer,
+    GatewayClient,
+    GatewayFactory,
+    SettingsFactory,
+    WaitRows,
+)
 from tests.integration.upstream_app import pattern
 
 
@@ -25,7 +33,9 @@ def header_values(pairs: list[list[str]], name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-async def test_methods_query_headers_and_body_round_trip(gateway: TestClient, method: str) -> None:
+async def test_methods_query_headers_and_body_round_trip(
+    gateway: GatewayClient, method: str
+) -> None:
     body = b'{"room": 101}' if method in ("POST", "PUT", "PATCH") else None
     resp = await gateway.request(
         method,
@@ -42,7 +52,7 @@ async def test_methods_query_headers_and_body_round_trip(gateway: TestClient, me
     assert resp.headers["X-Upstream"] == "echo"
 
 
-async def test_forwarding_headers_and_request_id(gateway: TestClient) -> None:
+async def test_forwarding_headers_and_request_id(gateway: GatewayClient) -> None:
     resp = await gateway.get(
         "/api/echo/x",
         headers={
@@ -65,7 +75,7 @@ async def test_forwarding_headers_and_request_id(gateway: TestClient) -> None:
     assert header_values(hdrs, "Proxy-Authorization") == []
 
 
-async def test_invalid_request_id_is_replaced(gateway: TestClient) -> None:
+async def test_invalid_request_id_is_replaced(gateway: GatewayClient) -> None:
     resp = await gateway.get("/api/echo/x", headers={"X-Request-Id": "bad id\twith spaces"})
     rid = resp.headers["X-Request-Id"]
     assert rid != "bad id\twith spaces"
@@ -73,7 +83,7 @@ async def test_invalid_request_id_is_replaced(gateway: TestClient) -> None:
 
 
 async def test_trusted_proxy_chain(
-    gateway_factory: Callable[..., Any], db: Any, wait_rows: Any
+    gateway_factory: GatewayFactory, db: asyncpg.Connection, wait_rows: WaitRows
 ) -> None:
     import ipaddress
 
@@ -85,7 +95,7 @@ async def test_trusted_proxy_chain(
     assert str(rows[0]["client_ip"]) == "203.0.113.7"
 
 
-async def test_binary_bodies_both_ways(gateway: TestClient) -> None:
+async def test_binary_bodies_both_ways(gateway: GatewayClient) -> None:
     payload = pattern(5000)
     resp = await gateway.post("/api/upload", data=payload)
     assert (await resp.json())["sha256"] == hashlib.sha256(payload).hexdigest()
@@ -94,7 +104,7 @@ async def test_binary_bodies_both_ways(gateway: TestClient) -> None:
 
 
 async def test_large_bodies_are_streamed(
-    gateway_factory: Callable[..., Any], wait_rows: Any
+    gateway_factory: GatewayFactory, wait_rows: WaitRows
 ) -> None:
     gw = await gateway_factory(stream_threshold_bytes=64 * 1024, capture_max_body_bytes=1024)
     size = 8 * 1024 * 1024
@@ -119,7 +129,7 @@ async def test_large_bodies_are_streamed(
     assert (down["response_body_size"], down["response_body_truncated"]) == (size, True)
 
 
-async def test_sse_is_passed_through_as_it_arrives(gateway: TestClient) -> None:
+async def test_sse_is_passed_through_as_it_arrives(gateway: GatewayClient) -> None:
     resp = await gateway.get("/api/sse")
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     first = await resp.content.readuntil(b"\n\n")
@@ -128,7 +138,7 @@ async def test_sse_is_passed_through_as_it_arrives(gateway: TestClient) -> None:
     assert rest.count(b"event: room.status") == 2
 
 
-async def test_websocket_pass_through(gateway: TestClient, wait_rows: Any) -> None:
+async def test_websocket_pass_through(gateway: GatewayClient, wait_rows: WaitRows) -> None:
     async with gateway.ws_connect("/api/ws", protocols=("pms.v1",)) as ws:
         assert ws.protocol == "pms.v1"
         await ws.send_str("hello")
@@ -146,7 +156,7 @@ async def test_websocket_pass_through(gateway: TestClient, wait_rows: Any) -> No
     assert summary["upstream_close_code"] == 4001
 
 
-async def test_head_and_no_body_statuses(gateway: TestClient) -> None:
+async def test_head_and_no_body_statuses(gateway: GatewayClient) -> None:
     resp = await gateway.head("/api/bytes?n=777")
     assert resp.status == 200
     assert resp.headers["Content-Length"] == "777"
@@ -155,7 +165,9 @@ async def test_head_and_no_body_statuses(gateway: TestClient) -> None:
     assert await resp.read() == b""
 
 
-async def test_repeated_response_headers_survive(gateway: TestClient, wait_rows: Any) -> None:
+async def test_repeated_response_headers_survive(
+    gateway: GatewayClient, wait_rows: WaitRows
+) -> None:
     resp = await gateway.get("/api/json")
     assert resp.status == 201
     assert resp.headers.getall("Set-Cookie") == ["a=1", "b=2"]
@@ -163,13 +175,13 @@ async def test_repeated_response_headers_survive(gateway: TestClient, wait_rows:
     assert header_values(rows[0]["response_headers"], "Set-Cookie") == ["[REDACTED]", "[REDACTED]"]
 
 
-async def test_upstream_status_passes_through(gateway: TestClient) -> None:
+async def test_upstream_status_passes_through(gateway: GatewayClient) -> None:
     resp = await gateway.get("/api/status/503")
     assert resp.status == 503
     assert await resp.json() == {"status": 503}
 
 
-async def test_gzip_passes_through_compressed(gateway: TestClient, wait_rows: Any) -> None:
+async def test_gzip_passes_through_compressed(gateway: GatewayClient, wait_rows: WaitRows) -> None:
     import gzip
 
     plain = b'{"guest": "Ada", "password": "hunter2"}'
@@ -187,7 +199,9 @@ async def test_gzip_passes_through_compressed(gateway: TestClient, wait_rows: An
     assert rows[0]["request_body"] == {"guest": "Ada", "password": "[REDACTED]"}
 
 
-async def test_error_answers_are_json_and_logged(gateway: TestClient, wait_rows: Any) -> None:
+async def test_error_answers_are_json_and_logged(
+    gateway: GatewayClient, wait_rows: WaitRows
+) -> None:
     cases = [
         ("GET", "/nowhere", 404, "route_not_found"),
         ("POST", "/ro/readonly", 405, "method_not_allowed"),
@@ -212,8 +226,10 @@ async def test_error_answers_are_json_and_logged(gateway: TestClient, wait_rows:
         assert r["error_message"]
 
 
-async def raw_request(port: int, raw: bytes) -> bytes:
-    """Send bytes exactly as given (clients normalise paths such as /a/%2e%2e/b)."""
+async def raw_request(port: int | None, raw: bytes) -> bytes:
+    """Send bytes exactly as given (clients normalise paths such as /a/%2e%2e/b) to a
+    started server's port (``TestClient.port``, None only before it starts)."""
+    assert port is not None, "the server is not started"
     import asyncio
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -227,7 +243,9 @@ async def raw_request(port: int, raw: bytes) -> bytes:
 @pytest.mark.parametrize(
     "path", ["/api/echo/a/%2e%2e/b", "/api/echo/a/../../b", "/api/echo/%2E%2E"]
 )
-async def test_dot_segments_are_refused(gateway: TestClient, wait_rows: Any, path: str) -> None:
+async def test_dot_segments_are_refused(
+    gateway: GatewayClient, wait_rows: WaitRows, path: str
+) -> None:
     answer = await raw_request(
         gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
     )
@@ -238,7 +256,7 @@ async def test_dot_segments_are_refused(gateway: TestClient, wait_rows: Any, pat
     assert row["status"] == 400 and row["error_code"] == "bad_path"
 
 
-async def test_logged_row_fields(gateway: TestClient, wait_rows: Any) -> None:
+async def test_logged_row_fields(gateway: GatewayClient, wait_rows: WaitRows) -> None:
     resp = await gateway.post(
         "/api/echo/reservations?hotel=7",
         data=orjson.dumps({"guest": "Ada", "guest_passport": "X123", "card": {"cvv": "123"}}),
@@ -280,7 +298,9 @@ async def test_logged_row_fields(gateway: TestClient, wait_rows: Any) -> None:
     assert row["id"].int >> 80 == int(row["created_at"].timestamp() * 1000)
 
 
-async def test_response_redaction_and_truncation(gateway: TestClient, wait_rows: Any) -> None:
+async def test_response_redaction_and_truncation(
+    gateway: GatewayClient, wait_rows: WaitRows
+) -> None:
     await gateway.get("/api/json")
     await gateway.post(
         "/api/small/echo/x",
@@ -308,7 +328,9 @@ async def test_response_redaction_and_truncation(gateway: TestClient, wait_rows:
     assert base64.b64decode(binary["request_body"]["base64"]) == b"\xff\xfe\x00binary"
 
 
-async def test_client_hanging_up_is_logged_as_499(gateway: TestClient, wait_rows: Any) -> None:
+async def test_client_hanging_up_is_logged_as_499(
+    gateway: GatewayClient, wait_rows: WaitRows
+) -> None:
     import asyncio
 
     _reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
@@ -321,7 +343,7 @@ async def test_client_hanging_up_is_logged_as_499(gateway: TestClient, wait_rows
     assert row["status"] == 499 and row["error_code"] == "client_disconnected"
 
 
-async def test_gateway_endpoints(gateway: TestClient) -> None:
+async def test_gateway_endpoints(gateway: GatewayClient) -> None:
     assert (await (await gateway.get("/healthz")).json()) == {"status": "ok"}
     ready = await gateway.get("/readyz")
     assert ready.status == 200
@@ -333,9 +355,9 @@ async def test_gateway_endpoints(gateway: TestClient) -> None:
 
 
 async def test_streamed_body_keeps_its_content_length(
-    settings_factory: Callable[..., Any],
-    aiohttp_server: Callable[..., Any],
-    aiohttp_client: Callable[..., Any],
+    settings_factory: SettingsFactory,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
 ) -> None:
     """A body above the stream threshold reaches the upstream with the Content-Length its
     caller sent, not chunked: an upstream that requires a length (411) takes it."""
@@ -362,7 +384,7 @@ async def test_streamed_body_keeps_its_content_length(
     resp = await gw.post("/api/echo/up", data=payload)
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["sha256"] == hashlib.sha256(payload).hexdigest()
-    assert seen[-1] == (str(len(payload)), None, len(payload))
+    assert seen.pop() == (str(len(payload)), None, len(payload))
 
     async def gen() -> Any:  # no length given: streamed on chunked, as the caller sent it
         yield payload
@@ -372,7 +394,7 @@ async def test_streamed_body_keeps_its_content_length(
 
 
 async def test_request_over_limit_is_refused(
-    gateway_factory: Callable[..., Any], wait_rows: Any
+    gateway_factory: GatewayFactory, wait_rows: WaitRows
 ) -> None:
     gw = await gateway_factory(max_request_bytes=1000)
     resp = await gw.post("/api/upload", data=b"x" * 5000)
@@ -383,7 +405,7 @@ async def test_request_over_limit_is_refused(
 
 
 async def test_streamed_request_over_limit_is_refused(
-    gateway_factory: Callable[..., Any], wait_rows: Any
+    gateway_factory: GatewayFactory, wait_rows: WaitRows
 ) -> None:
     gw = await gateway_factory(max_request_bytes=200_000, stream_threshold_bytes=10_000)
 
@@ -399,9 +421,9 @@ async def test_streamed_request_over_limit_is_refused(
 
 
 async def test_retries_idempotent_requests_on_connection_failure(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
     unused_tcp_port_factory: Callable[[], int],
-    wait_rows: Any,
+    wait_rows: WaitRows,
 ) -> None:
     """A GET to an upstream that comes up during the retry window succeeds."""
     import asyncio
@@ -445,7 +467,7 @@ async def test_retries_idempotent_requests_on_connection_failure(
         await runner.cleanup()
 
 
-async def test_no_default_headers_are_added_upstream(gateway: TestClient) -> None:
+async def test_no_default_headers_are_added_upstream(gateway: GatewayClient) -> None:
     """aiohttp's client adds Accept, Accept-Encoding, User-Agent (and Content-Type for
     bodies) when a request lacks them; a transparent proxy must not."""
     skip = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")

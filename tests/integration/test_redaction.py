@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp.test_utils import TestClient
+
+from tests.fixture_types import GatewayClient, GatewayFactory, WaitRows
 
 # A route to the upstream's /upload and /ws, which answer without echoing what was sent:
 # whatever of a secret reaches the row came from the request's capture.
@@ -39,7 +39,7 @@ def holds_secret(row: Any) -> bool:
     return any(s in text for s in SECRETS)
 
 
-async def send_secrets(gw: TestClient) -> None:
+async def send_secrets(gw: GatewayClient) -> None:
     """A query, a JSON body and a text body, each carrying secrets beside plain values."""
     query = "api_key=gwk_q_s3cr3t&x=1&Guest-Passport=PASSPORT_P12&PIN-CODE=PIN_s3cr3t&q=a%20b"
     resp = await gw.post(
@@ -57,7 +57,7 @@ async def send_secrets(gw: TestClient) -> None:
 
 
 async def test_secrets_never_reach_api_logs(
-    gateway_factory: Callable[..., Any], wait_rows: Any
+    gateway_factory: GatewayFactory, wait_rows: WaitRows
 ) -> None:
     gw = await gateway_factory(VAULT, capture_redact_fields=("pin_code",))
     await send_secrets(gw)
@@ -81,7 +81,7 @@ async def test_secrets_never_reach_api_logs(
 
 
 async def test_the_journal_holds_only_redacted_rows(
-    gateway_factory: Callable[..., Any], data_dir: Path
+    gateway_factory: GatewayFactory, data_dir: Path
 ) -> None:
     gw = await gateway_factory(VAULT, capture_redact_fields=("pin_code",), log_queue_max=0)
     await send_secrets(gw)  # no room in memory: each row goes straight to the journal

@@ -7,20 +7,19 @@ import asyncio
 import io
 import random
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from gateway import metrics
 from gateway.app import POOL
 from gateway.sync import store
 from gateway.sync.model import Direction, EntityKey, Report, Side, Status
 from gateway.sync.recorder import refresh_stats
+from tests.fixture_types import GatewayClient, GatewayFactory
 from tests.integration.webhook_helpers import make_tenant
 
 SYNC_ROUTES = """
@@ -77,7 +76,7 @@ async def callers(db: asyncpg.Connection) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def gateway(gateway_factory: Callable[..., Any]) -> TestClient:
+async def gateway(gateway_factory: GatewayFactory) -> GatewayClient:
     return await gateway_factory(SYNC_ROUTES)
 
 
@@ -92,7 +91,7 @@ def report(entity_id: uuid.UUID | str, status: str = "succeeded", **extra: Any) 
     }
 
 
-async def post(gw: TestClient, path: str, body: Any, headers: dict[str, str]) -> Any:
+async def post(gw: GatewayClient, path: str, body: Any, headers: dict[str, str]) -> Any:
     data = io.BytesIO(orjson.dumps(body))  # large batches: aiohttp warns on big raw bytes
     headers = {**headers, "Content-Type": "application/json"}
     resp = await gw.post(f"/admin/v1/sync{path}", data=data, headers=headers)
@@ -100,7 +99,7 @@ async def post(gw: TestClient, path: str, body: Any, headers: dict[str, str]) ->
 
 
 async def test_report_and_read_with_roles_and_tenants(
-    gateway: TestClient, callers: dict[str, Any]
+    gateway: GatewayClient, callers: dict[str, Any]
 ) -> None:
     rid = uuid.uuid4()
     status, body = await post(
@@ -136,7 +135,7 @@ async def test_report_and_read_with_roles_and_tenants(
 
 
 async def test_stale_versions_conflicts_and_resolution(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     rid = uuid.uuid4()
     svc, partner = callers["alpha_service"], callers["alpha_partner"]
@@ -171,7 +170,7 @@ async def test_stale_versions_conflicts_and_resolution(
 
 
 async def test_batch_of_ten_thousand_entities_in_one_call(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     ids = [uuid.uuid4() for _ in range(10_000)]
     batch = {"reports": [report(i, version=1) for i in ids]}
@@ -189,7 +188,9 @@ async def test_batch_of_ten_thousand_entities_in_one_call(
     assert item["external_system"] == "booking_engine" and item["succeeded"] == 10_000
 
 
-async def test_bad_input_is_refused_clearly(gateway: TestClient, callers: dict[str, Any]) -> None:
+async def test_bad_input_is_refused_clearly(
+    gateway: GatewayClient, callers: dict[str, Any]
+) -> None:
     svc = callers["alpha_service"]
     resp = await gateway.post(
         "/admin/v1/sync/reports",
@@ -208,7 +209,7 @@ async def test_bad_input_is_refused_clearly(gateway: TestClient, callers: dict[s
     ):
         status, body = await post(gateway, "/reports", bad, svc)
         assert (status, body["code"]) == (422, code), (bad, body)
-    status, body = await post(gateway, "/reports/batch", {"reports": [report(1)]}, svc)
+    status, body = await post(gateway, "/reports/batch", {"reports": [report("1")]}, svc)
     assert status == 422 and body["message"].startswith("reports[0]: ")
     status, body = await post(gateway, "/reports/batch", {"reports": []}, svc)
     assert status == 422
@@ -221,7 +222,7 @@ async def test_bad_input_is_refused_clearly(gateway: TestClient, callers: dict[s
     assert resp.status == 404
 
 
-async def _feed(gw: TestClient, headers: dict[str, str], cursor: str | None) -> Any:
+async def _feed(gw: GatewayClient, headers: dict[str, str], cursor: str | None) -> Any:
     params = {"external_system": "booking_engine", "limit": "7"}
     if cursor:
         params["cursor"] = cursor
@@ -230,13 +231,15 @@ async def _feed(gw: TestClient, headers: dict[str, str], cursor: str | None) -> 
     return await resp.json()
 
 
-def _apply(tenant: uuid.UUID, entity: uuid.UUID, status: Status = Status.SUCCEEDED) -> Any:
+def _apply(
+    tenant: uuid.UUID, entity: uuid.UUID, status: Status = Status.SUCCEEDED
+) -> tuple[uuid.UUID, list[Report]]:
     key = EntityKey("reservation", entity, "booking_engine", Direction.OUTBOUND)
     return tenant, [Report(key, status, Side.INTERNAL)]
 
 
 async def test_change_feed_waits_for_a_transaction_that_commits_late(
-    gateway: TestClient, callers: dict[str, Any], database_url: str
+    gateway: GatewayClient, callers: dict[str, Any], database_url: str
 ) -> None:
     """A change of an older transaction committing after a newer one is not skipped."""
     tenant = callers["alpha"].id
@@ -264,7 +267,7 @@ async def test_change_feed_waits_for_a_transaction_that_commits_late(
 
 
 async def test_change_feed_under_concurrent_writers_never_skips_or_repeats(
-    gateway: TestClient, callers: dict[str, Any], database_url: str, db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], database_url: str, db: asyncpg.Connection
 ) -> None:
     tenant = callers["alpha"].id
     entities = [uuid.uuid4() for _ in range(40)]
@@ -313,7 +316,7 @@ async def test_change_feed_under_concurrent_writers_never_skips_or_repeats(
 
 
 async def test_proxied_calls_record_sync_status(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     partner = callers["alpha_partner"]
     rid, gid, room = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -354,7 +357,7 @@ def _value(name: str, **labels: str) -> float | None:
 
 
 async def test_sync_metrics_after_known_scenarios(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     svc = callers["alpha_service"]
     ok, failing = uuid.uuid4(), uuid.uuid4()
@@ -393,7 +396,7 @@ async def test_sync_metrics_after_known_scenarios(
 
 
 async def test_translated_routes_record_the_internal_id(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     from gateway.mapping import store as mappings
     from gateway.mapping.store import Actor, NewMapping
@@ -418,7 +421,11 @@ async def test_translated_routes_record_the_internal_id(
     [("/synctr/mirror/guests", "inbound"), ("/synctr/mirror/answers", "outbound")],
 )
 async def test_translated_body_pointers_record_the_internal_id(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection, path: str, direction: str
+    gateway: GatewayClient,
+    callers: dict[str, Any],
+    db: asyncpg.Connection,
+    path: str,
+    direction: str,
 ) -> None:
     """Sync pointers into bodies read the forwarded request and the upstream's own answer
     (internal ids), as path parameters do; the partner still sends and gets its own ids."""
@@ -443,7 +450,7 @@ async def test_translated_body_pointers_record_the_internal_id(
 
 
 async def test_change_feed_reports_mapping_changes(
-    gateway: TestClient, callers: dict[str, Any], db: asyncpg.Connection
+    gateway: GatewayClient, callers: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     from gateway.mapping import store as mappings
     from gateway.mapping.store import Actor, NewMapping

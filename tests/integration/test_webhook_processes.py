@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ from cryptography.fernet import Fernet
 
 from gateway.db.pool import init_connection
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import free_port
+from tests.fixture_types import AiohttpServer, SettingsFactory
+from tests.integration.fault_helpers import free_port
 from tests.integration.webhook_helpers import Receiver, make_tenant, wait_for
 
 pytestmark = pytest.mark.slow
@@ -101,7 +102,7 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await c.close()
 
 
-async def _receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
+async def _receiver(aiohttp_server: AiohttpServer) -> Receiver:
     rec = Receiver()
     server = await aiohttp_server(rec.app(), host="127.0.0.1")
     rec.url = str(server.make_url("/hooks"))
@@ -129,7 +130,7 @@ async def _outbox(conn: asyncpg.Connection, tenant_id: Any, count: int) -> None:
 
 
 async def test_sigkill_mid_delivery_then_restart_delivers_every_event_same_id(
-    gateways: Gateways, conn: asyncpg.Connection, aiohttp_server: Callable[..., Any]
+    gateways: Gateways, conn: asyncpg.Connection, aiohttp_server: AiohttpServer
 ) -> None:
     rec = await _receiver(aiohttp_server)
     hang = True
@@ -166,7 +167,7 @@ async def _delivered(conn: asyncpg.Connection, count: int) -> bool:
 
 
 async def test_two_processes_share_the_work_and_deliver_each_event_once(
-    gateways: Gateways, conn: asyncpg.Connection, aiohttp_server: Callable[..., Any]
+    gateways: Gateways, conn: asyncpg.Connection, aiohttp_server: AiohttpServer
 ) -> None:
     rec = await _receiver(aiohttp_server)
     tenant = await make_tenant(conn, "Hotel Pair")
@@ -194,8 +195,8 @@ async def _delivered_by(base: str) -> int:
 
 
 async def test_database_stopped_mid_delivery_loses_nothing(
-    aiohttp_server: Callable[..., Any],
-    settings_factory: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
+    settings_factory: SettingsFactory,
     data_dir: Path,
 ) -> None:
     """PostgreSQL stops while attempts are in flight and results are waiting to be

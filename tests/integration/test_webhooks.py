@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.webhooks.inputs import new_secret
+from tests.fixture_types import AiohttpServer, GatewayClient, GatewayFactory, SettingsFactory
 from tests.integration.webhook_helpers import (
     FAST_SCHEDULE,
     Receiver,
@@ -29,7 +29,7 @@ SUBS = "/admin/v1/webhooks/subscriptions"
 
 
 @pytest.fixture
-async def receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
+async def receiver(aiohttp_server: AiohttpServer) -> Receiver:
     rec = Receiver()
     server: TestServer = await aiohttp_server(rec.app(), host="127.0.0.1")
     rec.url = str(server.make_url("/hooks"))
@@ -37,7 +37,7 @@ async def receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
 
 
 @pytest.fixture
-async def hooks_gateway(gateway_factory: Callable[..., Any]) -> TestClient:
+async def hooks_gateway(gateway_factory: GatewayFactory) -> GatewayClient:
     return await gateway_factory(
         webhook_allow_private=True,
         webhook_allow_http=True,
@@ -54,7 +54,7 @@ async def alpha(db: asyncpg.Connection) -> dict[str, Any]:
 
 
 async def test_event_is_delivered_signed_with_standard_webhooks_headers(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     gw = hooks_gateway
     sub = await subscribe(gw, alpha["admin"], receiver.url, event_types=["reservation.*"])
@@ -93,7 +93,7 @@ async def test_event_is_delivered_signed_with_standard_webhooks_headers(
 
 
 async def test_rotation_signs_with_both_secrets_during_grace(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     gw = hooks_gateway
     sub = await subscribe(gw, alpha["admin"], receiver.url)
@@ -148,7 +148,7 @@ async def test_rotation_signs_with_both_secrets_during_grace(
     ],
 )
 async def test_auth_headers_arrive_and_are_never_shown(
-    hooks_gateway: TestClient,
+    hooks_gateway: GatewayClient,
     alpha: dict[str, Any],
     receiver: Receiver,
     db: asyncpg.Connection,
@@ -175,7 +175,7 @@ async def test_auth_headers_arrive_and_are_never_shown(
 
 
 async def test_wildcards_and_filters_choose_subscriptions(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     gw, admin = hooks_gateway, alpha["admin"]
     every = await subscribe(gw, admin, receiver.url + "/every", event_types=["*"])
@@ -224,7 +224,7 @@ async def test_wildcards_and_filters_choose_subscriptions(
 
 
 async def test_payload_fields_and_template(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     gw, admin = hooks_gateway, alpha["admin"]
     await subscribe(
@@ -257,7 +257,7 @@ async def test_payload_fields_and_template(
 
 
 async def test_failed_attempts_are_retried_with_the_same_webhook_id(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def flaky(request: web.Request, n: int) -> web.StreamResponse:
         if n <= 2:
@@ -292,18 +292,18 @@ async def _nonempty(coro: Any) -> bool:
     return bool(await coro)
 
 
-async def _deliveries(gw: TestClient, headers: dict[str, str], **query: str) -> list[Any]:
+async def _deliveries(gw: GatewayClient, headers: dict[str, str], **query: str) -> list[Any]:
     resp = await gw.get("/admin/v1/webhooks/deliveries", params=query, headers=headers)
     assert resp.status == 200
     return list((await resp.json())["items"])
 
 
-async def _statuses(gw: TestClient, headers: dict[str, str]) -> list[str]:
+async def _statuses(gw: GatewayClient, headers: dict[str, str]) -> list[str]:
     return sorted(d["status"] for d in await _deliveries(gw, headers))
 
 
 async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     broken = True
 
@@ -354,7 +354,7 @@ async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
 
 
 async def test_410_gone_disables_the_subscription(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def gone(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=410)
@@ -387,7 +387,7 @@ async def test_410_gone_disables_the_subscription(
 
 
 async def test_429_retry_after_is_honoured(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def busy(request: web.Request, n: int) -> web.StreamResponse:
         if n == 1:
@@ -404,7 +404,7 @@ async def test_429_retry_after_is_honoured(
 
 
 async def test_timeouts_and_trickling_bodies_do_not_hang_attempts(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def slow(request: web.Request, n: int) -> web.StreamResponse:
         if n == 1:  # no answer within the timeout
@@ -439,7 +439,7 @@ async def test_timeouts_and_trickling_bodies_do_not_hang_attempts(
 
 
 async def test_idempotency_key_publishes_once(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     gw, service = hooks_gateway, alpha["service"]
     await subscribe(gw, alpha["admin"], receiver.url)
@@ -461,7 +461,7 @@ async def test_idempotency_key_publishes_once(
 GOOD = {"name": "x", "url": "https://example.com/h", "event_types": ["*"]}
 
 
-BAD_INPUT = (
+BAD_INPUT: tuple[tuple[dict[str, Any], str, str], ...] = (
     ({"name": None}, "missing_field", "'name'"),
     ({"url": "ftp://example.com"}, "invalid_url", "url"),
     ({"event_types": []}, "invalid_field", "event"),
@@ -497,7 +497,7 @@ BAD_INPUT = (
 
 
 async def test_bad_subscription_input_is_refused_clearly(
-    gateway: TestClient, alpha: dict[str, Any]
+    gateway: GatewayClient, alpha: dict[str, Any]
 ) -> None:
     for change, code, fragment in BAD_INPUT:
         body = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
@@ -540,7 +540,7 @@ LOOPBACK_IN_DISGUISE = (
 
 
 async def test_disguised_loopback_endpoints_are_refused(
-    gateway: TestClient, alpha: dict[str, Any]
+    gateway: GatewayClient, alpha: dict[str, Any]
 ) -> None:
     """GATEWAY_WEBHOOK_ALLOW_PRIVATE unset: every disguise of 127.0.0.1 is refused when a
     subscription is created or its URL changed, whatever the resolver would make of it."""
@@ -562,7 +562,7 @@ async def test_disguised_loopback_endpoints_are_refused(
 
 
 async def test_ssrf_guard_refuses_at_connect_time(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
     alpha: dict[str, Any],
     receiver: Receiver,
     db: asyncpg.Connection,
@@ -591,11 +591,11 @@ async def test_ssrf_guard_refuses_at_connect_time(
 
 
 async def test_receiver_down_then_up_gets_every_event_once(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
     alpha: dict[str, Any],
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
 ) -> None:
-    from tests.integration.hardening_helpers import free_port
+    from tests.integration.fault_helpers import free_port
 
     gw = await gateway_factory(
         webhook_allow_private=True,
@@ -618,7 +618,7 @@ async def test_receiver_down_then_up_gets_every_event_once(
 
 
 async def test_outbox_rows_inserted_by_services_are_delivered(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     """An internal service writes its data and the event in one transaction."""
     await subscribe(hooks_gateway, alpha["admin"], receiver.url, event_types=["folio.*"])
@@ -646,7 +646,7 @@ async def test_outbox_rows_inserted_by_services_are_delivered(
 
 
 async def test_route_emits_an_event_from_the_proxied_answer(
-    gateway_factory: Callable[..., Any], alpha: dict[str, Any], receiver: Receiver
+    gateway_factory: GatewayFactory, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     extra = """
   - name: make-reservation
@@ -674,7 +674,7 @@ async def test_route_emits_an_event_from_the_proxied_answer(
 
 
 async def test_concurrency_limit_per_subscription(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def slow(request: web.Request, n: int) -> web.StreamResponse:
         await asyncio.sleep(0.2)
@@ -690,7 +690,7 @@ async def test_concurrency_limit_per_subscription(
 
 
 async def test_subscription_failing_for_the_configured_period_is_disabled(
-    gateway_factory: Callable[..., Any], alpha: dict[str, Any], receiver: Receiver
+    gateway_factory: GatewayFactory, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def broken(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=502)
@@ -719,7 +719,7 @@ async def test_subscription_failing_for_the_configured_period_is_disabled(
 
 
 async def test_webhook_endpoints_are_tenant_scoped_and_role_checked(
-    hooks_gateway: TestClient, alpha: dict[str, Any], db: asyncpg.Connection, receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], db: asyncpg.Connection, receiver: Receiver
 ) -> None:
     gw = hooks_gateway
     beta = await make_tenant(db, "Hotel Beta")
@@ -742,7 +742,7 @@ async def test_webhook_endpoints_are_tenant_scoped_and_role_checked(
 
 
 async def test_delete_cancels_pending_and_is_audited(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     async def broken(request: web.Request, n: int) -> web.StreamResponse:
         return web.Response(status=500)
@@ -770,7 +770,7 @@ async def test_delete_cancels_pending_and_is_audited(
 
 
 async def test_webhook_metrics_are_exposed(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
     gw = hooks_gateway
     await subscribe(gw, alpha["admin"], receiver.url)
@@ -791,7 +791,7 @@ async def test_webhook_metrics_are_exposed(
 
 
 async def test_shutdown_hands_back_attempts_that_do_not_finish(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
     alpha: dict[str, Any],
     receiver: Receiver,
     db: asyncpg.Connection,
@@ -822,13 +822,13 @@ async def test_shutdown_hands_back_attempts_that_do_not_finish(
 
 async def test_external_system_subscriptions_go_through_the_translate_and_report_hooks(
     database_url: str,
-    settings_factory: Callable[..., Any],
+    settings_factory: SettingsFactory,
     alpha: dict[str, Any],
     receiver: Receiver,
     db: asyncpg.Connection,
 ) -> None:
-    """The hooks issue 4 (id translation) and the sync-status issue plug into: the
-    dispatcher calls them for subscriptions that name an external system, and only then."""
+    """The id translation and sync report hooks: the dispatcher calls them for
+    subscriptions that name an external system, and only then."""
     from cryptography.fernet import Fernet
 
     from gateway.crypto import SecretBox
@@ -910,7 +910,7 @@ async def test_secrets_rotate_re_encrypts_webhook_secrets(
 
 
 async def test_old_finished_deliveries_are_pruned(
-    hooks_gateway: TestClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     from gateway.webhooks import store
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.mapping import store as mappings
 from gateway.mapping.payload import id_slots
 from gateway.mapping.store import Actor, Direction, NewMapping
+from tests.fixture_types import AiohttpServer, GatewayClient, GatewayFactory
 from tests.integration.webhook_helpers import (
     FAST_SCHEDULE,
     Receiver,
@@ -28,7 +27,7 @@ from tests.integration.webhook_helpers import (
 
 
 @pytest.fixture
-async def receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
+async def receiver(aiohttp_server: AiohttpServer) -> Receiver:
     rec = Receiver()
     server: TestServer = await aiohttp_server(rec.app(), host="127.0.0.1")
     rec.url = str(server.make_url("/hooks"))
@@ -50,8 +49,8 @@ ROUTES = """
 
 
 @pytest.fixture
-async def gw(gateway_factory: Callable[..., Any]) -> TestClient:
-    client: TestClient = await gateway_factory(
+async def gw(gateway_factory: GatewayFactory) -> GatewayClient:
+    client: GatewayClient = await gateway_factory(
         ROUTES,
         webhook_allow_private=True,
         webhook_allow_http=True,
@@ -76,7 +75,7 @@ def test_id_fields_follow_the_documented_convention() -> None:
 
 
 async def test_each_subscriber_gets_its_own_ids_and_deliveries_update_sync_status(
-    gw: TestClient, receiver: Receiver, db: asyncpg.Connection
+    gw: GatewayClient, receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     alpha = await make_tenant(db, "Hotel Alpha")
     tenant = alpha["tenant"].id
@@ -119,7 +118,7 @@ async def test_each_subscriber_gets_its_own_ids_and_deliveries_update_sync_statu
 
 
 async def test_events_from_translated_routes_carry_internal_ids(
-    gw: TestClient, db: asyncpg.Connection
+    gw: GatewayClient, db: asyncpg.Connection
 ) -> None:
     alpha = await make_tenant(db, "Hotel Alpha")
     guest = uuid.uuid4()
@@ -136,7 +135,7 @@ async def test_events_from_translated_routes_carry_internal_ids(
 
 
 async def test_hanging_and_huge_receivers_do_not_hold_up_the_others(
-    gw: TestClient, db: asyncpg.Connection, aiohttp_server: Callable[..., Any]
+    gw: GatewayClient, db: asyncpg.Connection, aiohttp_server: AiohttpServer
 ) -> None:
     """One receiver hangs, one answers a 5 MB body, one is healthy: the healthy one gets
     every event at once, the huge answer is capped in the attempt, the hung one times out."""

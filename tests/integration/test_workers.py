@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import workers
 from tests.conftest import routes_yaml
-from tests.integration.hardening_helpers import free_port
+from tests.integration.fault_helpers import free_port
 
 CALLS = 40  # proxied calls per round, each on its own connection (spread by the kernel)
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,10 +95,10 @@ async def scrape_requests_total(http: aiohttp.ClientSession, base: str) -> float
     return 0.0
 
 
-async def wait_until(check: object, timeout: float = 30.0) -> None:
+async def wait_until(check: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        result = check()  # type: ignore[operator]
+        result = check()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
@@ -201,12 +202,19 @@ def test_multiprocess_metrics_merge_workers_and_forget_dead_ones(tmp_path: Path)
         """
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run = {"env": env, "check": True, "timeout": 60, "capture_output": True}
-    pids = [int(subprocess.run([sys.executable, "-c", write, n], **run).stdout) for n in "34"]
+
+    def python(*args: str) -> bytes:
+        """The output of ``python -c *args`` in the multiprocess-metrics environment."""
+        run = subprocess.run(
+            [sys.executable, "-c", *args], env=env, check=True, timeout=60, capture_output=True
+        )
+        return run.stdout
+
+    pids = [int(python(write, n)) for n in "34"]
     read = "from gateway import metrics; print(metrics.exposition().decode())"
 
     def scrape() -> str:
-        return subprocess.run([sys.executable, "-c", read], **run).stdout.decode()
+        return python(read).decode()
 
     out = scrape()
     assert 'gateway_requests_total{method="GET",route="r",status_class="2xx"} 7.0' in out

@@ -9,9 +9,9 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from gateway.auth import keys
+from tests.fixture_types import GatewayClient
 
 FAST_SCHEDULE = (0.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)  # seconds: retries in tests
 
@@ -84,7 +84,7 @@ async def make_tenant(db: asyncpg.Connection, name: str) -> dict[str, Any]:
 
 
 async def subscribe(
-    gw: TestClient, headers: dict[str, str], url: str, **fields: Any
+    gw: GatewayClient, headers: dict[str, str], url: str, **fields: Any
 ) -> dict[str, Any]:
     body = {"name": "test", "url": url, "event_types": ["*"], **fields}
     resp = await gw.post("/admin/v1/webhooks/subscriptions", json=body, headers=headers)
@@ -94,7 +94,7 @@ async def subscribe(
 
 
 async def publish(
-    gw: TestClient, headers: dict[str, str], event_type: str, payload: Any, **extra: Any
+    gw: GatewayClient, headers: dict[str, str], event_type: str, payload: Any, **extra: Any
 ) -> dict[str, Any]:
     resp = await gw.post(
         "/admin/v1/events", json={"type": event_type, "payload": payload, **extra}, headers=headers

@@ -1,5 +1,5 @@
-"""The header filters at the proxy boundary: equal to the plain "keep what is not dropped"
-loop they replaced."""
+"""The header filters at the proxy boundary: equal to a plain "keep what is not dropped"
+loop over the headers."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Body capture: whatever bytes arrive, with whatever Content-Type/Content-Encoding and cap,
 ``describe_body`` returns a Body the jsonb codec and the journal can serialise, with no NUL
 and no lone surrogate (which PostgreSQL refuses), and never raises — deep nesting included.
-(``tests/integration/test_hardening_input.py`` stores such bodies in real PostgreSQL.)
+(``tests/integration/test_bad_input.py`` stores such bodies in real PostgreSQL.)
 
 ID translation: rewriting a document with a mapping and then with its inverse gives back
 the original; ids that are not in the mapping, and everything outside the pointers, are
@@ -19,6 +19,7 @@ import copy
 import gzip
 import time
 import zlib
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -228,7 +229,7 @@ def rewrite(doc: Any, table: dict[tuple[str, str], str]) -> int:
 def cached_rewrite(doc: Any, table: dict[tuple[str, str], str]) -> list[translate.Slot]:
     """The proxy's path: the cache's tables rewrite in place; misses are left as slots."""
     cache = MappingCache()
-    cache.put_many(SCOPE, table, cache.generation)
+    cache.put_many(SCOPE, dict(table), cache.generation)
     rw = translate.CachedRewrite(partial(cache.fresh, SCOPE, time.monotonic()))
     translate.walk(doc, TRIE, rw)
     return rw.rest
@@ -289,7 +290,7 @@ def test_the_cached_walk_agrees_with_the_slot_walk(
 
 # Tries whose pointers lead by a line of fields to one array of records (Trie.chain), the
 # shape translate.rewrite follows without the emitter; with the document each applies to.
-CHAINS = [
+CHAINS: list[tuple[pointers.Trie, Callable[[Any], Any]]] = [
     (pointers.compile_pointers([("/items/*/room_id", "room")]), lambda d: d),
     (pointers.compile_pointers([("/*/room_id", "room")]), lambda d: d.get("items")),
     (
@@ -321,7 +322,7 @@ def test_the_direct_rewrite_agrees_with_the_walk(
             [(leaf.pointer, leaf.entity_type) for leaf in _leaves(trie)], strict=True
         )
     cache = MappingCache()
-    cache.put_many(SCOPE, mapping, cache.generation)
+    cache.put_many(SCOPE, dict(mapping), cache.generation)
     fresh = partial(cache.fresh, SCOPE, time.monotonic())
     by_walk, direct = shape(copy.deepcopy(original)), shape(copy.deepcopy(original))
     rw = translate.CachedRewrite(fresh)
@@ -379,7 +380,7 @@ def _refused_on(node: Any, segs: tuple[str, ...], k: int, listy: set[tuple[str, 
     return any(_refused_on(kid, segs, k + 1, listy) for kid in kids)
 
 
-def _outcome(run: Any, doc: Any) -> tuple[str, Any]:
+def _outcome(run: Callable[[Any], object], doc: Any) -> tuple[str, Any]:
     """``("refused", pointer)`` when ``run(doc)`` raised NotAnId, else ``("ok", result)``."""
     try:
         return "ok", run(doc)
@@ -402,7 +403,7 @@ def test_strict_walks_refuse_exactly_what_the_rule_refuses(
 
     def cached(doc: Any) -> Any:
         cache = MappingCache()
-        cache.put_many(SCOPE, mapping, cache.generation)
+        cache.put_many(SCOPE, dict(mapping), cache.generation)
         fresh = partial(cache.fresh, SCOPE, time.monotonic())
         rest: list[translate.Slot] = []
         translate.rewrite(doc, STRICT_TRIE, fresh, {}, rest)

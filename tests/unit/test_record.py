@@ -7,6 +7,7 @@ import gzip
 import json
 import time
 import uuid
+from typing import Any
 
 import orjson
 from hypothesis import given, settings
@@ -185,7 +186,7 @@ def test_a_parse_is_shared_only_for_the_exact_bytes_stored_as_received() -> None
 
 def test_a_body_the_gateway_serialised_is_stored_without_a_new_parse() -> None:
     redactor = Redactor(DEFAULT_REDACT_FIELDS)
-    value = {"guest_id": "G-1", "card": {"CVV": "123"}}
+    value: dict[str, Any] = {"guest_id": "G-1", "card": {"CVV": "123"}}
     data = orjson.dumps(value)
     body = describe_serialised(value, data, 1000, redactor)
     assert body.format == "json" and body.raw is None  # redacted, so re-serialised

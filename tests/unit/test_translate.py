@@ -7,6 +7,7 @@ import copy
 import re
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -369,7 +370,7 @@ NO_IDS = [
 ]
 # Each pointer shape the walk treats apart: a named field, every element of an array (a
 # leaf under '*'), a field of every record (the fast path), an index.
-SHAPES = [
+SHAPES: list[tuple[str, Callable[[object], object]]] = [
     ("/guest_id", lambda v: {"guest_id": v}),
     ("/rooms/*", lambda v: {"rooms": ["101", v]}),
     ("/items/*/room_id", lambda v: {"items": [{"room_id": "101"}, {"room_id": v}]}),
@@ -395,9 +396,9 @@ def _run_both(doc: object, trie: pointers.Trie) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize(("pointer", "make"), SHAPES)
 @pytest.mark.parametrize(("value", "found"), NO_IDS)
 def test_a_strict_trie_refuses_what_is_no_id_at_a_pointer(
-    pointer: str, make: object, value: object, found: str
+    pointer: str, make: Callable[[object], object], value: object, found: str
 ) -> None:
-    doc = make(value)  # type: ignore[operator]
+    doc = make(value)
     entity_type = "guest" if "guest" in pointer else "room"
     strict = pointers.compile_pointers([(pointer, entity_type)], strict=True)
     with pytest.raises(pointers.NotAnId) as by_slots:
@@ -416,9 +417,9 @@ def test_a_strict_trie_refuses_what_is_no_id_at_a_pointer(
 @pytest.mark.parametrize(("pointer", "make"), SHAPES)
 @pytest.mark.parametrize("strict", [True, False])
 def test_null_at_a_pointer_is_no_reference_and_passes(
-    pointer: str, make: object, strict: bool
+    pointer: str, make: Callable[[object], object], strict: bool
 ) -> None:
-    doc = make(None)  # type: ignore[operator]
+    doc = make(None)
     trie = pointers.compile_pointers([(pointer, "room")], strict=strict)
     before = copy.deepcopy(doc)
     ids, unmapped = _run_both(doc, trie)
@@ -491,8 +492,9 @@ def test_a_refusal_names_the_field_never_the_value() -> None:
 
 
 def test_an_index_under_a_wildcard_enters_arrays_too() -> None:
-    # A node holding an index was walked as an array of records: /stays/*/0 never looked
-    # inside [["101"]], so a strict route forwarded that id untranslated.
+    # A node holding an index is entered in arrays as well as objects: /stays/*/0 reaches
+    # "101" in [["101", "x"]] and "102" in {"0": "102"}: a strict route translates or
+    # refuses both.
     trie = pointers.compile_pointers([("/stays/*/0", "room")], strict=True)
     assert _run_both({"stays": [["101", "x"], {"0": "102"}]}, trie) == (["101", "102"], ["102"])
 

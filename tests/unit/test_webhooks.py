@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -77,33 +79,32 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-def _claimed(**over: object) -> Claimed:
-    values: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "tenant_id": uuid.uuid4(),
-        "event_id": uuid.UUID(int=1),
-        "subscription_id": uuid.uuid4(),
-        "webhook_id": "msg_1",
-        "attempt_number": 1,
-        "lease_owner": "w:1",
-        "event_type": "reservation.created",
-        "payload": {"reservation": {"id": 7}, "guest": {"name": "Ada"}},
-        "event_created_at": datetime(2026, 11, 25, tzinfo=UTC),
-        "url": "https://example.com",
-        "auth_type": AuthType.NONE,
-        "auth_secret": None,
-        "secret": "",
-        "previous_secret": None,
-        "max_attempts": 8,
-        "retry_schedule": None,
-        "backoff": None,
-        "attempt_timeout": 15.0,
-        "payload_fields": None,
-        "payload_template": None,
-        "external_system": None,
-    }
-    values.update(over)
-    return Claimed(**values)  # type: ignore[arg-type]
+def _claimed(**over: Any) -> Claimed:
+    base = Claimed(
+        id=uuid.uuid4(),
+        tenant_id=uuid.uuid4(),
+        event_id=uuid.UUID(int=1),
+        subscription_id=uuid.uuid4(),
+        webhook_id="msg_1",
+        attempt_number=1,
+        lease_owner="w:1",
+        event_type="reservation.created",
+        payload={"reservation": {"id": 7}, "guest": {"name": "Ada"}},
+        event_created_at=datetime(2026, 11, 25, tzinfo=UTC),
+        url="https://example.com",
+        auth_type=AuthType.NONE,
+        auth_secret=None,
+        secret="",
+        previous_secret=None,
+        max_attempts=8,
+        retry_schedule=None,
+        backoff=None,
+        attempt_timeout=15.0,
+        payload_fields=None,
+        payload_template=None,
+        external_system=None,
+    )
+    return replace(base, **over)
 
 
 def test_body_envelope_fields_and_template() -> None:

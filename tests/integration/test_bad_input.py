@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,13 +28,22 @@ from gateway.mapping import store
 from gateway.mapping.store import Actor, NewMapping
 from gateway.routes import parse_routes
 from tests.conftest import routes_yaml
+from tests.fixture_types import (
+    AiohttpServer,
+    GatewayClient,
+    GatewayFactory,
+    SettingsFactory,
+    WaitRows,
+)
 
 READ_TIMEOUT = 5.0  # seconds a raw test client waits for the gateway's answer
 
 
-async def raw_exchange(port: int, raw: bytes, timeout: float = READ_TIMEOUT) -> bytes:
+async def raw_exchange(port: int | None, raw: bytes, timeout: float = READ_TIMEOUT) -> bytes:
     """Send bytes exactly as given; read one answer (headers + Content-Length bytes), or
-    until the gateway closes. b"" when it closed without answering."""
+    until the gateway closes. b"" when it closed without answering. ``port`` is a started
+    server's (``TestClient.port``, None only before it starts)."""
+    assert port is not None, "the server is not started"
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(raw)
@@ -88,7 +96,7 @@ def deep(levels: int) -> bytes:
 
 
 async def test_declared_body_over_the_limit_is_refused_before_it_is_sent(
-    gateway_factory: Callable[..., Any], wait_rows: Any
+    gateway_factory: GatewayFactory, wait_rows: WaitRows
 ) -> None:
     gw = await gateway_factory(max_request_bytes=1000)
     answer = await raw_exchange(
@@ -110,7 +118,7 @@ async def test_declared_body_over_the_limit_is_refused_before_it_is_sent(
     ids=["large", "many"],
 )
 async def test_oversized_headers_get_431_json_and_are_logged(
-    gateway: TestClient, db: asyncpg.Connection, headers: bytes, words: str
+    gateway: GatewayClient, db: asyncpg.Connection, headers: bytes, words: str
 ) -> None:
     answer = await raw_exchange(
         gateway.port,
@@ -127,7 +135,7 @@ async def test_oversized_headers_get_431_json_and_are_logged(
 
 
 async def test_headers_beyond_the_parser_limits_are_refused_by_aiohttp(
-    gateway: TestClient, db: asyncpg.Connection
+    gateway: GatewayClient, db: asyncpg.Connection
 ) -> None:
     """Far beyond the gateway's limits (a 70 KB line) aiohttp's parser answers itself: 400
     text/plain, connection closed, nothing upstream or in api_logs (README, "Bad input")."""
@@ -148,7 +156,7 @@ async def test_headers_beyond_the_parser_limits_are_refused_by_aiohttp(
 
 
 async def test_client_stalling_inside_its_headers_is_cut_off(
-    gateway_factory: Callable[..., Any],
+    gateway_factory: GatewayFactory,
 ) -> None:
     gw = await gateway_factory(client_timeout=0.5)
     started = time.monotonic()
@@ -159,10 +167,11 @@ async def test_client_stalling_inside_its_headers_is_cut_off(
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
 async def test_client_stalling_inside_its_body_is_answered_408(
-    gateway_factory: Callable[..., Any], wait_rows: Any, streamed: bool
+    gateway_factory: GatewayFactory, wait_rows: WaitRows, streamed: bool
 ) -> None:
-    """Before the fix a client that stopped sending its body held its handler (and, when
-    streamed, an upstream connection) until it hung up — forever, for a slowloris."""
+    """A client that stops sending its body is answered 408 after GATEWAY_CLIENT_TIMEOUT;
+    it does not hold its handler (and, when streamed, an upstream connection) until it
+    hangs up, which for a slowloris is never."""
     gw = await gateway_factory(
         client_timeout=0.5, stream_threshold_bytes=10 if streamed else 1 << 20
     )
@@ -188,11 +197,11 @@ STALLED_BODIES = {
 
 @pytest.mark.parametrize("kind", list(STALLED_BODIES))
 async def test_stalled_body_ends_the_connection_after_the_client_timeout(
-    gateway_factory: Callable[..., Any], wait_rows: Any, kind: str
+    gateway_factory: GatewayFactory, wait_rows: WaitRows, kind: str
 ) -> None:
-    """The 408 and the end of the connection both come after GATEWAY_CLIENT_TIMEOUT. Before,
-    aiohttp kept the connection for its lingering time (10 s) after the 408, "draining" a
-    body that was not coming: a client reading to the end waited timeout + 10 s."""
+    """The 408 and the end of the connection both come after GATEWAY_CLIENT_TIMEOUT: the
+    connection is not kept for aiohttp's lingering time (10 s) after the 408 to "drain" a
+    body that is not coming, so a client reading to the end waits the timeout, not + 10 s."""
     timeout = 1.0
     gw = await gateway_factory(
         client_timeout=timeout, stream_threshold_bytes=10 if kind == "streamed" else 1 << 20
@@ -214,12 +223,12 @@ async def test_stalled_body_ends_the_connection_after_the_client_timeout(
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
 async def test_client_hanging_up_inside_its_body_is_logged_as_499(
-    settings_factory: Callable[..., Any], upstream: TestServer, wait_rows: Any, streamed: bool
+    settings_factory: SettingsFactory, upstream: TestServer, wait_rows: WaitRows, streamed: bool
 ) -> None:
     """Served as in production: aiohttp's run_app does not cancel the handler of a caller
     that hangs up (its TestServer always does, and then the cancellation alone says 499).
-    The hang-up then surfaces in the body read; streamed upstream, it used to end as the
-    upstream's failure (502 upstream_error): an alert for the wrong team."""
+    The hang-up then surfaces in the body read, and is a 499 streamed upstream too, not
+    the upstream's failure (502 upstream_error, an alert for the wrong team)."""
     url = str(upstream.make_url("")).rstrip("/")
     table = parse_routes(routes_yaml(url), "test-routes.yaml")
     config = settings_factory(stream_threshold_bytes=10 if streamed else 1 << 20)
@@ -304,12 +313,12 @@ async def partner(db: asyncpg.Connection) -> dict[str, str]:
 
 
 @pytest.fixture
-async def gw(gateway_factory: Callable[..., Any], aiohttp_server: Callable[..., Any]) -> TestClient:
+async def gw(gateway_factory: GatewayFactory, aiohttp_server: AiohttpServer) -> GatewayClient:
     app = web.Application(client_max_size=1 << 24)
     app.router.add_route("*", "/{tail:.*}", deep_upstream)
     server: TestServer = await aiohttp_server(app, host="127.0.0.1")
     opts = f"  deep:\n    url: {str(server.make_url('')).rstrip('/')}\n"
-    client: TestClient = await gateway_factory(TRANSLATED, opts, capture_max_body_bytes=1 << 20)
+    client: GatewayClient = await gateway_factory(TRANSLATED, opts, capture_max_body_bytes=1 << 20)
     return client
 
 
@@ -323,7 +332,7 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("body", "ctype"), BAD_BODIES)
 async def test_bad_bodies_on_translated_routes_are_refused_or_passed(
-    gw: TestClient, partner: dict[str, str], wait_rows: Any, body: bytes, ctype: str
+    gw: GatewayClient, partner: dict[str, str], wait_rows: WaitRows, body: bytes, ctype: str
 ) -> None:
     headers = {**partner, "Content-Type": ctype}
     strict = await gw.post("/tr/strict/echo/x", data=body, headers=headers)
@@ -345,7 +354,7 @@ async def test_bad_bodies_on_translated_routes_are_refused_or_passed(
 
 @pytest.mark.parametrize("levels", [300, 1000, 100_000])
 async def test_enormous_nesting_in_bodies_never_fails_capture(
-    gw: TestClient, wait_rows: Any, levels: int
+    gw: GatewayClient, wait_rows: WaitRows, levels: int
 ) -> None:
     """Requests and answers nested up to 100,000 levels pass through a plain route; the
     log keeps them (as JSON when storable, as text otherwise) and never a 500."""
@@ -364,10 +373,10 @@ async def test_enormous_nesting_in_bodies_never_fails_capture(
 
 @pytest.mark.parametrize("levels", [300, 1000, 100_000])
 async def test_enormous_nesting_on_translated_routes_is_a_json_error(
-    gw: TestClient, partner: dict[str, str], wait_rows: Any, levels: int
+    gw: GatewayClient, partner: dict[str, str], wait_rows: WaitRows, levels: int
 ) -> None:
-    """Bodies with an id to rewrite but nested deeper than orjson writes (254) were a 500
-    (TypeError escaping the translation); now 400 for requests, 502 for answers."""
+    """Bodies with an id to rewrite but nested deeper than orjson writes (254) are a JSON
+    error, 400 for requests and 502 for answers, not a 500 from the translation."""
     body = b'{"guest_id":"G-1","deep":' + deep(levels) + b"}"
     req = await gw.post("/tr/deep/x?levels=1", data=body, headers=partner)
     assert req.status == 400
@@ -398,7 +407,7 @@ INJECTIONS = [  # (header lines, what aiohttp's parser answers)
 
 @pytest.mark.parametrize(("line", "expected"), INJECTIONS)
 async def test_header_injection_never_reaches_the_upstream(
-    gateway: TestClient, db: asyncpg.Connection, line: bytes, expected: int
+    gateway: GatewayClient, db: asyncpg.Connection, line: bytes, expected: int
 ) -> None:
     answer = await raw_exchange(
         gateway.port,
@@ -436,7 +445,9 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("path", TRAVERSALS)
-async def test_path_traversal_is_refused(gateway: TestClient, wait_rows: Any, path: str) -> None:
+async def test_path_traversal_is_refused(
+    gateway: GatewayClient, wait_rows: WaitRows, path: str
+) -> None:
     answer = await raw_exchange(
         gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
     )
@@ -449,7 +460,9 @@ async def test_path_traversal_is_refused(gateway: TestClient, wait_rows: Any, pa
     "host",
     [b"a b\tc", b"a b", b"exa mple.com", b"a/b", b"a@evil", b"[::1", b"a:b:c", b"\xc3\xbcber"],
 )
-async def test_invalid_host_is_refused(gateway: TestClient, wait_rows: Any, host: bytes) -> None:
+async def test_invalid_host_is_refused(
+    gateway: GatewayClient, wait_rows: WaitRows, host: bytes
+) -> None:
     """A Host no host[:port] could be used to reach the upstream as X-Forwarded-Host."""
     answer = await raw_exchange(
         gateway.port,
@@ -463,7 +476,7 @@ async def test_invalid_host_is_refused(gateway: TestClient, wait_rows: Any, host
 
 
 @pytest.mark.parametrize("host", [b"api.example.com:8080", b"127.0.0.1", b"[::1]:80", b"x_y"])
-async def test_valid_hosts_pass(gateway: TestClient, host: bytes) -> None:
+async def test_valid_hosts_pass(gateway: GatewayClient, host: bytes) -> None:
     answer = await raw_exchange(
         gateway.port,
         b"GET /api/echo/h HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
@@ -475,7 +488,7 @@ async def test_valid_hosts_pass(gateway: TestClient, host: bytes) -> None:
 
 
 @pytest.mark.parametrize("path", ["/api/echo/file.json", "/api/echo/a..b/c.", "/api/echo/%2e%2ex"])
-async def test_dots_that_are_not_segments_pass(gateway: TestClient, path: str) -> None:
+async def test_dots_that_are_not_segments_pass(gateway: GatewayClient, path: str) -> None:
     answer = await raw_exchange(
         gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
     )
@@ -547,7 +560,7 @@ async def test_any_captured_body_is_accepted_by_jsonb(
 
 @pytest.mark.parametrize("levels", [300, 1000, 100_000])
 async def test_enormous_nesting_in_admin_bodies_is_a_json_error(
-    gateway: TestClient, db: asyncpg.Connection, levels: int
+    gateway: GatewayClient, db: asyncpg.Connection, levels: int
 ) -> None:
     """An event payload nested deeper than the jsonb encoder writes (254 levels) failed
     inside the database call: a 500 instead of a 400."""

@@ -10,10 +10,10 @@ import asyncio
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+
+from tests.fixture_types import GatewayClient, GatewayFactory, WaitRows
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -126,7 +126,7 @@ async def faulty() -> AsyncIterator[FaultyUpstream]:
 
 
 @pytest.fixture
-async def gw(gateway_factory: Callable[..., Any], faulty: FaultyUpstream) -> TestClient:
+async def gw(gateway_factory: GatewayFactory, faulty: FaultyUpstream) -> GatewayClient:
     extra = """
   - name: faulty
     path: /faulty/{rest...}
@@ -140,7 +140,7 @@ async def gw(gateway_factory: Callable[..., Any], faulty: FaultyUpstream) -> Tes
     connect_timeout: 1
     read_timeout: 1.0
 """
-    client: TestClient = await gateway_factory(extra_routes=extra, upstream_opts=opts)
+    client: GatewayClient = await gateway_factory(extra_routes=extra, upstream_opts=opts)
     return client
 
 
@@ -159,9 +159,9 @@ CASES = [
 @pytest.mark.parametrize(("behaviour", "status", "code"), CASES, ids=[c[0].__name__ for c in CASES])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_upstream_faults_are_clean_json_errors_and_logged(
-    gw: TestClient,
+    gw: GatewayClient,
     faulty: FaultyUpstream,
-    wait_rows: Any,
+    wait_rows: WaitRows,
     behaviour: Behaviour,
     status: int,
     code: str,

@@ -1,4 +1,4 @@
-"""Helpers for the fault tests (tests/integration/test_hardening_faults.py) and the
+"""Helpers for the fault tests (tests/integration/test_faults_under_load.py) and the
 full-size run (bench/faults.py): a gateway child process, a steady request rate, and a
 TCP proxy in front of PostgreSQL that can refuse connections or drop them mid-COPY.
 Everything listens on 127.0.0.1 and every process or server is ended by whoever made it.

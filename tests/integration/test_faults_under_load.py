@@ -1,7 +1,7 @@
 """Faults under a steady request rate, with real gateway processes and real PostgreSQL:
 
-* PostgreSQL stopped while a child gateway serves a steady rate (scaled down from the
-  issue's 60 s at 500 req/s; ``bench/faults.py`` runs the full size);
+* PostgreSQL stopped while a child gateway serves a steady rate (scaled down from 60 s at
+  500 req/s, the full size ``bench/faults.py`` runs);
 * the gateway SIGKILLed under load right after a database outage and restarted (journal
   and write-ahead log replayed once, no answered call without its row, in-flight webhook
   deliveries retried with the same webhook-id);
@@ -21,7 +21,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from gateway.auth import keys
 from gateway.db.pool import init_connection
 from gateway.shutdown import MARGIN
 from tests.conftest import routes_yaml, throwaway_pgdata
-from tests.integration.hardening_helpers import (
+from tests.fixture_types import AiohttpServer, SettingsFactory
+from tests.integration.fault_helpers import (
     Frozen,
     GatewayProcess,
     LoadResult,
@@ -50,7 +51,7 @@ from tests.integration.webhook_helpers import Receiver, make_tenant, wait_for
 
 pytestmark = pytest.mark.slow
 
-RATE = 150.0  # requests per second in the suite (the issue's 500 runs in bench/faults.py)
+RATE = 150.0  # requests per second in the suite (bench/faults.py: 500)
 OUTAGE = 6.0  # seconds PostgreSQL stays stopped in the suite (bench: 60)
 FLUSH_INTERVAL = 0.5  # GATEWAY_LOG_FLUSH_INTERVAL of the child gateways (the default)
 
@@ -73,7 +74,7 @@ def gateway_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, st
 
 
 @pytest.fixture
-async def upstream_url(aiohttp_server: Callable[..., Any]) -> str:
+async def upstream_url(aiohttp_server: AiohttpServer) -> str:
     server: TestServer = await aiohttp_server(make_upstream_app(), host="127.0.0.1")
     return str(server.make_url("")).rstrip("/")
 
@@ -110,7 +111,7 @@ async def pg_proxy(database_url: str) -> AsyncIterator[PgProxy]:
     await proxy.close()
 
 
-async def receiver(aiohttp_server: Callable[..., Any]) -> Receiver:
+async def receiver(aiohttp_server: AiohttpServer) -> Receiver:
     rec = Receiver()
     server = await aiohttp_server(rec.app(), host="127.0.0.1")
     rec.url = str(server.make_url("/hooks"))
@@ -162,7 +163,7 @@ async def test_postgres_stopped_under_steady_load_loses_and_doubles_nothing(
     routes_file: Path,
     tmp_path: Path,
     processes: list[GatewayProcess],
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
 ) -> None:
     gw = GatewayProcess(tmp_path, routes_file, gateway_env(own_postgres.dsn, tmp_path / "d"))
     processes.append(gw)
@@ -175,7 +176,7 @@ async def test_postgres_stopped_under_steady_load_loses_and_doubles_nothing(
     await conn.close()
 
     loop = asyncio.get_running_loop()
-    done, ready_seen = asyncio.Event(), []  # type: ignore[var-annotated]
+    done, ready_seen = asyncio.Event(), list[tuple[float, int]]()
     poller = asyncio.create_task(readiness(base, done, ready_seen))
     load = LoadResult()
     duration = OUTAGE + 8.0
@@ -327,7 +328,7 @@ async def test_sigkill_under_load_loses_no_answered_call(
     routes_file: Path,
     tmp_path: Path,
     processes: list[GatewayProcess],
-    aiohttp_server: Callable[..., Any],
+    aiohttp_server: AiohttpServer,
 ) -> None:
     """Phases: A (database up), B (database unreachable: rows journaled), C (database
     back, the journal being replayed, rows in memory) and SIGKILL during C. After a
@@ -478,8 +479,8 @@ async def test_sigterm_under_load_finishes_in_flight_calls_and_drains(
 async def test_connections_dropped_mid_copy_lose_and_double_nothing(
     pg_proxy: PgProxy,
     database_url: str,
-    settings_factory: Callable[..., Any],
-    aiohttp_server: Callable[..., Any],
+    settings_factory: SettingsFactory,
+    aiohttp_server: AiohttpServer,
     upstream_url: str,
     db: asyncpg.Connection,
 ) -> None:

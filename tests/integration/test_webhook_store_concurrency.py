@@ -1,7 +1,7 @@
 """Webhook store under concurrency: deleting a subscription while the delivery loop
-records results for it must not deadlock (found by the full suite under the fault tests'
-load: test_webhooks.py::test_delete_cancels_pending_and_is_audited answered 500 with
-DeadlockDetectedError)."""
+records results for it does not deadlock (a deadlock would surface as a 500 with
+DeadlockDetectedError from the admin API's delete, as in
+test_webhooks.py::test_delete_cancels_pending_and_is_audited under load)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def test_delete_while_a_result_is_recorded_does_not_deadlock(
             "UPDATE webhook_subscriptions SET updated_at = now() WHERE id = $1", sub.id
         )
         await tx.commit()
-        await asyncio.wait_for(deleting, 10)  # before the fix: DeadlockDetectedError
+        await asyncio.wait_for(deleting, 10)  # a deadlock raises DeadlockDetectedError here
     finally:
         await loop_conn.close()
     status = await db.fetchval("SELECT status FROM webhook_deliveries")
