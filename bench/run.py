@@ -116,9 +116,11 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, cmd: list[str], env: Mapping[str, str] | None = None
+        self, cmd: list[str], env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        p = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+        )
         self.procs.append(p)
         return p
 

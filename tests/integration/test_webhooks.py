@@ -886,7 +886,8 @@ async def test_secrets_rotate_re_encrypts_webhook_secrets(
 ) -> None:
     from cryptography.fernet import Fernet
 
-    from gateway.crypto import SecretBox, SecretError, rotate_all
+    from gateway.crypto import SecretBox, rotate_all
+    from gateway.errors import SecretError
     from gateway.webhooks import store
 
     old, new = Fernet.generate_key(), Fernet.generate_key()

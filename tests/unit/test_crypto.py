@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.crypto import KEY_FILE, SecretBox, SecretError, load_box, parse_keys
-from gateway.errors import SettingsError
+from gateway.crypto import KEY_FILE, SecretBox, load_box, parse_keys
+from gateway.errors import SecretError, SettingsError
 from gateway.settings import Settings
 
 
