@@ -19,17 +19,21 @@ from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 from yarl import URL
 
+from gateway.app import create_app
 from gateway.crypto import SecretBox
 from gateway.db.pool import create_pool
+from gateway.errors import ConfigError
 from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import MappingCache
 from gateway.mapping.flow import Mappings
 from gateway.proxy.client import upstream_session
-from gateway.routes import Upstream
+from gateway.routes import Upstream, parse_routes
 from gateway.sync.jobs.config import SyncJob, parse_syncs
 from gateway.sync.jobs.runner import Hands, JobCall, JobRunner
 from gateway.webhooks.delivery import webhook_session
 from gateway.webhooks.ssrf import AddressPolicy, literal_refusal
+from tests.conftest import routes_yaml, wait_for_rows
+from tests.integration.webhook_helpers import make_tenant
 
 SYSTEM = "revenue_mgmt"
 TOKEN = "rms-secret-token"
@@ -434,3 +438,88 @@ async def test_two_runners_never_run_the_same_job_at_once(
     assert world.most_in_flight == 1
     assert sorted(i["id"] for b in world.received for i in b) == [f"R{i}" for i in range(6)]
     assert await db.fetchval("SELECT count(*) FROM sync_job_runs") == 1
+
+
+# -- in the gateway: background loop, admin API, api_logs, metrics ------------------------
+
+
+async def _wait_job(db: asyncpg.Connection, runs: int, timeout: float = 10.0) -> asyncpg.Record:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        n = await db.fetchval("SELECT count(*) FROM sync_job_runs WHERE status <> 'running'")
+        if n >= runs or asyncio.get_running_loop().time() > deadline:
+            return await db.fetchrow("SELECT * FROM sync_jobs")
+        await asyncio.sleep(0.05)
+
+
+async def test_gateway_runs_jobs_logs_their_calls_and_serves_the_admin_api(
+    db: asyncpg.Connection,
+    world: World,
+    server: TestServer,
+    settings_factory: Callable[..., Any],
+    aiohttp_client: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = await make_tenant(db, "Hotel Jobs")
+    tenant, admin, viewer = made["tenant"].id, made["admin"], made["viewer"]
+    await outbound_world(db, tenant, world, 3)
+    monkeypatch.setenv("RMS_TOKEN", TOKEN)
+    job = job_config(server, tenant, "outbound")
+    table = parse_routes(routes_yaml(str(server.make_url("")).rstrip("/")), "test-routes.yaml")
+    settings = settings_factory(webhook_allow_private=True)
+    gw = await aiohttp_client(create_app(settings, table, syncs=[job]))
+    row = await _wait_job(db, 1)  # due at start: the background loop runs it
+    assert row["cursor"] == "3" and row["last_status"] == "succeeded"
+    # Every request the job made is in api_logs under the job's name, secrets redacted.
+    logs = await wait_for_rows(db, 2, where="route = 'rates-out'")
+    assert [(r["method"], r["status"], r["upstream"]) for r in logs[:2]] == [
+        ("GET", 200, "pms"),
+        ("POST", 200, "127.0.0.1"),
+    ]
+    assert {str(r["tenant_id"]) for r in logs} == {str(tenant)}
+    assert {r["external_system"] for r in logs} == {SYSTEM}
+    assert TOKEN not in str(logs[1]["request_headers"])
+    assert logs[1]["request_body"]["items"][0]["id"] == "R0"
+    # The admin API: jobs with cursor and counts, history, run now, pause and resume.
+    resp = await gw.get("/admin/v1/sync/jobs", headers=viewer)
+    (listed,) = (await resp.json())["items"]
+    assert (listed["name"], listed["cursor"], listed["auth"]) == ("rates-out", "3", True)
+    assert listed["last_run"]["items_synced"] == 3 and "auth_secret" not in listed
+    assert (await gw.post("/admin/v1/sync/jobs/rates-out/run", headers=viewer)).status == 403
+    resp = await gw.post("/admin/v1/sync/jobs/rates-out/pause", headers=admin)
+    assert resp.status == 200 and (await resp.json())["paused"] is True
+    rate = await add_mapping(db, tenant, "rate", "R3")
+    world.changes.append({"id": str(rate), "room_type_id": None, "version": 2})
+    assert (await gw.post("/admin/v1/sync/jobs/rates-out/run", headers=admin)).status == 202
+    await asyncio.sleep(1.5)
+    assert await db.fetchval("SELECT count(*) FROM sync_job_runs") == 1  # paused
+    assert (await gw.post("/admin/v1/sync/jobs/rates-out/resume", headers=admin)).status == 200
+    row = await _wait_job(db, 2)
+    assert row["cursor"] == "4" and row["run_requested_at"] is None
+    resp = await gw.get("/admin/v1/sync/jobs/rates-out/runs?limit=1", headers=viewer)
+    page = await resp.json()
+    assert page["items"][0]["trigger"] == "manual" and page["items"][0]["items_synced"] == 1
+    resp = await gw.get(
+        f"/admin/v1/sync/jobs/rates-out/runs?cursor={page['next_cursor']}", headers=viewer
+    )
+    assert [r["trigger"] for r in (await resp.json())["items"]] == ["schedule"]
+    assert (await gw.get("/admin/v1/sync/jobs/nope", headers=viewer)).status == 404
+    text = await (await gw.get("/metrics")).text()
+    assert 'gateway_sync_job_runs_total{job="rates-out",status="succeeded"}' in text
+    assert 'gateway_sync_job_items_total{job="rates-out",outcome="synced"}' in text
+
+
+async def test_a_job_of_an_unknown_tenant_is_refused_at_start(
+    world: World,
+    server: TestServer,
+    settings_factory: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RMS_TOKEN", TOKEN)
+    job = job_config(server, uuid.uuid4(), "outbound")
+    table = parse_routes(routes_yaml(str(server.make_url("")).rstrip("/")), "test-routes.yaml")
+    runner = web.AppRunner(create_app(settings_factory(), table, syncs=[job]))
+    with pytest.raises(ConfigError) as exc:
+        await runner.setup()  # the start-up steps: registration refuses before the rest
+    assert "test.yaml: syncs[0] 'rates-out': field 'tenant': no tenant" in str(exc.value)
+    await runner.cleanup()

@@ -71,6 +71,7 @@ class JobCall:
     tenant_id: uuid.UUID
     external_system: str
     upstream: str
+    request_id: str  # sent as X-Request-Id to either end
     created_at: datetime
     method: str
     url: URL
@@ -451,7 +452,8 @@ class Run:
         self._check_lease()
         hands, job = self.r.hands, self.job
         external = end.external_url is not None
-        headers = {"Accept": "application/json"}
+        request_id = uuid.uuid4().hex
+        headers = {"Accept": "application/json", "X-Request-Id": request_id}
         if body:
             headers["Content-Type"] = "application/json"
         if external:
@@ -480,6 +482,7 @@ class Run:
             job.tenant_id,
             job.external_system,
             end.name,
+            request_id,
             created,
             method,
             url,
