@@ -4,11 +4,13 @@ servers on 127.0.0.1: an internal upstream (the PMS) and a partner's server."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,6 +40,7 @@ from tests.integration.webhook_helpers import make_tenant
 SYSTEM = "revenue_mgmt"
 TOKEN = "rms-secret-token"
 ENV = {"RMS_TOKEN": TOKEN, "ACC_PW": "pw"}
+BOX_KEY = Fernet.generate_key()  # shared with runner processes (sync_job_worker.py)
 
 
 @dataclass
@@ -137,7 +140,7 @@ class Clock:
 async def make_runner(pool: asyncpg.Pool) -> AsyncIterator[Callable[..., JobRunner]]:
     """Runners as separate gateway processes would have them (each its own owner id and
     mapping cache; one pool is enough: leases are rows, not connections)."""
-    box = SecretBox([Fernet.generate_key()])
+    box = SecretBox([BOX_KEY])
     policy = AddressPolicy(allow_private=True)  # the partner is on 127.0.0.1 in tests
     sessions = [upstream_session(), webhook_session(policy)]
     calls: list[JobCall] = []
@@ -159,8 +162,10 @@ async def make_runner(pool: asyncpg.Pool) -> AsyncIterator[Callable[..., JobRunn
         await s.close()
 
 
-def job_config(server: TestServer, tenant: uuid.UUID, direction: str, **extra: Any) -> SyncJob:
-    base = str(server.make_url("")).rstrip("/")
+def job_config(
+    server: TestServer | str, tenant: uuid.UUID, direction: str, **extra: Any
+) -> SyncJob:
+    base = server if isinstance(server, str) else str(server.make_url("")).rstrip("/")
     if direction == "outbound":
         spec: dict[str, Any] = {
             "name": "rates-out",
@@ -523,3 +528,58 @@ async def test_a_job_of_an_unknown_tenant_is_refused_at_start(
         await runner.setup()  # the start-up steps: registration refuses before the rest
     assert "test.yaml: syncs[0] 'rates-out': field 'tenant': no tenant" in str(exc.value)
     await runner.cleanup()
+
+
+@pytest.mark.slow
+async def test_a_runner_process_killed_mid_run_is_resumed_by_another(
+    db: asyncpg.Connection,
+    database_url: str,
+    tenant: uuid.UUID,
+    world: World,
+    server: TestServer,
+    make_runner: Callable[..., JobRunner],
+) -> None:
+    """As the in-process test above, with a real process and SIGKILL (no cleanup at all)."""
+    await outbound_world(db, tenant, world, 6)
+    job, clock = job_config(server, tenant, "outbound"), Clock()
+    survivor = make_runner([job], clock, lease=1.0)
+    await survivor.register(ENV)
+    first_hold, second_hold = asyncio.Event(), asyncio.Event()
+    world.hold = first_hold
+    base = str(server.make_url("")).rstrip("/")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.sync_job_worker",
+        database_url,
+        base,
+        str(tenant),
+        BOX_KEY.decode(),
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        await asyncio.wait_for(world.arrived.wait(), 30)
+        world.arrived.clear()
+        world.hold = second_hold
+        first_hold.set()
+        await asyncio.wait_for(world.arrived.wait(), 10)  # batch 2 is at the partner
+        proc.kill()
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert await db.fetchval("SELECT cursor FROM sync_jobs") == "2"
+    assert await db.fetchval("SELECT lease_owner FROM sync_jobs") is not None  # left behind
+    assert await survivor.run_due() == 0
+    world.hold = None
+    second_hold.set()
+    await asyncio.sleep(1.2)  # the dead runner's lease expires
+    assert await survivor.run_due() == 1
+    counts = Counter(i["id"] for b in world.received for i in b)
+    assert sorted(counts) == [f"R{i}" for i in range(6)]
+    assert {k for k, n in counts.items() if n > 1} <= {"R2", "R3"}
+    runs = await db.fetch("SELECT status FROM sync_job_runs ORDER BY started_at")
+    assert [r["status"] for r in runs] == ["abandoned", "succeeded"]
+    rows = await statuses(db)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"succeeded"}
