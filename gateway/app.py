@@ -85,6 +85,7 @@ LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN co
 LISTENER_CLOSE_TIMEOUT = 1.0  # seconds the mapping LISTEN connection gets to close
 WRITER_RESERVE = 2.0  # seconds of the shutdown budget kept for the api_logs drain
 SHUTDOWN_PROBE_TIMEOUT = 1.5  # seconds the database gets to answer when shutdown begins
+SYNC_JOB_DB_DEADLINE = 30.0  # seconds a sync job batch's mapping lookup may take
 
 _background: set[asyncio.Task[None]] = set()  # tasks nobody awaits, kept from the GC
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
@@ -400,7 +401,9 @@ async def _sync_jobs(app: web.Application) -> AsyncIterator[None]:
         app[SESSION],
         external,
         lambda url: literal_refusal(url, policy),
-        batch_translator(app[MAPPINGS]),  # items cross in the receiving side's ids
+        # Items cross in the receiving side's ids; the cache is the proxy's, the deadline a
+        # batch's (hundreds of ids in one query), not a proxied call's.
+        batch_translator(Mappings(app[POOL], app[MAPPINGS].cache, SYNC_JOB_DB_DEADLINE)),
         JobCallLog(app[PROXY]),  # every request a job makes goes to api_logs
     )
     runner = JobRunner(app[POOL], jobs, app[SECRETS], hands)

@@ -30,7 +30,7 @@ async def main(dsn: str, base: str, tenant: str, key: str) -> None:
         upstream_session(),
         webhook_session(policy),
         lambda url: literal_refusal(url, policy),
-        batch_translator(Mappings(pool, MappingCache())),
+        batch_translator(Mappings(pool, MappingCache(), 30.0)),
     )
     runner = JobRunner(pool, [job], SecretBox([key.encode()]), hands, lease=LEASE)
     print("ready", flush=True)

@@ -150,7 +150,7 @@ async def make_runner(pool: asyncpg.Pool) -> AsyncIterator[Callable[..., JobRunn
             sessions[0],
             sessions[1],
             lambda url: literal_refusal(url, policy),
-            batch_translator(Mappings(pool, MappingCache())),
+            batch_translator(Mappings(pool, MappingCache(), 30.0)),
             calls.append,
         )
         runner = JobRunner(pool, jobs, box, hands, lease=lease, clock=clock)

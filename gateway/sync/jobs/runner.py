@@ -37,6 +37,7 @@ from yarl import URL
 
 from gateway import metrics
 from gateway.crypto import SecretBox
+from gateway.errors import GatewayError
 from gateway.pointers import Trie
 from gateway.sync.jobs import store
 from gateway.sync.jobs.config import End, JobDirection, SyncJob
@@ -237,6 +238,8 @@ class JobRunner:
             status, error = "failed", str(exc)[:ERROR_MAX]
         except DB_ERRORS as exc:
             status, error = "failed", f"database: {type(exc).__name__}"
+        except GatewayError as exc:  # e.g. mappings unreadable (503 mapping_unavailable)
+            status, error = "failed", f"{exc.code}: {exc.message}"[:ERROR_MAX]
         except Exception as exc:  # a bug: the run fails, the job is handed back
             log.exception("sync job %s failed unexpectedly", job.name)
             status, error = "failed", f"internal error: {type(exc).__name__}"
@@ -516,7 +519,7 @@ async def _request(
             async with session.request(
                 method, url, data=body or None, headers=headers, allow_redirects=False
             ) as resp:
-                data = await resp.content.read(MAX_ANSWER_BYTES)
+                data = await _read_capped(resp)
                 got = tuple((k, v) for k, v in resp.headers.items())
     except TimeoutError:
         return 0, b"", (), f"{url.host} did not answer within {timeout:g} s"
@@ -526,6 +529,17 @@ async def _request(
     if not 200 <= resp.status < 300:
         return resp.status, data, got, f"{url.host} answered {resp.status}"
     return resp.status, data, got, None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole answer, up to MAX_ANSWER_BYTES (a larger one is cut, and fails as JSON)."""
+    buf = bytearray()
+    while len(buf) < MAX_ANSWER_BYTES:
+        chunk = await resp.content.read(MAX_ANSWER_BYTES - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
 
 
 def _json(data: bytes) -> Any:
