@@ -9,12 +9,16 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from gateway.auth.keys import KeyStoreError, Role
 from gateway.errors import ConfigError, SettingsError
 from gateway.settings import Secret, Settings, mask_url
+
+if TYPE_CHECKING:
+    from gateway.routes import RouteTable
+    from gateway.sync.jobs.config import SyncJob
 
 EXIT_CONFIG = 2  # bad settings or routes file
 # Each proxied call allocates a few hundred short-lived objects; with CPython's default
@@ -42,12 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import PROXY, create_app
     from gateway.proxy import server
-    from gateway.routes import load_routes
 
     settings = Settings.from_env()
-    routes = load_routes(args.routes)  # validate before starting anything
+    routes, jobs = _load_config(args.routes)  # validate before starting anything
     settings = resolve_database_url(settings)
-    app = create_app(settings, routes)
+    app = create_app(settings, routes, syncs=jobs)
     app.cleanup_ctx.append(_tune_gc)
     app.on_shutdown.append(_watchdog)  # the process ends within its budget (shutdown.py)
     logging.getLogger(__name__).info(
@@ -76,14 +79,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_config(path: str) -> tuple[RouteTable, tuple[SyncJob, ...]]:
+    """The routes file's routes and its sync jobs (``syncs:``), both validated."""
+    from gateway.routes import load_routes
+    from gateway.sync.jobs.config import parse_syncs
+
+    routes = load_routes(path)
+    return routes, parse_syncs(routes.sync_specs, str(path), routes.upstreams)
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """``serve --workers N``: database and schema once here, then N workers (gateway.workers)."""
     from gateway import workers
     from gateway.crypto import load_box
-    from gateway.routes import load_routes
 
     settings = Settings.from_env()
-    load_routes(args.routes)  # a bad file fails here once, not in N restarting workers
+    _load_config(args.routes)  # a bad file fails here once, not in N restarting workers
     settings = resolve_database_url(settings)
     assert settings.database_url is not None
     asyncio.run(_with_conn(settings, _nothing))  # migrations, before any worker races

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import aiohttp
@@ -27,18 +28,25 @@ from gateway.db.pool import bounded, close_pool, create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
 from gateway.mapping import openapi as mapping_openapi
+from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
 from gateway.mapping.payload import payload_translator
 from gateway.proxy.calllog import CallLog
 from gateway.proxy.client import upstream_session
+from gateway.proxy.joblog import JobCallLog
 from gateway.proxy.pipeline import Proxy
 from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
 from gateway.sync import openapi as sync_openapi
+from gateway.sync.jobs import api as sync_jobs_api
+from gateway.sync.jobs import openapi as sync_jobs_openapi
+from gateway.sync.jobs import store as sync_jobs_store
+from gateway.sync.jobs.config import SyncJob
+from gateway.sync.jobs.runner import Hands, JobRunner
 from gateway.sync.recorder import SyncRecorder, stats_loop
 from gateway.sync.webhooks import delivery_reporter
 from gateway.tasks import finish_within, run_within
@@ -50,7 +58,7 @@ from gateway.webhooks import api as webhooks_api
 from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
-from gateway.webhooks.ssrf import AddressPolicy
+from gateway.webhooks.ssrf import AddressPolicy, literal_refusal
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ MAPPINGS = web.AppKey("mappings", Mappings)
 LISTENER = web.AppKey("mapping_listener", Listener)
 WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
+SYNC_JOB_CONFIG = web.AppKey("sync_job_config", tuple)  # routes.yaml syncs: (SyncJob, ...)
+SYNC_JOBS = web.AppKey("sync_jobs", JobRunner)
 
 PARSER_MAX_LINE = 64 * 1024  # aiohttp's hard limit per request/header line (plain 400 above)
 PARSER_MAX_HEADERS = 1024  # aiohttp's hard limit on header count (plain 400 above)
@@ -75,6 +85,7 @@ LISTENER_START_TIMEOUT = 5.0  # seconds start-up waits for the mapping LISTEN co
 LISTENER_CLOSE_TIMEOUT = 1.0  # seconds the mapping LISTEN connection gets to close
 WRITER_RESERVE = 2.0  # seconds of the shutdown budget kept for the api_logs drain
 SHUTDOWN_PROBE_TIMEOUT = 1.5  # seconds the database gets to answer when shutdown begins
+SYNC_JOB_DB_DEADLINE = 30.0  # seconds a sync job batch's mapping lookup may take
 
 _background: set[asyncio.Task[None]] = set()  # tasks nobody awaits, kept from the GC
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
@@ -82,7 +93,9 @@ RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(settings: Settings, routes: RouteTable) -> web.Application:
+def create_app(
+    settings: Settings, routes: RouteTable, *, syncs: Sequence[SyncJob] = ()
+) -> web.Application:
     if settings.database_url is None:
         raise ValueError(
             "create_app needs settings.database_url (the CLI starts the embedded server)"
@@ -106,6 +119,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     )
     app[SETTINGS] = settings
     app[ROUTES] = routes
+    app[SYNC_JOB_CONFIG] = tuple(syncs)
     # SIGTERM starts it; every cleanup step takes its time from it (gateway/shutdown.py).
     app[SHUTDOWN] = ShutdownClock(settings.shutdown_timeout)
     app.on_shutdown.append(_begin_shutdown)
@@ -116,6 +130,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     app.cleanup_ctx.extend(
         [
             _database,
+            _register_sync_jobs,
             _client_session,
             _log_writer,
             _mappings,
@@ -123,6 +138,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
             _proxy,
             _maintenance,
             _webhook_delivery,
+            _sync_jobs,
             _gauge_refresh,
         ]
     )
@@ -136,6 +152,7 @@ def create_app(settings: Settings, routes: RouteTable) -> web.Application:
     admin_api.setup(app)
     capture_api.setup(app)
     sync_api.setup(app)
+    sync_jobs_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     app[openapi.DOCUMENT] = admin_document()
@@ -168,6 +185,7 @@ def admin_document() -> dict[str, object]:
         capture_openapi.paths(),
         mapping_openapi.paths(),
         sync_openapi.paths(),
+        sync_jobs_openapi.paths(),
         webhooks_openapi.paths(),
     )
 
@@ -358,6 +376,43 @@ async def _webhook_delivery(app: web.Application) -> AsyncIterator[None]:
         clock.give_up("webhook delivery did not stop in time")
     await session.close()
     await close_pool(pool)
+
+
+async def _register_sync_jobs(app: web.Application) -> AsyncIterator[None]:
+    """routes.yaml's sync jobs into sync_jobs, before anything else starts: a job naming an
+    unknown tenant stops the start (ConfigError naming the job's field)."""
+    jobs = app[SYNC_JOB_CONFIG]
+    if jobs:
+        async with app[POOL].acquire() as conn:
+            await sync_jobs_store.register(conn, jobs, app[SECRETS], os.environ, datetime.now(UTC))
+    yield
+
+
+async def _sync_jobs(app: web.Application) -> AsyncIterator[None]:
+    """The scheduled sync job runner of this process (gateway/sync/jobs/runner.py)."""
+    jobs = app[SYNC_JOB_CONFIG]
+    if not jobs:
+        yield
+        return
+    s = app[SETTINGS]
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    external = webhook_session(policy)  # partner ends: the webhooks' SSRF rules
+    hands = Hands(
+        app[SESSION],
+        external,
+        lambda url: literal_refusal(url, policy),
+        # Items cross in the receiving side's ids; the cache is the proxy's, the deadline a
+        # batch's (hundreds of ids in one query), not a proxied call's.
+        batch_translator(Mappings(app[POOL], app[MAPPINGS].cache, SYNC_JOB_DB_DEADLINE)),
+        JobCallLog(app[PROXY]),  # every request a job makes goes to api_logs
+    )
+    runner = JobRunner(app[POOL], jobs, app[SECRETS], hands)
+    runner.start()
+    app[SYNC_JOBS] = runner
+    yield
+    budget = app[SHUTDOWN].remaining(WRITER_RESERVE)
+    await run_within(runner.close(budget / 2), budget)  # unfinished runs: leases expire
+    await external.close()
 
 
 async def _maintenance_loop(app: web.Application) -> None:

@@ -99,6 +99,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("webhook_subscriptions", "id", "secret"),
     ("webhook_subscriptions", "id", "previous_secret"),
     ("webhook_subscriptions", "id", "auth_secret"),
+    ("sync_jobs", "id", "auth_secret"),
 )
 
 

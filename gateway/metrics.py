@@ -307,6 +307,36 @@ SYNC_STATS_RUNS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+# -- scheduled sync jobs (gateway/sync/jobs/) ----------------------------------------------
+# Labelled by job name: jobs are declared in routes.yaml, so the label set is bounded.
+SYNC_JOB_RUN_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600)
+
+SYNC_JOB_RUNS = Counter(
+    "gateway_sync_job_runs_total",
+    "Sync job runs finished, by job and status (succeeded, failed, lost: the lease expired)",
+    ["job", "status"],
+    registry=REGISTRY,
+)
+SYNC_JOB_DURATION = Histogram(
+    "gateway_sync_job_run_duration_seconds",
+    "Duration of sync job runs, by job",
+    ["job"],
+    buckets=SYNC_JOB_RUN_BUCKETS,
+    registry=REGISTRY,
+)
+SYNC_JOB_ITEMS = Counter(
+    "gateway_sync_job_items_total",
+    "Items handled by sync jobs, by job and outcome (synced, failed, skipped)",
+    ["job", "outcome"],
+    registry=REGISTRY,
+)
+SYNC_JOB_SINCE_SUCCESS = Gauge(
+    "gateway_sync_job_since_last_success_seconds",
+    "Time since the job's last successful run (since it was first configured, if never)",
+    ["job"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
 # -- outbound webhooks (gateway/webhooks/) -------------------------------------------------
 # Event → delivered lag spans retries, so its buckets reach into hours.
 WEBHOOK_LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)

@@ -262,6 +262,44 @@ def sync() -> dict[str, Any]:
                 ],
                 "ops",
             ),
+            panel(
+                "Sync jobs: time since last successful run (alert at 1 h)",
+                [q("max by (job) (gateway_sync_job_since_last_success_seconds)", "{{job}}")],
+                "s",
+                thresholds=[(3600, "red")],
+                description="Scheduled batch sync jobs (routes.yaml syncs:). "
+                "GatewaySyncJobNotSucceeding fires above 1 hour.",
+            ),
+            panel(
+                "Sync job runs by status",
+                [
+                    q(
+                        "sum by (job, status) (increase(gateway_sync_job_runs_total[1h]))",
+                        "{{job}} {{status}}",
+                    )
+                ],
+            ),
+            panel(
+                "Sync job items by outcome",
+                [
+                    q(
+                        f"sum by (job, outcome) (rate(gateway_sync_job_items_total[{RI}]))",
+                        "{{job}} {{outcome}}",
+                    )
+                ],
+                "ops",
+            ),
+            panel(
+                "Sync job run duration (p95)",
+                [
+                    q(
+                        "histogram_quantile(0.95, sum by (job, le) "
+                        f"(rate(gateway_sync_job_run_duration_seconds_bucket[{RI}])))",
+                        "{{job}}",
+                    )
+                ],
+                "s",
+            ),
         ],
         [variable("external_system", "gateway_sync_entities", "external_system")],
     )

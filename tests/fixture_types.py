@@ -33,10 +33,11 @@ class SettingsFactory(Protocol):
 
 class GatewayFactory(Protocol):
     """``gateway_factory``: the gateway app in front of the test upstream, with routes
-    matched before the test routes, extra options of upstream ``main``, and settings."""
+    matched before the test routes, extra options of upstream ``main``, sync jobs (a
+    routes.yaml ``syncs:`` list), and settings."""
 
     async def __call__(
-        self, extra_routes: str = "", upstream_opts: str = "", **overrides: Any
+        self, extra_routes: str = "", upstream_opts: str = "", syncs: Any = None, **overrides: Any
     ) -> GatewayClient: ...
 
 

@@ -77,12 +77,14 @@ class _Parser:
             raise ConfigError(
                 f"{self.source}: top level must be a mapping with 'upstreams' and 'routes'"
             )
-        self._unknown(doc, {"upstreams", "routes"}, "top level")
+        self._unknown(doc, {"upstreams", "routes", "syncs"}, "top level")
         upstreams = self._upstreams(doc.get("upstreams"))
         routes = self._routes(doc.get("routes"), upstreams)
         if self.problems:
             raise ConfigError("\n".join(self.problems))
-        return RouteTable(tuple(routes), upstreams)
+        # ``syncs:`` is validated by gateway.sync.jobs.config (a layer above routes), which
+        # the CLI calls with these upstreams: the list is kept here as it was read.
+        return RouteTable(tuple(routes), upstreams, sync_specs=doc.get("syncs"))
 
     def _unknown(self, d: Mapping[str, Any], known: set[str], where: str) -> None:
         for key in d:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import MethodNotAllowed, RouteNotFound
 from gateway.routes.model import Route, Upstream
@@ -22,9 +23,15 @@ class RouteMatch:
 class RouteTable:
     """Routes in file order; the first whose host, path and method match wins."""
 
-    def __init__(self, routes: tuple[Route, ...], upstreams: Mapping[str, Upstream]) -> None:
+    def __init__(
+        self,
+        routes: tuple[Route, ...],
+        upstreams: Mapping[str, Upstream],
+        sync_specs: Any = None,
+    ) -> None:
         self.routes = routes
         self.upstreams = dict(upstreams)
+        self.sync_specs = sync_specs  # the file's raw ``syncs:`` list (gateway.sync.jobs.config)
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)

@@ -7,6 +7,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.routes import parse_routes
+from gateway.sync.jobs.config import parse_syncs
 from tests.conftest import routes_yaml
 from tests.fixture_types import (
     AiohttpClient,
@@ -34,11 +35,13 @@ def gateway_factory(
     """
 
     async def make(
-        extra_routes: str = "", upstream_opts: str = "", **overrides: Any
+        extra_routes: str = "", upstream_opts: str = "", syncs: Any = None, **overrides: Any
     ) -> GatewayClient:
+        """``syncs``: a routes.yaml ``syncs:`` list (parsed against these upstreams)."""
         url = str(upstream.make_url("")).rstrip("/")
         table = parse_routes(routes_yaml(url, extra_routes, upstream_opts), "test-routes.yaml")
-        return await aiohttp_client(create_app(settings_factory(**overrides), table))
+        jobs = parse_syncs(syncs, "test-routes.yaml", table.upstreams)
+        return await aiohttp_client(create_app(settings_factory(**overrides), table, syncs=jobs))
 
     return make
 

@@ -191,6 +191,32 @@ def test_bad_routes_file_stops_the_cli_with_a_clear_message(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bad_sync_job_stops_the_cli_naming_the_field(tmp_path: Path, workers: str) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "upstreams:\n  a: {url: 'http://127.0.0.1:1'}\n"
+        "routes:\n  - name: x\n    path: /x\n    upstream: a\n"
+        "syncs:\n  - name: rates-out\n    tenant: 6f1c2a1e-8c9b-4d0e-9a55-0d7c3e2b1a00\n"
+        "    external_system: rms\n    entity_type: rate\n    direction: outbound\n"
+        "    interval: 15m\n    source: {upstream: nowhere, path: /c, items: /d, id: /i}\n"
+        "    target: {url: 'https://rms.example.com/r'}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--routes", str(routes), "--workers", workers],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={**os.environ, "GATEWAY_DATABASE_URL": "postgresql://unused@127.0.0.1:9/x"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{routes}: syncs[0] 'rates-out'" in proc.stderr
+    assert "field 'source'.upstream: unknown upstream 'nowhere'" in proc.stderr
+    assert "field 'name'" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_bad_setting_stops_the_cli_naming_the_variable(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--routes", str(REPO / "routes.yaml")],

@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.auth import keys
 from gateway.mapping import store as mappings
@@ -217,7 +218,7 @@ async def make_conflict(gw: GatewayClient, callers: dict[str, Any]) -> None:
 @pytest.fixture
 async def callers(db: asyncpg.Connection) -> dict[str, Any]:
     tenant = await keys.create_tenant(db, "Hotel Observed", "test")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"tenant": tenant.id}
     for role, system in (("admin", None), ("service", None), ("partner", "booking_engine")):
         _, token = await keys.create_key(db, tenant.id, role, actor="test", external_system=system)
         out[role] = {"Authorization": f"Bearer {token}"}
@@ -260,6 +261,7 @@ async def subscribers(
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_every_panel_and_alert_query_works_against_real_prometheus(
+    upstream: TestServer,
     gateway_factory: GatewayFactory,
     callers: dict[str, Any],
     subscribers: Callable[[GatewayClient], Any],
@@ -274,6 +276,18 @@ async def test_every_panel_and_alert_query_works_against_real_prometheus(
         webhook_retry_schedule=FAST_SCHEDULE,
         webhook_poll_interval=0.2,
         webhook_stats_interval=0.5,
+        syncs=[  # a sync job running every second: its items have no id, so they fail
+            {
+                "name": "observed-job",
+                "tenant": str(callers["tenant"]),
+                "external_system": "revenue_mgmt",
+                "entity_type": "rate",
+                "direction": "outbound",
+                "interval": 1,
+                "source": {"upstream": "main", "path": "/json"},
+                "target": {"url": str(upstream.make_url("/json"))},
+            }
+        ],
     )
     await subscribers(gw)
     stop = asyncio.Event()
