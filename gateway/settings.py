@@ -560,7 +560,7 @@ class Settings:
         _SECRETS,
         "comma-separated Fernet keys for secrets at rest; the first encrypts, all decrypt "
         "(`gateway secrets rotate` re-encrypts under the first). Unset: a key is generated "
-        "into `$GATEWAY_DATA_DIR/encryption.key` with a warning (development only)",
+        "into `$GATEWAY_DATA_DIR/encryption.key` (mode 0600) with a warning (development only)",
         read=_fernet_keys,
         kind="list of keys (secret)",
     )
