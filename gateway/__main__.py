@@ -1,4 +1,5 @@
-"""Command line: ``gateway serve | migrate | db-url`` (also ``python -m gateway ...``)."""
+"""Command line: ``gateway serve | migrate | db-url | settings-doc | tenants | keys | secrets``
+(also ``python -m gateway ...``)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,13 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings_doc(args: argparse.Namespace) -> int:
+    from gateway.settings import settings_doc
+
+    sys.stdout.write(settings_doc())  # docs/configuration.md is this output
+    return 0
+
+
 async def _with_conn(settings: Settings, work: Any) -> Any:
     from gateway.db import migrations
     from gateway.db.pool import create_pool
@@ -287,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "db-url", help="print the database URL in use (starts the embedded server if needed)"
     ).set_defaults(func=cmd_db_url)
+    sub.add_parser(
+        "settings-doc", help="print the GATEWAY_* settings reference (docs/configuration.md)"
+    ).set_defaults(func=cmd_settings_doc)
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
         dest="tenants_command", required=True
     )

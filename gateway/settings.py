@@ -57,269 +57,55 @@ def mask_url(url: str) -> str:
     return url
 
 
+# -- the declaration ----------------------------------------------------------------------
+# Each Settings field below is declared once with setting(): its environment variable, its
+# default, how it is parsed and checked, and its description. Settings.from_env reads the
+# fields in this order (the first bad one is reported), and `gateway settings-doc` renders
+# the same declaration as docs/configuration.md.
+
+_DATABASE = "Database and local state"
+_SERVING = "Serving and proxying"
+_CAPTURE = "Capture (api_logs)"
+_LOGS = "Process logs"
+_MAPPING = "ID mapping cache and sync"
+_WEBHOOKS = "Outbound webhooks"
+_SECRETS = "Secrets at rest"
+SECTIONS = (_DATABASE, _SERVING, _CAPTURE, _LOGS, _MAPPING, _WEBHOOKS, _SECRETS)
+
+Parse = Callable[[str], Any]  # raw text (stripped, non-empty) → value; ValueError if bad
+Read = Callable[[str | None, Any], Any]  # (raw text or None, default) → value
+
+
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Gateway configuration. Field comments name the environment variable."""
+class Var:
+    """How one Settings field is read from the environment, and how it is documented."""
 
-    # GATEWAY_DATABASE_URL: PostgreSQL DSN; unset → embedded server under data_dir/pg
-    database_url: Secret | None = None
-    # GATEWAY_EMBEDDED_DATABASE: false (production images) → GATEWAY_DATABASE_URL required
-    embedded_database: bool = True
-    # GATEWAY_DATA_DIR: embedded database, log journal
-    data_dir: Path = Path(".gateway")
-    # GATEWAY_DB_POOL_MIN / GATEWAY_DB_POOL_MAX
-    db_pool_min: int = 1
-    db_pool_max: int = 10
-    # GATEWAY_CAPTURE_MAX_BODY_BYTES: bytes of each body kept in api_logs (routes may lower it)
-    capture_max_body_bytes: int = 64 * 1024
-    # GATEWAY_CAPTURE_REDACT_HEADERS / _FIELDS: comma lists added to the built-in ones
-    capture_redact_headers: tuple[str, ...] = ()
-    capture_redact_fields: tuple[str, ...] = ()
-    # GATEWAY_LOG_QUEUE_MAX: rows held in memory before spilling straight to the journal
-    log_queue_max: int = 100_000
-    # GATEWAY_LOG_BATCH_SIZE / GATEWAY_LOG_FLUSH_INTERVAL: COPY when either is reached
-    log_batch_size: int = 1000
-    log_flush_interval: float = 0.5
-    # GATEWAY_RETENTION_DAYS: api_logs partitions older than this are dropped
-    retention_days: int = 30
-    # GATEWAY_PARTITIONS_AHEAD: daily partitions created in advance
-    partitions_ahead: int = 3
-    # GATEWAY_ARCHIVE_DIR: set → each partition is exported there (gzip CSV) before its drop
-    archive_dir: Path | None = None
-    # GATEWAY_MAINTENANCE_INTERVAL: seconds between partition maintenance runs
-    maintenance_interval: float = 3600.0
-    # GATEWAY_TRUSTED_PROXIES: CIDRs whose X-Forwarded-For is believed
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    # GATEWAY_MAX_REQUEST_BYTES: request bodies larger than this are refused with 413
-    max_request_bytes: int = 100 * 1024 * 1024
-    # GATEWAY_STREAM_THRESHOLD_BYTES: bodies above this (or of unknown size) are streamed
-    stream_threshold_bytes: int = 1024 * 1024
-    # GATEWAY_CLIENT_TIMEOUT: seconds a client may stay silent before its request headers
-    # are complete (also between requests on a kept-alive connection) and between reads of
-    # its request body; then it is cut off (headers) or answered 408 (body)
-    client_timeout: float = 75.0
-    # GATEWAY_MAX_HEADER_BYTES / GATEWAY_MAX_HEADERS: request headers above these (all lines
-    # together / how many) are refused with 431 JSON (aiohttp's own parser stops at 64 KiB
-    # per line and 1,024 headers with a plain 400 before the gateway sees the request)
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
-    # GATEWAY_SHUTDOWN_TIMEOUT: seconds given to in-flight requests and the log drain
-    shutdown_timeout: float = 30.0
-    # GATEWAY_DB_RETRY_INTERVAL: seconds between reconnect probes while the database is down
-    db_retry_interval: float = 2.0
-    # GATEWAY_LOG_WAL: write every api_logs row to the write-ahead log at the end of its
-    # event-loop turn, so a killed process loses none (false: up to a flush interval of
-    # rows is lost on SIGKILL, for a little less CPU per call; see bench/RESULTS.md)
-    log_wal: bool = True
-    # GATEWAY_DB_REQUEST_TIMEOUT: seconds a database call on the request path (key and
-    # mapping lookups, route events, /readyz) may take, hung server included, before its
-    # fallback (cached key, 503 JSON, event counted as not stored) is used
-    db_request_timeout: float = 1.0
-    # GATEWAY_API_KEY_CACHE_TTL: seconds an API-key lookup is trusted before it is refreshed
-    # (a key revoked through another process stops working within about this long)
-    api_key_cache_ttl: float = 10.0
-    # GATEWAY_ENCRYPTION_KEYS: comma-separated Fernet keys; the first encrypts, all decrypt.
-    # Unset: a key generated into data_dir/encryption.key (development only).
-    encryption_keys: tuple[Secret, ...] = ()
-    # GATEWAY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR; GATEWAY_LOG_FORMAT: json or text
-    log_level: str = "INFO"
-    log_format: str = "json"
-    # GATEWAY_ACCESS_LOG: one process-log line per proxied call (api_logs has them anyway)
-    access_log: bool = False
-    # GATEWAY_SYNC_STATS_INTERVAL: seconds between the sync lag/count queries behind /metrics
-    sync_stats_interval: float = 15.0
-    # GATEWAY_MAPPING_CACHE_ENTRIES / _BYTES: bounds of the ID mapping cache per process
-    mapping_cache_entries: int = 200_000
-    mapping_cache_bytes: int = 64 * 1024 * 1024
-    # GATEWAY_MAPPING_CACHE_TTL / _NEGATIVE_TTL: seconds a mapping / "no mapping" is trusted
-    mapping_cache_ttl: float = 300.0
-    mapping_cache_negative_ttl: float = 2.0
-    # -- outbound webhooks (gateway/webhooks/) --
-    # GATEWAY_WEBHOOK_ALLOW_PRIVATE: deliver to loopback/private/link-local addresses (tests)
-    webhook_allow_private: bool = False
-    # GATEWAY_WEBHOOK_ALLOWED_NETWORKS: CIDRs allowed even though private (an allow list)
-    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
-    # GATEWAY_WEBHOOK_ALLOW_HTTP: accept http:// endpoint URLs (default: https only)
-    webhook_allow_http: bool = False
-    # GATEWAY_WEBHOOK_RETRY_SCHEDULE: seconds before attempt 1, 2, ... (Svix's schedule)
-    webhook_retry_schedule: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-    # GATEWAY_WEBHOOK_DISABLE_AFTER: seconds a subscription may fail everything before it is
-    # disabled (default 5 days)
-    webhook_disable_after: float = 5 * 24 * 3600.0
-    # GATEWAY_WEBHOOK_POLL_INTERVAL: seconds between polls when no NOTIFY arrives
-    webhook_poll_interval: float = 1.0
-    # GATEWAY_WEBHOOK_LEASE_MARGIN: seconds a claim outlives the attempt timeout
-    webhook_lease_margin: float = 10.0
-    # GATEWAY_WEBHOOK_MAX_IN_FLIGHT: attempts running at once in one process
-    webhook_max_in_flight: int = 256
-    # GATEWAY_WEBHOOK_STATS_INTERVAL: seconds between pending/disabled gauge refreshes
-    webhook_stats_interval: float = 15.0
-    # GATEWAY_WEBHOOK_DELIVERY: false runs no delivery loop in this process
-    webhook_delivery: bool = True
-    # GATEWAY_WEBHOOK_RETENTION_DAYS: finished deliveries (and their attempts and events)
-    # are deleted this long after they last changed; pruned every maintenance interval
-    webhook_retention_days: int = 30
-
-    @property
-    def journal_dir(self) -> Path:
-        return self.data_dir / "journal"
-
-    @property
-    def pgdata_dir(self) -> Path:
-        return self.data_dir / "pg"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every ``GATEWAY_*`` variable; SettingsError names the first bad one."""
-        e = os.environ if env is None else env
-        r = _Reader(e)
-        d = cls()  # defaults
-        url = e.get("GATEWAY_DATABASE_URL") or None
-        settings = cls(
-            database_url=Secret(url) if url else None,
-            data_dir=Path(e.get("GATEWAY_DATA_DIR") or ".gateway"),
-            embedded_database=r.get("GATEWAY_EMBEDDED_DATABASE", _bool, d.embedded_database),
-            db_pool_min=r.get("GATEWAY_DB_POOL_MIN", int, d.db_pool_min, minimum=0),
-            db_pool_max=r.get("GATEWAY_DB_POOL_MAX", int, d.db_pool_max, minimum=1),
-            capture_max_body_bytes=r.get(
-                "GATEWAY_CAPTURE_MAX_BODY_BYTES", int, d.capture_max_body_bytes, minimum=0
-            ),
-            capture_redact_headers=_csv(e.get("GATEWAY_CAPTURE_REDACT_HEADERS", "")),
-            capture_redact_fields=_csv(e.get("GATEWAY_CAPTURE_REDACT_FIELDS", "")),
-            log_queue_max=r.get("GATEWAY_LOG_QUEUE_MAX", int, d.log_queue_max, minimum=1),
-            log_batch_size=r.get("GATEWAY_LOG_BATCH_SIZE", int, d.log_batch_size, minimum=1),
-            log_flush_interval=r.get(
-                "GATEWAY_LOG_FLUSH_INTERVAL", float, d.log_flush_interval, minimum=0.001
-            ),
-            retention_days=r.get("GATEWAY_RETENTION_DAYS", int, d.retention_days, minimum=1),
-            partitions_ahead=r.get("GATEWAY_PARTITIONS_AHEAD", int, d.partitions_ahead, minimum=1),
-            archive_dir=Path(e["GATEWAY_ARCHIVE_DIR"]) if e.get("GATEWAY_ARCHIVE_DIR") else None,
-            maintenance_interval=r.get(
-                "GATEWAY_MAINTENANCE_INTERVAL", float, d.maintenance_interval, minimum=1.0
-            ),
-            trusted_proxies=r.get("GATEWAY_TRUSTED_PROXIES", _networks, ()),
-            max_request_bytes=r.get(
-                "GATEWAY_MAX_REQUEST_BYTES", int, d.max_request_bytes, minimum=0
-            ),
-            stream_threshold_bytes=r.get(
-                "GATEWAY_STREAM_THRESHOLD_BYTES", int, d.stream_threshold_bytes, minimum=0
-            ),
-            client_timeout=r.get("GATEWAY_CLIENT_TIMEOUT", float, d.client_timeout, minimum=0.1),
-            max_header_bytes=r.get(
-                "GATEWAY_MAX_HEADER_BYTES", int, d.max_header_bytes, minimum=1024
-            ),
-            max_headers=r.get("GATEWAY_MAX_HEADERS", int, d.max_headers, minimum=8),
-            shutdown_timeout=r.get(
-                "GATEWAY_SHUTDOWN_TIMEOUT", float, d.shutdown_timeout, minimum=0.0
-            ),
-            db_retry_interval=r.get(
-                "GATEWAY_DB_RETRY_INTERVAL", float, d.db_retry_interval, minimum=0.05
-            ),
-            log_wal=r.get("GATEWAY_LOG_WAL", _bool, d.log_wal),
-            db_request_timeout=r.get(
-                "GATEWAY_DB_REQUEST_TIMEOUT", float, d.db_request_timeout, minimum=0.05
-            ),
-            api_key_cache_ttl=r.get(
-                "GATEWAY_API_KEY_CACHE_TTL", float, d.api_key_cache_ttl, minimum=0.0
-            ),
-            log_level=r.get("GATEWAY_LOG_LEVEL", _level, d.log_level),
-            log_format=r.get("GATEWAY_LOG_FORMAT", _log_format, d.log_format),
-            access_log=r.get("GATEWAY_ACCESS_LOG", _bool, d.access_log),
-            sync_stats_interval=r.get(
-                "GATEWAY_SYNC_STATS_INTERVAL", float, d.sync_stats_interval, minimum=0.1
-            ),
-            mapping_cache_entries=r.get(
-                "GATEWAY_MAPPING_CACHE_ENTRIES", int, d.mapping_cache_entries, minimum=1
-            ),
-            mapping_cache_bytes=r.get(
-                "GATEWAY_MAPPING_CACHE_BYTES", int, d.mapping_cache_bytes, minimum=1024
-            ),
-            mapping_cache_ttl=r.get(
-                "GATEWAY_MAPPING_CACHE_TTL", float, d.mapping_cache_ttl, minimum=0.0
-            ),
-            mapping_cache_negative_ttl=r.get(
-                "GATEWAY_MAPPING_CACHE_NEGATIVE_TTL",
-                float,
-                d.mapping_cache_negative_ttl,
-                minimum=0.0,
-            ),
-        )
-        settings = dataclasses.replace(settings, **_webhook_settings(r, d))
-        raw_keys = e.get("GATEWAY_ENCRYPTION_KEYS", "")
-        if raw_keys.strip():
-            from gateway.crypto import parse_keys
-
-            keys = parse_keys(raw_keys)
-            settings = dataclasses.replace(
-                settings, encryption_keys=tuple(Secret(k.decode()) for k in keys)
-            )
-        if settings.database_url is None and not settings.embedded_database:
-            raise SettingsError(
-                "GATEWAY_DATABASE_URL: required when GATEWAY_EMBEDDED_DATABASE=false "
-                "(e.g. postgresql://gateway:…@db:5432/gateway)"
-            )
-        if settings.db_pool_min > settings.db_pool_max:
-            raise SettingsError(
-                "GATEWAY_DB_POOL_MIN: must not exceed GATEWAY_DB_POOL_MAX "
-                f"({settings.db_pool_min} > {settings.db_pool_max})"
-            )
-        return settings
+    env: str  # the environment variable
+    section: str  # heading in docs/configuration.md
+    doc: str  # one-line description (Markdown)
+    parse: Parse | None = None  # read through _Reader: unset or blank → the default
+    minimum: float | None = None  # parsed numbers below it are refused
+    read: Read | None = None  # instead of parse: takes the raw value itself (no stripping)
+    kind: str = ""  # the type column; default: from parse
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def get(
-        self,
-        name: str,
-        cast: Callable[[str], T],
-        default: T,
-        minimum: float | None = None,
-    ) -> T:
-        raw = self._env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            value = cast(raw.strip())
-        except (ValueError, TypeError) as exc:
-            kind = getattr(cast, "__name__", "value").lstrip("_")
-            raise SettingsError(f"{name}: expected {kind}, got {raw!r} ({exc})") from None
-        if minimum is not None and isinstance(value, int | float) and value < minimum:
-            raise SettingsError(f"{name}: must be >= {minimum}, got {raw!r}")
-        return value
-
-
-def _webhook_settings(r: _Reader, d: Settings) -> dict[str, Any]:
-    return {
-        "webhook_allow_private": r.get("GATEWAY_WEBHOOK_ALLOW_PRIVATE", _bool, False),
-        "webhook_allowed_networks": r.get(
-            "GATEWAY_WEBHOOK_ALLOWED_NETWORKS", _networks, d.webhook_allowed_networks
-        ),
-        "webhook_allow_http": r.get("GATEWAY_WEBHOOK_ALLOW_HTTP", _bool, False),
-        "webhook_retry_schedule": r.get(
-            "GATEWAY_WEBHOOK_RETRY_SCHEDULE", _seconds_list, d.webhook_retry_schedule
-        ),
-        "webhook_disable_after": r.get(
-            "GATEWAY_WEBHOOK_DISABLE_AFTER", float, d.webhook_disable_after, minimum=1.0
-        ),
-        "webhook_poll_interval": r.get(
-            "GATEWAY_WEBHOOK_POLL_INTERVAL", float, d.webhook_poll_interval, minimum=0.01
-        ),
-        "webhook_lease_margin": r.get(
-            "GATEWAY_WEBHOOK_LEASE_MARGIN", float, d.webhook_lease_margin, minimum=0.1
-        ),
-        "webhook_max_in_flight": r.get(
-            "GATEWAY_WEBHOOK_MAX_IN_FLIGHT", int, d.webhook_max_in_flight, minimum=1
-        ),
-        "webhook_stats_interval": r.get(
-            "GATEWAY_WEBHOOK_STATS_INTERVAL", float, d.webhook_stats_interval, minimum=0.1
-        ),
-        "webhook_delivery": r.get("GATEWAY_WEBHOOK_DELIVERY", _bool, True),
-        "webhook_retention_days": r.get(
-            "GATEWAY_WEBHOOK_RETENTION_DAYS", int, d.webhook_retention_days, minimum=1
-        ),
-    }
+def setting(
+    env: str,
+    default: T,
+    section: str,
+    doc: str,
+    parse: Parse | None = None,
+    *,
+    minimum: float | None = None,
+    read: Read | None = None,
+    kind: str = "",
+) -> T:
+    """A Settings field: its default and, as metadata, its :class:`Var`. (Ruff's RUF009
+    cannot tell this returns a ``dataclasses.field``: hence its noqa on a few fields.)"""
+    if (parse is None) == (read is None):
+        raise TypeError(f"{env}: give exactly one of parse and read")
+    var = Var(env, section, doc, parse, minimum, read, kind)
+    return dataclasses.field(default=default, metadata={"var": var})
 
 
 def _bool(raw: str) -> bool:
@@ -360,3 +146,556 @@ def _log_format(raw: str) -> str:
     if raw.lower() not in ("json", "text"):
         raise ValueError("json or text")
     return raw.lower()
+
+
+def _secret(raw: str | None, default: Any) -> Any:
+    """Unset or empty: the default; anything else as it is, hidden from repr."""
+    return Secret(raw) if raw else default
+
+
+def _path(raw: str | None, default: Any) -> Any:
+    return Path(raw) if raw else default
+
+
+def _fernet_keys(raw: str | None, default: Any) -> Any:
+    if raw is None or not raw.strip():
+        return default
+    from gateway.crypto import parse_keys  # SettingsError naming the variable
+
+    return tuple(Secret(k.decode()) for k in parse_keys(raw))
+
+
+_KINDS: dict[Parse, str] = {
+    int: "integer",
+    float: "number",
+    _bool: "boolean",
+    _csv: "list of names",
+    _networks: "list of CIDRs",
+    _seconds_list: "list of seconds",
+    _level: "log level",
+    _log_format: "`json` or `text`",
+}
+
+_DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Gateway configuration: one field per ``GATEWAY_*`` variable (see :func:`setting`)."""
+
+    database_url: Secret | None = setting(  # noqa: RUF009 (a field, see setting)
+        "GATEWAY_DATABASE_URL",
+        None,
+        _DATABASE,
+        "PostgreSQL DSN, e.g. `postgresql://gateway:…@db:5432/gateway` (logged with its "
+        "password masked). Unset: an embedded PostgreSQL server is started under "
+        "`$GATEWAY_DATA_DIR/pg` (development)",
+        read=_secret,
+        kind="URL (secret)",
+    )
+    embedded_database: bool = setting(
+        "GATEWAY_EMBEDDED_DATABASE",
+        True,
+        _DATABASE,
+        "`false`: never start the embedded server, so `GATEWAY_DATABASE_URL` is required "
+        "(the Docker image sets `false`)",
+        _bool,
+    )
+    data_dir: Path = setting(  # noqa: RUF009 (a field, see setting)
+        "GATEWAY_DATA_DIR",
+        Path(".gateway"),
+        _DATABASE,
+        "this instance's local state: embedded database (`pg/`), api_logs journal and "
+        "write-ahead log (`journal/`), generated development key (`encryption.key`), "
+        "metric files of `serve --workers` (`metrics/`); one per instance, on local disk",
+        read=_path,
+        kind="path",
+    )
+    db_pool_min: int = setting(
+        "GATEWAY_DB_POOL_MIN",
+        1,
+        _DATABASE,
+        "connections the asyncpg pool of each process keeps open (at most `GATEWAY_DB_POOL_MAX`)",
+        int,
+        minimum=0,
+    )
+    db_pool_max: int = setting(
+        "GATEWAY_DB_POOL_MAX",
+        10,
+        _DATABASE,
+        "most connections of that pool; each serving process opens 6 more (webhook loop, "
+        "mapping LISTEN): see [the connection budget](operations.md#connection-budget)",
+        int,
+        minimum=1,
+    )
+    capture_max_body_bytes: int = setting(
+        "GATEWAY_CAPTURE_MAX_BODY_BYTES",
+        64 * 1024,
+        _CAPTURE,
+        "bytes of each body kept in `api_logs` (a route's `capture.max_body_bytes` may "
+        "override); larger bodies are truncated and flagged",
+        int,
+        minimum=0,
+    )
+    capture_redact_headers: tuple[str, ...] = setting(
+        "GATEWAY_CAPTURE_REDACT_HEADERS",
+        (),
+        _CAPTURE,
+        "header names redacted everywhere (also as field and query names), added to the "
+        "built-in list",
+        _csv,
+    )
+    capture_redact_fields: tuple[str, ...] = setting(
+        "GATEWAY_CAPTURE_REDACT_FIELDS",
+        (),
+        _CAPTURE,
+        "field names redacted everywhere (JSON keys, text `name: value` / `name=value`, "
+        "query parameters), added to the built-in list",
+        _csv,
+    )
+    log_queue_max: int = setting(
+        "GATEWAY_LOG_QUEUE_MAX",
+        100_000,
+        _CAPTURE,
+        "api_logs rows held in memory before they spill straight to the journal",
+        int,
+        minimum=1,
+    )
+    log_batch_size: int = setting(
+        "GATEWAY_LOG_BATCH_SIZE",
+        1000,
+        _CAPTURE,
+        "rows per COPY into `api_logs`",
+        int,
+        minimum=1,
+    )
+    log_flush_interval: float = setting(
+        "GATEWAY_LOG_FLUSH_INTERVAL",
+        0.5,
+        _CAPTURE,
+        "seconds before a partial batch is COPYed",
+        float,
+        minimum=0.001,
+    )
+    retention_days: int = setting(
+        "GATEWAY_RETENTION_DAYS",
+        30,
+        _CAPTURE,
+        "`api_logs` partitions older than this many days are dropped",
+        int,
+        minimum=1,
+    )
+    partitions_ahead: int = setting(
+        "GATEWAY_PARTITIONS_AHEAD",
+        3,
+        _CAPTURE,
+        "daily `api_logs` partitions created in advance",
+        int,
+        minimum=1,
+    )
+    archive_dir: Path | None = setting(  # noqa: RUF009 (a field, see setting)
+        "GATEWAY_ARCHIVE_DIR",
+        None,
+        _CAPTURE,
+        "set: each partition past retention is first exported there "
+        "(`api_logs_pYYYYMMDD.csv.gz`, in the drop's transaction)",
+        read=_path,
+        kind="path",
+    )
+    maintenance_interval: float = setting(
+        "GATEWAY_MAINTENANCE_INTERVAL",
+        3600.0,
+        _CAPTURE,
+        "seconds between maintenance runs (partitions, archive, webhook pruning), each "
+        "under an advisory lock so one process does it",
+        float,
+        minimum=1.0,
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = setting(
+        "GATEWAY_TRUSTED_PROXIES",
+        (),
+        _SERVING,
+        "CIDRs or addresses whose `X-Forwarded-For`/`-Proto`/`-Host` are believed",
+        _networks,
+    )
+    max_request_bytes: int = setting(
+        "GATEWAY_MAX_REQUEST_BYTES",
+        100 * 1024 * 1024,
+        _SERVING,
+        "request bodies larger than this are refused with 413 `payload_too_large`",
+        int,
+        minimum=0,
+    )
+    stream_threshold_bytes: int = setting(
+        "GATEWAY_STREAM_THRESHOLD_BYTES",
+        1024 * 1024,
+        _SERVING,
+        "bodies above this (or of unknown length) are streamed, not buffered; also the "
+        "largest body or WebSocket message ID translation reads",
+        int,
+        minimum=0,
+    )
+    client_timeout: float = setting(
+        "GATEWAY_CLIENT_TIMEOUT",
+        75.0,
+        _SERVING,
+        "seconds a client may stay silent before its request headers are complete (also "
+        "between requests on a kept-alive connection; then it is cut off) and between reads "
+        "of its request body (then 408 `request_timeout`)",
+        float,
+        minimum=0.1,
+    )
+    max_header_bytes: int = setting(
+        "GATEWAY_MAX_HEADER_BYTES",
+        32 * 1024,
+        _SERVING,
+        "request headers above this many bytes (all lines together) get 431 "
+        "`headers_too_large` JSON (aiohttp's parser stops a line above 64 KiB with 400)",
+        int,
+        minimum=1024,
+    )
+    max_headers: int = setting(
+        "GATEWAY_MAX_HEADERS",
+        100,
+        _SERVING,
+        "more request headers than this get 431 `headers_too_large` (aiohttp's parser "
+        "stops at 1,024 with 400)",
+        int,
+        minimum=8,
+    )
+    shutdown_timeout: float = setting(
+        "GATEWAY_SHUTDOWN_TIMEOUT",
+        30.0,
+        _SERVING,
+        "seconds in-flight requests, webhook attempts and the api_logs drain get after "
+        "SIGTERM/SIGINT; the process exits within 3 s more, whatever the database does",
+        float,
+        minimum=0.0,
+    )
+    db_retry_interval: float = setting(
+        "GATEWAY_DB_RETRY_INTERVAL",
+        2.0,
+        _DATABASE,
+        "seconds between reconnect attempts while PostgreSQL is down (log writer, mapping "
+        "listener)",
+        float,
+        minimum=0.05,
+    )
+    log_wal: bool = setting(
+        "GATEWAY_LOG_WAL",
+        True,
+        _CAPTURE,
+        "every api_logs row goes to the write-ahead log at the end of its event-loop turn, "
+        "so a killed process loses none (`false`: up to a flush interval of rows is lost "
+        "on SIGKILL, for a little less CPU per call)",
+        _bool,
+    )
+    db_request_timeout: float = setting(
+        "GATEWAY_DB_REQUEST_TIMEOUT",
+        1.0,
+        _DATABASE,
+        "seconds a database call on the request path (API-key and mapping lookups, route "
+        "events) may take, a hung server included, before its fallback (cached key, 503 "
+        "JSON, event counted as not stored); `/readyz` waits 2 s",
+        float,
+        minimum=0.05,
+    )
+    api_key_cache_ttl: float = setting(
+        "GATEWAY_API_KEY_CACHE_TTL",
+        10.0,
+        _SERVING,
+        "seconds an API-key lookup is trusted before it is refreshed (a key revoked "
+        "through another process stops working within about this long)",
+        float,
+        minimum=0.0,
+    )
+    log_level: str = setting(
+        "GATEWAY_LOG_LEVEL",
+        "INFO",
+        _LOGS,
+        "process log level: DEBUG, INFO, WARNING, ERROR or CRITICAL",
+        _level,
+    )
+    log_format: str = setting(
+        "GATEWAY_LOG_FORMAT",
+        "json",
+        _LOGS,
+        "process log lines on stdout: `json` or `text`",
+        _log_format,
+    )
+    access_log: bool = setting(
+        "GATEWAY_ACCESS_LOG",
+        False,
+        _LOGS,
+        "one process-log line per proxied call (`api_logs` has every call anyway)",
+        _bool,
+    )
+    sync_stats_interval: float = setting(
+        "GATEWAY_SYNC_STATS_INTERVAL",
+        15.0,
+        _MAPPING,
+        "seconds between the sync lag/count queries behind the sync metrics",
+        float,
+        minimum=0.1,
+    )
+    mapping_cache_entries: int = setting(
+        "GATEWAY_MAPPING_CACHE_ENTRIES",
+        200_000,
+        _MAPPING,
+        "most entries of the ID mapping cache, per process",
+        int,
+        minimum=1,
+    )
+    mapping_cache_bytes: int = setting(
+        "GATEWAY_MAPPING_CACHE_BYTES",
+        64 * 1024 * 1024,
+        _MAPPING,
+        "approximate bytes of the ID mapping cache, per process",
+        int,
+        minimum=1024,
+    )
+    mapping_cache_ttl: float = setting(
+        "GATEWAY_MAPPING_CACHE_TTL",
+        300.0,
+        _MAPPING,
+        "seconds a cached mapping is trusted (changes normally arrive sooner, by NOTIFY)",
+        float,
+        minimum=0.0,
+    )
+    mapping_cache_negative_ttl: float = setting(
+        "GATEWAY_MAPPING_CACHE_NEGATIVE_TTL",
+        2.0,
+        _MAPPING,
+        'seconds a cached "no mapping" is trusted',
+        float,
+        minimum=0.0,
+    )
+    webhook_allow_private: bool = setting(
+        "GATEWAY_WEBHOOK_ALLOW_PRIVATE",
+        False,
+        _WEBHOOKS,
+        "deliver to loopback, private, link-local and metadata addresses (tests, labs)",
+        _bool,
+    )
+    webhook_allowed_networks: tuple[IPNetwork, ...] = setting(
+        "GATEWAY_WEBHOOK_ALLOWED_NETWORKS",
+        (),
+        _WEBHOOKS,
+        "CIDRs allowed although private (an allow list)",
+        _networks,
+    )
+    webhook_allow_http: bool = setting(
+        "GATEWAY_WEBHOOK_ALLOW_HTTP",
+        False,
+        _WEBHOOKS,
+        "accept `http://` endpoint URLs (default: https only)",
+        _bool,
+    )
+    webhook_retry_schedule: tuple[float, ...] = setting(
+        "GATEWAY_WEBHOOK_RETRY_SCHEDULE",
+        (0, 5, 300, 1800, 7200, 18000, 36000, 36000),
+        _WEBHOOKS,
+        "default seconds before attempt 1, 2, … (±20 % jitter; Svix's schedule)",
+        _seconds_list,
+    )
+    webhook_disable_after: float = setting(
+        "GATEWAY_WEBHOOK_DISABLE_AFTER",
+        5 * _DAY,
+        _WEBHOOKS,
+        "seconds a subscription may fail every attempt before it is disabled (5 days)",
+        float,
+        minimum=1.0,
+    )
+    webhook_poll_interval: float = setting(
+        "GATEWAY_WEBHOOK_POLL_INTERVAL",
+        1.0,
+        _WEBHOOKS,
+        "seconds between polls for due deliveries when no NOTIFY arrives",
+        float,
+        minimum=0.01,
+    )
+    webhook_lease_margin: float = setting(
+        "GATEWAY_WEBHOOK_LEASE_MARGIN",
+        10.0,
+        _WEBHOOKS,
+        "seconds a claim outlives the attempt timeout (then another process may take it)",
+        float,
+        minimum=0.1,
+    )
+    webhook_max_in_flight: int = setting(
+        "GATEWAY_WEBHOOK_MAX_IN_FLIGHT",
+        256,
+        _WEBHOOKS,
+        "attempts running at once, per process",
+        int,
+        minimum=1,
+    )
+    webhook_stats_interval: float = setting(
+        "GATEWAY_WEBHOOK_STATS_INTERVAL",
+        15.0,
+        _WEBHOOKS,
+        "seconds between refreshes of the pending/disabled gauges",
+        float,
+        minimum=0.1,
+    )
+    webhook_delivery: bool = setting(
+        "GATEWAY_WEBHOOK_DELIVERY",
+        True,
+        _WEBHOOKS,
+        "`false`: this process runs no delivery loop (the admin API and the outbox still work)",
+        _bool,
+    )
+    webhook_retention_days: int = setting(
+        "GATEWAY_WEBHOOK_RETENTION_DAYS",
+        30,
+        _WEBHOOKS,
+        "finished deliveries, their attempts and then their events are deleted this long "
+        "after they last changed (every maintenance interval, one process at a time)",
+        int,
+        minimum=1,
+    )
+    encryption_keys: tuple[Secret, ...] = setting(
+        "GATEWAY_ENCRYPTION_KEYS",
+        (),
+        _SECRETS,
+        "comma-separated Fernet keys for secrets at rest; the first encrypts, all decrypt "
+        "(`gateway secrets rotate` re-encrypts under the first). Unset: a key is generated "
+        "into `$GATEWAY_DATA_DIR/encryption.key` (mode 0600) with a warning (development only)",
+        read=_fernet_keys,
+        kind="list of keys (secret)",
+    )
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every ``GATEWAY_*`` variable; SettingsError names the first bad one."""
+        e = os.environ if env is None else env
+        r = _Reader(e)
+        values: dict[str, Any] = {}
+        for field, var in declared():
+            if var.read is not None:
+                values[field.name] = var.read(e.get(var.env), field.default)
+            else:
+                assert var.parse is not None
+                values[field.name] = r.get(var.env, var.parse, field.default, var.minimum)
+        settings = cls(**values)
+        if settings.database_url is None and not settings.embedded_database:
+            raise SettingsError(
+                "GATEWAY_DATABASE_URL: required when GATEWAY_EMBEDDED_DATABASE=false "
+                "(e.g. postgresql://gateway:…@db:5432/gateway)"
+            )
+        if settings.db_pool_min > settings.db_pool_max:
+            raise SettingsError(
+                "GATEWAY_DB_POOL_MIN: must not exceed GATEWAY_DB_POOL_MAX "
+                f"({settings.db_pool_min} > {settings.db_pool_max})"
+            )
+        return settings
+
+
+def declared() -> list[tuple[dataclasses.Field[Any], Var]]:
+    """Every Settings field with its declaration, in reading order."""
+    return [(f, f.metadata["var"]) for f in dataclasses.fields(Settings)]
+
+
+# Environment variables that are not settings, documented with them.
+OTHER_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "gateway/metrics.py",
+        "set by `gateway serve --workers N` for its workers (`$GATEWAY_DATA_DIR/metrics`, "
+        "emptied at start): metrics merged across workers. Do not set it yourself",
+    ),
+    (
+        "GATEWAY_TEST_DATABASE_URL",
+        "tests/",
+        "test suite only: an admin DSN of a PostgreSQL server to use instead of the "
+        "embedded one (each test gets its own database)",
+    ),
+)
+
+
+def settings_doc() -> str:
+    """docs/configuration.md: the Markdown reference of every setting (``gateway settings-doc``)."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from gateway/settings.py by `gateway settings-doc > "
+        "docs/configuration.md`; do not edit by hand (tests/unit/test_docs.py compares). -->",
+        "",
+        "The gateway reads these settings once, at start, from environment variables; an",
+        "unset or empty variable takes its default. A bad value stops the gateway (exit status",
+        "2) with a message naming the variable, e.g. `GATEWAY_RETENTION_DAYS: expected int, got",
+        "'ten'`. Booleans are `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`), lists are",
+        "comma-separated, durations are in seconds and sizes in bytes.",
+    ]
+    rows = declared()
+    for section in SECTIONS:
+        lines += ["", f"## {section}", "", "| variable | type | default | meaning |"]
+        lines.append("|---|---|---|---|")
+        for field, var in rows:
+            if var.section == section:
+                cells = (f"`{var.env}`", _kind(var), _default(field.default), var.doc)
+                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", "## Other environment variables", "", "| variable | read by | meaning |"]
+    lines.append("|---|---|---|")
+    for name, reader, doc in OTHER_VARIABLES:
+        lines.append(f"| `{name}` | {reader} | {_cell(doc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _kind(var: Var) -> str:
+    kind = var.kind or (_KINDS.get(var.parse, "text") if var.parse is not None else "text")
+    if var.minimum is not None:
+        kind += f" ≥ {_number(var.minimum)}"
+    return kind
+
+
+def _default(value: Any) -> str:
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, tuple):
+        return "`" + ",".join(_number(v) for v in value) + "`"
+    if isinstance(value, int | float):
+        return f"`{_number(value)}`"
+    return f"`{value}`"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(
+        self,
+        name: str,
+        cast: Callable[[str], T],
+        default: T,
+        minimum: float | None = None,
+    ) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = cast(raw.strip())
+        except (ValueError, TypeError) as exc:
+            kind = getattr(cast, "__name__", "value").lstrip("_")
+            raise SettingsError(f"{name}: expected {kind}, got {raw!r} ({exc})") from None
+        if minimum is not None and isinstance(value, int | float) and value < minimum:
+            raise SettingsError(f"{name}: must be >= {minimum}, got {raw!r}")
+        return value

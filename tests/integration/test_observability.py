@@ -92,11 +92,13 @@ def test_every_alert_has_a_runbook_section() -> None:
     import yaml
 
     rules = yaml.safe_load((GRAFANA / "alerts.yml").read_text())
-    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    runbook = (ROOT / "docs" / "operations.md").read_text()
     for group in rules["groups"]:
         for rule in group["rules"]:
             assert f"## {rule['alert']}\n" in runbook
             assert {"summary", "description", "runbook"} <= set(rule["annotations"])
+            link = f"docs/operations.md#{rule['alert'].lower()}"
+            assert rule["annotations"]["runbook"] == link
 
 
 def dashboards() -> dict[str, Any]:
