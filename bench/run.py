@@ -4,12 +4,9 @@ logging alone costs), through nginx, and through the gateway with full capture, 
 with wrk in one run.
 
     python bench/run.py [--duration 15] [--connections 50] [--threads 2]
-    python bench/run.py --wal-ab 8 [--duration 5]   # the write-ahead log's cost, A/B
 
-``--wal-ab N`` runs only the gateway, twice at once on one database: with the api_logs
-write-ahead log (the default) and with GATEWAY_LOG_WAL=false, in N alternating rounds
-(A B, B A, ...) of one wrk run each, and prints the gateway's CPU per request and
-requests/s per round, their medians and spread, and the per-round ratio.
+Two gateways against each other (other settings, or another checkout) in alternating
+rounds on one database: bench/ab.py, which uses this file's helpers.
 
 Everything listens on 127.0.0.1, every run is bounded by --duration, and only processes
 started here are stopped. Needs wrk and nginx (apt-get install -y wrk nginx; installed
@@ -439,70 +436,6 @@ def workers_run(
     )
 
 
-def wal_ab(args: argparse.Namespace) -> None:
-    """The cost of the write-ahead log: the same gateway with and without it, alternating."""
-    import statistics
-
-    ensure_tools()
-    procs = Procs()
-    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-wal-"))
-    try:
-        up_port = free_port()
-        upstream = procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
-        wait_http(f"http://127.0.0.1:{up_port}/")
-        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Bench Hotel")
-        gateways = {}
-        for name, wal in (("wal", "true"), ("no-wal", "false")):
-            port = free_port()
-            proc = procs.start(
-                [PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)],
-                env={**env, "GATEWAY_LOG_WAL": wal},
-            )
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            gateways[name] = (f"http://127.0.0.1:{port}{PATH}", proc)
-            wrk(gateways[name][0], args, args.warmup, token)
-        seen: dict[str, list[tuple[float, float]]] = {name: [] for name in gateways}
-        for i in range(args.wal_ab):
-            order = ["wal", "no-wal"] if i % 2 == 0 else ["no-wal", "wal"]
-            for name in order:
-                url, proc = gateways[name]
-                with CpuMeter({"gw": [proc.pid], "up": [upstream.pid]}) as cpu:
-                    res = wrk(url, args, args.duration, token)
-                us = cpu.used["gw"] / res["requests"] * 1e6
-                seen[name].append((us, res["rps"]))
-                print(
-                    f"round {i + 1} {name:7s} {us:6.1f} us CPU/request  {res['rps']:7.0f} req/s",
-                    flush=True,
-                )
-        for name, values in seen.items():
-            cpu_us = [v[0] for v in values]
-            rps = [v[1] for v in values]
-            print(
-                f"{name:7s} CPU/request median {statistics.median(cpu_us):.1f} us "
-                f"(spread {min(cpu_us):.1f}-{max(cpu_us):.1f}); req/s median "
-                f"{statistics.median(rps):.0f} ({min(rps):.0f}-{max(rps):.0f})"
-            )
-        ratios = [a[0] / b[0] for a, b in zip(seen["wal"], seen["no-wal"], strict=True)]
-        print(
-            f"wal / no-wal CPU per request, per round: "
-            f"{' '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}"
-        )
-        proxied = sum(
-            metric_sum(base.rsplit("/api", 1)[0], "gateway_requests_total")
-            for base, _ in gateways.values()
-        )
-        codes = [procs.stop(proc) for _, proc in gateways.values()]
-        rows = asyncio.run(count_rows(dsn))
-        print(
-            f"api_logs rows {rows}; calls counted {proxied:.0f}; rows lost "
-            f"{max(0, int(proxied) - rows)}; exit codes {codes}"
-        )
-    finally:
-        procs.stop_all()
-        stop_embedded(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -514,18 +447,7 @@ def main() -> None:
     p.add_argument(
         "--workers", type=int, default=2, help="also measure `gateway serve --workers N` (1: skip)"
     )
-    p.add_argument(
-        "--wal-ab",
-        type=int,
-        default=0,
-        metavar="ROUNDS",
-        help="only the write-ahead log's cost: ROUNDS alternating A/B rounds",
-    )
-    args = p.parse_args()
-    if args.wal_ab:
-        wal_ab(args)
-    else:
-        run(args)
+    run(p.parse_args())
 
 
 if __name__ == "__main__":

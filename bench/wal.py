@@ -6,7 +6,7 @@ builds it) appended per event-loop turn, in turns of 1, 4 and 16 rows.
 
 Prints CPU microseconds per row for each turn size (process CPU time, median of 5 runs).
 The whole-gateway figure, with and without the log in alternating rounds, comes from
-``python bench/run.py --wal-ab 16``; both are in bench/RESULTS.md.
+``python bench/ab.py --env-b GATEWAY_LOG_WAL=false --rounds 16``; both are in bench/RESULTS.md.
 """
 
 from __future__ import annotations
