@@ -154,7 +154,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token buckets per (key, scope); limits are per process (see README)."""
+    """Token buckets per (key, scope); limits are per process (docs/proxy.md)."""
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[uuid.UUID, str], _Bucket] = {}

@@ -4,7 +4,7 @@ Everything here runs before a row is queued, so a row that leaves this module ca
 poison a COPY batch: jsonb refuses the ``\\u0000`` escape and lone surrogates, and text
 columns refuse NUL, so both are replaced here.
 
-Body storage (documented in sql/001_api_logs.sql and the README):
+Body storage (documented in sql/001_api_logs.sql and docs/capture.md):
 
 * ``json``   — the parsed JSON value (configured fields redacted);
 * ``text``   — a JSON string with the UTF-8 text (fields redacted by pattern);

@@ -2,7 +2,7 @@
 size limits, oversized headers, slow clients, invalid UTF-8 and non-JSON bodies, header
 injection, path traversal, enormous JSON nesting. Every refusal the gateway writes itself
 is JSON with a ``code`` and one api_logs row; what aiohttp's parser refuses before the
-gateway sees a request is documented (README, "Bad input") and checked here as well.
+gateway sees a request is documented (docs/proxy.md, "Bad input") and checked here as well.
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ async def test_headers_beyond_the_parser_limits_are_refused_by_aiohttp(
     gateway: GatewayClient, db: asyncpg.Connection
 ) -> None:
     """Far beyond the gateway's limits (a 70 KB line) aiohttp's parser answers itself: 400
-    text/plain, connection closed, nothing upstream or in api_logs (README, "Bad input")."""
+    text/plain, connection closed, nothing upstream or in api_logs: under this test's stock
+    aiohttp server; `gateway serve` answers JSON and writes a row (docs/proxy.md,
+    "Bad input"; tests/unit/test_http_server.py)."""
     answer = await raw_exchange(
         gateway.port,
         b"GET /api/echo/h HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
@@ -415,7 +417,7 @@ async def test_header_injection_never_reaches_the_upstream(
     )
     status, _, body = split_answer(answer)
     assert status == expected, answer[:200]
-    if status == 400:  # refused by aiohttp's parser (README, "Bad input"): nothing forwarded
+    if status == 400:  # refused by aiohttp's parser (docs/proxy.md, "Bad input"): nothing forwarded
         await asyncio.sleep(0.2)
         assert await db.fetchval("SELECT count(*) FROM api_logs") == 0
         return

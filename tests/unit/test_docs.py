@@ -127,11 +127,7 @@ def test_relative_links_point_to_existing_files_and_headings(page: Path) -> None
 
 
 def exists(name: str) -> bool:
-    if (ROOT / name).exists():
-        return True
-    # gateway/routes.py is being split into the gateway/routes/ package (model, loader,
-    # matcher); until that lands on this branch the module stands for the package.
-    return name.startswith("gateway/routes/") and (ROOT / "gateway" / "routes.py").exists()
+    return (ROOT / name).exists()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))

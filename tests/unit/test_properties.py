@@ -349,9 +349,10 @@ STRICT_TRIE = pointers.compile_pointers(FIELDS, strict=True)
 
 def _refusals(doc: Any, fields: list[tuple[str, str]]) -> set[str]:
     """The pointers at which the strict rule refuses something in ``doc``, read from the
-    rule (README, ID translation) and not from the walk: at a pointer, anything but a
-    non-empty string, an integer or null; on its way, anything but null, an object, or an
-    array where some pointer continues with ``*`` or an index."""
+    rule (docs/id-translation.md, "What a strict route refuses") and not from the walk: at
+    a pointer, anything but a non-empty string, an integer or null; on its way, anything
+    but null, an object, or an array where some pointer continues with ``*`` or an
+    index."""
     parsed = [(p, pointers.parse_pointer(p)) for p, _ in fields]
     listy = {
         segs[:k]
