@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -696,6 +697,8 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             kind = getattr(cast, "__name__", "value").lstrip("_")
             raise SettingsError(f"{name}: expected {kind}, got {raw!r} ({exc})") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{name}: expected a finite number, got {raw!r}")
         if minimum is not None and isinstance(value, int | float) and value < minimum:
             raise SettingsError(f"{name}: must be >= {minimum}, got {raw!r}")
         return value

@@ -45,6 +45,8 @@ def test_values_are_parsed() -> None:
         ("GATEWAY_RETENTION_DAYS", "ten", "GATEWAY_RETENTION_DAYS: expected int, got 'ten'"),
         ("GATEWAY_RETENTION_DAYS", "0", "GATEWAY_RETENTION_DAYS: must be >= 1"),
         ("GATEWAY_LOG_FLUSH_INTERVAL", "soon", "GATEWAY_LOG_FLUSH_INTERVAL: expected float"),
+        ("GATEWAY_LOG_FLUSH_INTERVAL", "nan", "GATEWAY_LOG_FLUSH_INTERVAL: expected a finite"),
+        ("GATEWAY_SHUTDOWN_TIMEOUT", "inf", "GATEWAY_SHUTDOWN_TIMEOUT: expected a finite"),
         ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/33", "GATEWAY_TRUSTED_PROXIES: expected networks"),
         ("GATEWAY_DB_POOL_MIN", "50", "GATEWAY_DB_POOL_MIN: must not exceed GATEWAY_DB_POOL_MAX"),
     ],
