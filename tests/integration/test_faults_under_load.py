@@ -287,7 +287,9 @@ async def test_a_hung_database_stalls_no_keyed_call_and_no_shutdown(
         assert (r.status, body["code"]) == (503, "auth_unavailable"), body
         assert refused_in < 2.0, refused_in
         assert frozen.histogram() == {200: frozen.sent}, frozen.histogram()
-        assert frozen.percentile(0.99) < 0.5, frozen.percentile(0.99)
+        # No call waited on the frozen database: that takes the 1 s request deadline
+        # (GATEWAY_DB_REQUEST_TIMEOUT) at least; below it is the machine's own latency.
+        assert frozen.percentile(0.99) < 1.0, frozen.percentile(0.99)
 
         gw.signal(signal.SIGTERM)
         signalled = time.monotonic()
