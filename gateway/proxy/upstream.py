@@ -76,6 +76,8 @@ SPLIT_WRITE: Final = 64 * 1024  # larger bodies are written apart from the head,
 _METHOD_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _METHODS: Final = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")}
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})  # sent "Content-Length: 0" bodiless
+_NO_BODY: Final = b"Content-Length: 0\r\n"
+_BAD_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")  # controls and space
 _INF: Final = float("inf")
 
 
@@ -201,20 +203,6 @@ class _Conn(asyncio.Protocol):
         self.active = False  # bytes moved since the timer last looked
         self.quiet_since = 0.0
         self.deadline = _INF
-
-    def begin(self, resp: UpstreamResponse, is_head: bool, close: bool, deadline: float) -> None:
-        self.resp = resp
-        self.hlist = resp.headers
-        self.buffered = self.head_bytes = 0
-        self.sent = self.streamed = self.started = False
-        self.headers_done = self.complete = False
-        self.keep = not close
-        self.is_head = is_head
-        self.exc = None
-        self.armed = self.active = True
-        self.deadline = deadline
-        if self.trailers:
-            self.trailers = []
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -630,14 +618,7 @@ class UpstreamPool:
         its head has come. The caller reads or releases it (see UpstreamResponse)."""
         if self._closed:
             raise UpstreamClosed("the pool is closed", request_sent=False, response_started=False)
-        method_b = _METHODS.get(method) or _method_bytes(method)
-        target_b = target.encode("utf-8", "surrogateescape") if isinstance(target, str) else target
-        if not target_b or b" " in target_b or b"\r" in target_b or b"\n" in target_b:
-            raise ValueError(f"not a request target: {target!r}")
-        payload, stream, framing = _framing(method, body, content_length, close)
-        head = self._head(method_b, target_b, headers, framing)
-        if len(payload) < SPLIT_WRITE:
-            head, payload = head + payload, b""
+        head, payload, stream = self._prepare(method, target, headers, body, content_length, close)
         idempotent = method in IDEMPOTENT_METHODS
         retries = self.connect_retries if idempotent and stream is None else 0
         idle = self._idle
@@ -647,27 +628,58 @@ class UpstreamPool:
             reused = True
         else:
             conn, reused = await self._acquire(False, retries)
-        args = (head, payload, stream, content_length, method == "HEAD", close)
+        is_head = method == "HEAD"
         try:
-            return await self._exchange(conn, reused, *args)
+            return await self._exchange(
+                conn, reused, head, payload, stream, content_length, is_head, close
+            )
         except UpstreamClosed as exc:
             safe = not exc.response_started and (idempotent or not exc.request_sent)
             if not (reused and safe and not conn.streamed) or self._closed:
                 raise
         self.retried += 1
         conn, reused = await self._acquire(True, retries)
-        return await self._exchange(conn, reused, *args)
+        return await self._exchange(
+            conn, reused, head, payload, stream, content_length, is_head, close
+        )
 
-    def _head(
-        self, method: bytes, target: bytes, headers: Sequence[Header], framing: bytes
-    ) -> bytes:
-        if not headers:
-            return b"".join((method, b" ", target, self._host_line, framing, b"\r\n"))
-        lines = b"\r\n".join(map(b": ".join, headers))
-        n = len(headers) - 1
-        if lines.count(b"\n") != n or lines.count(b"\r") != n:
-            raise ValueError("CR or LF inside a request header")
-        return b"".join((method, b" ", target, self._host_line, lines, b"\r\n", framing, b"\r\n"))
+    def _prepare(
+        self,
+        method: str,
+        target: str | bytes,
+        headers: Sequence[Header],
+        body: RequestBody,
+        content_length: int | None,
+        close: bool,
+    ) -> tuple[bytes, bytes, AsyncIterable[bytes] | None]:
+        """(the head with a small body, a large body sent apart, a streamed body)."""
+        method_b = _METHODS.get(method) or _method_bytes(method)
+        if isinstance(target, str):  # (str checks: `in` on bytes tries int() first, slowly)
+            if not target or " " in target or not target.isprintable():
+                raise ValueError(f"not a request target: {target!r}")
+            target_b = target.encode("utf-8", "surrogateescape")
+        else:
+            if not target or _BAD_TARGET.search(target):
+                raise ValueError(f"not a request target: {target!r}")
+            target_b = target
+        stream = None
+        payload = b""
+        if body is None and not close:
+            framing = _NO_BODY if method in _BODY_METHODS else b""
+        else:
+            payload, stream, framing = _framing(method, body, content_length, close)
+        parts: tuple[bytes, ...]
+        if headers:
+            lines = b"\r\n".join(map(b": ".join, headers))
+            n = len(headers) - 1
+            if lines.count(b"\n") != n or lines.count(b"\r") != n:
+                raise ValueError("CR or LF inside a request header")
+            parts = (method_b, b" ", target_b, self._host_line, lines, b"\r\n", framing, b"\r\n")
+        else:
+            parts = (method_b, b" ", target_b, self._host_line, framing, b"\r\n")
+        if not payload or len(payload) >= SPLIT_WRITE:
+            return b"".join(parts), payload, stream
+        return b"".join((*parts, payload)), b"", stream
 
     async def _exchange(
         self,
@@ -681,8 +693,19 @@ class UpstreamPool:
         close: bool,
     ) -> UpstreamResponse:
         resp = UpstreamResponse(conn, reused)
+        # The exchange's state (inline: this runs for every call).
+        conn.resp = resp
+        conn.hlist = resp.headers
+        conn.buffered = conn.head_bytes = 0
+        conn.sent = conn.streamed = conn.started = conn.headers_done = conn.complete = False
+        conn.keep = not close
+        conn.is_head = is_head
+        conn.exc = None
+        conn.armed = conn.active = True
         total = self.total_timeout
-        conn.begin(resp, is_head, close, self._loop.time() + total if total else _INF)
+        conn.deadline = self._loop.time() + total if total else _INF
+        if conn.trailers:
+            conn.trailers = []
         transport = conn.transport
         try:
             if conn.closed or transport is None or transport.is_closing():
@@ -706,7 +729,8 @@ class UpstreamPool:
             while not conn.headers_done:
                 if conn.exc is not None:
                     raise conn.exc
-                await conn.wait()
+                conn.waiter = waiter = self._loop.create_future()
+                await waiter
         except BaseException:
             resp.close()
             raise
@@ -864,7 +888,12 @@ class UpstreamPool:
                 conn.read_paused = False
                 if conn.transport is not None:
                     conn.transport.resume_reading()
-            self._recycle(conn)
+            if not self._waiters and len(self._idle) < self.max_idle and not self._closed:
+                conn.idle_since = self._now  # the usual case, inline
+                conn.in_idle = True
+                self._idle.append(conn)
+            else:
+                self._recycle(conn)
             return
         transport = conn.transport
         if transport is not None and not conn.closed:
@@ -1013,7 +1042,7 @@ def _framing(
     stream: AsyncIterable[bytes] | None = None
     payload = b""
     if body is None:
-        framing = b"Content-Length: 0\r\n" if method in _BODY_METHODS else b""
+        framing = _NO_BODY if method in _BODY_METHODS else b""
     elif isinstance(body, bytes | bytearray | memoryview):
         payload = body if isinstance(body, bytes) else bytes(body)
         framing = b"Content-Length: %d\r\n" % len(payload)
