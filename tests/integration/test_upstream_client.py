@@ -368,6 +368,16 @@ async def test_connection_close_from_the_upstream(aio: Aio, pool: UpstreamPool) 
     assert pool.opened == 2 and aio.connections == 2
 
 
+async def test_connection_close_from_the_caller_even_if_the_upstream_keeps_it() -> None:
+    async with Raw(serve_each(answer(b"a"), answer(b"b"))) as srv, UpstreamPool(srv.url) as p:
+        assert await (await p.request("GET", "/", close=True)).read() == b"a"
+        assert b"\r\nConnection: close\r\n" in srv.requests[0][1]
+        assert p.idle == 0
+        resp = await p.request("GET", "/")
+        assert not resp.reused and await resp.read() == b"a"
+        assert srv.connections == 2
+
+
 async def test_connection_close_from_the_caller(aio: Aio, pool: UpstreamPool) -> None:
     resp = await pool.request("GET", "/data?n=3", close=True)
     assert await resp.read() == pattern(3)
@@ -868,7 +878,7 @@ async def test_interim_answers_are_skipped() -> None:
 async def test_switching_protocols_is_refused() -> None:
     data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
     async with Raw(serve_each(data)) as srv, UpstreamPool(srv.url) as p:
-        with pytest.raises(UpstreamProtocolError, match="switched protocols"):
+        with pytest.raises(UpstreamProtocolError, match=r"switched protocols \(101\)"):
             await p.request("GET", "/")
 
 
@@ -979,6 +989,50 @@ async def test_stray_bytes_after_the_answer_end_reuse() -> None:
             assert not resp.reused and await resp.read() == b"ok"
 
 
+async def test_stray_bytes_before_release_end_reuse() -> None:
+    async def script(
+        srv: Raw, reader: asyncio.StreamReader, w: asyncio.StreamWriter, n: int
+    ) -> None:
+        await srv.request(reader, n)
+        w.write(answer(b"ok"))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"JUNK")  # after the answer, in a read of its own
+        await srv.request(reader, n)
+        w.write(answer(b"ok"))
+        await srv.until_closed(reader)
+
+    async with Raw(script) as srv, UpstreamPool(srv.url) as p:
+        resp = await p.request("GET", "/")
+        await asyncio.sleep(0.2)  # the junk comes while the answer is held
+        assert await resp.read() == b"ok"
+        resp = await p.request("GET", "/")
+        assert not resp.reused and await resp.read() == b"ok"
+
+
+async def test_bytes_on_an_idle_connection_drop_it() -> None:
+    """Some servers write a 408 on a connection they find idle too long."""
+
+    async def script(
+        srv: Raw, reader: asyncio.StreamReader, w: asyncio.StreamWriter, n: int
+    ) -> None:
+        await srv.request(reader, n)
+        w.write(answer(b"ok"))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        await srv.until_closed(reader)  # but does not close
+
+    async with Raw(script) as srv, UpstreamPool(srv.url) as p:
+        assert await (await p.request("GET", "/")).read() == b"ok"
+        await asyncio.sleep(0.2)
+        assert p.idle == 0 and p.connections == 0
+        await asyncio.wait_for(srv.closed_by_client.wait(), 2)
+        resp = await p.request("GET", "/")
+        assert not resp.reused and resp.status == 200
+        assert srv.connections == 2
+
+
 async def test_request_framing_on_the_wire() -> None:
     async def parts() -> AsyncIterator[bytes]:
         for part in (b"abc", b"", b"defgh"):  # an empty piece must not end the body early
@@ -1026,8 +1080,8 @@ async def test_early_answer_stops_the_upload() -> None:
     ) -> None:
         await reader.readuntil(b"\r\n\r\n")
         await reader.readexactly(3000)
-        w.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
-        await w.drain()
+        w.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nnope")
+        await srv.until_closed(reader)  # reads on, never closes: only the answer stops it
 
     async with Raw(script) as srv, UpstreamPool(srv.url) as p:
         resp = await p.request("POST", "/", [], body())
@@ -1087,6 +1141,27 @@ async def test_cancelled_call_closes_its_connection() -> None:
         await asyncio.wait_for(srv.closed_by_client.wait(), 2)
 
 
+async def test_cancelled_body_read_closes_the_connection() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+
+    async def script(
+        srv: Raw, reader: asyncio.StreamReader, w: asyncio.StreamWriter, n: int
+    ) -> None:
+        await srv.request(reader, n)
+        w.write(data)
+        await srv.until_closed(reader)  # the rest never comes
+
+    async with Raw(script) as srv, UpstreamPool(srv.url) as p:
+        resp = await p.request("GET", "/")
+        task = asyncio.create_task(resp.read())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert p.connections == 0
+        await asyncio.wait_for(srv.closed_by_client.wait(), 2)
+
+
 async def test_closing_the_pool_fails_calls_in_flight_and_waiting() -> None:
     async def script(
         srv: Raw, reader: asyncio.StreamReader, w: asyncio.StreamWriter, n: int
@@ -1100,9 +1175,10 @@ async def test_closing_the_pool_fails_calls_in_flight_and_waiting() -> None:
         second = asyncio.create_task(p.request("GET", "/"))
         await asyncio.sleep(0.1)
         await p.close()
-        for task in (first, second):
-            with pytest.raises(UpstreamClosed, match="closed"):
-                await task
+        with pytest.raises(UpstreamClosed, match="pool was closed during the call"):
+            await first
+        with pytest.raises(UpstreamClosed, match="pool is closed"):
+            await second
         with pytest.raises(UpstreamClosed):
             await p.request("GET", "/")
         assert p.connections == 0
