@@ -44,6 +44,13 @@ Contract:
   retried ``connect_retries`` times with exponential backoff for idempotent methods with
   a replayable body. Exceptions raised by the caller's body iterator pass through as they
   are (the connection is closed).
+
+For the pipeline's answers: UpstreamConnectError is 502 ``upstream_unavailable``,
+UpstreamTimeout 504 ``upstream_timeout``, UpstreamProtocolError and UpstreamClosed 502
+``upstream_error`` (an UpstreamClosed with ``request_sent`` may have been acted upon).
+
+A pool belongs to the event loop it was created in (create it inside the running loop,
+e.g. in an aiohttp cleanup context) and is closed with ``await pool.close()``.
 """
 
 from __future__ import annotations
@@ -183,7 +190,7 @@ class _Conn(asyncio.Protocol):
         self.drain: asyncio.Future[None] | None = None  # the body sender waiting to write
         self.write_paused = False
         self.read_paused = False
-        # The exchange in progress (reset by begin()).
+        # The exchange in progress (set for each call by UpstreamPool._exchange).
         self.resp: UpstreamResponse | None = None
         self.hlist: list[Header] = []  # where on_header appends: the headers, then trailers
         self.trailers: list[Header] = []
@@ -337,6 +344,7 @@ class _Conn(asyncio.Protocol):
             self.pool._discard(self)
             return
         if self.complete or self.exc is not None:
+            self.keep = False  # (an answer complete but not released yet: not reused)
             return
         if self.headers_done and _until_close(resp.headers):
             self.complete = True  # a body delimited by the end of the connection
