@@ -115,13 +115,18 @@ class Route:
     translate: Translation | None = None  # ID translation (gateway.mapping)
     emit: tuple[EmitRule, ...] = ()  # webhook events published from successful answers
 
-    def upstream_url(self, raw_path: str, query_string: str) -> URL:
-        """The upstream URL for a matched request (raw, still percent-encoded path)."""
+    def upstream_target(self, raw_path: str, query_string: str) -> str:
+        """The request target sent upstream for a matched request: the upstream's base
+        path, the rest of the (raw, still percent-encoded) path, the query."""
         rest = raw_path[len(self.strip_prefix) :] if self.strip_prefix else raw_path
         if not rest.startswith("/"):
             rest = "/" + rest
-        base = self.upstream.url.raw_path.rstrip("/")
-        full = base + rest
-        if query_string:
-            full += "?" + query_string
-        return self.upstream.url.origin().join(URL(full, encoded=True))
+        target = self.upstream.url.raw_path.rstrip("/") + rest
+        return f"{target}?{query_string}" if query_string else target
+
+    def upstream_url(self, raw_path: str, query_string: str) -> URL:
+        """The upstream URL for a matched request. Always on the upstream's own origin: a
+        target such as ``//other.example/x`` is a path there, never a network-path
+        reference resolved against it (which would leave for another host)."""
+        target = self.upstream_target(raw_path, query_string)
+        return URL(str(self.upstream.url.origin()) + target, encoded=True)

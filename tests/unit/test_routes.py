@@ -49,6 +49,20 @@ def test_match_params_methods_and_upstream_url() -> None:
     assert files.params == {"rest": "a/b/c.pdf"}
 
 
+def test_upstream_url_never_leaves_the_upstream_origin() -> None:
+    """A path whose rest starts with "//" is a path on the upstream, not a network-path
+    reference: resolved with URL.join it went to http://evil.example/x (an SSRF)."""
+    table = parse_routes(
+        "upstreams:\n  pms: {url: 'http://127.0.0.1:9001'}\n"
+        "routes:\n  - {name: any, path: '/api/{rest...}', upstream: pms, strip_prefix: /api}\n"
+    )
+    for raw in ("/api//evil.example/x", "/api///evil.example"):
+        route = table.match("GET", raw, None).route
+        url = route.upstream_url(raw, "q=1")
+        assert (url.host, url.port) == ("127.0.0.1", 9001), url
+        assert route.upstream_target(raw, "q=1") == raw.removeprefix("/api") + "?q=1"
+
+
 def test_no_route_and_wrong_method() -> None:
     table = parse_routes(GOOD)
     with pytest.raises(RouteNotFound):
