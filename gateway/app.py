@@ -36,6 +36,7 @@ from gateway.mapping.payload import payload_translator
 from gateway.proxy.calllog import CallLog
 from gateway.proxy.client import upstream_session
 from gateway.proxy.joblog import JobCallLog
+from gateway.proxy.origins import Origins
 from gateway.proxy.pipeline import Proxy
 from gateway.routes import RouteTable
 from gateway.settings import Settings
@@ -324,10 +325,12 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     app[AUTH] = Authenticator(app[POOL], s.api_key_cache_ttl, s.db_request_timeout)
     translator = Translator(app[MAPPINGS], app[SETTINGS].stream_threshold_bytes)
+    origins = Origins(app[ROUTES].upstreams)  # keep-alive pools, one per upstream
     app[PROXY] = Proxy(
         app[SETTINGS],
         app[ROUTES],
         app[SESSION],
+        origins,
         app[WRITER],
         app[AUTH],
         translator,
@@ -336,6 +339,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     )
     app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/proxy/calllog.py)
     yield
+    await app[PROXY].origins.close()
 
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 
@@ -411,10 +410,10 @@ class Flow:
 
     # -- upstream → partner ---------------------------------------------------------------
 
-    async def read_capped(self, upstream: aiohttp.ClientResponse) -> bytes:
+    async def read_capped(self, upstream: AsyncIterable[bytes]) -> bytes:
         """An answer of unknown length, read whole so it can be translated (bounded)."""
         data = bytearray()
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream:
             data += chunk
             if len(data) > self.max_response_bytes:
                 raise UpstreamError(

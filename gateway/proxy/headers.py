@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -51,6 +51,11 @@ IDENTITY_PREFIX = "x-gateway-"
 # Dropped from every request sent upstream (the partner's own key header included).
 _UPSTREAM_DROP = HOP_BY_HOP | GATEWAY_SET | {"x-api-key"}
 _UPSTREAM_DROP_WEBSOCKET = _UPSTREAM_DROP | WEBSOCKET_HANDSHAKE
+# The same as raw (lower-case) header names: the request's headers are filtered undecoded.
+_UPSTREAM_DROP_B = frozenset(n.encode() for n in _UPSTREAM_DROP)
+_UPSTREAM_DROP_WEBSOCKET_B = frozenset(n.encode() for n in _UPSTREAM_DROP_WEBSOCKET)
+_IDENTITY_PREFIX_B = IDENTITY_PREFIX.encode()
+RawHeader = tuple[bytes, bytes]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 # Host = uri-host [ ":" port ] (RFC 9110 §7.2): an [IPv6] or [IPvFuture] literal, or a
 # reg-name (IPv4 addresses included) of unreserved, sub-delims and %XX (RFC 3986 §3.2.2).
@@ -142,60 +147,70 @@ def upstream_request_headers(
     trusted: tuple[IPNetwork, ...],
     websocket: bool = False,
     identity: dict[str, str] | None = None,
-) -> CIMultiDict[str]:
-    """The caller's headers minus hop-by-hop ones and gateway credentials, plus
-    X-Forwarded-*, X-Request-Id and the X-Gateway-* identity of an authenticated caller."""
+    drop_encoding: bool = False,
+) -> list[RawHeader]:
+    """The caller's headers, as received (bytes, original case, repeats kept), minus
+    hop-by-hop ones and gateway credentials, plus X-Forwarded-*, X-Request-Id and the
+    X-Gateway-* identity of an authenticated caller: one pass over the raw headers, no
+    decoding. ``drop_encoding`` also drops Accept-Encoding (an answer to be translated
+    must come uncompressed)."""
     headers = request.headers
-    drop = _UPSTREAM_DROP_WEBSOCKET if websocket else _UPSTREAM_DROP
+    drop = _UPSTREAM_DROP_WEBSOCKET_B if websocket else _UPSTREAM_DROP_B
     if "Connection" in headers:
-        drop = drop | _connection_tokens(headers)
-    # Copied in C, then the few dropped names deleted: cheaper than adding the kept ones.
-    out = CIMultiDict(headers)
-    gateway_key = False
-    for name, value in headers.items():
+        drop = drop | {t.encode("latin-1") for t in _connection_tokens(headers)}
+    if drop_encoding:
+        drop = drop | {b"accept-encoding"}
+    out: list[RawHeader] = []
+    for name, value in request.raw_headers:
         lname = name.lower()
-        if lname in drop or lname.startswith(IDENTITY_PREFIX):
-            out.popall(name, None)
-        elif lname == "authorization" and _is_gateway_credential(value):
-            gateway_key = True  # the partner's gateway key never reaches the upstream
-    if gateway_key:
-        out = _without_gateway_keys(out)
-    # Every name added below was dropped above, so adding equals setting (and is cheaper).
+        if lname in drop or lname.startswith(_IDENTITY_PREFIX_B):
+            continue
+        if lname == b"authorization" and _is_gateway_credential_b(value):
+            continue  # the partner's gateway key never reaches the upstream
+        out.append((name, value))
+    # Every name added below was dropped above, so adding equals setting.
     if identity:
-        out.extend(identity)
+        out += [(n.encode(), v.encode("utf-8", "surrogateescape")) for n, v in identity.items()]
     peer = request.remote or ""
     from_trusted = bool(trusted) and is_trusted(peer, trusted)
     prior = ", ".join(headers.getall("X-Forwarded-For", ())) if from_trusted else ""
-    out.add("X-Forwarded-For", f"{prior}, {peer}" if prior else peer)
     proto = headers.get("X-Forwarded-Proto") if from_trusted else None
-    out.add("X-Forwarded-Proto", proto or request.scheme)
     host = headers.get("X-Forwarded-Host") if from_trusted else None
-    out.add("X-Forwarded-Host", host or request.host)
-    out.add(REQUEST_ID_HEADER, request_id)
+    out += (
+        (b"X-Forwarded-For", _enc(f"{prior}, {peer}" if prior else peer)),
+        (b"X-Forwarded-Proto", _enc(proto or request.scheme)),
+        (b"X-Forwarded-Host", _enc(host or request.host)),
+        (b"X-Request-Id", request_id.encode()),
+    )
     return out
 
 
-def _without_gateway_keys(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    if len(headers.getall("Authorization")) == 1:
-        del headers["Authorization"]
-        return headers
-    return CIMultiDict(  # rare: several Authorization headers, keep the others in place
-        (n, v)
-        for n, v in headers.items()
-        if n.lower() != "authorization" or not _is_gateway_credential(v)
+def as_multidict(headers: Iterable[RawHeader]) -> CIMultiDict[str]:
+    """Raw header pairs as aiohttp's client takes them (the WebSocket relay's handshake)."""
+    return CIMultiDict(
+        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in headers
     )
 
 
-def _is_gateway_credential(value: str) -> bool:
-    scheme, _, token = value.partition(" ")
-    return scheme.lower() == "bearer" and token.strip().startswith("gwk_")
+def _enc(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
 
 
-def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's answer headers without hop-by-hop ones (aiohttp sets framing itself)."""
-    drop = HOP_BY_HOP | _connection_tokens(headers) if "Connection" in headers else HOP_BY_HOP
-    out = CIMultiDict(headers)  # copied in C, then the few dropped names deleted
-    for name in headers.keys():
-        if name.lower() in drop:
-            out.popall(name, None)
-    return out
+def _is_gateway_credential_b(value: bytes) -> bool:
+    scheme, _, token = value.partition(b" ")
+    return scheme.lower() == b"bearer" and token.strip().startswith(b"gwk_")
+
+
+def downstream_response_headers(headers: Sequence[tuple[str, str]]) -> CIMultiDict[str]:
+    """The upstream's answer headers without hop-by-hop ones (the server sets framing)."""
+    drop = HOP_BY_HOP
+    for name, value in headers:
+        if name.lower() == "connection":
+            drop = drop | frozenset(t.strip().lower() for t in value.split(","))
+    return CIMultiDict((n, v) for n, v in headers if n.lower() not in drop)
+
+
+def decode_headers(raw: Iterable[RawHeader]) -> list[tuple[str, str]]:
+    """Raw header pairs as text, the way aiohttp decodes them (UTF-8, undecodable bytes
+    kept as surrogates so they go out again unchanged)."""
+    return [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in raw]

@@ -20,7 +20,6 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp_retry import ExponentialRetry, RetryClient
 from multidict import CIMultiDict
 
 from gateway import metrics
@@ -52,6 +51,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.mapping.flow import Flow, Translator
+from gateway.proxy import upstream as pool
 from gateway.proxy import websocket
 from gateway.proxy.headers import (
     KEY_ID_HEADER,
@@ -60,13 +60,14 @@ from gateway.proxy.headers import (
     TENANT_HEADER,
     check_host,
     client_ip,
+    decode_headers,
     downstream_response_headers,
     request_id_from,
     upstream_request_headers,
 )
+from gateway.proxy.origins import Origins
 from gateway.routes import (
     HTTP_METHODS,
-    IDEMPOTENT_METHODS,
     CaptureOptions,
     Route,
     RouteMatch,
@@ -97,6 +98,7 @@ class Proxy:
         settings: Settings,
         routes: RouteTable,
         session: aiohttp.ClientSession,
+        origins: Origins,
         writer: LogWriter,
         auth: Authenticator,
         translator: Translator | None = None,
@@ -110,7 +112,8 @@ class Proxy:
         self.auth = auth
         self.limiter = RateLimiter()
         self.routes = routes
-        self.session = session
+        self.session = session  # WebSocket upgrades only
+        self.origins = origins  # HTTP: one keep-alive pool per upstream
         self.websockets = websocket.Relay(
             session, translator, settings.stream_threshold_bytes, settings.trusted_proxies
         )
@@ -130,17 +133,6 @@ class Proxy:
         # Metric children resolved once per label set: .labels() takes a lock every call.
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._durations: dict[str, tuple[Any, Any]] = {}
-        self.timeouts = {  # built once: ClientTimeout is immutable
-            name: aiohttp.ClientTimeout(
-                total=None, sock_connect=up.connect_timeout, sock_read=up.read_timeout
-            )
-            for name, up in routes.upstreams.items()
-        }
-        self.retry_clients = {
-            name: _retry_client(session, up.retries, up.retry_backoff)
-            for name, up in routes.upstreams.items()
-            if up.retries > 0
-        }
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Entry point for every request that is not the gateway's own endpoint."""
@@ -313,9 +305,6 @@ class Proxy:
         tr = route.translate if self.translator is not None else None
         whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
         body = streamed = await self._request_body(request, policy, ex, whole)
-        headers = upstream_request_headers(
-            request, ex.request_id, self.settings.trusted_proxies, identity=identity
-        )
         raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
         flow: Flow | None = None
         if route.translate is not None and self.translator is not None:  # ID translation
@@ -329,27 +318,24 @@ class Proxy:
                 internal = route.regex.fullmatch(raw_path)
                 ex.forwarded_params = internal.groupdict() if internal else {}
                 ex.forwarded_body = flow.forwarded
-            headers.popall("Accept-Encoding", None)  # the answer must be readable to translate
-        _keep_declared_length(headers, request, body, streamed)
-        url = route.upstream_url(raw_path, query)
+        headers = upstream_request_headers(
+            request,
+            ex.request_id,
+            self.settings.trusted_proxies,
+            identity=identity,
+            drop_encoding=flow is not None,  # the answer must be readable to translate
+        )
+        length = _declared_length(request, body, streamed)
+        target = route.upstream_target(raw_path, query)
         up = route.upstream
-        timeout = self.timeouts[up.name]
-        retry = self.retry_clients.get(up.name)
-        sender: Any = self.session
-        if retry is not None and request.method in IDEMPOTENT_METHODS and not _is_stream(body):
-            sender = retry
         t0 = time.perf_counter()
         try:
-            async with sender.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeout,
-            ) as upstream:
+            answer = await self.origins[up.name].request(
+                request.method, target, headers, body, content_length=length
+            )
+            async with answer:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
-                resp = await self._relay(request, upstream, policy, ex, flow)
+                resp = await self._relay(request, answer, policy, ex, flow)
             if route.emit and self.emitter is not None and isinstance(resp, web.Response):
                 # The upstream's own answer (internal ids), not the partner's translation.
                 body = ex.upstream_body
@@ -357,16 +343,12 @@ class Proxy:
                     body = resp.body if isinstance(resp.body, bytes) else b""
                 await self.emitter.answered(route, request.method, ex.status, ex.tenant_id, body)
             return resp
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(
-                f"upstream {up.name!r} did not answer within its timeout"
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
+        except pool.UpstreamTimeout as exc:
+            msg = f"upstream {up.name!r} did not answer within its timeout"
+            raise UpstreamTimeout(msg) from exc
+        except pool.UpstreamConnectError as exc:
             raise UpstreamUnavailable(f"upstream {up.name!r} refused the connection") from exc
-        except aiohttp.ClientError as exc:
-            own = _own_error(exc)  # e.g. the streamed body went over the size limit
-            if own is not None:
-                raise own from None
+        except pool.UpstreamPoolError as exc:  # not HTTP, or closed before the answer ended
             raise UpstreamError(f"upstream {up.name!r} failed: {type(exc).__name__}") from exc
 
     async def _request_body(
@@ -413,35 +395,38 @@ class Proxy:
     async def _relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: pool.UpstreamResponse,
         policy: CapturePolicy,
         ex: Exchange,
         flow: Flow | None = None,
     ) -> web.StreamResponse:
         """Send the upstream's answer to the caller, buffered when small, streamed otherwise."""
-        ex.status = upstream.status
-        headers = downstream_response_headers(upstream.headers)
+        status = ex.status = upstream.status
+        received = decode_headers(upstream.headers)  # once, for the caller and the log
+        headers = downstream_response_headers(received)
         headers[REQUEST_ID_HEADER] = ex.request_id
-        ex.response_headers = capture_headers(upstream.headers.items(), policy.redact_headers)
-        ctype = upstream.headers.get("Content-Type", "")
-        enc = upstream.headers.get("Content-Encoding", "")
+        ex.response_headers = capture_headers(received, policy.redact_headers)
+        ctype = _header(upstream, b"content-type")
+        enc = _header(upstream, b"content-encoding")
         size = upstream.content_length
-        if request.method == "HEAD" or upstream.status in NO_BODY_STATUSES:
-            await upstream.release()
-            resp = web.Response(status=upstream.status, headers=headers)
+        if request.method == "HEAD" or status in NO_BODY_STATUSES:
+            upstream.release()
+            resp = web.Response(status=status, headers=headers)
             if size is not None and request.method == "HEAD":
                 resp.headers["Content-Length"] = str(size)
             return resp
         small = size is not None and size <= self.settings.stream_threshold_bytes
         translating = flow is not None and flow.translates_response
         if small or translating:
-            data = (
-                await upstream.read() if small or flow is None else await flow.read_capped(upstream)
-            )
+            # A failure here (before a byte went to the caller) is answered by _proxy_http.
+            if small or flow is None:
+                data = await upstream.read()
+            else:
+                data = await flow.read_capped(upstream)
             written = None
             if flow is not None and translating:
                 ex.upstream_body = data  # route events carry internal ids
-                data, written = await flow.outbound(upstream.status, data, enc)
+                data, written = await flow.outbound(status, data, enc)
             if written is not None:
                 ex.response_body = policy.serialised_body(policy.response_body, written, data)
             else:
@@ -449,13 +434,13 @@ class Proxy:
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")
-            return web.Response(status=upstream.status, headers=headers, body=data)
+            return web.Response(status=status, headers=headers, body=data)
         return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)
 
     async def _stream_response(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: pool.UpstreamResponse,
         headers: CIMultiDict[str],
         policy: CapturePolicy,
         ex: Exchange,
@@ -470,16 +455,17 @@ class Proxy:
         total = 0
         try:
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream:
                 total += len(chunk)
                 if len(kept) < cap:
                     kept += chunk[: cap - len(kept) + 1]
                 await resp.write(chunk)
             await resp.write_eof()
         except (ConnectionResetError, aiohttp.ClientConnectionResetError) as exc:
+            upstream.close()
             ex.status = CLIENT_GONE_STATUS
             ex.fail("client_disconnected", f"client closed the connection mid-answer: {exc}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except pool.UpstreamPoolError as exc:
             # Headers are gone already: all we can do is cut the answer short and say so.
             ex.fail(
                 "upstream_stream_error",
@@ -645,18 +631,6 @@ async def _answer_refusal(
     return resp
 
 
-def _retry_client(session: aiohttp.ClientSession, retries: int, backoff: float) -> RetryClient:
-    options = ExponentialRetry(
-        attempts=retries + 1,
-        start_timeout=backoff,
-        statuses=set(),
-        exceptions={aiohttp.ClientConnectorError},
-        methods=set(IDEMPOTENT_METHODS),
-        retry_all_server_errors=False,
-    )
-    return RetryClient(client_session=session, retry_options=options)
-
-
 def _sync_call(match: RouteMatch, ex: Exchange) -> Call:
     """The finished call as sync reads it: on a translated route, the upstream's side."""
     request_json = ex.forwarded_body
@@ -707,30 +681,21 @@ def _check_path(raw_path: str) -> None:
             raise BadRequest("path must not contain '.' or '..' segments", code="bad_path")
 
 
-def _keep_declared_length(
-    headers: CIMultiDict[str], request: web.Request, body: object, read: object
-) -> None:
-    """A streamed body keeps the Content-Length its caller declared (aiohttp then sends it
-    unchunked), so upstreams that need a length (411) take large uploads too; not when a
+def _declared_length(request: web.Request, body: object, read: object) -> int | None:
+    """A streamed body keeps the Content-Length its caller declared (it is sent unchunked
+    then), so upstreams that need a length (411) take large uploads too; not when a
     translation replaced the ``read`` body. The stream sends exactly that many bytes:
     aiohttp's parser ends the body there, and a caller that sends fewer and hangs up is a
-    499 (or a 408 when it stalls)."""
-    if body is read and _is_stream(body) and request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)
+    499 (or a 408 when it stalls). None: bytes carry their own length, others go chunked."""
+    if body is read and _is_stream(body):
+        return request.content_length
+    return None
+
+
+def _header(answer: pool.UpstreamResponse, name: bytes) -> str:
+    value = answer.header(name)
+    return value.decode("latin-1") if value is not None else ""
 
 
 def _is_stream(body: object) -> bool:
-    """A streamed body cannot be sent twice, so such a request is never retried."""
     return body is not None and not isinstance(body, bytes)
-
-
-def _own_error(exc: BaseException) -> GatewayError | None:
-    """A GatewayError raised inside aiohttp's send (by our body stream), if that was the cause."""
-    seen: BaseException | None = exc
-    for _ in range(10):  # exception chains are short; never loop forever
-        if seen is None:
-            return None
-        if isinstance(seen, GatewayError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

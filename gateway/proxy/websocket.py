@@ -33,7 +33,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.headers import as_multidict, upstream_request_headers
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -92,8 +92,10 @@ async def relay(
     # Translated messages are parsed whole: as large as a translated body may be (aiohttp
     # closes with 1009 above that); others stream through at any size.
     most = via.max_translated if flow is not None else 0
-    headers = upstream_request_headers(
-        request, ex.request_id, via.trusted_proxies, websocket=True, identity=identity
+    headers = as_multidict(
+        upstream_request_headers(
+            request, ex.request_id, via.trusted_proxies, websocket=True, identity=identity
+        )
     )
     protocols = [
         p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
