@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -87,12 +88,49 @@ class Tally:
             self.series.inc(n)
 
 
-_TALLIES: list[Tally] = []
+class HistogramTally:
+    """A histogram series observed into plain integers (``observe(v)``: one C bisect, two
+    additions) and added to the series when metrics are read, like :class:`Tally`.
+    Histogram.observe takes a lock for the sum and another for the bucket, and finds the
+    bucket in a Python loop over the bounds; a proxied call observed two of them."""
+
+    __slots__ = ("bounds", "counts", "series", "total")
+
+    def __init__(self, series: Histogram) -> None:
+        self.series = series
+        self.bounds: list[float] = list(series._upper_bounds)  # ends with +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value
+        self.total += value
+
+    def flush(self) -> None:
+        counts, total = self.counts, self.total
+        if not any(counts):
+            return
+        self.counts, self.total = [0] * len(counts), 0.0
+        buckets = self.series._buckets  # per-bucket (not cumulative) counts, as observe
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+        self.series._sum.inc(total)
+
+
+_TALLIES: list[Tally | HistogramTally] = []
 
 
 def tally(counter: Counter, *labels: str) -> Tally:
     """A Tally for one labelled series of ``counter``."""
     t = Tally(counter.labels(*labels))
+    _TALLIES.append(t)
+    return t
+
+
+def histogram_tally(histogram: Histogram, *labels: str) -> HistogramTally:
+    """A HistogramTally for one labelled series of ``histogram``."""
+    t = HistogramTally(histogram.labels(*labels))
     _TALLIES.append(t)
     return t
 

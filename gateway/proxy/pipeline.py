@@ -130,9 +130,10 @@ class Proxy:
         self.in_flight = 0
         self.shutting_down = False  # set by the app's on_shutdown: cut calls are 503, not 499
         metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
-        # Metric children resolved once per label set: .labels() takes a lock every call.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[str, tuple[Any, Any]] = {}
+        # Metric series resolved once per label set (.labels() takes a lock every call) and
+        # counted as plain numbers, added to the series when metrics are read.
+        self._counters: dict[tuple[str, str, int], metrics.Tally] = {}
+        self._durations: dict[str, tuple[metrics.HistogramTally, metrics.HistogramTally]] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Entry point for every request that is not the gateway's own endpoint."""
@@ -502,15 +503,15 @@ class Proxy:
         key = (route, method, ex.status)  # the status itself: its class is computed once
         counter = self._counters.get(key)
         if counter is None:
-            counter = self._counters[key] = metrics.REQUESTS.labels(
-                route, method, metrics.status_class(ex.status)
+            counter = self._counters[key] = metrics.tally(
+                metrics.REQUESTS, route, method, metrics.status_class(ex.status)
             )
-        counter.inc()
+        counter.n += 1
         durations = self._durations.get(route)
         if durations is None:
             durations = self._durations[route] = (
-                metrics.REQUEST_DURATION.labels(route),
-                metrics.UPSTREAM_DURATION.labels(route),
+                metrics.histogram_tally(metrics.REQUEST_DURATION, route),
+                metrics.histogram_tally(metrics.UPSTREAM_DURATION, route),
             )
         durations[0].observe(elapsed)
         if ex.upstream_ms is not None:
