@@ -12,8 +12,12 @@ a traceback at ERROR (a token in a malformed header would reach the process log)
   redacted headers, peer) and logs one rate-limited warning without header values, query
   or raw bytes (logger ``gateway.http``);
 * :class:`GatewayServer` sends CONNECT and ``OPTIONS *`` (no route can match them) to the
-  proxy, which refuses them with JSON and a row; every other request goes straight to
-  the application, at the cost of one function call;
+  proxy, which refuses them with JSON and a row; a request for a path the application
+  serves itself (admin API, health, metrics: read from its router at start) goes to the
+  application; every other request, the proxied calls, goes straight to the proxy's
+  handler: no router resolution, match info or middleware chain (the application would
+  resolve it to its catch-all proxy route, with the same result). A request with an
+  ``Expect`` header takes the application's way, which answers ``100-continue``;
 * :class:`GatewayRunner` and :func:`run` serve an application with those, as
   ``web.run_app`` would (SIGINT/SIGTERM: graceful shutdown within ``shutdown_timeout``).
 
@@ -31,7 +35,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import (
@@ -275,8 +279,42 @@ class Refusals(Protocol):
 
     async def refuse_target(self, request: web.BaseRequest) -> web.Response: ...
 
+    async def handle(self, request: web.Request) -> web.StreamResponse: ...
+
 
 _SERVER_ARGS = frozenset({"request_factory", "handler_cancellation"})
+
+
+class OwnPaths:
+    """The paths an application serves itself, read from its router: exact paths, and the
+    fixed heads of paths with variables (``/admin/v1/logs/`` of
+    ``/admin/v1/logs/{log_id}``). The catch-all proxy route (head ``/``) is not one."""
+
+    __slots__ = ("exact", "heads")
+
+    def __init__(self, exact: frozenset[str], heads: tuple[str, ...]) -> None:
+        self.exact = exact
+        self.heads = heads
+
+    @classmethod
+    def of(cls, app: web.Application) -> OwnPaths:
+        exact: set[str] = set()
+        heads: set[str] = set()
+        for resource in app.router.resources():
+            canonical = resource.canonical
+            head = canonical.split("{", 1)[0]
+            if isinstance(resource, web.PrefixedSubAppResource):
+                heads.add(canonical.rstrip("/") + "/")
+                exact.add(canonical)
+            elif head == canonical:
+                exact.add(canonical)
+            elif head != "/":
+                heads.add(head)
+        return cls(frozenset(exact), tuple(sorted(heads)))
+
+    def served(self, path: str) -> bool:
+        """Whether the application may serve ``path`` itself (else: proxied)."""
+        return path in self.exact or path.startswith(self.heads)
 
 
 class GatewayServer(web.Server):
@@ -288,9 +326,11 @@ class GatewayServer(web.Server):
         *,
         proxy: Callable[[], Refusals | None],
         loop: asyncio.AbstractEventLoop,
+        own_paths: OwnPaths | None = None,
         **kwargs: Any,
     ) -> None:
         self._app_handle = handler
+        self._own = own_paths
         self._handler_kwargs = {k: v for k, v in kwargs.items() if k not in _SERVER_ARGS}
         super().__init__(self._dispatch, loop=loop, **kwargs)
         self._proxy = proxy
@@ -302,10 +342,19 @@ class GatewayServer(web.Server):
     def _dispatch(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         """CONNECT and ``OPTIONS *`` to the proxy (no route matches them); all else to the
         application. Not a coroutine: no extra frame per request."""
-        if request.method == "CONNECT" or request.raw_path == "*":
+        path = request.raw_path
+        if request.method == "CONNECT" or path == "*":
             proxy = self._proxy()
             if proxy is not None:
                 return proxy.refuse_target(request)
+            return self._app_handle(request)
+        own = self._own
+        # The path as the application's router reads it (percent-decoded but for %2F).
+        if own is not None and "Expect" not in request.headers:
+            if not own.served(request.rel_url.path_safe):
+                proxy = self._proxy()
+                if proxy is not None:  # the application's request_factory made a web.Request
+                    return proxy.handle(cast(web.Request, request))
         return self._app_handle(request)
 
     def refuse(self, ex: Exchange, exc: GatewayError) -> web.Response:
@@ -331,6 +380,7 @@ class GatewayRunner(web.AppRunner):
             plain.request_handler,
             proxy=lambda: app.get(key),
             loop=asyncio.get_running_loop(),
+            own_paths=OwnPaths.of(app),
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             **plain._kwargs,

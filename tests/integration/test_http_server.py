@@ -265,3 +265,45 @@ async def test_gateway_process_log_has_no_token_no_traceback_and_few_lines(
     assert rows == len(MALFORMED) + 200
     cut = await db.fetchrow("SELECT status, error_code FROM api_logs WHERE request_id = 'p-cut'")
     assert tuple(cut) == (503, "shutting_down")
+
+
+async def test_proxied_calls_skip_the_application_and_its_own_paths_do_not(
+    served: tuple[int, web.Application, GatewayRunner], db: asyncpg.Connection
+) -> None:
+    """Proxied calls go from the server straight to the proxy's handler (no router, match
+    info, middleware); the admin API, health and metrics, and a request with ``Expect``
+    (the application answers 100-continue), take the application's way. Either way the
+    answer is the same as before."""
+    port, _, runner = served
+    server = runner.server
+    assert server is not None
+    through_app: list[str] = []
+    app_handle = server._app_handle  # type: ignore[attr-defined]
+
+    def counting(request: web.BaseRequest) -> Any:
+        through_app.append(request.raw_path)
+        return app_handle(request)
+
+    server._app_handle = counting  # type: ignore[attr-defined]
+    proxied = await raw_exchange(port, req(b"GET /api/echo/direct HTTP/1.1\r\nHost: x", "d-1"))
+    assert split_answer(proxied)[0] == 200
+    assert (await row_of(db, "request_id = $1", "d-1"))["status"] == 200
+    assert through_app == []
+    for path, status in (
+        ("/healthz", 200),
+        ("/admin/v1/tenant", 401),
+        ("/%61dmin/v1/tenant", 401),  # the router reads it decoded: still the admin API
+        ("/admin/v1/logs/not-a-uuid", 401),
+    ):
+        answer = await raw_exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert split_answer(answer)[0] == status, (path, answer[:200])
+        assert through_app[-1] == path
+    body = b'{"a": 1}'
+    expect = await raw_exchange(
+        port,
+        b"POST /api/echo/e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 8\r\n\r\n" + body,
+    )
+    assert expect.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), expect[:200]
+    assert through_app[-1] == "/api/echo/e"
+    assert len(through_app) == 5
