@@ -1,15 +1,20 @@
-"""Command line: ``gateway serve | migrate | db-url | settings-doc | tenants | keys | secrets``
-(also ``python -m gateway ...``)."""
+"""Command line: ``gateway serve | reload | migrate | db-url | settings-doc | tenants |
+keys | secrets`` (also ``python -m gateway ...``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
+import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import logs
@@ -51,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     routes, jobs = _load_config(args.routes)  # validate before starting anything
     settings = resolve_database_url(settings)
-    app = create_app(settings, routes, syncs=jobs)
+    app = create_app(settings, routes, syncs=jobs, routes_file=args.routes)
     app.cleanup_ctx.append(_tune_gc)
     app.on_shutdown.append(_watchdog)  # the process ends within its budget (shutdown.py)
     logging.getLogger(__name__).info(
@@ -70,23 +75,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=None,
         handler_cancellation=False,
     )
-    server.run(
-        runner,
-        host=args.host,
-        port=args.port,
-        loop=uvloop.new_event_loop(),
-        reuse_port=args.worker,  # workers of `serve --workers N` share the port
-    )
+    with contextlib.ExitStack() as stack:
+        if not args.worker:  # a supervisor's workers: the supervisor holds the pid file
+            stack.enter_context(_pid_file(settings, args.routes))
+        server.run(
+            runner,
+            host=args.host,
+            port=args.port,
+            loop=uvloop.new_event_loop(),
+            reuse_port=args.worker,  # workers of `serve --workers N` share the port
+        )
     return 0
 
 
 def _load_config(path: str) -> tuple[RouteTable, tuple[SyncJob, ...]]:
     """The routes file's routes and its sync jobs (``syncs:``), both validated."""
-    from gateway.routes import load_routes
-    from gateway.sync.jobs.config import parse_syncs
+    from gateway.app import load_config
 
-    routes = load_routes(path)
-    return routes, parse_syncs(routes.sync_specs, str(path), routes.upstreams)
+    return load_config(path)
 
 
 def _supervise(args: argparse.Namespace) -> int:
@@ -105,6 +111,7 @@ def _supervise(args: argparse.Namespace) -> int:
         workers.worker_env(settings.database_url.reveal(), workers.metrics_dir(settings)),
         args.workers,
         settings.shutdown_timeout + workers.STOP_MARGIN,
+        validate=lambda: _load_config(args.routes),
     )
     logging.getLogger(__name__).info(
         "gateway: %d workers on %s:%d; database %s",
@@ -113,7 +120,54 @@ def _supervise(args: argparse.Namespace) -> int:
         args.port,
         mask_url(settings.database_url.reveal()),
     )
-    return supervisor.run()
+    with _pid_file(settings, args.routes):
+        return supervisor.run()
+
+
+PID_FILE = "gateway.pid"  # in the data directory: the serving process, for `gateway reload`
+
+
+@contextlib.contextmanager
+def _pid_file(settings: Settings, routes: str) -> Iterator[None]:
+    """Say which process serves from this data directory, and from which routes file."""
+    path = settings.data_dir / PID_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = json.dumps({"pid": os.getpid(), "routes": str(Path(routes).resolve())})
+    path.write_text(mine)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == mine:  # another gateway may have taken it over since
+                path.unlink()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the routes file, then send SIGHUP to the gateway serving from this data
+    directory (or ``--pid``): it swaps its routes between calls, dropping none."""
+    settings = Settings.from_env()
+    path = settings.data_dir / PID_FILE
+    if args.pid is not None:
+        pid, routes = args.pid, args.routes or "routes.yaml"
+    else:
+        try:
+            running = json.loads(path.read_text())
+        except (OSError, ValueError):
+            print(
+                f"gateway: no running gateway found: {path} is missing or unreadable "
+                "(is `gateway serve` running with this GATEWAY_DATA_DIR? or pass --pid)",
+                file=sys.stderr,
+            )
+            return 1
+        pid, routes = int(running["pid"]), args.routes or running["routes"]
+    table, _ = _load_config(routes)  # a bad file: reported as at start, nothing is sent
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"gateway: no process {pid} (stale {path}?)", file=sys.stderr)
+        return 1
+    print(f"{routes}: valid, {len(table.routes)} routes; SIGHUP sent to gateway pid {pid}")
+    return 0
 
 
 async def _watchdog(app: Any) -> None:
@@ -319,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--tenant", required=True, help="tenant name or id")
     kr.add_argument("key_id")
     kr.set_defaults(func=cmd_keys_revoke)
+    rl = sub.add_parser(
+        "reload",
+        help="check the routes file and have the running gateway reload it (SIGHUP)",
+    )
+    rl.add_argument("--routes", help="routes file to check (default: the one it serves)")
+    rl.add_argument("--pid", type=int, help="the gateway's process (default: from its data dir)")
+    rl.set_defaults(func=cmd_reload)
     secrets_ = sub.add_parser("secrets", help="secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -25,7 +27,7 @@ from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
-from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.errors import ConfigError, GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
 from gateway.mapping import openapi as mapping_openapi
 from gateway.mapping.batch import batch_translator
@@ -38,7 +40,7 @@ from gateway.proxy.client import upstream_session
 from gateway.proxy.joblog import JobCallLog
 from gateway.proxy.origins import Origins
 from gateway.proxy.pipeline import Proxy
-from gateway.routes import RouteTable
+from gateway.routes import RouteTable, load_routes
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
@@ -46,7 +48,7 @@ from gateway.sync import openapi as sync_openapi
 from gateway.sync.jobs import api as sync_jobs_api
 from gateway.sync.jobs import openapi as sync_jobs_openapi
 from gateway.sync.jobs import store as sync_jobs_store
-from gateway.sync.jobs.config import SyncJob
+from gateway.sync.jobs.config import SyncJob, parse_syncs
 from gateway.sync.jobs.runner import Hands, JobRunner
 from gateway.sync.recorder import SyncRecorder, stats_loop
 from gateway.sync.webhooks import delivery_reporter
@@ -78,6 +80,7 @@ WEBHOOKS = web.AppKey("webhooks", Dispatcher)
 SHUTDOWN = web.AppKey("shutdown", ShutdownClock)
 SYNC_JOB_CONFIG = web.AppKey("sync_job_config", tuple)  # routes.yaml syncs: (SyncJob, ...)
 SYNC_JOBS = web.AppKey("sync_jobs", JobRunner)
+ROUTES_FILE = web.AppKey("routes_file", str)  # reloaded on SIGHUP when set
 
 PARSER_MAX_LINE = 64 * 1024  # aiohttp's hard limit per request/header line (plain 400 above)
 PARSER_MAX_HEADERS = 1024  # aiohttp's hard limit on header count (plain 400 above)
@@ -94,8 +97,60 @@ RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def load_config(path: str | Path) -> tuple[RouteTable, tuple[SyncJob, ...]]:
+    """The routes file's routes and its sync jobs (``syncs:``), both validated; a
+    ConfigError names the file and the field."""
+    routes = load_routes(path)
+    return routes, parse_syncs(routes.sync_specs, str(path), routes.upstreams)
+
+
+def reload_routes(app: web.Application, path: str) -> bool:
+    """Read ``path`` again and serve new calls with its routes (calls in flight finish on
+    the old ones; pools of unchanged upstreams are kept). A file that does not validate
+    changes nothing: the error is logged as at start. Sync jobs (``syncs:``) are read at
+    start only."""
+    proxy = app[PROXY]
+    try:
+        routes, _ = load_config(path)
+    except ConfigError as exc:
+        metrics.ROUTE_RELOADS.labels("error").inc()
+        log.error("routes reload refused, the routes in use are unchanged:\n%s", exc)
+        return False
+    old = proxy.routes
+    proxy.reload(routes)
+    metrics.ROUTE_RELOADS.labels("ok").inc()
+    before, after = {r.name for r in old}, {r.name for r in routes}
+    log.info(
+        "routes reloaded from %s: %d routes (%d added, %d removed); %d upstreams",
+        path,
+        len(routes.routes),
+        len(after - before),
+        len(before - after),
+        len(routes.upstreams),
+    )
+    if routes.sync_specs != old.sync_specs:
+        log.warning("the sync jobs of %s changed: they take effect at the next restart", path)
+    return True
+
+
+async def _reload_on_sighup(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP reloads the routes file (``gateway reload`` sends it; so does a supervisor
+    of ``serve --workers N`` to each worker)."""
+    path = app.get(ROUTES_FILE)
+    loop = asyncio.get_running_loop()
+    if path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_routes, app, path)
+    yield
+    if path is not None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
-    settings: Settings, routes: RouteTable, *, syncs: Sequence[SyncJob] = ()
+    settings: Settings,
+    routes: RouteTable,
+    *,
+    syncs: Sequence[SyncJob] = (),
+    routes_file: str | None = None,
 ) -> web.Application:
     if settings.database_url is None:
         raise ValueError(
@@ -121,6 +176,8 @@ def create_app(
     app[SETTINGS] = settings
     app[ROUTES] = routes
     app[SYNC_JOB_CONFIG] = tuple(syncs)
+    if routes_file is not None:
+        app[ROUTES_FILE] = routes_file
     # SIGTERM starts it; every cleanup step takes its time from it (gateway/shutdown.py).
     app[SHUTDOWN] = ShutdownClock(settings.shutdown_timeout)
     app.on_shutdown.append(_begin_shutdown)
@@ -137,6 +194,7 @@ def create_app(
             _mappings,
             _sync,
             _proxy,
+            _reload_on_sighup,
             _maintenance,
             _webhook_delivery,
             _sync_jobs,
@@ -339,7 +397,7 @@ async def _proxy(app: web.Application) -> AsyncIterator[None]:
     )
     app[CALL_LOG] = CallLog(app[PROXY])  # admin API rows (gateway/proxy/calllog.py)
     yield
-    await app[PROXY].origins.close()
+    await app[PROXY].close()
 
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:

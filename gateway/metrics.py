@@ -216,6 +216,12 @@ IN_FLIGHT = RefreshedGauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+ROUTE_RELOADS = Counter(
+    "gateway_routes_reloads_total",
+    "routes.yaml reloads (SIGHUP, `gateway reload`) by result: ok, or error (nothing changed)",
+    ["result"],
+    registry=REGISTRY,
+)
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total",
     "Upstream failures by route and kind",

@@ -29,9 +29,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from gateway.errors import ConfigError
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,18 @@ def metrics_dir(settings: Settings) -> Path:
 class Supervisor:
     """Starts, watches, restarts and stops the worker processes."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], count: int, stop_timeout: float):
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        count: int,
+        stop_timeout: float,
+        validate: Callable[[], object] | None = None,
+    ):
         self.argv = argv
         self.env = env
+        self.validate = validate  # reads the routes file; raises ConfigError if it is bad
+        self.reload_requested = False
         self.workers = [Worker(i) for i in range(count)]
         self.stop_timeout = stop_timeout
         self.stopping = False
@@ -81,11 +92,15 @@ class Supervisor:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             for worker in self.workers:
                 self._spawn(worker)
             while not self.stopping:
                 self._watch()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload()
                 time.sleep(POLL_INTERVAL)
             return self._stop()
         finally:
@@ -94,6 +109,23 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def _reload(self) -> None:
+        """SIGHUP: check the routes file once here, then have every worker reload it (each
+        swaps its routes between calls); a bad file is reported and nothing changes."""
+        if self.validate is not None:
+            try:
+                self.validate()
+            except ConfigError as exc:
+                log.error("routes reload refused, the routes in use are unchanged:\n%s", exc)
+                return
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGHUP)
+        log.info("routes reload: SIGHUP sent to %d workers", len(self.workers))
 
     def _spawn(self, worker: Worker) -> None:
         # Own process group: a terminal's Ctrl-C reaches the workers once, through us.

@@ -9,14 +9,12 @@ retried with exponential backoff inside the one proxied call).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 from gateway.proxy.upstream import UpstreamPool
 from gateway.routes import Upstream
 
 MAX_CONNECTIONS = 1000  # per upstream: open connections, idle or busy
-CLOSE_GRACE = 1.0  # seconds a closing pool lets answers in progress finish
 
 
 def pool_for(upstream: Upstream) -> UpstreamPool:
@@ -52,9 +50,9 @@ class Origins:
     def __getitem__(self, name: str) -> UpstreamPool:
         return self.pools[name]
 
-    def replaced(self, upstreams: Mapping[str, Upstream]) -> tuple[Origins, list[UpstreamPool]]:
-        """Origins for a new set of upstreams that keeps the pools of unchanged ones, and
-        the pools no longer needed (close them once the calls using them have ended)."""
+    def replaced(self, upstreams: Mapping[str, Upstream]) -> Origins:
+        """Origins for a new set of upstreams that keeps the pools of unchanged ones (the
+        others are closed by their owner once no call uses them)."""
         new = Origins.__new__(Origins)
         new.upstreams = dict(upstreams)
         new.pools = {}
@@ -64,8 +62,4 @@ class Origins:
                 new.pools[name] = self.pools[name]
             else:
                 new.pools[name] = pool_for(up)
-        kept = {id(p) for p in new.pools.values()}
-        return new, [p for p in self.pools.values() if id(p) not in kept]
-
-    async def close(self, grace: float = CLOSE_GRACE) -> None:
-        await asyncio.gather(*(p.close(grace) for p in self.pools.values()))
+        return new

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -92,6 +93,21 @@ _SLOW_BODY = "the client stopped sending its request body"
 _GONE = "the client closed the connection while sending its request body"
 
 
+@dataclass(slots=True, eq=False)
+class RouteConfig:
+    """What one reading of routes.yaml gives the proxy: the route table, each route's
+    capture policy, the upstreams' pools; and how many calls started on it are running."""
+
+    routes: RouteTable
+    policies: dict[str, CapturePolicy]
+    origins: Origins
+    calls: int = 0
+
+
+async def _close_pools(pools: list[pool.UpstreamPool]) -> None:
+    await asyncio.gather(*(p.close() for p in pools))
+
+
 class Proxy:
     def __init__(
         self,
@@ -111,9 +127,7 @@ class Proxy:
         self.emitter = emitter  # webhook events from routes with `emit` (gateway/webhooks)
         self.auth = auth
         self.limiter = RateLimiter()
-        self.routes = routes
         self.session = session  # WebSocket upgrades only
-        self.origins = origins  # HTTP: one keep-alive pool per upstream
         self.websockets = websocket.Relay(
             session, translator, settings.stream_threshold_bytes, settings.trusted_proxies
         )
@@ -123,10 +137,11 @@ class Proxy:
         self.default_policy = CapturePolicy.build(
             CaptureOptions(), settings.capture_max_body_bytes, fields, headers
         )
-        self.policies = {
-            r.name: CapturePolicy.build(r.capture, settings.capture_max_body_bytes, fields, headers)
-            for r in routes
-        }
+        self._redact = (fields, headers)
+        # routes.yaml as the proxy uses it; a reload swaps it whole (see reload).
+        self.config = RouteConfig(routes, self._policies(routes), origins)
+        self._retiring: set[RouteConfig] = set()  # replaced, calls still running on them
+        self._closing: set[asyncio.Task[None]] = set()
         self.in_flight = 0
         self.shutting_down = False  # set by the app's on_shutdown: cut calls are 503, not 499
         metrics.IN_FLIGHT.set_function(lambda: self.in_flight)
@@ -135,18 +150,58 @@ class Proxy:
         self._counters: dict[tuple[str, str, int], metrics.Tally] = {}
         self._durations: dict[str, tuple[metrics.HistogramTally, metrics.HistogramTally]] = {}
 
+    @property
+    def routes(self) -> RouteTable:
+        return self.config.routes
+
+    def _policies(self, routes: RouteTable) -> dict[str, CapturePolicy]:
+        fields, headers = self._redact
+        most = self.settings.capture_max_body_bytes
+        return {r.name: CapturePolicy.build(r.capture, most, fields, headers) for r in routes}
+
+    def reload(self, routes: RouteTable) -> None:
+        """Serve new calls with ``routes`` (already validated); calls in flight finish on
+        the routes they started with. Pools of upstreams whose origin and settings did not
+        change are kept (warm connections); the others close once no call uses them."""
+        old = self.config
+        origins = old.origins.replaced(routes.upstreams)
+        self.config = RouteConfig(routes, self._policies(routes), origins)
+        if old.calls:
+            self._retiring.add(old)
+        else:
+            self._retire(old)
+
+    def _retire(self, config: RouteConfig) -> None:
+        """No call runs on ``config`` any more: close its pools that no live config has."""
+        self._retiring.discard(config)
+        live = {id(p) for c in (self.config, *self._retiring) for p in c.origins.pools.values()}
+        pools = [p for p in config.origins.pools.values() if id(p) not in live]
+        if pools:
+            task = asyncio.get_running_loop().create_task(_close_pools(pools))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close every upstream pool (at shutdown, after the last call)."""
+        pools = {id(p): p for c in (self.config, *self._retiring) for p in c.origins.pools.values()}
+        self._retiring.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        await _close_pools(list(pools.values()))
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Entry point for every request that is not the gateway's own endpoint."""
         policy = self.default_policy
         ex = self.exchange_for(request)
         self.in_flight += 1
+        config = self.config  # this call's routes, whatever a reload does meanwhile
+        config.calls += 1
         match = None
         try:
             check_host(request.headers)  # before the host steers the match
-            match = self.routes.match(request.method, request.rel_url.raw_path, request.host)
+            match = config.routes.match(request.method, request.rel_url.raw_path, request.host)
             route = match.route
             ex.route, ex.upstream = route.name, route.upstream.name
-            policy = self.policies[route.name]
+            policy = config.policies[route.name]
             _capture_request(request, policy, ex)
             _check_path(request.rel_url.raw_path)
             self._check_headers(request)
@@ -156,7 +211,8 @@ class Proxy:
                 identity = self._authorize(key, route, ex)
             if websocket.is_upgrade(request):
                 return await websocket.relay(self.websockets, request, route, ex, identity)
-            return await self._proxy_http(request, route, policy, ex, identity)
+            upstream = config.origins[route.upstream.name]
+            return await self._proxy_http(request, route, upstream, policy, ex, identity)
         except GatewayError as exc:
             if not ex.request_headers:
                 _capture_request(request, policy, ex)
@@ -174,6 +230,9 @@ class Proxy:
             return self._refuse(GatewayError("the gateway failed to handle this request"), ex, exc)
         finally:
             self.in_flight -= 1
+            config.calls -= 1
+            if not config.calls and config in self._retiring:
+                self._retire(config)
             self._finish(ex)
             if match is not None and match.route.sync is not None:
                 self._record_sync(match, ex)
@@ -299,6 +358,7 @@ class Proxy:
         self,
         request: web.Request,
         route: Route,
+        upstream: pool.UpstreamPool,
         policy: CapturePolicy,
         ex: Exchange,
         identity: dict[str, str] | None,
@@ -331,7 +391,7 @@ class Proxy:
         up = route.upstream
         t0 = time.perf_counter()
         try:
-            answer = await self.origins[up.name].request(
+            answer = await upstream.request(
                 request.method, target, headers, body, content_length=length
             )
             async with answer:

@@ -257,3 +257,57 @@ def test_supervisor_restarts_workers_that_exit_and_stops_cleanly(tmp_path: Path)
 def test_supervisor_stops_when_a_worker_refuses_its_configuration(tmp_path: Path) -> None:
     code = "import sys, time; time.sleep(0.2); sys.exit(2)"
     assert supervisor(tmp_path, code, count=1).run() == workers.EXIT_CONFIG
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_sighup_to_the_supervisor_reloads_every_worker_unless_the_file_is_bad(
+    upstream: TestServer, database_url: str, data_dir: Path
+) -> None:
+    url = str(upstream.make_url("")).rstrip("/")
+    routes = data_dir / "routes.yaml"
+    routes.write_text(routes_yaml(url))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_DATA_DIR": str(data_dir)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = data_dir / "gateway.log"
+    log = log_path.open("wb")
+    argv = [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--routes", str(routes)]
+    proc = subprocess.Popen([*argv, "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log)
+    new_route = (
+        "  - {name: fresh, path: '/fresh/{rest...}', upstream: main, "
+        "strip_prefix: /fresh, public: true}\n"
+    )
+    try:
+        await wait_until(lambda: len(children(proc.pid)) == 2, 60)
+        first = children(proc.pid)
+        await wait_until(lambda: all(listening(pid, port) for pid in first), 60)
+        routes.write_text(routes_yaml(url, extra_routes=new_route) + "\n  - {name: x}\n")
+        proc.send_signal(signal.SIGHUP)  # a bad file: the supervisor refuses it
+        await wait_until(lambda: "routes reload refused" in log_path.read_text(), 30)
+        routes.write_text(routes_yaml(url, extra_routes=new_route))
+        proc.send_signal(signal.SIGHUP)
+        await wait_until(lambda: log_path.read_text().count("routes reloaded from") == 2, 30)
+        connector = aiohttp.TCPConnector(force_close=True)  # spread over both workers
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for i in range(CALLS):
+                async with http.get(f"{base}/fresh/echo/{i}") as r:
+                    assert r.status == 200, await r.text()
+        assert children(proc.pid) == first  # reloaded in place, no worker restarted
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            left = children(proc.pid)
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        log.close()
+    text = log_path.read_text()
+    assert text.count("routes reload refused") == 1 and "Traceback" not in text
