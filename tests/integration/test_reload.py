@@ -132,6 +132,7 @@ async def test_reload_under_load_drops_nothing_and_keeps_warm_pools(
             stop.set()
             await asyncio.gather(*tasks)
 
+            print(f"reload under load: {len(statuses)} calls in {LOAD_SECONDS} s")
             assert len(statuses) > 200, len(statuses)
             assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
             status, body = await status_of(http, f"{base}/three/y")
