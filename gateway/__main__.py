@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from gateway.sync.jobs.config import SyncJob
 
 EXIT_CONFIG = 2  # bad settings or routes file
+DEFAULT_PORT = 8080  # `serve --port` when GATEWAY_PORT is unset too
+PORT_VARIABLE = "GATEWAY_PORT"  # the default port: the Docker image's HEALTHCHECK reads it
+MAX_PORT = 65535
 # Each proxied call allocates a few hundred short-lived objects; with CPython's default
 # generation-0 threshold (700) the collector runs every couple of requests. A higher
 # threshold, with everything built at start-up frozen out of the collector's scans, cut
@@ -266,6 +270,16 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port number 0-{MAX_PORT}, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -279,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--routes", default="routes.yaml", help="routes file (default routes.yaml)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(PORT_VARIABLE) or str(DEFAULT_PORT),
+        help=f"listen port (default ${PORT_VARIABLE}, else {DEFAULT_PORT})",
+    )
     serve.add_argument(
         "--workers",
         type=_positive_int,

@@ -614,6 +614,12 @@ OTHER_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "emptied at start): metrics merged across workers. Do not set it yourself",
     ),
     (
+        "GATEWAY_PORT",
+        "gateway/__main__.py",
+        "the default of `gateway serve --port` (8080 when unset); the Docker image sets it, "
+        "and its HEALTHCHECK probes `/readyz` on it",
+    ),
+    (
         "GATEWAY_TEST_DATABASE_URL",
         "tests/",
         "test suite only: an admin DSN of a PostgreSQL server to use instead of the "
