@@ -146,17 +146,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = resolve_database_url(Settings.from_env())
 
-    async def run() -> list[int]:
-        assert settings.database_url is not None
-        pool = await create_pool(settings.database_url.reveal(), 1, 1)
+    async def run(url: Secret, logs: bool) -> list[int]:
+        pool = await create_pool(url.reveal(), 1, 1)
         try:
             async with pool.acquire() as conn:
-                return await migrations.migrate(conn)
+                return await migrations.migrate(conn, logs=logs)
         finally:
             await pool.close()
 
-    applied = asyncio.run(run())
+    assert settings.database_url is not None
+    applied = asyncio.run(run(settings.database_url, False))
     print(f"applied: {applied}" if applied else "schema is current")
+    if settings.separate_logs_database:
+        assert settings.logs_database_url is not None
+        applied = asyncio.run(run(settings.logs_database_url, True))
+        print(f"logs database: applied {applied}" if applied else "logs database is current")
     return 0
 
 
