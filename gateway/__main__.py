@@ -274,6 +274,57 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    """``gateway erase``: the admin API's erasure (POST /admin/v1/erasures), audited as ``cli``."""
+    import msgspec
+
+    from gateway.app import erasure_steps
+    from gateway.auth import keys
+    from gateway.db import migrations
+    from gateway.db.pool import create_pool
+    from gateway.erasure import service
+    from gateway.erasure.api import parse
+    from gateway.errors import GatewayError
+
+    settings = resolve_database_url(Settings.from_env())
+    fields = {
+        "entity_type": args.entity_type,
+        "id": args.id,
+        "external_system": args.external_system,
+        "value": sys.stdin.readline().strip() if args.value == "-" else args.value,
+    }
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+
+    async def run() -> bytes:
+        assert settings.database_url is not None
+        control = await create_pool(settings.database_url.reveal(), 1, 2)
+        logs = control
+        try:
+            if settings.separate_logs_database:
+                assert settings.logs_database_url is not None
+                logs = await create_pool(settings.logs_database_url.reveal(), 1, 2)
+            async with control.acquire() as conn:
+                await migrations.migrate(conn)
+                tenant = await keys.find_tenant(conn, args.tenant)
+            if tenant is None:
+                raise KeyStoreError(f"no tenant {args.tenant!r}")
+            steps = erasure_steps(lambda: control, lambda: logs)
+            req = parse({**body, "dry_run": args.dry_run})
+            result = await service.erase(control, steps, tenant.id, req, actor="cli")
+            return msgspec.json.encode(result)
+        finally:
+            if logs is not control:
+                await logs.close()
+            await control.close()
+
+    try:
+        print(asyncio.run(run()).decode())
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -342,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("--tenant", required=True, help="tenant name or id")
     kr.add_argument("key_id")
     kr.set_defaults(func=cmd_keys_revoke)
+    erase = sub.add_parser(
+        "erase",
+        help="erase one data subject from a tenant's api_logs and stored webhooks (audited)",
+    )
+    erase.add_argument("--tenant", required=True, help="tenant name or id")
+    erase.add_argument("--entity-type", help="e.g. guest (with --id)")
+    erase.add_argument("--id", help="internal UUID, or a partner's id (with --external-system)")
+    erase.add_argument("--external-system", help="the partner system whose id --id is")
+    erase.add_argument("--value", help="a literal such as an e-mail address; '-': read stdin")
+    erase.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    erase.set_defaults(func=cmd_erase)
     secrets_ = sub.add_parser("secrets", help="secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )

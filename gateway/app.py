@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -21,15 +22,20 @@ from gateway.auth.authenticator import Authenticator
 from gateway.capture import api as capture_api
 from gateway.capture import openapi as capture_openapi
 from gateway.capture import partitions
+from gateway.capture.erasure import erase_logs
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
+from gateway.erasure import api as erasure_api
+from gateway.erasure import openapi as erasure_openapi
+from gateway.erasure.model import Steps as ErasureSteps
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
 from gateway.mapping import openapi as mapping_openapi
 from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import CacheLimits, MappingCache
+from gateway.mapping.erasure import subject_ids
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
 from gateway.mapping.payload import payload_translator
@@ -38,6 +44,7 @@ from gateway.proxy.client import upstream_session
 from gateway.proxy.joblog import JobCallLog
 from gateway.proxy.pipeline import Proxy
 from gateway.routes import RouteTable
+from gateway.scrub import Erased, Needles
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
@@ -58,6 +65,7 @@ from gateway.webhooks import api as webhooks_api
 from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
+from gateway.webhooks.erasure import erase_webhooks
 from gateway.webhooks.ssrf import AddressPolicy, literal_refusal
 
 log = logging.getLogger(__name__)
@@ -162,6 +170,7 @@ def create_app(
     sync_jobs_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
+    erasure_api.setup(app, erasure_steps(lambda: app[POOL], lambda: app[LOGS_POOL]))
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
@@ -194,7 +203,24 @@ def admin_document() -> dict[str, object]:
         sync_openapi.paths(),
         sync_jobs_openapi.paths(),
         webhooks_openapi.paths(),
+        erasure_openapi.paths(),
     )
+
+
+def erasure_steps(
+    control: Callable[[], asyncpg.Pool], logs: Callable[[], asyncpg.Pool]
+) -> ErasureSteps:
+    """Erasure of a data subject (gateway/erasure): the subject's ids from the mappings,
+    then api_logs (on the logs database) and stored webhooks (on the control database).
+    The pools are looked up when an erasure runs (they open at start)."""
+
+    async def logs_step(tenant_id: uuid.UUID, needles: Needles, dry_run: bool) -> list[Erased]:
+        return await erase_logs(logs(), tenant_id, needles, dry_run)
+
+    async def webhooks_step(tenant_id: uuid.UUID, needles: Needles, dry_run: bool) -> list[Erased]:
+        return await erase_webhooks(control(), tenant_id, needles, dry_run)
+
+    return ErasureSteps(subject_ids, (logs_step, webhooks_step))
 
 
 def json_errors(handler: Handler) -> Handler:
