@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from gateway.sync.jobs.config import SyncJob
 
 EXIT_CONFIG = 2  # bad settings or routes file
+DEFAULT_PORT = 8080  # `serve --port` when GATEWAY_PORT is unset too
+PORT_VARIABLE = "GATEWAY_PORT"  # the default port: the Docker image's HEALTHCHECK reads it
+MAX_PORT = 65535
 # Each proxied call allocates a few hundred short-lived objects; with CPython's default
 # generation-0 threshold (700) the collector runs every couple of requests. A higher
 # threshold, with everything built at start-up frozen out of the collector's scans, cut
@@ -196,17 +199,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = resolve_database_url(Settings.from_env())
 
-    async def run() -> list[int]:
-        assert settings.database_url is not None
-        pool = await create_pool(settings.database_url.reveal(), 1, 1)
+    async def run(url: Secret, logs: bool) -> list[int]:
+        pool = await create_pool(url.reveal(), 1, 1)
         try:
             async with pool.acquire() as conn:
-                return await migrations.migrate(conn)
+                return await migrations.migrate(conn, logs=logs)
         finally:
             await pool.close()
 
-    applied = asyncio.run(run())
+    assert settings.database_url is not None
+    applied = asyncio.run(run(settings.database_url, False))
     print(f"applied: {applied}" if applied else "schema is current")
+    if settings.separate_logs_database:
+        assert settings.logs_database_url is not None
+        applied = asyncio.run(run(settings.logs_database_url, True))
+        print(f"logs database: applied {applied}" if applied else "logs database is current")
     return 0
 
 
@@ -320,6 +327,67 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    """``gateway erase``: the admin API's erasure (POST /admin/v1/erasures), audited as ``cli``."""
+    import msgspec
+
+    from gateway.app import erasure_steps
+    from gateway.auth import keys
+    from gateway.db import migrations
+    from gateway.db.pool import create_pool
+    from gateway.erasure import service
+    from gateway.erasure.api import parse
+    from gateway.errors import GatewayError
+
+    settings = resolve_database_url(Settings.from_env())
+    fields = {
+        "entity_type": args.entity_type,
+        "id": args.id,
+        "external_system": args.external_system,
+        "value": sys.stdin.readline().strip() if args.value == "-" else args.value,
+    }
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+
+    async def run() -> bytes:
+        assert settings.database_url is not None
+        control = await create_pool(settings.database_url.reveal(), 1, 2)
+        logs = control
+        try:
+            if settings.separate_logs_database:
+                assert settings.logs_database_url is not None
+                logs = await create_pool(settings.logs_database_url.reveal(), 1, 2)
+            async with control.acquire() as conn:
+                await migrations.migrate(conn)
+                tenant = await keys.find_tenant(conn, args.tenant)
+            if tenant is None:
+                raise KeyStoreError(f"no tenant {args.tenant!r}")
+            steps = erasure_steps(lambda: control, lambda: logs)
+            req = parse({**body, "dry_run": args.dry_run})
+            result = await service.erase(control, steps, tenant.id, req, actor="cli")
+            return msgspec.json.encode(result)
+        finally:
+            if logs is not control:
+                await logs.close()
+            await control.close()
+
+    try:
+        print(asyncio.run(run()).decode())
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"a port number 0-{MAX_PORT}, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -333,7 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--routes", default="routes.yaml", help="routes file (default routes.yaml)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(PORT_VARIABLE) or str(DEFAULT_PORT),
+        help=f"listen port (default ${PORT_VARIABLE}, else {DEFAULT_PORT})",
+    )
     serve.add_argument(
         "--workers",
         type=_positive_int,
@@ -380,6 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--routes", help="routes file to check (default: the one it serves)")
     rl.add_argument("--pid", type=int, help="the gateway's process (default: from its data dir)")
     rl.set_defaults(func=cmd_reload)
+    erase = sub.add_parser(
+        "erase",
+        help="erase one data subject from a tenant's api_logs and stored webhooks (audited)",
+    )
+    erase.add_argument("--tenant", required=True, help="tenant name or id")
+    erase.add_argument("--entity-type", help="e.g. guest (with --id)")
+    erase.add_argument("--id", help="internal UUID, or a partner's id (with --external-system)")
+    erase.add_argument("--external-system", help="the partner system whose id --id is")
+    erase.add_argument("--value", help="a literal such as an e-mail address; '-': read stdin")
+    erase.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    erase.set_defaults(func=cmd_erase)
     secrets_ = sub.add_parser("secrets", help="secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )

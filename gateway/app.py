@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,15 +24,20 @@ from gateway.auth.authenticator import Authenticator
 from gateway.capture import api as capture_api
 from gateway.capture import openapi as capture_openapi
 from gateway.capture import partitions
+from gateway.capture.erasure import erase_logs
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
+from gateway.erasure import api as erasure_api
+from gateway.erasure import openapi as erasure_openapi
+from gateway.erasure.model import Steps as ErasureSteps
 from gateway.errors import ConfigError, GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
 from gateway.mapping import openapi as mapping_openapi
 from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import CacheLimits, MappingCache
+from gateway.mapping.erasure import subject_ids
 from gateway.mapping.flow import Mappings, Translator
 from gateway.mapping.listener import Listener
 from gateway.mapping.payload import payload_translator
@@ -41,6 +47,7 @@ from gateway.proxy.joblog import JobCallLog
 from gateway.proxy.origins import Origins
 from gateway.proxy.pipeline import Proxy
 from gateway.routes import RouteTable, load_routes
+from gateway.scrub import Erased, Needles
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
@@ -61,6 +68,7 @@ from gateway.webhooks import api as webhooks_api
 from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
+from gateway.webhooks.erasure import erase_webhooks
 from gateway.webhooks.ssrf import AddressPolicy, literal_refusal
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,8 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTES = web.AppKey("routes", RouteTable)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# api_logs' database (GATEWAY_LOGS_DATABASE_URL): the same pool as POOL unless separate.
+LOGS_POOL = web.AppKey("logs_pool", asyncpg.Pool)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 WRITER = web.AppKey("writer", LogWriter)
 PROXY = web.AppKey("proxy", Proxy)
@@ -90,6 +100,10 @@ LISTENER_CLOSE_TIMEOUT = 1.0  # seconds the mapping LISTEN connection gets to cl
 WRITER_RESERVE = 2.0  # seconds of the shutdown budget kept for the api_logs drain
 SHUTDOWN_PROBE_TIMEOUT = 1.5  # seconds the database gets to answer when shutdown begins
 SYNC_JOB_DB_DEADLINE = 30.0  # seconds a sync job batch's mapping lookup may take
+# A separate logs database's pool: the writer's COPY (one connection at a time), journal
+# and write-ahead log replays, partition maintenance, log search, erasure.
+LOGS_POOL_MIN = 1
+LOGS_POOL_MAX = 4
 
 _background: set[asyncio.Task[None]] = set()  # tasks nobody awaits, kept from the GC
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/admin/")
@@ -188,6 +202,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             _database,
+            _logs_database,
             _register_sync_jobs,
             _client_session,
             _log_writer,
@@ -207,13 +222,14 @@ def create_app(
     app.router.add_get("/healthz", json_errors(healthz))
     app.router.add_get("/readyz", json_errors(readyz))
     app.router.add_get("/metrics", json_errors(metrics_endpoint))
-    app.cleanup_ctx.append(web_http.bind(POOL, AUTH))  # the admin endpoints' pool and keys
+    app.cleanup_ctx.append(web_http.bind(POOL, AUTH, LOGS_POOL))  # admin endpoints' pools, keys
     admin_api.setup(app)
     capture_api.setup(app)
     sync_api.setup(app)
     sync_jobs_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
+    erasure_api.setup(app, erasure_steps(lambda: app[POOL], lambda: app[LOGS_POOL]))
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
@@ -246,7 +262,24 @@ def admin_document() -> dict[str, object]:
         sync_openapi.paths(),
         sync_jobs_openapi.paths(),
         webhooks_openapi.paths(),
+        erasure_openapi.paths(),
     )
+
+
+def erasure_steps(
+    control: Callable[[], asyncpg.Pool], logs: Callable[[], asyncpg.Pool]
+) -> ErasureSteps:
+    """Erasure of a data subject (gateway/erasure): the subject's ids from the mappings,
+    then api_logs (on the logs database) and stored webhooks (on the control database).
+    The pools are looked up when an erasure runs (they open at start)."""
+
+    async def logs_step(tenant_id: uuid.UUID, needles: Needles, dry_run: bool) -> list[Erased]:
+        return await erase_logs(logs(), tenant_id, needles, dry_run)
+
+    async def webhooks_step(tenant_id: uuid.UUID, needles: Needles, dry_run: bool) -> list[Erased]:
+        return await erase_webhooks(control(), tenant_id, needles, dry_run)
+
+    return ErasureSteps(subject_ids, (logs_step, webhooks_step))
 
 
 def json_errors(handler: Handler) -> Handler:
@@ -292,6 +325,25 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await close_pool(pool)  # a hung server: its connections are dropped, not waited for
 
 
+async def _logs_database(app: web.Application) -> AsyncIterator[None]:
+    """api_logs' database: the control pool, or its own pool and migrations (the logs set)."""
+    settings = app[SETTINGS]
+    if not settings.separate_logs_database:
+        app[LOGS_POOL] = app[POOL]
+        yield
+        return
+    assert settings.logs_database_url is not None
+    pool = await create_pool(settings.logs_database_url.reveal(), LOGS_POOL_MIN, LOGS_POOL_MAX)
+    async with pool.acquire() as conn:
+        applied = await migrations.migrate(conn, logs=True)
+    if applied:
+        log.info("applied migrations %s to the logs database", applied)
+    app[LOGS_POOL] = pool
+    app[SHUTDOWN].on_give_up(pool.terminate)
+    yield
+    await close_pool(pool)
+
+
 async def _gauge_refresh(app: web.Application) -> AsyncIterator[None]:
     """Several worker processes: keep function-backed gauges current (see gateway.metrics)."""
     if not metrics.MULTIPROCESS:
@@ -326,7 +378,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 async def _log_writer(app: web.Application) -> AsyncIterator[None]:
     s = app[SETTINGS]
     writer = LogWriter(
-        app[POOL],
+        app[LOGS_POOL],
         s.journal_dir,
         batch_size=s.log_batch_size,
         flush_interval=s.log_flush_interval,
@@ -486,7 +538,7 @@ async def _maintenance_loop(app: web.Application) -> None:
 async def _maintain_once(app: web.Application) -> None:
     s = app[SETTINGS]
     try:
-        async with app[POOL].acquire() as conn:
+        async with app[LOGS_POOL].acquire() as conn:
             await partitions.run_maintenance(
                 conn,
                 datetime.now(UTC).date(),
@@ -520,15 +572,29 @@ async def readyz(request: web.Request) -> web.Response:
             "journal_files": len(writer.journal.pending()),
         }
     }
-    try:
-        async with bounded(request.app[POOL], READY_TIMEOUT) as conn:
-            version = await migrations.current_version(conn)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        return _not_ready(f"database unreachable: {type(exc).__name__}", detail)
-    latest = migrations.latest_version()
-    if version != latest:
-        return _not_ready(f"schema at version {version}, expected {latest}", detail)
-    return json_response({"status": "ready", "schema_version": version, **detail})
+    versions: dict[str, int] = {}
+    for name, pool, logs in _databases(request.app):
+        try:
+            async with bounded(pool, READY_TIMEOUT) as conn:
+                versions[name] = await migrations.current_version(conn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return _not_ready(f"{name} unreachable: {type(exc).__name__}", detail)
+        latest = migrations.latest_version(logs)
+        if versions[name] != latest:
+            return _not_ready(
+                f"{name} schema at version {versions[name]}, expected {latest}", detail
+            )
+    if "logs database" in versions:
+        detail["logs_schema_version"] = versions["logs database"]
+    return json_response({"status": "ready", "schema_version": versions["database"], **detail})
+
+
+def _databases(app: web.Application) -> list[tuple[str, asyncpg.Pool, bool]]:
+    """(name in messages, pool, holds only the logs set) of each database /readyz checks."""
+    out = [("database", app[POOL], False)]
+    if app[LOGS_POOL] is not app[POOL]:
+        out.append(("logs database", app[LOGS_POOL], True))
+    return out
 
 
 def _not_ready(message: str, detail: dict[str, object]) -> web.Response:

@@ -202,6 +202,16 @@ class Settings:
         "(the Docker image sets `false`)",
         _bool,
     )
+    logs_database_url: Secret | None = setting(  # noqa: RUF009 (a field, see setting)
+        "GATEWAY_LOGS_DATABASE_URL",
+        None,
+        _DATABASE,
+        "PostgreSQL DSN of the database that holds `api_logs` (its partitions, retention, "
+        "archive, journal replays, log search). Unset: the same database as everything "
+        "else. See [a database of its own](capture.md#a-database-of-its-own)",
+        read=_secret,
+        kind="URL (secret)",
+    )
     data_dir: Path = setting(  # noqa: RUF009 (a field, see setting)
         "GATEWAY_DATA_DIR",
         Path(".gateway"),
@@ -567,6 +577,11 @@ class Settings:
     )
 
     @property
+    def separate_logs_database(self) -> bool:
+        """api_logs lives on a database other than the control one."""
+        return self.logs_database_url is not None and self.logs_database_url != self.database_url
+
+    @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
 
@@ -614,10 +629,22 @@ OTHER_VARIABLES: tuple[tuple[str, str, str], ...] = (
         "emptied at start): metrics merged across workers. Do not set it yourself",
     ),
     (
+        "GATEWAY_PORT",
+        "gateway/__main__.py",
+        "the default of `gateway serve --port` (8080 when unset); the Docker image sets it, "
+        "and its HEALTHCHECK probes `/readyz` on it",
+    ),
+    (
         "GATEWAY_TEST_DATABASE_URL",
         "tests/",
         "test suite only: an admin DSN of a PostgreSQL server to use instead of the "
         "embedded one (each test gets its own database)",
+    ),
+    (
+        "GATEWAY_TEST_LOGS_DATABASE_URL",
+        "tests/",
+        "test suite only: an admin DSN of a second PostgreSQL server for the two-database "
+        "tests (`GATEWAY_LOGS_DATABASE_URL`); unset, a second embedded server is started",
     ),
 )
 

@@ -89,6 +89,44 @@ async def database_url(pg_server_dsn: str, template_db: str) -> AsyncIterator[st
         await admin.close()
 
 
+@pytest.fixture(scope="session")
+def logs_server_dsn() -> Iterator[str]:
+    """Admin DSN of a second PostgreSQL server, for api_logs on a database of its own
+    (GATEWAY_LOGS_DATABASE_URL): GATEWAY_TEST_LOGS_DATABASE_URL, else another embedded
+    server in a data directory of its own."""
+    configured = os.environ.get("GATEWAY_TEST_LOGS_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from gateway.db.embedded import start_embedded
+
+    dsn = start_embedded(throwaway_pgdata(), delete_on_exit=True)
+    yield with_database(dsn, "postgres")
+
+
+@pytest.fixture
+async def logs_database_url(logs_server_dsn: str) -> AsyncIterator[str]:
+    """A fresh database on the second server with the logs set of migrations applied."""
+    name = f"gw_logs_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(logs_server_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    url = with_database(logs_server_dsn, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.migrate(conn, logs=True)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(logs_server_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)

@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.auth.keys import ApiKey, Role
 from gateway.errors import ClientError, NotFound
 from gateway.web.http import (
-    POOL,
+    LOGS_POOL,
     PREFIX,
     endpoint,
     parse_uuid,
@@ -32,7 +32,7 @@ LOG_READERS = (Role.ADMIN, Role.VIEWER)
 
 
 def setup(app: web.Application) -> None:
-    """Register the log search endpoints (the pool: ``web.http.bind``)."""
+    """Register the log search endpoints (api_logs' pool: ``web.http.bind``)."""
     app.router.add_get(f"{PREFIX}/logs", search_logs)
     app.router.add_get(f"{PREFIX}/logs/{{log_id}}", get_log)
 
@@ -125,7 +125,7 @@ async def search_logs(request: web.Request, key: ApiKey) -> Any:
         f"SELECT {LOG_SUMMARY} FROM api_logs WHERE {w.sql} "
         f"ORDER BY created_at DESC, id DESC LIMIT {keyset.fetch}"
     )
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[LOGS_POOL].acquire() as conn:
         rows = await conn.fetch(sql, *w.args)
     return keyset.page(rows, _log_json, lambda r: (r["created_at"], r["id"]))
 
@@ -137,7 +137,7 @@ async def get_log(request: web.Request, key: ApiKey) -> Any:
         raise NotFound(f"no log entry {log_id}")
     # UUIDv7: the id's time part is created_at, so only one or two partitions are read.
     at = datetime.fromtimestamp((log_id.int >> 80) / 1000.0, UTC)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[LOGS_POOL].acquire() as conn:
         row = await conn.fetchrow(
             f"""SELECT {LOG_DETAIL} FROM api_logs WHERE id = $1 AND tenant_id = $2
                 AND created_at >= $3 AND created_at < $4""",

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/admin/v1"
 POOL = web.AppKey("admin_pool", asyncpg.Pool)  # the pool every admin endpoint uses
+LOGS_POOL = web.AppKey("admin_logs_pool", asyncpg.Pool)  # api_logs' (GATEWAY_LOGS_DATABASE_URL)
 ANY_ADMIN_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
 MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
@@ -57,11 +58,17 @@ def logged(handler: Handler) -> Handler:
     return call
 
 
-def bind(pool_key: web.AppKey[asyncpg.Pool], auth_key: web.AppKey[Authenticator]) -> Any:
-    """A cleanup_ctx step giving the admin endpoints the app's pool and authenticator."""
+def bind(
+    pool_key: web.AppKey[asyncpg.Pool],
+    auth_key: web.AppKey[Authenticator],
+    logs_pool_key: web.AppKey[asyncpg.Pool] | None = None,
+) -> Any:
+    """A cleanup_ctx step giving the admin endpoints the app's pools and authenticator
+    (the logs pool: api_logs' database, the main pool when not given)."""
 
     async def ctx(app: web.Application) -> Any:
         app[POOL] = app[pool_key]
+        app[LOGS_POOL] = app[logs_pool_key if logs_pool_key is not None else pool_key]
         app[AUTHENTICATOR] = app[auth_key]
         yield
 

@@ -63,29 +63,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _image_command(port: int) -> list[str]:
+def _image_command() -> list[str]:
     steps = dict(dockerfile())
     entry = json.loads(steps["ENTRYPOINT"])
     cmd = json.loads(steps["CMD"])
-    cmd[cmd.index("--port") + 1] = str(port)
+    assert "--port" not in cmd, "the port comes from GATEWAY_PORT, which the HEALTHCHECK reads"
     cmd[cmd.index("--host") + 1] = "127.0.0.1"
     cmd[cmd.index("--routes") + 1] = str(ROOT / "routes.yaml")
     # `gateway` is the console script of this package: run it with this interpreter.
     return [sys.executable, "-m", "gateway", *cmd] if entry == ["gateway"] else entry + cmd
 
 
-def _healthcheck(port: int) -> list[str]:
+def _healthcheck() -> list[str]:
     args = dict(dockerfile())["HEALTHCHECK"]
     cmd = json.loads(args[args.index("CMD") + 3 :].strip())
-    return [sys.executable if c == "python" else c.replace(":8080", f":{port}") for c in cmd]
+    return [sys.executable if c == "python" else c for c in cmd]
+
+
+def _image_env(port: int, **extra: str) -> dict[str, str]:
+    """The environment the image sets (ENV), with GATEWAY_PORT set to ``port``."""
+    env = {**os.environ, "GATEWAY_PORT": str(port), **extra}
+    return env
 
 
 def test_without_a_database_url_the_image_command_refuses_to_start(tmp_path: Path) -> None:
-    env = {**os.environ, "GATEWAY_EMBEDDED_DATABASE": "false", "GATEWAY_DATA_DIR": str(tmp_path)}
-    env.pop("GATEWAY_DATABASE_URL", None)
-    proc = subprocess.run(
-        _image_command(_free_port()), env=env, capture_output=True, text=True, timeout=60
+    env = _image_env(
+        _free_port(), GATEWAY_EMBEDDED_DATABASE="false", GATEWAY_DATA_DIR=str(tmp_path)
     )
+    env.pop("GATEWAY_DATABASE_URL", None)
+    proc = subprocess.run(_image_command(), env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "GATEWAY_DATABASE_URL: required when GATEWAY_EMBEDDED_DATABASE=false" in proc.stderr
     assert not (tmp_path / "pg").exists(), "no embedded server may be started"
@@ -93,15 +99,17 @@ def test_without_a_database_url_the_image_command_refuses_to_start(tmp_path: Pat
 
 @pytest.mark.slow
 def test_image_command_serves_and_its_healthcheck_passes(tmp_path: Path, database_url: str) -> None:
+    """The port is GATEWAY_PORT's (not the image's default 8080): the image command serves
+    there and the HEALTHCHECK, given the same environment, probes there."""
     port = _free_port()
-    env = {
-        **os.environ,
-        "GATEWAY_EMBEDDED_DATABASE": "false",
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_DATA_DIR": str(tmp_path),
-    }
+    env = _image_env(
+        port,
+        GATEWAY_EMBEDDED_DATABASE="false",
+        GATEWAY_DATABASE_URL=database_url,
+        GATEWAY_DATA_DIR=str(tmp_path),
+    )
     proc = subprocess.Popen(
-        _image_command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _image_command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 30
@@ -111,10 +119,11 @@ def test_image_command_serves_and_its_healthcheck_passes(tmp_path: Path, databas
                     break
             except OSError:
                 time.sleep(0.1)
-        check = subprocess.run(_healthcheck(port), capture_output=True, timeout=30)
-        assert check.returncode == 0, shlex.join(_healthcheck(port))
+        check = subprocess.run(_healthcheck(), env=env, capture_output=True, timeout=30)
+        assert check.returncode == 0, shlex.join(_healthcheck())
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    bad = subprocess.run(_healthcheck(_free_port()), capture_output=True, timeout=30)
+    elsewhere = _image_env(_free_port())
+    bad = subprocess.run(_healthcheck(), env=elsewhere, capture_output=True, timeout=30)
     assert bad.returncode != 0, "the healthcheck must fail when nothing answers"
