@@ -54,6 +54,7 @@ from gateway.errors import (
 from gateway.mapping.flow import Flow, Translator
 from gateway.proxy import upstream as pool
 from gateway.proxy import websocket
+from gateway.proxy.answer import RawAnswer, answer_head
 from gateway.proxy.headers import (
     KEY_ID_HEADER,
     REQUEST_ID_HEADER,
@@ -397,7 +398,11 @@ class Proxy:
             async with answer:
                 ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
                 resp = await self._relay(request, answer, policy, ex, flow)
-            if route.emit and self.emitter is not None and isinstance(resp, web.Response):
+            if (
+                route.emit
+                and self.emitter is not None
+                and isinstance(resp, RawAnswer | web.Response)
+            ):
                 # The upstream's own answer (internal ids), not the partner's translation.
                 body = ex.upstream_body
                 if body is None:
@@ -463,15 +468,15 @@ class Proxy:
     ) -> web.StreamResponse:
         """Send the upstream's answer to the caller, buffered when small, streamed otherwise."""
         status = ex.status = upstream.status
-        received = decode_headers(upstream.headers)  # once, for the caller and the log
-        headers = downstream_response_headers(received)
-        headers[REQUEST_ID_HEADER] = ex.request_id
+        received = decode_headers(upstream.headers)  # for the log
         ex.response_headers = capture_headers(received, policy.redact_headers)
         ctype = _header(upstream, b"content-type")
         enc = _header(upstream, b"content-encoding")
         size = upstream.content_length
         if request.method == "HEAD" or status in NO_BODY_STATUSES:
             upstream.release()
+            headers = downstream_response_headers(received)
+            headers[REQUEST_ID_HEADER] = ex.request_id
             resp = web.Response(status=status, headers=headers)
             if size is not None and request.method == "HEAD":
                 resp.headers["Content-Length"] = str(size)
@@ -495,7 +500,9 @@ class Proxy:
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")
-            return web.Response(status=status, headers=headers, body=data)
+            return RawAnswer(status, answer_head(upstream.headers, ex.request_id, len(data)), data)
+        headers = downstream_response_headers(received)
+        headers[REQUEST_ID_HEADER] = ex.request_id
         return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)
 
     async def _stream_response(

@@ -307,3 +307,43 @@ async def test_proxied_calls_skip_the_application_and_its_own_paths_do_not(
     assert expect.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), expect[:200]
     assert through_app[-1] == "/api/echo/e"
     assert len(through_app) == 5
+
+
+@pytest.mark.parametrize(
+    ("request_line", "extra", "connection", "stays_open"),
+    [
+        (b"GET /api/echo/k HTTP/1.1", b"", None, True),
+        (b"GET /api/echo/k HTTP/1.1", b"Connection: close\r\n", b"close", False),
+        (b"GET /api/echo/k HTTP/1.0", b"", None, False),
+        (b"GET /api/echo/k HTTP/1.0", b"Connection: keep-alive\r\n", b"keep-alive", True),
+    ],
+)
+async def test_buffered_answers_keep_http_framing_and_keep_alive(
+    served: tuple[int, web.Application, GatewayRunner],
+    request_line: bytes,
+    extra: bytes,
+    connection: bytes | None,
+    stays_open: bool,
+) -> None:
+    """Buffered answers are written as bytes (gateway/proxy/answer.py): the status line
+    in the caller's HTTP version, Content-Length, Connection as aiohttp would set it, and
+    the connection kept or closed accordingly."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served[0])
+    try:
+        writer.write(request_line + b"\r\nHost: x\r\n" + extra + b"\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        version = request_line.rsplit(b" ", 1)[1]
+        assert head.startswith(version + b" 200 OK\r\n"), head
+        fields = {
+            k.lower(): v for k, _, v in (ln.partition(b": ") for ln in head.split(b"\r\n")[1:])
+        }
+        body = await asyncio.wait_for(reader.readexactly(int(fields[b"content-length"])), 10)
+        assert orjson.loads(body)["path"].endswith("/echo/k")
+        assert fields.get(b"connection") == connection
+        assert b"x-request-id" in fields and b"date" in fields
+        rest = await asyncio.wait_for(reader.read(1), 2 if not stays_open else 0.5)
+        assert rest == b"" and not stays_open, "the connection should have stayed open"
+    except TimeoutError:
+        assert stays_open, "the gateway kept a connection open that should have closed"
+    finally:
+        writer.close()

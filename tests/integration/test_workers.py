@@ -142,6 +142,11 @@ async def test_two_workers_share_the_port_restart_and_stop_cleanly(
         await wait_until(lambda: all(listening(pid, port) for pid in first), 60)
         await call_round(base, "one")
         metrics_dir = data_dir / "metrics"
+        # Workers tally calls in memory and write them to their metric files every
+        # REFRESH_INTERVAL (gateway.metrics.Tally): the files catch up within a second.
+        await wait_until(
+            lambda: sum(requests_counted_by(metrics_dir, pid) for pid in first) == CALLS, 10
+        )
         served = {pid: requests_counted_by(metrics_dir, pid) for pid in first}
         assert all(served.values()), f"a worker served nothing: {served}"
         assert sum(served.values()) == CALLS
@@ -160,10 +165,14 @@ async def test_two_workers_share_the_port_restart_and_stop_cleanly(
         (replacement,) = children(proc.pid) - first
         await wait_until(lambda: listening(replacement, port))
         await call_round(base, "two")
-        assert requests_counted_by(metrics_dir, replacement), "the new worker served nothing"
+        await wait_until(lambda: requests_counted_by(metrics_dir, replacement) > 0, 10)
         async with aiohttp.ClientSession() as http:
-            # The dead worker's counts stay in the totals.
-            assert await scrape_requests_total(http, base) == 2 * CALLS
+            # The dead worker's counts stay in the totals (the live ones' within a second).
+
+            async def all_counted() -> bool:
+                return await scrape_requests_total(http, base) == 2 * CALLS
+
+            await wait_until(all_counted, 10)
 
         workers = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
