@@ -102,6 +102,8 @@ class LogWriter:
         # Rows submitted during the current event-loop turn (written to the WAL at its end),
         # and the queue's rows per WAL segment in queue order ([segment, count] runs).
         self._turn: list[Row] = []
+        # Answers held until the rows submitted before them are in the WAL (send_after_rows).
+        self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
         self._runs: collections.deque[list[Any]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # set while rows go to the WAL
         self._wake = asyncio.Event()
@@ -127,11 +129,35 @@ class LogWriter:
             loop.call_soon(self._end_turn)
         self._turn.append(row)
 
+    def send_after_rows(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        """Write ``data`` (an answer) once the rows submitted so far are in the write-ahead
+        log: right after the turn's WAL line, or at once when no row waits. An answer never
+        leaves before its row is on disk (page cache), so a SIGKILL cannot lose the row of a
+        call its caller saw answered, however long a busy turn runs."""
+        if self._turn:
+            self._held.append((transport, data))
+        else:
+            transport.write(data)
+
+    def flush_turn(self) -> None:
+        """The rows submitted so far to the write-ahead log now: before an answer that
+        cannot wait for the end of the turn is written (refusals, streamed answers, an
+        answer after which the connection closes)."""
+        if self._turn:
+            self._end_turn()
+
     def _end_turn(self) -> None:
-        """The turn's rows: one write-ahead log line, then the queue."""
+        """The turn's rows: one write-ahead log line, then the queue; then the answers
+        that waited for them."""
         rows, self._turn = self._turn, []
         if rows:
             self._admit(rows)
+        held = self._held
+        if held:
+            self._held = []
+            for transport, data in held:
+                if not transport.is_closing():
+                    transport.write(data)
 
     def _admit(self, rows: list[Row]) -> None:
         seg = self.wal.append(rows) if self._loop is not None else None

@@ -11,11 +11,15 @@ application/octet-stream`` for a typeless body, ``Connection: close`` (HTTP/1.1)
 
 aiohttp's request handler takes it as it takes a response (``prepare``, ``write_eof``,
 ``keep_alive``); streamed and bodiless answers still go through ``web.StreamResponse``.
+The bytes leave only after the call's api_logs row is in the write-ahead log (a
+:class:`Gate`, the LogWriter): at the end of the event-loop turn, with the turn's line.
 """
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
@@ -54,16 +58,26 @@ def answer_head(raw: list[RawHeader], request_id: str, body_size: int) -> bytes:
     return b"".join(lines)
 
 
+class Gate(Protocol):
+    """Holds answers until their rows are in the write-ahead log (capture.writer.LogWriter)."""
+
+    def send_after_rows(self, transport: asyncio.WriteTransport, data: bytes) -> None: ...
+
+    def flush_turn(self) -> None: ...
+
+
 class RawAnswer(web.StreamResponse):
     """A complete answer (status, header lines from :func:`answer_head`, body) for
     aiohttp's request handler to send. A StreamResponse to the type checker and to
     aiohttp, which uses only ``prepare``, ``write_eof``, ``keep_alive`` and ``status``
     of what a handler returns; none of its own state is set up (that is the saving)."""
 
-    def __init__(self, status: int, head: bytes, body: bytes) -> None:  # no super().__init__
+    def __init__(self, status: int, head: bytes, body: bytes, gate: Gate) -> None:
+        # no super().__init__(): none of StreamResponse's own state is used
         self._status = status
         self.body = body
         self._head = head
+        self._gate = gate
         self._keep_alive: bool | None = None
 
     @property
@@ -87,7 +101,12 @@ class RawAnswer(web.StreamResponse):
             self.status,
             _REASONS.get(self.status, b""),
         )
-        transport.write(b"".join((line, self._head, conn, b"\r\n", self.body)))
+        data = b"".join((line, self._head, conn, b"\r\n", self.body))
+        if keep:  # written after this turn's write-ahead log line (its row is in it)
+            self._gate.send_after_rows(transport, data)
+        else:  # the connection closes right after this: the log line now, then the answer
+            self._gate.flush_turn()
+            transport.write(data)
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None

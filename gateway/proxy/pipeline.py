@@ -197,6 +197,7 @@ class Proxy:
         config = self.config  # this call's routes, whatever a reload does meanwhile
         config.calls += 1
         match = None
+        answer: web.StreamResponse | None = None
         try:
             check_host(request.headers)  # before the host steers the match
             match = config.routes.match(request.method, request.rel_url.raw_path, request.host)
@@ -213,7 +214,8 @@ class Proxy:
             if websocket.is_upgrade(request):
                 return await websocket.relay(self.websockets, request, route, ex, identity)
             upstream = config.origins[route.upstream.name]
-            return await self._proxy_http(request, route, upstream, policy, ex, identity)
+            answer = await self._proxy_http(request, route, upstream, policy, ex, identity)
+            return answer
         except GatewayError as exc:
             if not ex.request_headers:
                 _capture_request(request, policy, ex)
@@ -235,6 +237,8 @@ class Proxy:
             if not config.calls and config in self._retiring:
                 self._retire(config)
             self._finish(ex)
+            if not isinstance(answer, RawAnswer):  # it waits for the log line itself
+                self.writer.flush_turn()  # no answer leaves before its row is in the log
             if match is not None and match.route.sync is not None:
                 self._record_sync(match, ex)
 
@@ -290,6 +294,7 @@ class Proxy:
         """Answer ``exc`` as JSON and log the exchange (a call refused outside handle())."""
         resp = self._refuse(exc, ex)
         self.record(ex)
+        self.writer.flush_turn()
         return resp
 
     def record(self, ex: Exchange) -> None:
@@ -500,7 +505,8 @@ class Proxy:
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")
-            return RawAnswer(status, answer_head(upstream.headers, ex.request_id, len(data)), data)
+            head = answer_head(upstream.headers, ex.request_id, len(data))
+            return RawAnswer(status, head, data, self.writer)
         headers = downstream_response_headers(received)
         headers[REQUEST_ID_HEADER] = ex.request_id
         return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,6 +180,58 @@ async def test_rows_reach_the_write_ahead_log_by_the_end_of_the_turn(
     assert text.count(b"\n") == 1 and b"wal-a" in text and b"wal-b" in text  # one write
     await writer.close(5)
     assert not segment.exists()  # committed: the segment is gone
+
+
+async def test_an_answer_leaves_only_after_its_row_is_in_the_write_ahead_log(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """send_after_rows holds an answer until the rows submitted before it are written to
+    the write-ahead log (the end of the turn), so a SIGKILL in a long busy turn cannot
+    lose the row of a call whose caller saw the answer; with no row waiting it goes at
+    once. A real socket pair: what the peer can read is what left the process."""
+    writer = LogWriter(pool, tmp_path / "j", flush_interval=30)
+    writer.start()
+    server_side: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: server_side.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    peer = socket.create_connection(("127.0.0.1", port))
+    peer.setblocking(False)
+
+    def peer_reads() -> bytes:
+        try:
+            return peer.recv(100)
+        except BlockingIOError:
+            return b""
+
+    try:
+        for _ in range(100):
+            if server_side:
+                break
+            await asyncio.sleep(0.01)
+        transport = server_side[0].transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        wal = tmp_path / "j" / "wal"
+        writer.submit(make_row("held-1"))
+        writer.send_after_rows(transport, b"answer-1;")
+        assert peer_reads() == b""  # held: its row is not in the log yet
+        assert not list(wal.glob("*.wal"))
+        await asyncio.sleep(0)  # the end of the turn: the log line, then the answer
+        [segment] = list(wal.glob("*.wal"))
+        assert b"held-1" in segment.read_bytes()
+        assert peer_reads() == b"answer-1;"
+        writer.send_after_rows(transport, b"answer-2;")  # no row waiting: at once
+        assert peer_reads() == b"answer-2;"
+        writer.submit(make_row("held-3"))
+        writer.flush_turn()  # e.g. before a refusal: the line now
+        assert b"held-3" in segment.read_bytes()
+    finally:
+        peer.close()
+        for w in server_side:
+            w.close()
+            await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+        await writer.close(5)
 
 
 async def test_a_killed_writer_loses_no_row_and_doubles_none(
