@@ -2,28 +2,36 @@
 depend on the machine's speed, its load or its frequency scaling.
 
     python bench/instructions.py [--counts 2000 4000] [--warmup 200] [--targets NAME ...]
-                                 [--no-append]
+                                 [--tree PATH] [--no-append]
+    python bench/instructions.py --targets gateway --tree /work/wt/integrate   # one tree
 
-For each target (a pass-through proxy in front of bench/upstream.py), and for each count N
-plus a baseline of 0:
+Targets (``--targets`` takes substrings of their names): the bare aiohttp pass-through,
+the same with UpstreamPool, the aiohttp server alone, the logging reference (the bare
+pass-through plus queued COPY into the gateway's own partitioned, indexed api_logs), and
+the gateway (`gateway serve`, bench/routes.bench.yaml) three ways: full capture with a
+partner key, body capture off, a public route. ``--tree`` runs the gateway targets from
+another checkout (its own migrations on its own database, its .venv if it has one).
 
-1. the upstream runs natively in its own process (started once, never under valgrind);
+For each target, and for each count N plus a baseline of 0:
+
+1. the upstream runs natively in its own process (started once, never under valgrind),
+   and so does PostgreSQL (one embedded cluster, a database per target);
 2. the target runs under ``valgrind --tool=callgrind --callgrind-out-file=<tmp>/...``;
    readiness is seen in /proc/net/tcp (a listening socket), without connecting to it;
 3. a load client in another process (plain blocking sockets, one keep-alive connection,
    one request at a time) makes ``--warmup`` calls, then N more;
-4. the target gets SIGINT (aiohttp's run_app exits cleanly, so callgrind writes its
-   counts) and the ``totals:``/``summary:`` line of its output is read.
+4. for targets that log, the script waits until every call's api_logs row is in the
+   database, so the writer's COPYs are inside the counted run;
+5. the target gets SIGINT (a clean exit, so callgrind writes its counts) and the
+   ``totals:``/``summary:`` line of its output is read.
 
 Instructions per call = (Ir(N) - Ir(0)) / N: start-up, imports, the warm-up, shutdown and
-background work are in both runs and cancel out. Two counts show that the cost is linear
-in N; ``marginal`` is (Ir(N2) - Ir(N1)) / (N2 - N1) for the last two counts.
+background work are in both runs and cancel out (timers that tick more often in the longer
+run are not: they are a small part here). Two counts show that the cost is linear in N;
+``marginal`` is (Ir(N2) - Ir(N1)) / (N2 - N1) for the last two counts.
 
 Prints a table and appends it, with the exact command, to bench/RESULTS-instructions.md.
 Only processes started here are stopped. Needs valgrind (apt-get install -y valgrind).
-
-Targets are a list (TARGETS): the gateway with full capture is meant to become the third,
-with a ``setup`` that prepares its database and routes and returns its environment.
 """
 
 from __future__ import annotations
