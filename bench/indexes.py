@@ -65,6 +65,8 @@ class Config:
 
     name: str
     indexes: tuple[str, ...]
+    # Statements run after the indexes: {t} the table, {p} its day partition.
+    partition: tuple[str, ...] = ()
 
 
 BRIN = "CREATE INDEX ON {t} USING brin (created_at)"
@@ -72,6 +74,17 @@ TENANT = "CREATE INDEX ON {t} (tenant_id, created_at)"
 REQUEST_ID = "CREATE INDEX ON {t} (request_id)"
 REQUEST_ID_HASH = "CREATE INDEX ON {t} USING hash (request_id)"
 GIN_BODY = "CREATE INDEX ON {t} USING gin (response_body jsonb_path_ops)"
+# Not an index: rows up to ~8 KB kept inline without pglz compression (a ~1 KB JSON body
+# is compressed by default: the row passes TOAST's ~2 KB threshold). Disk for CPU.
+UNCOMPRESSED = "ALTER TABLE {p} SET (toast_tuple_target = 8160)"
+# The same through the columns (set on the parent, inherited by every partition): bodies
+# and headers never compressed, moved out of line into TOAST when the row is too big.
+EXTERNAL = (
+    "ALTER TABLE {t} ALTER COLUMN request_body SET STORAGE EXTERNAL, "
+    "ALTER COLUMN response_body SET STORAGE EXTERNAL, "
+    "ALTER COLUMN request_headers SET STORAGE EXTERNAL, "
+    "ALTER COLUMN response_headers SET STORAGE EXTERNAL"
+)
 
 CONFIGS = [
     Config("pk only", ()),
@@ -82,6 +95,11 @@ CONFIGS = [
     Config("pk + gin(response_body jsonb_path_ops)", (GIN_BODY,)),
     Config("001: pk + brin + tenant + btree(request_id)", (BRIN, TENANT, REQUEST_ID)),
     Config("008: pk + tenant + btree(request_id)", (TENANT, REQUEST_ID)),
+    Config("pk only, rows not compressed (toast_tuple_target 8160)", (), (UNCOMPRESSED,)),
+    Config("pk only, bodies and headers STORAGE EXTERNAL", (), (EXTERNAL,)),
+    Config(
+        "008, rows not compressed (toast_tuple_target 8160)", (TENANT, REQUEST_ID), (UNCOMPRESSED,)
+    ),
 ]
 
 
@@ -218,6 +236,8 @@ async def create_tables(conn: asyncpg.Connection, configs: Sequence[Config]) -> 
         )
         for statement in config.indexes:
             await conn.execute(statement.format(t=t))
+        for statement in config.partition:
+            await conn.execute(statement.format(t=t, p=f"{t}_today"))
 
 
 async def load(
@@ -243,13 +263,16 @@ async def load(
 
 
 async def sizes(conn: asyncpg.Connection, table: str) -> dict[str, int]:
-    """Bytes of each index of the table's partition (primary key included)."""
+    """Bytes of the table's partition (rows, with their TOAST) and of each of its indexes
+    (primary key included)."""
+    partition = f"{table}_today"
+    heap = int(await conn.fetchval("SELECT pg_table_size($1::regclass)", partition))
     rows = await conn.fetch(
         """SELECT i.indexrelid::regclass::text AS name, pg_relation_size(i.indexrelid) AS bytes
            FROM pg_index i WHERE i.indrelid = $1::regclass ORDER BY 1""",
-        f"{table}_today",
+        partition,
     )
-    return {r["name"]: int(r["bytes"]) for r in rows}
+    return {f"{partition}_rows": heap} | {r["name"]: int(r["bytes"]) for r in rows}
 
 
 async def bench(args: argparse.Namespace, dsn: str, postmaster: int) -> None:
@@ -280,7 +303,7 @@ async def bench(args: argparse.Namespace, dsn: str, postmaster: int) -> None:
                 flush=True,
             )
         report(configs, seen)
-        print("\nindex sizes after a load of", len(rows), "rows (bytes per row):")
+        print("\nsizes after a load of", len(rows), "rows (bytes per row):")
         for i, config in enumerate(configs):
             found = await sizes(conn, table_name(i))
             text = ", ".join(
@@ -297,7 +320,7 @@ async def bench(args: argparse.Namespace, dsn: str, postmaster: int) -> None:
 def report(configs: Sequence[Config], seen: dict[str, list[tuple[float, float]]]) -> None:
     base = seen.get("pk only")
     print(
-        f"\n{'indexes':48s} {'backend us/row':>18s} {'cluster us/row':>18s} "
+        f"\n{'indexes':56s} {'backend us/row':>18s} {'cluster us/row':>18s} "
         f"{'cluster - pk only':>18s}"
     )
     for c in configs:
@@ -309,7 +332,7 @@ def report(configs: Sequence[Config], seen: dict[str, list[tuple[float, float]]]
             extra = f"{statistics.median(diffs):+.1f}"
         b_mid, c_mid = statistics.median(backend), statistics.median(cluster)
         print(
-            f"{c.name:48s} {b_mid:7.1f} ({min(backend):.1f}-{max(backend):.1f})"
+            f"{c.name:56s} {b_mid:7.1f} ({min(backend):.1f}-{max(backend):.1f})"
             f" {c_mid:7.1f} ({min(cluster):.1f}-{max(cluster):.1f}) {extra:>10s}"
         )
     print(
