@@ -70,7 +70,7 @@ NO_BODIES_PATH = "/nobodies/reservations/7f1c2a9e"  # the same with body capture
 PUBLIC_PATH = "/public/reservations/7f1c2a9e"  # a public route: no API key
 RESULTS = HERE / "RESULTS-instructions.md"
 VALGRIND = ["valgrind", "--tool=callgrind"]
-START_TIMEOUT = 300.0  # seconds for a target to listen under valgrind
+START_TIMEOUT = 1200.0  # seconds for a target to listen under valgrind (a loaded machine)
 CALL_TIMEOUT = 1800.0  # seconds for one load run under valgrind
 
 
@@ -302,7 +302,7 @@ def run_target(
             stderr=err,
         )
     try:
-        wait_listening(proc, port, START_TIMEOUT if prefix else 60, log)
+        wait_listening(proc, port, START_TIMEOUT if prefix else 300, log)
         before = asyncio.run(harness.count_rows(launch.rows_dsn)) if launch.rows_dsn else 0
         run_load(port, warmup + calls, launch, target.path)
         if launch.rows_dsn is not None:
