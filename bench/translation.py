@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PY, Procs, free_port, metric_sum, wait_http
+from harness import PY, Procs, free_port, metric_sum, wait_http
 
 HERE = Path(__file__).resolve().parent
 IDS = 50  # ids in each request body

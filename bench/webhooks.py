@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 sys.path.insert(0, str(HERE))
-from run import Procs, free_port, wait_http  # noqa: E402  (bench/run.py helpers)
+from harness import Procs, free_port, wait_http  # noqa: E402  (bench/harness.py helpers)
 
 SETTLE_TIMEOUT = 60.0  # seconds a phase may take to be fully delivered before giving up
 

@@ -1,0 +1,20 @@
+-- api_logs indexes, measured against the queries that need them (issue 18; figures and
+-- command in bench/RESULTS.md, "What each api_logs index costs a row"):
+--
+-- * api_logs_pkey (created_at, id): kept. The write-ahead log and journal replays insert
+--   with ON CONFLICT on it (so a row is never doubled), a single log is fetched by it, and
+--   its leading column serves every range on created_at as well.
+-- * api_logs_tenant_created_at (tenant_id, created_at): kept. Every log search is by one
+--   tenant in a time window, newest first (gateway/capture/api.py).
+-- * api_logs_request_id (request_id): kept. A search by request id would otherwise read
+--   all of the tenant's rows in the window (millions a day on a busy gateway).
+-- * api_logs_created_at_brin: dropped. No query chooses it: the primary key's btree,
+--   which leads with created_at, answers the same ranges, and the searches go through the
+--   tenant index; writing it is work for nothing.
+--
+-- Not added: a GIN index on the bodies (even with jsonb_path_ops it is the dearest index
+-- per row, ~10x the bytes of a btree); the `*_body_contains` searches are bounded by
+-- tenant and window and filter the rows the tenant index finds.
+--
+-- Dropping the partitioned index drops its copy on every existing partition.
+DROP INDEX IF EXISTS api_logs_created_at_brin;
