@@ -30,9 +30,11 @@ from gateway.web.http import (
 )
 from gateway.web.pagination import newest_first
 from gateway.web.responses import json_response
-from gateway.webhooks import inputs, store
-from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource
+from gateway.webhooks import inputs, options, store
+from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource, SignatureScheme
+from gateway.webhooks.payload import new_signing_key
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
+from gateway.webhooks.verify import verify_endpoint
 
 PREFIX = "/admin/v1"
 SUBS = f"{PREFIX}/webhooks/subscriptions"
@@ -102,14 +104,22 @@ async def _checked_url(request: web.Request, raw: str) -> str:
     return raw
 
 
-async def _subscription_values(request: web.Request, creating: bool) -> dict[str, Any]:
+async def _subscription_values(request: web.Request, creating: bool) -> tuple[dict[str, Any], bool]:
+    """Column values, and whether the endpoint must be verified before saving."""
     body = await read_json_object(request)
     values = inputs.subscription(body, request.app[BOX], creating=creating)
+    values.update(options.subscription_options(body))
     if "url" in values:
         values["url"] = await _checked_url(request, values["url"])
     if creating:
         values["secret"] = inputs.check_secret(body["secret"]) if body.get("secret") else None
-    return values
+    return values, options.wants_verify(body)
+
+
+async def _signing_key(request: web.Request, conn: asyncpg.Connection, key: ApiKey) -> None:
+    """A v1a subscription needs the tenant's ed25519 key: made on first use."""
+    private, public = new_signing_key()
+    await store.ensure_signing_key(conn, key.tenant_id, request.app[BOX].encrypt(private), public)
 
 
 # -- subscriptions -------------------------------------------------------------------------
@@ -124,12 +134,30 @@ async def list_subscriptions(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint([Role.ADMIN], status=201)
 async def create_subscription(request: web.Request, key: ApiKey) -> Any:
-    values = await _subscription_values(request, creating=True)
+    values, verify = await _subscription_values(request, creating=True)
     secret = values.pop("secret") or inputs.new_secret()
     values["secret"] = request.app[BOX].encrypt(secret)
     async with _store(request) as conn:
-        sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
+        if values.get("signature_scheme") == SignatureScheme.V1A.value:
+            await _signing_key(request, conn, key)
+        async with conn.transaction():
+            sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
+            if verify:  # refused: the transaction rolls back, nothing is saved
+                await _verify(request, conn, sub.id, key)
     return {**sub.public(), "secret": secret}
+
+
+async def _verify(request: web.Request, conn: asyncpg.Connection, sub_id: Any, key: ApiKey) -> None:
+    """Send a signed ``webhook.test`` event now; anything but 2xx refuses the change."""
+    claimed = await store.verification_target(conn, key.tenant_id, sub_id)
+    s = request.app[CONFIG]
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    problem = await verify_endpoint(claimed, request.app[BOX], policy)
+    if problem is not None:
+        raise Invalid(
+            f"the endpoint did not accept a signed test event: {problem}",
+            code="endpoint_not_verified",
+        )
 
 
 @endpoint(READERS)
@@ -143,11 +171,16 @@ async def get_subscription(request: web.Request, key: ApiKey) -> Any:
 @endpoint([Role.ADMIN])
 async def patch_subscription(request: web.Request, key: ApiKey) -> Any:
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
-    values = await _subscription_values(request, creating=False)
+    values, verify = await _subscription_values(request, creating=False)
     if not values:
         raise Invalid("nothing to change", code="missing_field")
     async with _store(request) as conn:
-        sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
+        if values.get("signature_scheme") == SignatureScheme.V1A.value:
+            await _signing_key(request, conn, key)
+        async with conn.transaction():
+            sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
+            if verify:
+                await _verify(request, conn, sub.id, key)
     return sub.public()
 
 
@@ -234,16 +267,17 @@ def _time_field(body: dict[str, Any], name: str) -> datetime | None:
 async def publish_event(request: web.Request, key: ApiKey) -> Any:
     """Publish an event; a repeated idempotency key answers 200 with the first event."""
     body = await read_json_object(request)
-    check_fields(body, {"type", "payload", "idempotency_key"}, {"type", "payload"})
+    check_fields(body, {"type", "payload", "idempotency_key", "origin_system"}, {"type", "payload"})
     event_type = inputs.event_type(body["type"])
     payload = body["payload"]
     if not isinstance(payload, dict):
         raise inputs.bad("payload", "must be a JSON object")
     inputs.json_value(payload, "payload")
     idem = inputs.text(body, "idempotency_key", inputs.MAX_NAME)
+    origin = inputs.external_system(body.get("origin_system"), "origin_system")
     async with _store(request) as conn:
         event, created, count = await store.publish_event(
-            conn, key.tenant_id, event_type, payload, idempotency_key=idem
+            conn, key.tenant_id, event_type, payload, idempotency_key=idem, origin_system=origin
         )
     answer = {"event": event.public(), "deliveries": count, "duplicate": not created}
     return answer if created else json_response(answer, status=200)
