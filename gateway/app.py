@@ -55,6 +55,7 @@ from gateway.web import openapi
 from gateway.web.http import CALL_LOG
 from gateway.web.responses import error_response, json_response
 from gateway.webhooks import api as webhooks_api
+from gateway.webhooks import catalogue_api as webhooks_catalogue_api
 from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
@@ -155,6 +156,7 @@ def create_app(
     sync_jobs_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
+    webhooks_catalogue_api.setup(app)
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
@@ -187,6 +189,7 @@ def admin_document() -> dict[str, object]:
         sync_openapi.paths(),
         sync_jobs_openapi.paths(),
         webhooks_openapi.paths(),
+        webhooks_catalogue_api.paths(),
     )
 
 

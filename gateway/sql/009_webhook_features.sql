@@ -108,8 +108,7 @@ BEGIN
           AND CASE WHEN NEW.subscription_id IS NOT NULL THEN sub.id = NEW.subscription_id
                    ELSE webhook_type_matches(sub.event_types, NEW.event_type)
                         AND (sub.filter IS NULL OR NEW.payload @> sub.filter)
-                        AND NOT (NEW.origin_system IS NOT NULL
-                                 AND NEW.origin_system = sub.external_system
+                        AND NOT (coalesce(NEW.origin_system = sub.external_system, false)
                                  AND coalesce(sub.suppress_own_changes, true)) END
         ORDER BY sub.id  -- a fixed lock order on webhook_entity_sequences
     LOOP

@@ -30,7 +30,7 @@ from gateway.web.http import (
 )
 from gateway.web.pagination import newest_first
 from gateway.web.responses import json_response
-from gateway.webhooks import inputs, options, store
+from gateway.webhooks import catalogue, inputs, options, store
 from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource, SignatureScheme
 from gateway.webhooks.payload import new_signing_key
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
@@ -78,6 +78,9 @@ def _actor(key: ApiKey) -> store.Actor:
     return store.Actor(f"key:{key.id}", key.id)
 
 
+actor_of = _actor  # for gateway/webhooks/catalogue_api.py
+
+
 @asynccontextmanager
 async def _store(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; what the store refuses inside the block is answered as
@@ -91,6 +94,23 @@ async def _store(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
         raise Conflict(str(exc)) from None
     except store.WebhookStoreError as exc:
         raise Invalid(str(exc), code="invalid_field") from None
+
+
+store_connection = _store  # for gateway/webhooks/catalogue_api.py
+
+
+async def _known_types(conn: asyncpg.Connection, key: ApiKey, values: dict[str, Any]) -> None:
+    """Once a tenant has a catalogue, subscriptions name only its types (or built-ins)."""
+    if "event_types" not in values:
+        return
+    declared = await store.event_type_names(conn, key.tenant_id)
+    unknown = catalogue.unknown_patterns(values["event_types"], declared) if declared else []
+    if unknown:
+        raise Invalid(
+            f"field 'event_types': {', '.join(unknown)} match no type of the event-type "
+            "catalogue (GET /admin/v1/webhooks/event-types)",
+            code="unknown_event_type",
+        )
 
 
 async def _checked_url(request: web.Request, raw: str) -> str:
@@ -138,6 +158,7 @@ async def create_subscription(request: web.Request, key: ApiKey) -> Any:
     secret = values.pop("secret") or inputs.new_secret()
     values["secret"] = request.app[BOX].encrypt(secret)
     async with _store(request) as conn:
+        await _known_types(conn, key, values)
         if values.get("signature_scheme") == SignatureScheme.V1A.value:
             await _signing_key(request, conn, key)
         async with conn.transaction():
@@ -175,6 +196,7 @@ async def patch_subscription(request: web.Request, key: ApiKey) -> Any:
     if not values:
         raise Invalid("nothing to change", code="missing_field")
     async with _store(request) as conn:
+        await _known_types(conn, key, values)
         if values.get("signature_scheme") == SignatureScheme.V1A.value:
             await _signing_key(request, conn, key)
         async with conn.transaction():
@@ -276,11 +298,28 @@ async def publish_event(request: web.Request, key: ApiKey) -> Any:
     idem = inputs.text(body, "idempotency_key", inputs.MAX_NAME)
     origin = inputs.external_system(body.get("origin_system"), "origin_system")
     async with _store(request) as conn:
+        await _check_payload(conn, key, event_type, payload)
         event, created, count = await store.publish_event(
             conn, key.tenant_id, event_type, payload, idempotency_key=idem, origin_system=origin
         )
     answer = {"event": event.public(), "deliveries": count, "duplicate": not created}
     return answer if created else json_response(answer, status=200)
+
+
+async def _check_payload(
+    conn: asyncpg.Connection, key: ApiKey, event_type: str, payload: dict[str, Any]
+) -> None:
+    """With a catalogue, a published event must be of a declared type and match its schema."""
+    if event_type in catalogue.BUILTIN_TYPES:
+        raise inputs.bad("type", "webhook.* event types are published by the gateway only")
+    has_catalogue, schema = await store.event_type_schema(conn, key.tenant_id, event_type)
+    if schema is not None:
+        catalogue.validate_payload(event_type, schema, payload)
+    elif has_catalogue:
+        raise Invalid(
+            f"event type {event_type!r} is not in the event-type catalogue",
+            code="unknown_event_type",
+        )
 
 
 # -- deliveries --------------------------------------------------------------------------------

@@ -780,3 +780,97 @@ async def prune(conn: asyncpg.Connection, retention_days: int, batch: int) -> tu
         deliveries = await conn.execute(PRUNE_DELIVERIES_SQL, retention_days, batch)
         events = await conn.execute(PRUNE_EVENTS_SQL, retention_days, batch)
     return int(deliveries.split()[-1]), int(events.split()[-1])
+
+
+# -- the event-type catalogue ------------------------------------------------------------------
+
+EVENT_TYPE_COLUMNS = "name, description, schema, created_at, updated_at"
+
+
+async def list_event_types(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"""SELECT {EVENT_TYPE_COLUMNS} FROM webhook_event_types
+                WHERE tenant_id = $1 ORDER BY name""",
+            tenant_id,
+        )
+    )
+
+
+async def put_event_type(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    name: str,
+    description: str,
+    schema: dict[str, Any],
+    actor: Actor,
+) -> tuple[asyncpg.Record, bool]:
+    """Declare or replace an event type; (the row, whether it is new)."""
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO webhook_event_types (tenant_id, name, description, schema)
+                    VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (tenant_id, name) DO UPDATE
+                    SET description = EXCLUDED.description, schema = EXCLUDED.schema,
+                        updated_at = now()
+                    RETURNING {EVENT_TYPE_COLUMNS}, (xmax = 0) AS created""",
+                tenant_id,
+                name,
+                description,
+                schema,
+            )
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            raise InvalidValueError(_constraint_message(exc)) from None
+        await audit(
+            conn,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            tenant_id=tenant_id,
+            action="webhook_event_type.put",
+            object_type="webhook_event_type",
+            object_id=name,
+            after={"description": description},
+        )
+    return row, bool(row["created"])
+
+
+async def delete_event_type(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, name: str, actor: Actor
+) -> None:
+    async with conn.transaction():
+        result = await conn.execute(
+            "DELETE FROM webhook_event_types WHERE tenant_id = $1 AND name = $2", tenant_id, name
+        )
+        if result.split()[-1] == "0":
+            raise NotFoundError(f"no event type {name!r}")
+        await audit(
+            conn,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            tenant_id=tenant_id,
+            action="webhook_event_type.delete",
+            object_type="webhook_event_type",
+            object_id=name,
+        )
+
+
+async def event_type_schema(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, name: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """(whether the tenant has a catalogue at all, the schema of ``name`` or None)."""
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM webhook_event_types WHERE tenant_id = $1) AS any,
+                  (SELECT schema FROM webhook_event_types
+                   WHERE tenant_id = $1 AND name = $2) AS schema""",
+        tenant_id,
+        name,
+    )
+    return bool(row["any"]), row["schema"]
+
+
+async def event_type_names(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT name FROM webhook_event_types WHERE tenant_id = $1 ORDER BY name", tenant_id
+    )
+    return [r["name"] for r in rows]
