@@ -465,3 +465,99 @@ async def test_verify_on_subscribe_refuses_an_endpoint_that_does_not_answer_2xx(
     test_event = Webhook(made["secret"]).verify(call.body, call.headers)
     assert test_event["type"] == "webhook.test"
     assert test_event["data"]["subscription_id"] == made["id"]
+
+
+# -- 4. the event-type catalogue ---------------------------------------------------------------
+
+RESERVATION_SCHEMA = {
+    "type": "object",
+    "required": ["id", "status", "rooms"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": ["confirmed", "cancelled"]},
+        "rooms": {"type": "array", "items": {"type": "object", "required": ["number"]}},
+    },
+}
+
+
+async def test_catalogue_validates_publishing_and_subscriptions(
+    gw: GatewayClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    admin, service = alpha["admin"], alpha["service"]
+    types = "/admin/v1/webhooks/event-types"
+    # before any declaration, anything goes (as before the catalogue existed)
+    await publish(gw, service, "folio.closed", {"any": "thing"})
+    resp = await gw.put(
+        f"{types}/reservation.created",
+        json={"description": "A reservation was made", "schema": RESERVATION_SCHEMA},
+        headers=admin,
+    )
+    assert resp.status == 201, await resp.json()
+    listed = await (await gw.get(types, headers=alpha["viewer"])).json()
+    declared = {i["name"]: i for i in listed["items"] if not i["builtin"]}
+    assert declared["reservation.created"]["schema"] == RESERVATION_SCHEMA
+    assert any(i["name"] == "webhook.delivery.failed" for i in listed["items"])
+
+    good = {"id": "r1", "status": "confirmed", "rooms": [{"number": "101"}]}
+    await subscribe(gw, admin, receiver.url, event_types=["reservation.*"])
+    await publish(gw, service, "reservation.created", good)
+    await wait_for(lambda: len(receiver.calls) == 1)
+
+    bad = {"id": "r2", "status": "confirmed", "rooms": [{"number": "101"}, {"floor": 2}]}
+    resp = await gw.post(
+        "/admin/v1/events", json={"type": "reservation.created", "payload": bad}, headers=service
+    )
+    refused = await resp.json()
+    assert resp.status == 422 and refused["code"] == "schema_violation", refused
+    assert refused["path"] == "$.rooms[1]" and "number" in refused["message"]
+    resp = await gw.post(
+        "/admin/v1/events",
+        json={"type": "reservation.created", "payload": {**good, "status": "maybe"}},
+        headers=service,
+    )
+    assert (await resp.json())["path"] == "$.status"
+    resp = await gw.post(
+        "/admin/v1/events", json={"type": "folio.closed", "payload": {}}, headers=service
+    )
+    assert resp.status == 422 and (await resp.json())["code"] == "unknown_event_type"
+
+    body = {"name": "x", "url": receiver.url, "event_types": ["folio.*"]}
+    resp = await gw.post(SUBS, json=body, headers=admin)
+    refused = await resp.json()
+    assert resp.status == 422 and refused["code"] == "unknown_event_type", refused
+    body["event_types"] = ["reservation.created", "webhook.*"]
+    assert (await gw.post(SUBS, json=body, headers=admin)).status == 201
+
+    doc = await (await gw.get(f"{types}/openapi.json", headers=admin)).json()
+    hook = doc["webhooks"]["reservation.created"]["post"]
+    data = hook["requestBody"]["content"]["application/json"]["schema"]["properties"]["data"]
+    assert doc["openapi"].startswith("3.1") and data == RESERVATION_SCHEMA
+    admin_doc = await (await gw.get("/admin/v1/openapi.json")).json()
+    assert f"{types}/{{name}}" in admin_doc["paths"]
+    assert "/admin/v1/webhooks/public-key" in admin_doc["paths"]
+
+
+async def test_catalogue_refuses_bad_declarations(gw: GatewayClient, alpha: dict[str, Any]) -> None:
+    types = "/admin/v1/webhooks/event-types"
+    for name, body, code in (
+        (
+            "reservation.created",
+            {"description": "x", "schema": {"type": "nonsense"}},
+            "invalid_schema",
+        ),
+        ("reservation.created", {"description": "x"}, "invalid_field"),
+        ("reservation.created", {"description": "x", "schema": {}, "extra": 1}, "invalid_field"),
+        ("Not A Type", {"description": "x", "schema": {}}, "invalid_field"),
+        ("webhook.delivery.failed", {"description": "x", "schema": {}}, "invalid_field"),
+    ):
+        resp = await gw.put(f"{types}/{name}", json=body, headers=alpha["admin"])
+        answer = await resp.json()
+        assert resp.status == 422 and answer["code"] == code, (name, body, answer)
+    resp = await gw.put(
+        f"{types}/room.cleaned",
+        json={"description": "x", "schema": {}},
+        headers=alpha["viewer"],
+    )
+    assert resp.status == 403
+    resp = await gw.delete(f"{types}/room.cleaned", headers=alpha["admin"])
+    assert resp.status == 404
