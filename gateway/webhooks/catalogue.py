@@ -20,6 +20,7 @@ import msgspec
 import orjson
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
 
 from gateway.errors import Invalid
 
@@ -102,9 +103,16 @@ def _validator(schema_text: str) -> jsonschema.protocols.Validator:
 def validate_payload(event_type: str, schema: dict[str, Any], payload: Any) -> None:
     """422 ``schema_violation`` with the JSON path of the first violation."""
     validator = _validator(orjson.dumps(schema).decode())
-    error: ValidationError | None = min(
-        validator.iter_errors(payload), key=_error_order, default=None
-    )
+    try:
+        error: ValidationError | None = min(
+            validator.iter_errors(payload), key=_error_order, default=None
+        )
+    except (Unresolvable, RecursionError) as exc:
+        # e.g. a $ref to a document the gateway does not fetch: the schema's fault
+        raise Invalid(
+            f"the schema of {event_type!r} cannot be applied: {str(exc)[:300]}",
+            code="invalid_schema",
+        ) from None
     if error is not None:
         where = _path(error.absolute_path)
         raise SchemaViolation(
