@@ -158,6 +158,7 @@ async def update_subscription(
     sets = [f"{c} = ${i + 3}" for i, c in enumerate(cols)]
     if values.get("active") is True:
         sets += ["disabled_reason = NULL", "disabled_at = NULL", "failing_since = NULL"]
+        sets += ["paused_until = NULL"]  # an admin's re-enable ends an endpoint backoff
     elif values.get("active") is False:
         sets += ["disabled_reason = 'disabled by an admin'", "disabled_at = now()"]
     sets += ["updated_at = now()"] + ([extra_sql] if extra_sql else [])
