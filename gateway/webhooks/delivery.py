@@ -347,6 +347,7 @@ class Dispatcher:
             ("webhook-listener", self._listen_loop()),
             ("webhook-stats", self._stats_loop()),
             ("webhook-prune", self._prune_loop()),
+            ("webhook-release", self._release_loop()),
         ):
             self._loops.append(asyncio.create_task(coro, name=name))
 
@@ -356,12 +357,8 @@ class Dispatcher:
     # -- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        swept = 0.0
         while not self._stopping:
             try:
-                if time.monotonic() - swept >= RELEASE_SWEEP_INTERVAL:
-                    swept = time.monotonic()
-                    await self._release_stranded()
                 await self._claim_round()
             except Exception:  # a bug here must not stop deliveries for good
                 log.exception("webhook claim round failed")
@@ -379,12 +376,16 @@ class Dispatcher:
             async with asyncio.timeout(self.settings.webhook_poll_interval):
                 await self._wake.wait()
 
-    async def _release_stranded(self) -> None:
-        try:
-            async with self.pool.acquire() as conn:
-                await store.release_stranded(conn)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("webhook release sweep failed: %s", type(exc).__name__)
+    async def _release_loop(self) -> None:
+        """The sweep of store.release_stranded, on its own: never in the way of claims."""
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    if await store.release_stranded(conn):
+                        self._wake.set()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook release sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(RELEASE_SWEEP_INTERVAL)
 
     async def _claim_once(self, limit: int) -> int:
         owner = f"{self.worker_id}:{next(self._seq)}"

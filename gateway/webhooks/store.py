@@ -602,15 +602,17 @@ RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id, d.webhook_id, d.atte
 # release trigger ran before they were visible) are released here, every few seconds.
 RELEASE_STRANDED_SQL = """
 UPDATE webhook_deliveries d SET held = false, updated_at = now()
-WHERE d.held AND d.status = 'pending' AND NOT EXISTS (
-    SELECT 1 FROM webhook_deliveries o
-    WHERE o.subscription_id = d.subscription_id AND o.entity_key = d.entity_key
-      AND o.status IN ('pending', 'delivering') AND o.seq < d.seq)
+FROM (SELECT DISTINCT ON (subscription_id, entity_key) id, held
+      FROM webhook_deliveries
+      WHERE status IN ('pending', 'delivering') AND entity_key IS NOT NULL
+      ORDER BY subscription_id, entity_key, seq) head
+WHERE d.id = head.id AND head.held AND d.held AND d.status = 'pending'
 """
 
 
 async def release_stranded(conn: asyncpg.Connection) -> int:
-    """Release held deliveries no older open delivery of their entity holds back."""
+    """Release the oldest open delivery of each entity when it is still held (one pass
+    over the open ordered deliveries, in the entity index's order)."""
     result = await conn.execute(RELEASE_STRANDED_SQL)
     return int(result.split()[-1])
 

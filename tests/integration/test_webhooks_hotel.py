@@ -561,3 +561,37 @@ async def test_catalogue_refuses_bad_declarations(gw: GatewayClient, alpha: dict
     assert resp.status == 403
     resp = await gw.delete(f"{types}/room.cleaned", headers=alpha["admin"])
     assert resp.status == 404
+
+
+async def test_a_delivery_left_held_by_a_race_is_released_by_the_sweep(
+    gw: GatewayClient, alpha: dict[str, Any], receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    """The release trigger cannot see a delivery fanned out concurrently with its
+    predecessor's completion; the loop's sweep releases it (and only the entity's head)."""
+    answered: list[int] = []
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        answered.append(_data(await request.read())["v"])
+        return web.Response(status=500) if n == 1 else web.json_response({"ok": True})
+
+    receiver.behave = answer
+    await subscribe(
+        gw,
+        alpha["admin"],
+        receiver.url,
+        ordering="entity",
+        retry_policy={"max_attempts": 5, "schedule": [3600]},
+    )
+    await _outbox(
+        db, alpha["tenant"].id, [("reservation.updated", {"id": "r", "v": v}) for v in range(3)]
+    )
+    await wait_for(lambda: answered == [0])  # v0 failed; its retry is an hour away
+    # the race's outcome: v0 finished without its release trigger (triggers off here)
+    await db.execute("SET session_replication_role = replica")
+    await db.execute(
+        "UPDATE webhook_deliveries SET status = 'delivered'"
+        " WHERE seq = 1 AND entity_key = 'reservation:r'"
+    )
+    await db.execute("SET session_replication_role = DEFAULT")
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE held") == 2
+    await wait_for(lambda: answered == [0, 1, 2], timeout=15)
