@@ -149,10 +149,14 @@ async def test_entity_order_holds_under_concurrency_and_injected_failures(
         assert seen == list(range(versions)), (entity, seen)  # in order, each once
     assert ordered.max_per_entity == 1  # one at a time per entity...
     assert ordered.max_total > 1  # ...and entities in parallel
-    counts = await db.fetch(
-        "SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status ORDER BY status"
-    )
-    assert [(r["status"], r["n"]) for r in counts] == [("delivered", entities * versions)]
+
+    async def all_delivered() -> bool:  # the last results are written just after the answers
+        counts = await db.fetch(
+            "SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status ORDER BY status"
+        )
+        return [(r["status"], r["n"]) for r in counts] == [("delivered", entities * versions)]
+
+    await wait_for(all_delivered)
 
 
 async def test_a_failing_event_holds_back_only_its_own_entity(
