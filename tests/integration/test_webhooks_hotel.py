@@ -297,6 +297,11 @@ async def test_changes_a_partner_made_are_not_echoed_back_to_it(
 # -- 7. endpoint-level backoff and rate limit ---------------------------------------------------
 
 
+async def _paused(gw: GatewayClient, tenant: dict[str, Any], sub_id: str) -> bool:
+    shown = await (await gw.get(f"{SUBS}/{sub_id}", headers=tenant["admin"])).json()
+    return shown["paused_until"] is not None
+
+
 async def test_503_with_retry_after_backs_off_the_whole_endpoint(
     gw: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
@@ -309,6 +314,7 @@ async def test_503_with_retry_after_backs_off_the_whole_endpoint(
     sub = await subscribe(gw, alpha["admin"], receiver.url, max_concurrency=10)
     await publish(gw, alpha["service"], "reservation.created", {"id": "first"})
     await wait_for(lambda: len(receiver.calls) == 1)
+    await wait_for(lambda: _paused(gw, alpha, sub["id"]))  # the 503's result is written
     resp = await gw.get(f"{SUBS}/{sub['id']}", headers=alpha["admin"])
     for i in range(5):
         await publish(gw, alpha["service"], "reservation.created", {"id": f"later-{i}"})
@@ -327,9 +333,10 @@ async def test_502_without_retry_after_pauses_by_the_retry_delay(
         return web.Response(status=502) if n == 1 else web.json_response({"ok": True})
 
     receiver.behave = answer
-    await subscribe(gw, alpha["admin"], receiver.url, retry_policy={"schedule": [1.5]})
+    sub = await subscribe(gw, alpha["admin"], receiver.url, retry_policy={"schedule": [1.5]})
     await publish(gw, alpha["service"], "reservation.created", {"id": "a"})
     await wait_for(lambda: len(receiver.calls) == 1)
+    await wait_for(lambda: _paused(gw, alpha, sub["id"]))
     await publish(gw, alpha["service"], "reservation.created", {"id": "b"})
     await wait_for(lambda: len(receiver.calls) == 3, timeout=15)
     assert receiver.calls[1].at - receiver.calls[0].at >= 1.5 * 0.8 - 0.05  # jitter ±20 %
