@@ -1,12 +1,19 @@
 """Webhook delivery benchmark: one gateway process delivering to a local receiver (200).
 
     python bench/webhooks.py [--burst 20000] [--rate 500] [--duration 20]
+                             [--entities 1000] [--rounds ABBA]
 
 1. Throughput: --burst events written to the outbox in one transaction (one matching
    subscription each); deliveries/s = events / (last delivered - commit).
 2. Latency: events published through POST /admin/v1/events at a steady --rate for
    --duration seconds; event created (its row's created_at, sent as the body's
    "timestamp") → received by the receiver, p50/p99.
+
+Both run for an unordered subscription (A) and for one with ``ordering: entity`` (B),
+the bursts alternating as --rounds says (A B B A by default: the machine is noisy). The
+events are the same for both: --entities reservations, --burst / --entities versions
+each, interleaved (v0 of every entity, then v1, ...). The receiver checks each entity's
+versions arrive in order and prints the inversions it saw (an ordered run must have 0).
 
 Everything runs on 127.0.0.1 with an embedded PostgreSQL of its own in a temporary
 directory; only processes started here are stopped; the whole run is bounded (about
@@ -49,13 +56,20 @@ def receiver_main(port: int) -> None:
 
     latencies: list[float] = []
     ids: set[str] = set()
-    state = {"count": 0, "last": 0.0}
+    state = {"count": 0, "last": 0.0, "inversions": 0}
+    newest: dict[str, int] = {}  # entity -> newest version received
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         now = time.time()
-        sent = datetime.fromisoformat(orjson.loads(body)["timestamp"]).timestamp()
+        event = orjson.loads(body)
+        sent = datetime.fromisoformat(event["timestamp"]).timestamp()
         latencies.append(now - sent)
+        entity, version = event["data"].get("id"), event["data"].get("v")
+        if entity is not None:
+            if version < newest.get(entity, -1):
+                state["inversions"] += 1
+            newest[entity] = max(version, newest.get(entity, -1))
         ids.add(request.headers["webhook-id"])
         state["count"] += 1
         state["last"] = now
@@ -71,6 +85,7 @@ def receiver_main(port: int) -> None:
             {
                 "count": state["count"],
                 "unique": len(ids),
+                "inversions": state["inversions"],
                 "last": state["last"],
                 "p50_ms": pct(0.5),
                 "p99_ms": pct(0.99),
@@ -80,7 +95,8 @@ def receiver_main(port: int) -> None:
     async def reset(request: web.Request) -> web.Response:
         latencies.clear()
         ids.clear()
-        state.update(count=0, last=0.0)
+        newest.clear()
+        state.update(count=0, last=0.0, inversions=0)
         return web.Response(status=204)
 
     app = web.Application()
@@ -116,19 +132,30 @@ async def settle(http: aiohttp.ClientSession, base: str, expected: int) -> dict[
     raise RuntimeError(f"only {stats['count']} of {expected} deliveries arrived")
 
 
-async def burst(dsn: str, http: aiohttp.ClientSession, rec: str, tenant: str, n: int) -> None:
+MODES = {"A": ("unordered", "booking.updated"), "B": ("ordered", "reservation.updated")}
+
+
+async def burst(
+    dsn: str, http: aiohttp.ClientSession, rec: str, tenant: str, n: int, mode: str, entities: int
+) -> float:
+    """One burst for subscription ``mode`` (A or B); returns deliveries/s."""
     import asyncpg
 
+    name, event_type = MODES[mode]
+    async with http.post(rec + "/reset"):
+        pass
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
             """INSERT INTO webhook_events (tenant_id, event_type, payload)
-               SELECT $1::uuid, 'reservation.created',
-                      jsonb_build_object('reservation_id', g, 'guest', 'Ada Lovelace',
-                                         'nights', 3, 'room', '101')
-               FROM generate_series(1, $2) AS g""",
+               SELECT $1::uuid, $4,
+                      jsonb_build_object('id', 'res-' || (g % $3), 'v', g / $3,
+                                         'guest', 'Ada Lovelace', 'nights', 3, 'room', '101')
+               FROM generate_series(0, $2 - 1) AS g ORDER BY g""",
             tenant,
             n,
+            entities,
+            event_type,
         )
         committed = time.time()
     finally:
@@ -136,23 +163,35 @@ async def burst(dsn: str, http: aiohttp.ClientSession, rec: str, tenant: str, n:
     stats = await settle(http, rec, n)
     elapsed = stats["last"] - committed
     print(
-        f"throughput: {n} deliveries in {elapsed:.2f} s after commit = "
-        f"{n / elapsed:,.0f} deliveries/s (unique webhook-ids {stats['unique']:.0f}) "
-        "(target >= 2,000)",
+        f"throughput {mode} ({name}, {entities} entities): {n} deliveries in {elapsed:.2f} s "
+        f"after commit = {n / elapsed:,.0f} deliveries/s; p50 {stats['p50_ms']:.0f} ms, "
+        f"p99 {stats['p99_ms']:.0f} ms after the event; unique webhook-ids "
+        f"{stats['unique']:.0f}; order inversions {stats['inversions']:.0f}",
         flush=True,
     )
+    return n / elapsed
 
 
 async def steady(
-    http: aiohttp.ClientSession, gw: str, rec: str, token: str, rate: int, seconds: int
+    http: aiohttp.ClientSession,
+    gw: str,
+    rec: str,
+    token: str,
+    args: argparse.Namespace,
+    mode: str,
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
+    rate, seconds = args.rate, args.duration
     total = rate * seconds
     failures = 0
+    name, event_type = MODES[mode]
+    async with http.post(rec + "/reset"):
+        pass
 
     async def one(i: int) -> None:
         nonlocal failures
-        body = {"type": "reservation.updated", "payload": {"reservation_id": i, "nights": 2}}
+        payload = {"id": f"res-{i % args.entities}", "v": i // args.entities, "nights": 2}
+        body = {"type": event_type, "payload": payload}
         async with http.post(gw + "/admin/v1/events", json=body, headers=headers) as r:
             if r.status != 201:
                 failures += 1
@@ -169,10 +208,10 @@ async def steady(
     sent_in = time.monotonic() - start
     stats = await settle(http, rec, total)
     print(
-        f"latency at {rate} events/s for {seconds} s ({total} events, published in "
-        f"{sent_in:.1f} s, {failures} publish failures): event -> delivered "
+        f"latency {mode} ({name}) at {rate} events/s for {seconds} s ({total} events, "
+        f"published in {sent_in:.1f} s, {failures} publish failures): event -> delivered "
         f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms "
-        "(targets <= 25 ms, <= 150 ms)",
+        f"(targets <= 25 ms, <= 150 ms); order inversions {stats['inversions']:.0f}",
         flush=True,
     )
 
@@ -180,25 +219,41 @@ async def steady(
 async def measure(
     args: argparse.Namespace, dsn: str, gw: str, rec: str, admin: str, service: str, tenant: str
 ) -> None:
+    import statistics
+
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
-        sub = {
-            "name": "bench",
-            "url": rec + "/hook",
-            "event_types": ["reservation.*"],
-            "max_concurrency": 1000,
-        }
-        async with http.post(
-            gw + "/admin/v1/webhooks/subscriptions",
-            json=sub,
-            headers={"Authorization": f"Bearer {admin}"},
-        ) as r:
-            assert r.status == 201, await r.text()
-        await burst(dsn, http, rec, tenant, args.burst)
-        async with http.post(rec + "/reset"):
-            pass
-        await steady(http, gw, rec, service, args.rate, args.duration)
+        for mode, (name, event_type) in MODES.items():
+            sub = {
+                "name": f"bench {name}",
+                "url": rec + "/hook",
+                "event_types": [event_type],
+                "max_concurrency": 1000,
+                "ordering": "entity" if mode == "B" else "none",
+            }
+            async with http.post(
+                gw + "/admin/v1/webhooks/subscriptions",
+                json=sub,
+                headers={"Authorization": f"Bearer {admin}"},
+            ) as r:
+                assert r.status == 201, await r.text()
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        for mode in args.rounds:
+            rates[mode].append(await burst(dsn, http, rec, tenant, args.burst, mode, args.entities))
+        for mode, values in rates.items():
+            if values:
+                print(
+                    f"median {mode} ({MODES[mode][0]}): {statistics.median(values):,.0f} "
+                    f"deliveries/s over {len(values)} bursts "
+                    f"(min {min(values):,.0f}, max {max(values):,.0f})",
+                    flush=True,
+                )
+        if rates["A"] and rates["B"]:
+            ratio = statistics.median(rates["B"]) / statistics.median(rates["A"])
+            print(f"ordered / unordered throughput: {ratio:.2f} (aim >= 0.80)", flush=True)
+        for mode in dict.fromkeys(args.rounds):
+            await steady(http, gw, rec, service, args, mode)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -256,6 +311,10 @@ def main() -> None:
     p.add_argument("--burst", type=int, default=20000, help="events in the throughput phase")
     p.add_argument("--rate", type=int, default=500, help="events/s in the latency phase")
     p.add_argument("--duration", type=int, default=20, help="seconds of the latency phase")
+    p.add_argument("--entities", type=int, default=1000, help="reservations the events update")
+    p.add_argument(
+        "--rounds", default="ABBA", help="bursts in order: A unordered, B ordered by entity"
+    )
     p.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.receiver:

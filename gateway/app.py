@@ -65,6 +65,7 @@ from gateway.web import openapi
 from gateway.web.http import CALL_LOG
 from gateway.web.responses import error_response, json_response
 from gateway.webhooks import api as webhooks_api
+from gateway.webhooks import catalogue_api as webhooks_catalogue_api
 from gateway.webhooks import openapi as webhooks_openapi
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
@@ -230,6 +231,7 @@ def create_app(
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     erasure_api.setup(app, erasure_steps(lambda: app[POOL], lambda: app[LOGS_POOL]))
+    webhooks_catalogue_api.setup(app)
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
@@ -263,6 +265,7 @@ def admin_document() -> dict[str, object]:
         sync_jobs_openapi.paths(),
         webhooks_openapi.paths(),
         erasure_openapi.paths(),
+        webhooks_catalogue_api.paths(),
     )
 
 

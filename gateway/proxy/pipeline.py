@@ -412,7 +412,14 @@ class Proxy:
                 body = ex.upstream_body
                 if body is None:
                     body = resp.body if isinstance(resp.body, bytes) else b""
-                await self.emitter.answered(route, request.method, ex.status, ex.tenant_id, body)
+                await self.emitter.answered(
+                    route,
+                    request.method,
+                    ex.status,
+                    ex.tenant_id,
+                    body,
+                    origin_system=ex.external_system,  # echo suppression
+                )
             return resp
         except pool.UpstreamTimeout as exc:
             msg = f"upstream {up.name!r} did not answer within its timeout"

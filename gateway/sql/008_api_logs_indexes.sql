@@ -1,3 +1,4 @@
+-- gateway-migration: logs
 -- api_logs indexes, measured against the queries that need them (issue 18; figures and
 -- command in bench/RESULTS.md, "What each api_logs index costs a row"):
 --

@@ -30,9 +30,11 @@ from gateway.web.http import (
 )
 from gateway.web.pagination import newest_first
 from gateway.web.responses import json_response
-from gateway.webhooks import inputs, store
-from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource
+from gateway.webhooks import catalogue, inputs, options, store
+from gateway.webhooks.model import Delivery, DeliveryStatus, EventSource, SignatureScheme
+from gateway.webhooks.payload import new_signing_key
 from gateway.webhooks.ssrf import AddressPolicy, check_endpoint, check_url_shape
+from gateway.webhooks.verify import verify_endpoint
 
 PREFIX = "/admin/v1"
 SUBS = f"{PREFIX}/webhooks/subscriptions"
@@ -76,6 +78,9 @@ def _actor(key: ApiKey) -> store.Actor:
     return store.Actor(f"key:{key.id}", key.id)
 
 
+actor_of = _actor  # for gateway/webhooks/catalogue_api.py
+
+
 @asynccontextmanager
 async def _store(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection; what the store refuses inside the block is answered as
@@ -91,6 +96,23 @@ async def _store(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
         raise Invalid(str(exc), code="invalid_field") from None
 
 
+store_connection = _store  # for gateway/webhooks/catalogue_api.py
+
+
+async def _known_types(conn: asyncpg.Connection, key: ApiKey, values: dict[str, Any]) -> None:
+    """Once a tenant has a catalogue, subscriptions name only its types (or built-ins)."""
+    if "event_types" not in values:
+        return
+    declared = await store.event_type_names(conn, key.tenant_id)
+    unknown = catalogue.unknown_patterns(values["event_types"], declared) if declared else []
+    if unknown:
+        raise Invalid(
+            f"field 'event_types': {', '.join(unknown)} match no type of the event-type "
+            "catalogue (GET /admin/v1/webhooks/event-types)",
+            code="unknown_event_type",
+        )
+
+
 async def _checked_url(request: web.Request, raw: str) -> str:
     s = request.app[CONFIG]
     policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
@@ -102,14 +124,22 @@ async def _checked_url(request: web.Request, raw: str) -> str:
     return raw
 
 
-async def _subscription_values(request: web.Request, creating: bool) -> dict[str, Any]:
+async def _subscription_values(request: web.Request, creating: bool) -> tuple[dict[str, Any], bool]:
+    """Column values, and whether the endpoint must be verified before saving."""
     body = await read_json_object(request)
     values = inputs.subscription(body, request.app[BOX], creating=creating)
+    values.update(options.subscription_options(body))
     if "url" in values:
         values["url"] = await _checked_url(request, values["url"])
     if creating:
         values["secret"] = inputs.check_secret(body["secret"]) if body.get("secret") else None
-    return values
+    return values, options.wants_verify(body)
+
+
+async def _signing_key(request: web.Request, conn: asyncpg.Connection, key: ApiKey) -> None:
+    """A v1a subscription needs the tenant's ed25519 key: made on first use."""
+    private, public = new_signing_key()
+    await store.ensure_signing_key(conn, key.tenant_id, request.app[BOX].encrypt(private), public)
 
 
 # -- subscriptions -------------------------------------------------------------------------
@@ -124,12 +154,31 @@ async def list_subscriptions(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint([Role.ADMIN], status=201)
 async def create_subscription(request: web.Request, key: ApiKey) -> Any:
-    values = await _subscription_values(request, creating=True)
+    values, verify = await _subscription_values(request, creating=True)
     secret = values.pop("secret") or inputs.new_secret()
     values["secret"] = request.app[BOX].encrypt(secret)
     async with _store(request) as conn:
-        sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
+        await _known_types(conn, key, values)
+        if values.get("signature_scheme") == SignatureScheme.V1A.value:
+            await _signing_key(request, conn, key)
+        async with conn.transaction():
+            sub = await store.create_subscription(conn, key.tenant_id, values, _actor(key))
+            if verify:  # refused: the transaction rolls back, nothing is saved
+                await _verify(request, conn, sub.id, key)
     return {**sub.public(), "secret": secret}
+
+
+async def _verify(request: web.Request, conn: asyncpg.Connection, sub_id: Any, key: ApiKey) -> None:
+    """Send a signed ``webhook.test`` event now; anything but 2xx refuses the change."""
+    claimed = await store.verification_target(conn, key.tenant_id, sub_id)
+    s = request.app[CONFIG]
+    policy = AddressPolicy(s.webhook_allow_private, s.webhook_allowed_networks)
+    problem = await verify_endpoint(claimed, request.app[BOX], policy)
+    if problem is not None:
+        raise Invalid(
+            f"the endpoint did not accept a signed test event: {problem}",
+            code="endpoint_not_verified",
+        )
 
 
 @endpoint(READERS)
@@ -143,11 +192,17 @@ async def get_subscription(request: web.Request, key: ApiKey) -> Any:
 @endpoint([Role.ADMIN])
 async def patch_subscription(request: web.Request, key: ApiKey) -> Any:
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
-    values = await _subscription_values(request, creating=False)
+    values, verify = await _subscription_values(request, creating=False)
     if not values:
         raise Invalid("nothing to change", code="missing_field")
     async with _store(request) as conn:
-        sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
+        await _known_types(conn, key, values)
+        if values.get("signature_scheme") == SignatureScheme.V1A.value:
+            await _signing_key(request, conn, key)
+        async with conn.transaction():
+            sub = await store.update_subscription(conn, key.tenant_id, sub_id, values, _actor(key))
+            if verify:
+                await _verify(request, conn, sub.id, key)
     return sub.public()
 
 
@@ -234,19 +289,37 @@ def _time_field(body: dict[str, Any], name: str) -> datetime | None:
 async def publish_event(request: web.Request, key: ApiKey) -> Any:
     """Publish an event; a repeated idempotency key answers 200 with the first event."""
     body = await read_json_object(request)
-    check_fields(body, {"type", "payload", "idempotency_key"}, {"type", "payload"})
+    check_fields(body, {"type", "payload", "idempotency_key", "origin_system"}, {"type", "payload"})
     event_type = inputs.event_type(body["type"])
     payload = body["payload"]
     if not isinstance(payload, dict):
         raise inputs.bad("payload", "must be a JSON object")
     inputs.json_value(payload, "payload")
     idem = inputs.text(body, "idempotency_key", inputs.MAX_NAME)
+    origin = inputs.external_system(body.get("origin_system"), "origin_system")
     async with _store(request) as conn:
+        await _check_payload(conn, key, event_type, payload)
         event, created, count = await store.publish_event(
-            conn, key.tenant_id, event_type, payload, idempotency_key=idem
+            conn, key.tenant_id, event_type, payload, idempotency_key=idem, origin_system=origin
         )
     answer = {"event": event.public(), "deliveries": count, "duplicate": not created}
     return answer if created else json_response(answer, status=200)
+
+
+async def _check_payload(
+    conn: asyncpg.Connection, key: ApiKey, event_type: str, payload: dict[str, Any]
+) -> None:
+    """With a catalogue, a published event must be of a declared type and match its schema."""
+    if event_type in catalogue.BUILTIN_TYPES:
+        raise inputs.bad("type", "webhook.* event types are published by the gateway only")
+    has_catalogue, schema = await store.event_type_schema(conn, key.tenant_id, event_type)
+    if schema is not None:
+        catalogue.validate_payload(event_type, schema, payload)
+    elif has_catalogue:
+        raise Invalid(
+            f"event type {event_type!r} is not in the event-type catalogue",
+            code="unknown_event_type",
+        )
 
 
 # -- deliveries --------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ COMPLETE_LINGER = 0.002  # seconds the completer waits for more results to batch
 CONNECTOR_LIMIT = 1000  # connections open to subscribers at once (per process)
 POOL_CONNECT_TIMEOUT = 5.0  # seconds to open a loop connection before giving up
 DNS_CACHE_TTL = 10  # seconds; short, so the SSRF check sees DNS changes soon
+# seconds between sweeps releasing ordered deliveries a concurrent completion left held
+# (see store.release_stranded); the release trigger does it at once in every other case
+RELEASE_SWEEP_INTERVAL = 2.0
 
 
 async def loop_pool(dsn: str) -> asyncpg.Pool:
@@ -214,6 +217,11 @@ def retry_policy(d: Claimed, default_schedule: tuple[float, ...]) -> RetryPolicy
     return RetryPolicy(d.max_attempts, d.retry_schedule or default_schedule, d.backoff)
 
 
+# One attempt's result for the completer: the row update, the subscription's health
+# effect, the subscription, and the seconds its endpoint backs off (429/502/503/504).
+Result = tuple[store.Completion, SubscriptionEffect, uuid.UUID, float | None]
+
+
 class Completer:
     """Writes attempt results in batches; keeps retrying while the database is down."""
 
@@ -221,16 +229,20 @@ class Completer:
         self, pool: asyncpg.Pool, settings: Settings, on_flush: Callable[[], None]
     ) -> None:
         self.pool, self.settings, self.on_flush = pool, settings, on_flush
-        self.queue: asyncio.Queue[tuple[store.Completion, SubscriptionEffect, uuid.UUID]] = (
-            asyncio.Queue()
-        )
+        self.queue: asyncio.Queue[Result] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="webhook-completer")
 
-    def submit(self, c: store.Completion, effect: SubscriptionEffect, sub: uuid.UUID) -> None:
-        self.queue.put_nowait((c, effect, sub))
+    def submit(
+        self,
+        c: store.Completion,
+        effect: SubscriptionEffect,
+        sub: uuid.UUID,
+        pause: float | None = None,
+    ) -> None:
+        self.queue.put_nowait((c, effect, sub, pause))
 
     async def _run(self) -> None:
         while True:
@@ -247,16 +259,20 @@ class Completer:
                 self.queue.task_done()
             self.on_flush()
 
-    async def _write(
-        self, batch: list[tuple[store.Completion, SubscriptionEffect, uuid.UUID]]
-    ) -> None:
-        effects = _merge_effects((effect, sub) for _, effect, sub in batch)
-        done = [c for c, _, _ in batch]
+    async def _write(self, batch: list[Result]) -> None:
+        effects = _merge_effects((effect, sub) for _, effect, sub, _ in batch)
+        pauses: dict[uuid.UUID, float] = {}
+        for _, _, sub, pause in batch:
+            if pause is not None:
+                pauses[sub] = max(pause, pauses.get(sub, 0.0))
+        done = [c for c, _, _, _ in batch]
         scrubbed = False
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    await store.complete(conn, done, effects, self.settings.webhook_disable_after)
+                    await store.complete(
+                        conn, done, effects, self.settings.webhook_disable_after, pauses
+                    )
                 return
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                 # A value PostgreSQL refuses must not block every later result: retry once
@@ -331,6 +347,7 @@ class Dispatcher:
             ("webhook-listener", self._listen_loop()),
             ("webhook-stats", self._stats_loop()),
             ("webhook-prune", self._prune_loop()),
+            ("webhook-release", self._release_loop()),
         ):
             self._loops.append(asyncio.create_task(coro, name=name))
 
@@ -358,6 +375,17 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.webhook_poll_interval):
                 await self._wake.wait()
+
+    async def _release_loop(self) -> None:
+        """The sweep of store.release_stranded, on its own: never in the way of claims."""
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    if await store.release_stranded(conn):
+                        self._wake.set()
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("webhook release sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(RELEASE_SWEEP_INTERVAL)
 
     async def _claim_once(self, limit: int) -> int:
         owner = f"{self.worker_id}:{next(self._seq)}"
@@ -405,7 +433,7 @@ class Dispatcher:
             outcome.error,
             outcome.response_excerpt,
         )
-        self.completer.submit(completion, decision.effect, d.subscription_id)
+        self.completer.submit(completion, decision.effect, d.subscription_id, decision.pause)
 
     def _observe(self, d: Claimed, outcome: AttemptOutcome, decision: Decision) -> None:
         metrics.WEBHOOK_ATTEMPTS.labels(outcome.result.value).inc()

@@ -31,9 +31,17 @@ class RouteEmitter:
         self.deadline = deadline  # seconds the answer may wait for the event to be stored
 
     async def answered(
-        self, route: Route, method: str, status: int, tenant_id: str | None, body: bytes
+        self,
+        route: Route,
+        method: str,
+        status: int,
+        tenant_id: str | None,
+        body: bytes,
+        origin_system: str | None = None,
     ) -> None:
-        """Publish the events ``route`` declares for this answer, if any."""
+        """Publish the events ``route`` declares for this answer, if any; ``origin_system``
+        (the calling key's external system) keeps the event from that system's own
+        subscriptions (echo suppression)."""
         rules = [r for r in route.emit if r.matches(method, status)]
         if not rules:
             return
@@ -42,15 +50,27 @@ class RouteEmitter:
             metrics.WEBHOOK_EVENTS_EMITTED.labels(route.name, "skipped").inc(len(rules))
             return
         for rule in rules:
-            await self._publish(route.name, uuid.UUID(tenant_id), rule.event_type, payload)
+            await self._publish(
+                route.name, uuid.UUID(tenant_id), rule.event_type, payload, origin_system
+            )
 
     async def _publish(
-        self, route: str, tenant_id: uuid.UUID, event_type: str, payload: dict[str, object]
+        self,
+        route: str,
+        tenant_id: uuid.UUID,
+        event_type: str,
+        payload: dict[str, object],
+        origin_system: str | None,
     ) -> None:
         try:
             async with bounded(self.pool, self.deadline) as conn:
                 await store.publish_event(
-                    conn, tenant_id, event_type, payload, source=EventSource.ROUTE
+                    conn,
+                    tenant_id,
+                    event_type,
+                    payload,
+                    source=EventSource.ROUTE,
+                    origin_system=origin_system,
                 )
         except (
             OSError,

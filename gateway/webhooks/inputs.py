@@ -64,6 +64,13 @@ SUBSCRIPTION_FIELDS = frozenset(
         "payload",
         "external_system",
         "active",
+        # issue 21 options, checked by gateway/webhooks/options.py
+        "ordering",
+        "coalesce",
+        "suppress_own_changes",
+        "rate_limit",
+        "signature",
+        "verify",
     }
 )
 
@@ -279,11 +286,11 @@ def payload_options(raw: Any) -> dict[str, Any]:
     return {"payload_fields": fields, "payload_template": template}
 
 
-def external_system(raw: Any) -> str | None:
+def external_system(raw: Any, name: str = "external_system") -> str | None:
     if raw is None:
         return None
     if not is_name(raw):
-        raise bad("external_system", "must be a name such as booking_engine")
+        raise bad(name, "must be a name such as booking_engine")
     return raw
 
 

@@ -24,6 +24,7 @@ class DeliveryStatus(enum.StrEnum):
     DELIVERED = "delivered"  # a 2xx answer was received
     FAILED = "failed"  # dead: attempts exhausted or 410; replayable
     CANCELLED = "cancelled"  # its subscription was deleted
+    COALESCED = "coalesced"  # replaced by a newer event of the same type and entity
 
 
 class AttemptResult(enum.StrEnum):
@@ -40,6 +41,17 @@ class EventSource(enum.StrEnum):
     API = "api"  # POST /admin/v1/events
     ROUTE = "route"  # emitted from a proxied answer (routes.yaml `emit`)
     TEST = "test"  # a test event sent to one subscription
+    SYSTEM = "system"  # an operational event (webhook.*) the gateway published itself
+
+
+class Ordering(enum.StrEnum):
+    NONE = "none"  # deliveries in parallel, up to max_concurrency
+    ENTITY = "entity"  # one at a time per entity, in event order; entities in parallel
+
+
+class SignatureScheme(enum.StrEnum):
+    V1 = "v1"  # HMAC-SHA256 with the subscription's whsec_ secret
+    V1A = "v1a"  # ed25519 with the tenant's key; the public key is served
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -51,7 +63,8 @@ SUBSCRIPTION_COLUMNS = (
     "previous_secret_expires_at, max_attempts, retry_schedule, backoff_initial, "
     "backoff_multiplier, backoff_max, attempt_timeout, max_concurrency, payload_fields, "
     "payload_template, external_system, active, disabled_reason, disabled_at, failing_since, "
-    "created_at, updated_at"
+    "created_at, updated_at, ordering, coalesce_updates, suppress_own_changes, rate_limit, "
+    "paused_until, signature_scheme"
 )
 
 
@@ -82,6 +95,12 @@ class Subscription:
     failing_since: datetime | None
     created_at: datetime
     updated_at: datetime
+    ordering: Ordering = Ordering.NONE
+    coalesce_updates: bool = False
+    suppress_own_changes: bool | None = None  # None: true when external_system is set
+    rate_limit: float | None = None  # deliveries per second
+    paused_until: datetime | None = None  # endpoint-level backoff
+    signature_scheme: SignatureScheme = SignatureScheme.V1
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Subscription:
@@ -110,6 +129,12 @@ class Subscription:
             r["failing_since"],
             r["created_at"],
             r["updated_at"],
+            Ordering(r["ordering"]),
+            r["coalesce_updates"],
+            r["suppress_own_changes"],
+            r["rate_limit"],
+            r["paused_until"],
+            SignatureScheme(r["signature_scheme"]),
         )
 
     def public(self) -> dict[str, Any]:
@@ -143,6 +168,16 @@ class Subscription:
             "previous_secret_expires_at": _iso(self.previous_secret_expires_at),
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "ordering": self.ordering.value,
+            "coalesce": self.coalesce_updates,
+            "suppress_own_changes": (
+                self.suppress_own_changes
+                if self.suppress_own_changes is not None
+                else self.external_system is not None
+            ),
+            "rate_limit": self.rate_limit,
+            "paused_until": _iso(self.paused_until),
+            "signature": self.signature_scheme.value,
         }
 
 
@@ -154,6 +189,7 @@ class Event:
     idempotency_key: str | None
     source: EventSource
     created_at: datetime
+    origin_system: str | None = None  # the external system whose change caused it
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Event:
@@ -164,6 +200,7 @@ class Event:
             r["idempotency_key"],
             EventSource(r["source"]),
             r["created_at"],
+            r["origin_system"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -173,6 +210,7 @@ class Event:
             "payload": self.payload,
             "idempotency_key": self.idempotency_key,
             "source": self.source.value,
+            "origin_system": self.origin_system,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -180,7 +218,7 @@ class Event:
 DELIVERY_COLUMNS = (
     "d.id, d.event_id, d.subscription_id, d.webhook_id, d.status, d.attempt_count, "
     "d.next_attempt_at, d.last_status, d.last_error, d.delivered_at, d.replay_count, "
-    "d.created_at, d.updated_at, e.event_type"
+    "d.created_at, d.updated_at, e.event_type, d.entity_key, d.seq, d.held, d.coalesced_count"
 )
 
 
@@ -200,6 +238,10 @@ class Delivery:
     replay_count: int
     created_at: datetime
     updated_at: datetime
+    entity_key: str | None = None  # 'reservation:<id>' (ordered or coalescing subscriptions)
+    seq: int | None = None  # its place among the entity's deliveries (ordered subscriptions)
+    held: bool = False  # an older delivery of its entity is still open
+    coalesced_count: int = 0  # deliveries this one replaced
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Delivery:
@@ -218,6 +260,10 @@ class Delivery:
             r["replay_count"],
             r["created_at"],
             r["updated_at"],
+            r["entity_key"],
+            r["seq"],
+            r["held"],
+            r["coalesced_count"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -237,6 +283,10 @@ class Delivery:
             "replay_count": self.replay_count,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
+            "entity": self.entity_key,
+            "sequence": self.seq,
+            "held": self.held,
+            "replaced": self.coalesced_count,
         }
 
 
@@ -303,6 +353,9 @@ class Claimed:
     payload_fields: dict[str, str] | None
     payload_template: Any
     external_system: str | None
+    coalesced_count: int = 0  # deliveries this one replaced (latest-state coalescing)
+    signature_scheme: SignatureScheme = SignatureScheme.V1
+    signing_key: str | None = None  # SecretBox token of the tenant's whsk_ key (v1a)
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Claimed:
@@ -330,6 +383,9 @@ class Claimed:
             r["payload_fields"],
             r["payload_template"],
             r["external_system"],
+            r["coalesced_count"],
+            SignatureScheme(r["signature_scheme"]),
+            r["signing_key"],
         )
 
 

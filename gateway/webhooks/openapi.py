@@ -19,10 +19,11 @@ from gateway.web.openapi import (
 from gateway.webhooks.inputs import PATTERN_RE, SECRET_RE
 
 NUMBER = {"type": "number"}
+ORIGIN_SYSTEM = {"type": ["string", "null"], "pattern": NAME_RE.pattern}  # echo suppression
 NULLABLE_STRING = {"type": ["string", "null"]}
 EVENT_TYPE = {"type": "string", "pattern": EVENT_TYPE_RE.pattern, "maxLength": MAX_EVENT_TYPE}
 PATTERN = {"type": "string", "pattern": PATTERN_RE.pattern}
-STATUSES = ["pending", "delivering", "delivered", "failed", "cancelled"]
+STATUSES = ["pending", "delivering", "delivered", "failed", "cancelled", "coalesced"]
 AUTH_IN = {
     "oneOf": [
         {
@@ -97,6 +98,13 @@ SUBSCRIPTION_PROPS: dict[str, Any] = {
     "payload": PAYLOAD,
     "external_system": {"type": ["string", "null"], "pattern": NAME_RE.pattern},
     "active": {"type": "boolean"},
+    # issue 21 options (gateway/webhooks/options.py)
+    "ordering": {"type": "string", "enum": ["none", "entity"]},
+    "coalesce": {"type": "boolean"},
+    "suppress_own_changes": {"type": ["boolean", "null"]},
+    "rate_limit": {"type": ["number", "null"], "minimum": 0.01, "maximum": 10000},
+    "signature": {"type": "string", "enum": ["v1", "v1a"]},
+    "verify": {"type": "boolean"},
 }
 SECRET = {"type": "string", "pattern": SECRET_RE.pattern}
 NEW_SUBSCRIPTION = {
@@ -311,6 +319,10 @@ def _delivery_paths() -> dict[str, Any]:
                             "type": EVENT_TYPE,
                             "payload": {"type": "object"},
                             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "origin_system": {
+                                "type": ["string", "null"],
+                                "pattern": NAME_RE.pattern,
+                            },
                         },
                     }
                 ),

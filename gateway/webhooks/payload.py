@@ -9,6 +9,13 @@ Default body (the Standard Webhooks shape)::
 renamed; ``payload.template`` replaces the whole body by a JSON value in which the strings
 "{{type}}", "{{timestamp}}", "{{event_id}}", "{{data}}" and "{{data.some.path}}" are
 replaced by those values (whole strings only, so types are kept).
+
+A delivery that replaced older ones (latest-state coalescing) says how many: the default
+body gets ``"replaced": N`` and templates may use ``"{{replaced}}"``.
+
+Signatures: ``v1`` (HMAC-SHA256 with the subscription's whsec_ secret, through the
+``standardwebhooks`` package) or ``v1a`` (ed25519 with the tenant's key, over the same
+``id.timestamp.body``; the public key is served as ``whpk_<base64>``).
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks.webhooks import Webhook
 
 from gateway.crypto import SecretBox
-from gateway.webhooks.model import AuthType, Claimed
+from gateway.webhooks.model import AuthType, Claimed, SignatureScheme
 
 USER_AGENT = "IntegrationHub-Gateway-Webhooks/0.1"
 PLACEHOLDER_RE = re.compile(r"^\{\{\s*([a-z_]+(?:\.[A-Za-z0-9_-]+)*)\s*\}\}$")
@@ -123,10 +131,35 @@ def build_body(d: Claimed, data: Any) -> bytes:
         "timestamp": d.event_created_at.astimezone(UTC).isoformat(),
         "event_id": str(d.event_id),
         "data": data,
+        "replaced": d.coalesced_count,
     }
     if d.payload_template is not None:
         return orjson.dumps(render_template(d.payload_template, context))
-    return orjson.dumps({k: context[k] for k in ("type", "timestamp", "data")})
+    body = {k: context[k] for k in ("type", "timestamp", "data")}
+    if d.coalesced_count:
+        body["replaced"] = d.coalesced_count
+    return orjson.dumps(body)
+
+
+SIGNING_KEY_PREFIX = "whsk_"
+PUBLIC_KEY_PREFIX = "whpk_"
+
+
+def new_signing_key() -> tuple[str, str]:
+    """A fresh ed25519 key: (``whsk_<base64 seed>``, ``whpk_<base64 public key>``)."""
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes_raw()
+    public = key.public_key().public_bytes_raw()
+    return (
+        SIGNING_KEY_PREFIX + base64.b64encode(seed).decode(),
+        PUBLIC_KEY_PREFIX + base64.b64encode(public).decode(),
+    )
+
+
+def sign_v1a(key: Ed25519PrivateKey, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks asymmetric signature: ``v1a,<base64 ed25519(id.timestamp.body)>``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1a," + base64.b64encode(key.sign(signed)).decode()
 
 
 class Signer:
@@ -135,6 +168,16 @@ class Signer:
     def __init__(self, box: SecretBox) -> None:
         self.box = box
         self._cache: dict[str, Webhook] = {}
+        self._keys: dict[str, Ed25519PrivateKey] = {}
+
+    def _ed25519(self, token: str) -> Ed25519PrivateKey:
+        key = self._keys.get(token)
+        if key is None:
+            if len(self._keys) >= SIGNER_CACHE_MAX:
+                self._keys.clear()
+            seed = base64.b64decode(self.box.decrypt(token)[len(SIGNING_KEY_PREFIX) :])
+            key = self._keys[token] = Ed25519PrivateKey.from_private_bytes(seed)
+        return key
 
     def _webhook(self, token: str) -> Webhook:
         hook = self._cache.get(token)
@@ -145,10 +188,14 @@ class Signer:
         return hook
 
     def headers(self, d: Claimed, body: bytes, now: datetime) -> dict[str, str]:
-        text = body.decode()
-        signatures = [self._webhook(d.secret).sign(d.webhook_id, now, text)]
-        if d.previous_secret is not None:
-            signatures.append(self._webhook(d.previous_secret).sign(d.webhook_id, now, text))
+        if d.signature_scheme is SignatureScheme.V1A and d.signing_key is not None:
+            stamp = int(now.timestamp())
+            signatures = [sign_v1a(self._ed25519(d.signing_key), d.webhook_id, stamp, body)]
+        else:
+            text = body.decode()
+            signatures = [self._webhook(d.secret).sign(d.webhook_id, now, text)]
+            if d.previous_secret is not None:
+                signatures.append(self._webhook(d.previous_secret).sign(d.webhook_id, now, text))
         return {
             "webhook-id": d.webhook_id,
             "webhook-timestamp": str(int(now.timestamp())),

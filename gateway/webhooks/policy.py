@@ -2,9 +2,10 @@
 
 The default schedule is Svix's: attempt 1 at once, then 5 s, 5 min, 30 min, 2 h, 5 h,
 10 h, 10 h after each failure, each delay jittered by ±20 %. A subscription may set its own
-schedule, or exponential backoff (initial x multiplier^n, capped). ``Retry-After`` on 429
-and 503 replaces the computed delay; 410 Gone kills the delivery and disables the
-subscription.
+schedule, or exponential backoff (initial x multiplier^n, capped). 429, 502, 503 and 504
+say the endpoint as a whole is overloaded or down: the subscription is paused (nothing of it
+is claimed) for the delay, which ``Retry-After`` replaces when the answer carries one. 410
+Gone kills the delivery and disables the subscription.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from gateway.webhooks.model import AttemptResult, DeliveryStatus
 
 JITTER = 0.2  # ±20 % on every computed delay, so retries of one outage do not stampede
 MAX_RETRY_AFTER = 24 * 3600.0  # seconds: a Retry-After beyond a day is capped to a day
-RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Answers that back off the whole endpoint (Standard Webhooks' throttling advice).
+BACKOFF_STATUSES = frozenset({429, 502, 503, 504})
 GONE = 410
 
 
@@ -47,6 +49,7 @@ class Decision:
     status: DeliveryStatus
     delay: float  # seconds until the next attempt (pending only)
     effect: SubscriptionEffect
+    pause: float | None = None  # seconds the whole subscription waits (endpoint backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +85,15 @@ def decide(
         return Decision(DeliveryStatus.PENDING, 0.0, SubscriptionEffect.NONE)
     if outcome.status_code == GONE:
         return Decision(DeliveryStatus.FAILED, 0.0, SubscriptionEffect.GONE)
-    if attempt_number >= policy.max_attempts:
-        return Decision(DeliveryStatus.FAILED, 0.0, SubscriptionEffect.FAILED)
-    if outcome.retry_after is not None and outcome.status_code in RETRY_AFTER_STATUSES:
+    backoff = outcome.status_code in BACKOFF_STATUSES
+    if backoff and outcome.retry_after is not None:
         delay = min(outcome.retry_after, MAX_RETRY_AFTER)
     else:
         delay = jittered(policy.base_delay(attempt_number), rng)
-    return Decision(DeliveryStatus.PENDING, delay, SubscriptionEffect.FAILED)
+    pause = delay if backoff else None
+    if attempt_number >= policy.max_attempts:
+        return Decision(DeliveryStatus.FAILED, 0.0, SubscriptionEffect.FAILED, pause)
+    return Decision(DeliveryStatus.PENDING, delay, SubscriptionEffect.FAILED, pause)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -68,6 +68,11 @@ WRITABLE = frozenset(
         "payload_template",
         "external_system",
         "active",
+        "ordering",
+        "coalesce_updates",
+        "suppress_own_changes",
+        "rate_limit",
+        "signature_scheme",
     }
 )
 OPEN_STATUSES = ("pending", "delivering")
@@ -153,6 +158,7 @@ async def update_subscription(
     sets = [f"{c} = ${i + 3}" for i, c in enumerate(cols)]
     if values.get("active") is True:
         sets += ["disabled_reason = NULL", "disabled_at = NULL", "failing_since = NULL"]
+        sets += ["paused_until = NULL"]  # an admin's re-enable ends an endpoint backoff
     elif values.get("active") is False:
         sets += ["disabled_reason = 'disabled by an admin'", "disabled_at = now()"]
     sets += ["updated_at = now()"] + ([extra_sql] if extra_sql else [])
@@ -265,9 +271,68 @@ async def delete_subscription(
     )
 
 
+# -- ed25519 signing keys (v1a) --------------------------------------------------------------
+
+
+async def ensure_signing_key(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, private_token: str, public_key: str
+) -> str:
+    """The tenant's public key; the given pair is stored if the tenant has none yet."""
+    await conn.execute(
+        """INSERT INTO webhook_signing_keys (tenant_id, private_key, public_key)
+           VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING""",
+        tenant_id,
+        private_token,
+        public_key,
+    )
+    return await public_signing_key(conn, tenant_id) or public_key
+
+
+async def public_signing_key(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> str | None:
+    value = await conn.fetchval(
+        "SELECT public_key FROM webhook_signing_keys WHERE tenant_id = $1", tenant_id
+    )
+    return str(value) if value is not None else None
+
+
+VERIFY_EVENT_TYPE = "webhook.test"
+
+
+async def verification_target(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, sub_id: uuid.UUID
+) -> Claimed:
+    """What a verify-on-subscribe attempt needs: the (not yet committed) subscription and a
+    synthetic ``webhook.test`` event of its own id, never stored."""
+    event_id = uuid.uuid4()
+    row = await conn.fetchrow(
+        """SELECT $3::uuid AS id, s.tenant_id, $3::uuid AS event_id, s.id AS subscription_id,
+                  'msg_' || replace($3::text, '-', '') AS webhook_id, 0 AS attempt_count,
+                  'verify' AS lease_owner, 0 AS coalesced_count, $4::text AS event_type,
+                  jsonb_build_object('message', 'verification of a new or changed subscription',
+                                     'subscription_id', s.id) AS payload,
+                  now() AS event_created_at, s.url, s.auth_type, s.auth_secret, s.secret,
+                  NULL::text AS previous_secret, 1 AS max_attempts, s.retry_schedule,
+                  s.backoff_initial, s.backoff_multiplier, s.backoff_max, s.attempt_timeout,
+                  NULL::jsonb AS payload_fields, NULL::jsonb AS payload_template,
+                  NULL::text AS external_system, s.signature_scheme,
+                  k.private_key AS signing_key
+           FROM webhook_subscriptions s
+           LEFT JOIN webhook_signing_keys k
+               ON k.tenant_id = s.tenant_id AND s.signature_scheme = 'v1a'
+           WHERE s.id = $1 AND s.tenant_id = $2""",
+        sub_id,
+        tenant_id,
+        event_id,
+        VERIFY_EVENT_TYPE,
+    )
+    if row is None:  # pragma: no cover - the caller just wrote it
+        raise NotFoundError(f"no subscription {sub_id}")
+    return Claimed.from_row(row)
+
+
 # -- events ------------------------------------------------------------------------------
 
-EVENT_COLUMNS = "id, event_type, payload, idempotency_key, source, created_at"
+EVENT_COLUMNS = "id, event_type, payload, idempotency_key, source, created_at, origin_system"
 
 
 async def publish_event(
@@ -279,6 +344,7 @@ async def publish_event(
     idempotency_key: str | None = None,
     source: EventSource = EventSource.API,
     subscription_id: uuid.UUID | None = None,
+    origin_system: str | None = None,
 ) -> tuple[Event, bool, int]:
     """Insert an event (the trigger fans it out); return it, whether it is new, and how
     many deliveries it has. A repeated idempotency key returns the first event."""
@@ -287,7 +353,8 @@ async def publish_event(
     try:
         row = await conn.fetchrow(
             f"""INSERT INTO webhook_events (tenant_id, event_type, payload, idempotency_key,
-                    source, subscription_id) VALUES ($1, $2, $3, $4, $5, $6)
+                    source, subscription_id, origin_system)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
                 RETURNING {EVENT_COLUMNS}""",
             tenant_id,
@@ -296,6 +363,7 @@ async def publish_event(
             idempotency_key,
             source.value,
             subscription_id,
+            origin_system,
         )
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise InvalidValueError(_constraint_message(exc)) from None
@@ -467,27 +535,49 @@ async def replay_failed(
 # -- the delivery loop ---------------------------------------------------------------------
 
 CLAIM_SQL = """
-WITH room AS (
-    SELECT s.id, s.max_concurrency - (
+WITH limited AS (
+    -- rate-limited subscriptions: their token buckets, locked so two processes never
+    -- spend the same tokens (one that is locked is skipped this round)
+    SELECT s.id, least(greatest(s.rate_limit, 1.0),
+                       coalesce(s.rate_tokens, greatest(s.rate_limit, 1.0))
+                       + s.rate_limit * extract(epoch FROM now()
+                                                 - coalesce(s.rate_checked_at, now())))
+               AS tokens
+    FROM webhook_subscriptions s
+    WHERE s.rate_limit IS NOT NULL AND s.active AND s.deleted_at IS NULL
+      AND (s.paused_until IS NULL OR s.paused_until <= now())
+    FOR NO KEY UPDATE SKIP LOCKED
+), room AS (
+    SELECT s.id, least(s.max_concurrency - (
                SELECT count(*) FROM webhook_deliveries x
                WHERE x.subscription_id = s.id AND x.status = 'delivering'
-                 AND x.next_attempt_at > now()) AS free,
+                 AND x.next_attempt_at > now()),
+               CASE WHEN s.rate_limit IS NULL THEN s.max_concurrency
+                    ELSE floor(l.tokens)::int END) AS free,
            (SELECT min(y.next_attempt_at) FROM webhook_deliveries y
             WHERE y.subscription_id = s.id AND y.status IN ('pending', 'delivering')
-              AND y.next_attempt_at <= now()) AS oldest
-    FROM webhook_subscriptions s
+              AND NOT y.held AND y.next_attempt_at <= now()) AS oldest
+    FROM webhook_subscriptions s LEFT JOIN limited l ON l.id = s.id
     WHERE s.active AND s.deleted_at IS NULL
+      AND (s.paused_until IS NULL OR s.paused_until <= now())
+      AND (s.rate_limit IS NULL OR l.id IS NOT NULL)
 ), picked AS (
-    SELECT p.id FROM (SELECT * FROM room WHERE free > 0 AND oldest IS NOT NULL
-                      ORDER BY oldest LIMIT $2) r
+    SELECT p.id, r.id AS subscription_id
+    FROM (SELECT * FROM room WHERE free > 0 AND oldest IS NOT NULL
+          ORDER BY oldest LIMIT $2) r
     CROSS JOIN LATERAL (
         SELECT d.id FROM webhook_deliveries d
         WHERE d.subscription_id = r.id AND d.status IN ('pending', 'delivering')
-          AND d.next_attempt_at <= now()
+          AND NOT d.held AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at
         LIMIT r.free
         FOR UPDATE SKIP LOCKED) p
     LIMIT $2
+), spent AS (
+    UPDATE webhook_subscriptions s
+    SET rate_tokens = l.tokens - (SELECT count(*) FROM picked p WHERE p.subscription_id = l.id),
+        rate_checked_at = now()
+    FROM limited l WHERE s.id = l.id
 )
 UPDATE webhook_deliveries d
 SET status = 'delivering', lease_owner = $1,
@@ -495,15 +585,36 @@ SET status = 'delivering', lease_owner = $1,
     next_attempt_at = now() + make_interval(secs => s.attempt_timeout + $3),
     updated_at = now()
 FROM picked p, webhook_events e, webhook_subscriptions s
+LEFT JOIN webhook_signing_keys k
+    ON k.tenant_id = s.tenant_id AND s.signature_scheme = 'v1a'
 WHERE d.id = p.id AND e.id = d.event_id AND s.id = d.subscription_id
 RETURNING d.id, d.tenant_id, d.event_id, d.subscription_id, d.webhook_id, d.attempt_count,
-    d.lease_owner, e.event_type, e.payload, e.created_at AS event_created_at, s.url,
-    s.auth_type, s.auth_secret, s.secret,
+    d.lease_owner, d.coalesced_count, e.event_type, e.payload,
+    e.created_at AS event_created_at, s.url, s.auth_type, s.auth_secret, s.secret,
     CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
         AS previous_secret,
     s.max_attempts, s.retry_schedule, s.backoff_initial, s.backoff_multiplier, s.backoff_max,
-    s.attempt_timeout, s.payload_fields, s.payload_template, s.external_system
+    s.attempt_timeout, s.payload_fields, s.payload_template, s.external_system,
+    s.signature_scheme, k.private_key AS signing_key
 """
+
+# Ordered deliveries whose older one finished while they were being fanned out (the
+# release trigger ran before they were visible) are released here, every few seconds.
+RELEASE_STRANDED_SQL = """
+UPDATE webhook_deliveries d SET held = false, updated_at = now()
+FROM (SELECT DISTINCT ON (subscription_id, entity_key) id, held
+      FROM webhook_deliveries
+      WHERE status IN ('pending', 'delivering') AND entity_key IS NOT NULL
+      ORDER BY subscription_id, entity_key, seq) head
+WHERE d.id = head.id AND head.held AND d.held AND d.status = 'pending'
+"""
+
+
+async def release_stranded(conn: asyncpg.Connection) -> int:
+    """Release the oldest open delivery of each entity when it is still held (one pass
+    over the open ordered deliveries, in the entity index's order)."""
+    result = await conn.execute(RELEASE_STRANDED_SQL)
+    return int(result.split()[-1])
 
 
 async def claim(
@@ -580,21 +691,36 @@ WHERE s.id = x.id AND s.deleted_at IS NULL AND (
 """
 
 
+PAUSE_SQL = """
+UPDATE webhook_subscriptions s
+SET paused_until = greatest(coalesce(s.paused_until, now()),
+                            now() + make_interval(secs => x.secs))
+FROM unnest($1::uuid[], $2::float8[]) AS x(id, secs)
+WHERE s.id = x.id AND s.deleted_at IS NULL
+"""
+
+
 async def complete(
     conn: asyncpg.Connection,
     done: Sequence[Completion],
     effects: dict[uuid.UUID, str],
     disable_after: float,
+    pauses: dict[uuid.UUID, float] | None = None,
 ) -> None:
-    """Record attempts and move deliveries on, all in one transaction."""
+    """Record attempts and move deliveries on, all in one transaction; ``pauses``: seconds
+    each subscription's endpoint backs off as a whole (429, 502, 503, 504)."""
     columns = list(zip(*(_completion_tuple(c) for c in done), strict=True))
     subs = sorted(effects)  # a fixed order: two processes never deadlock on subscriptions
+    paused = sorted(pauses or {})
     async with conn.transaction():
         await conn.execute(COMPLETE_SQL, *columns)
         if subs:
             await conn.execute(
                 SUBSCRIPTION_EFFECT_SQL, subs, [effects[s] for s in subs], disable_after
             )
+        if paused:
+            assert pauses is not None
+            await conn.execute(PAUSE_SQL, paused, [pauses[s] for s in paused])
 
 
 def _completion_tuple(c: Completion) -> tuple[Any, ...]:
@@ -657,3 +783,97 @@ async def prune(conn: asyncpg.Connection, retention_days: int, batch: int) -> tu
         deliveries = await conn.execute(PRUNE_DELIVERIES_SQL, retention_days, batch)
         events = await conn.execute(PRUNE_EVENTS_SQL, retention_days, batch)
     return int(deliveries.split()[-1]), int(events.split()[-1])
+
+
+# -- the event-type catalogue ------------------------------------------------------------------
+
+EVENT_TYPE_COLUMNS = "name, description, schema, created_at, updated_at"
+
+
+async def list_event_types(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            f"""SELECT {EVENT_TYPE_COLUMNS} FROM webhook_event_types
+                WHERE tenant_id = $1 ORDER BY name""",
+            tenant_id,
+        )
+    )
+
+
+async def put_event_type(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    name: str,
+    description: str,
+    schema: dict[str, Any],
+    actor: Actor,
+) -> tuple[asyncpg.Record, bool]:
+    """Declare or replace an event type; (the row, whether it is new)."""
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO webhook_event_types (tenant_id, name, description, schema)
+                    VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (tenant_id, name) DO UPDATE
+                    SET description = EXCLUDED.description, schema = EXCLUDED.schema,
+                        updated_at = now()
+                    RETURNING {EVENT_TYPE_COLUMNS}, (xmax = 0) AS created""",
+                tenant_id,
+                name,
+                description,
+                schema,
+            )
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            raise InvalidValueError(_constraint_message(exc)) from None
+        await audit(
+            conn,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            tenant_id=tenant_id,
+            action="webhook_event_type.put",
+            object_type="webhook_event_type",
+            object_id=name,
+            after={"description": description},
+        )
+    return row, bool(row["created"])
+
+
+async def delete_event_type(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, name: str, actor: Actor
+) -> None:
+    async with conn.transaction():
+        result = await conn.execute(
+            "DELETE FROM webhook_event_types WHERE tenant_id = $1 AND name = $2", tenant_id, name
+        )
+        if result.split()[-1] == "0":
+            raise NotFoundError(f"no event type {name!r}")
+        await audit(
+            conn,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            tenant_id=tenant_id,
+            action="webhook_event_type.delete",
+            object_type="webhook_event_type",
+            object_id=name,
+        )
+
+
+async def event_type_schema(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, name: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """(whether the tenant has a catalogue at all, the schema of ``name`` or None)."""
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM webhook_event_types WHERE tenant_id = $1) AS any,
+                  (SELECT schema FROM webhook_event_types
+                   WHERE tenant_id = $1 AND name = $2) AS schema""",
+        tenant_id,
+        name,
+    )
+    return bool(row["any"]), row["schema"]
+
+
+async def event_type_names(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT name FROM webhook_event_types WHERE tenant_id = $1 ORDER BY name", tenant_id
+    )
+    return [r["name"] for r in rows]

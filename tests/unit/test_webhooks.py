@@ -19,6 +19,7 @@ from gateway.crypto import SecretBox
 from gateway.errors import ConfigError, SettingsError
 from gateway.routes import parse_routes
 from gateway.settings import Settings
+from gateway.webhooks.catalogue import unknown_patterns
 from gateway.webhooks.inputs import new_secret
 from gateway.webhooks.model import AttemptResult, AuthType, Claimed, DeliveryStatus
 from gateway.webhooks.payload import Signer, build_body, render_template, select_fields
@@ -68,7 +69,28 @@ def test_delivered_gone_released_and_retry_after() -> None:
     busy = AttemptOutcome(AttemptResult.HTTP_ERROR, 429, retry_after=42.0)
     assert decide(busy, 1, policy).delay == 42.0
     teapot = AttemptOutcome(AttemptResult.HTTP_ERROR, 418, retry_after=42.0)
-    assert decide(teapot, 1, policy).delay != 42.0  # only 429 and 503 are honoured
+    assert decide(teapot, 1, policy).delay != 42.0  # only 429, 502, 503, 504 are honoured
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_overload_answers_pause_the_whole_endpoint(status: int) -> None:
+    policy = RetryPolicy(2, (0.0, 10.0))
+    told = decide(AttemptOutcome(AttemptResult.HTTP_ERROR, status, retry_after=30.0), 1, policy)
+    assert told.status is DeliveryStatus.PENDING and told.delay == told.pause == 30.0
+    untold = decide(AttemptOutcome(AttemptResult.HTTP_ERROR, status), 1, policy)
+    assert untold.pause == untold.delay and 8.0 <= untold.delay <= 12.0
+    last = decide(AttemptOutcome(AttemptResult.HTTP_ERROR, status, retry_after=5.0), 2, policy)
+    assert last.status is DeliveryStatus.FAILED and last.pause == 5.0  # the endpoint still rests
+    for other in (500, 404, 418):
+        assert decide(AttemptOutcome(AttemptResult.HTTP_ERROR, other), 1, policy).pause is None
+    assert decide(AttemptOutcome(AttemptResult.TIMEOUT), 1, policy).pause is None
+
+
+def test_unknown_patterns_against_the_catalogue() -> None:
+    declared = ["reservation.created", "reservation.room.assigned"]
+    patterns = ["*", "reservation.*", "reservation.room.*", "folio.*", "guest.created"]
+    assert unknown_patterns(patterns, declared) == ["folio.*", "guest.created"]
+    assert unknown_patterns(["webhook.*", "webhook.delivery.failed"], declared) == []
 
 
 def test_parse_retry_after() -> None:
@@ -121,6 +143,36 @@ def test_body_envelope_fields_and_template() -> None:
     assert render_template({"k": ["{{ data.a.1.b }}", "{{type}}", "{{other}}", 3]}, ctx) == {
         "k": [2, "t", "{{other}}", 3]
     }
+
+
+def test_coalesced_count_is_in_the_body() -> None:
+    import orjson
+
+    d = _claimed(coalesced_count=39)
+    assert orjson.loads(build_body(d, d.payload))["replaced"] == 39
+    templated = _claimed(coalesced_count=3, payload_template={"n": "{{replaced}}"})
+    assert orjson.loads(build_body(templated, {})) == {"n": 3}
+
+
+def test_v1a_signature_is_ed25519_over_id_timestamp_body() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gateway.webhooks.model import SignatureScheme
+    from gateway.webhooks.payload import new_signing_key
+
+    box = SecretBox([Fernet.generate_key()])
+    private, public = new_signing_key()
+    assert private.startswith("whsk_") and public.startswith("whpk_")
+    d = _claimed(signature_scheme=SignatureScheme.V1A, signing_key=box.encrypt(private))
+    body = build_body(d, d.payload)
+    headers = Signer(box).headers(d, body, datetime.now(UTC))
+    scheme, sig = headers["webhook-signature"].split(",", 1)
+    assert scheme == "v1a"
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public[5:]))
+    key.verify(base64.b64decode(sig), signed)
 
 
 def test_signer_signs_with_current_and_previous_secret() -> None:

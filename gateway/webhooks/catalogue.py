@@ -1,0 +1,217 @@
+"""The event-type catalogue: each event type a tenant publishes, declared with a JSON Schema
+and a description. Publishing validates payloads against it (422 naming the path of the
+first violation); subscriptions to undeclared types are refused once a tenant has a
+catalogue; the catalogue is served as JSON and as an OpenAPI 3.1 document whose
+``webhooks`` receivers can generate types from.
+
+The shapes of the catalogue and public-key endpoints are msgspec Structs: requests are
+converted (and refused) by msgspec, answers encoded from them, and their OpenAPI schemas
+generated from the same classes. Payload schemas are checked and applied by ``jsonschema``
+(Draft 2020-12 unless a schema names its own ``$schema``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jsonschema
+import msgspec
+import orjson
+from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.validators import validator_for
+from referencing.exceptions import Unresolvable
+
+from gateway.errors import Invalid
+
+# Event types the gateway itself publishes; always known, never declared by tenants.
+BUILTIN_TYPES: dict[str, str] = {
+    "webhook.test": "A test event sent to one subscription (test endpoint, verify on subscribe)",
+    "webhook.delivery.failed": "A delivery exhausted its attempts (or met 410 Gone)",
+    "webhook.subscription.disabled": "The gateway disabled a subscription (410 or failing)",
+    "webhook.endpoint.failing": "A subscription's endpoint started failing",
+}
+MAX_DESCRIPTION = 2000
+MAX_SCHEMA_BYTES = 64 * 1024  # a declared schema, serialised
+VALIDATOR_CACHE = 1024  # compiled validators kept per process (keyed by schema text)
+
+
+class EventTypeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /admin/v1/webhooks/event-types/{name}``."""
+
+    description: str
+    schema: dict[str, Any]
+
+
+class EventType(msgspec.Struct):
+    name: str
+    description: str
+    schema: dict[str, Any]
+    builtin: bool = False
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class EventTypeList(msgspec.Struct):
+    items: list[EventType]
+
+
+class PublicKey(msgspec.Struct):
+    """The tenant's ed25519 public key, for ``v1a`` signatures."""
+
+    algorithm: str
+    public_key: str | None  # whpk_<base64 of the 32-byte key>; None until a v1a subscription
+    signature_prefix: str = "v1a"
+
+
+def read_event_type(body: dict[str, Any]) -> EventTypeIn:
+    """A declared event type, or 422 naming what is wrong (field, or schema problem)."""
+    try:
+        value = msgspec.convert(body, EventTypeIn)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid event type: {exc}", code="invalid_field") from None
+    if not 1 <= len(value.description.strip()) <= MAX_DESCRIPTION:
+        raise Invalid(
+            f"field 'description' must be 1 to {MAX_DESCRIPTION} characters",
+            code="invalid_field",
+        )
+    text = orjson.dumps(value.schema)
+    if len(text) > MAX_SCHEMA_BYTES or "\\u0000" in text.decode():
+        raise Invalid(
+            f"field 'schema' must be at most {MAX_SCHEMA_BYTES} bytes, without NUL",
+            code="invalid_field",
+        )
+    try:
+        _validator(text.decode())
+    except SchemaError as exc:
+        where = _path(exc.path)
+        raise Invalid(
+            f"field 'schema' is not a valid JSON Schema at {where}: {exc.message[:300]}",
+            code="invalid_schema",
+        ) from None
+    return value
+
+
+@functools.lru_cache(maxsize=VALIDATOR_CACHE)
+def _validator(schema_text: str) -> jsonschema.protocols.Validator:
+    schema = orjson.loads(schema_text)
+    cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def validate_payload(event_type: str, schema: dict[str, Any], payload: Any) -> None:
+    """422 ``schema_violation`` with the JSON path of the first violation."""
+    validator = _validator(orjson.dumps(schema).decode())
+    try:
+        error: ValidationError | None = min(
+            validator.iter_errors(payload), key=_error_order, default=None
+        )
+    except (Unresolvable, RecursionError) as exc:
+        # e.g. a $ref to a document the gateway does not fetch: the schema's fault
+        raise Invalid(
+            f"the schema of {event_type!r} cannot be applied: {str(exc)[:300]}",
+            code="invalid_schema",
+        ) from None
+    if error is not None:
+        where = _path(error.absolute_path)
+        raise SchemaViolation(
+            f"payload does not match the schema of {event_type!r} at {where}: "
+            f"{error.message[:300]}",
+            path=where,
+        )
+
+
+def _error_order(error: ValidationError) -> tuple[int, list[str]]:
+    """The first violation: the shallowest, then in document order."""
+    return len(error.absolute_path), [str(p) for p in error.absolute_path]
+
+
+def _path(parts: Any) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class SchemaViolation(Invalid):
+    code = "schema_violation"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def details(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+
+def unknown_patterns(patterns: list[str], declared: list[str]) -> list[str]:
+    """The subscription patterns that match no declared (or built-in) event type."""
+    known = [*declared, *BUILTIN_TYPES]
+    out = []
+    for pattern in patterns:
+        if pattern == "*":
+            continue
+        if pattern.endswith(".*"):
+            prefix = pattern[:-1]
+            if not any(name.startswith(prefix) for name in known):
+                out.append(pattern)
+        elif pattern not in known:
+            out.append(pattern)
+    return out
+
+
+def listing(rows: list[Any]) -> EventTypeList:
+    items = [
+        EventType(
+            r["name"],
+            r["description"],
+            r["schema"],
+            created_at=r["created_at"].isoformat(),
+            updated_at=r["updated_at"].isoformat(),
+        )
+        for r in rows
+    ]
+    items += [
+        EventType(name, text, {"type": "object"}, builtin=True)
+        for name, text in BUILTIN_TYPES.items()
+    ]
+    return EventTypeList(items)
+
+
+def webhooks_document(catalogue: EventTypeList, title: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document whose ``webhooks`` are the tenant's event types: the body a
+    receiver gets (the Standard Webhooks envelope) with ``data`` of the declared schema."""
+    hooks: dict[str, Any] = {}
+    for item in catalogue.items:
+        envelope = {
+            "type": "object",
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": {"const": item.name},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": item.schema,
+                "replaced": {"type": "integer", "minimum": 1},
+            },
+        }
+        hooks[item.name] = {
+            "post": {
+                "summary": item.description,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": envelope}},
+                },
+                "responses": {"2XX": {"description": "accepted"}},
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1"},
+        "webhooks": hooks,
+    }
+
+
+def schema_of(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """The JSON Schema of a Struct, for the admin API's OpenAPI document (3.1 takes
+    JSON Schema 2020-12 as is, ``$defs`` included)."""
+    return msgspec.json.schema(struct)
