@@ -208,3 +208,37 @@ async def test_logs_database_down_control_up_calls_flow_and_rows_are_replayed(
     await server.close()
     assert await db.fetchval("SELECT count(*) FROM api_logs") == 0
     assert not list(settings.journal_dir.glob("*.journal"))
+
+
+async def test_erasure_reaches_api_logs_on_the_logs_database(
+    two_databases: GatewayClient, db: asyncpg.Connection, logs_database_url: str
+) -> None:
+    gateway = two_databases
+    tenant = await keys.create_tenant(db, "Alpha", actor="test")
+    _, partner = await keys.create_key(
+        db, tenant.id, "partner", actor="test", external_system="booking_engine"
+    )
+    _, admin = await keys.create_key(db, tenant.id, "admin", actor="test")
+    email = "ada.lovelace@example.com"
+    r = await gateway.post(
+        "/secure/guests", json={"email": email}, headers={"Authorization": f"Bearer {partner}"}
+    )
+    assert r.status == 200
+    logs = await asyncpg.connect(logs_database_url)
+    try:
+        await wait_for_rows(logs, 1, where="route = 'secure'")
+        erased = await gateway.post(
+            "/admin/v1/erasures",
+            json={"value": email},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        body = await erased.json()
+        assert erased.status == 200, body
+        assert {t["table"]: t["rows"] for t in body["tables"]}["api_logs"] == 1
+        stored = await logs.fetchval(
+            "SELECT request_body::text FROM api_logs WHERE route = 'secure'"
+        )
+        assert email not in stored and "[ERASED]" in stored
+    finally:
+        await logs.close()
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'subject.erase'") == 1
