@@ -24,6 +24,8 @@ def check(req: ErasureRequest) -> None:
         raise Invalid("entity_type and id go together", code="invalid_erasure")
     if req.external_system is not None and not by_entity:
         raise Invalid("external_system goes with entity_type and id", code="invalid_erasure")
+    if "\x00" in (req.id or "") + (req.value or ""):
+        raise Invalid("id and value cannot contain NUL characters", code="invalid_erasure")
 
 
 async def needles(

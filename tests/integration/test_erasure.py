@@ -170,10 +170,8 @@ async def test_a_partners_external_id_is_erased_from_logs_events_and_attempts(
         assert secret not in after, secret
     assert ERASED in after
     assert BYSTANDER in after and "bob@example.com" in after  # another guest stays
-    assert (
-        alpha_rows[0]["path"] == "/api/guests/all/%5BERASED%5D" or ERASED in alpha_rows[0]["path"]
-    )
-    assert "x=1" in alpha_rows[0]["query"]
+    assert alpha_rows[0]["path"] == f"/api/guests/all/{ERASED}"
+    assert alpha_rows[0]["query"] == f"guest_id={ERASED}&x=1"
     assert alpha_rows[1]["request_body"]["nights"] == 3  # the rest of the body stays
     beta_rows = await _everything(db, f"tenant_id = '{beta['tenant'].id}'")
     assert EXTERNAL in beta_rows  # another tenant's rows are not touched
@@ -213,6 +211,7 @@ async def test_a_literal_email_is_erased_case_insensitively(
         ({"entity_type": "Guest!", "id": "x"}, "invalid_erasure"),
         ({"value": "hello@example.com", "extra": 1}, "invalid_erasure"),
         ({"id": 5}, "invalid_erasure"),
+        ({"value": "hello\u0000world"}, "invalid_erasure"),
     ],
 )
 async def test_bad_requests_get_a_json_error_and_change_nothing(

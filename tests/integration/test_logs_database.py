@@ -23,26 +23,35 @@ from tests.integration.test_faults import StoppablePostgres
 from tests.integration.upstream_app import make_upstream_app
 
 
-async def _columns(url: str, table: str) -> list[tuple[str, str]]:
+async def _shape(url: str, table: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """A table's columns (name, type) in order, and its index and constraint definitions."""
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch(
+        columns = await conn.fetch(
             """SELECT column_name, data_type FROM information_schema.columns
                WHERE table_name = $1 ORDER BY ordinal_position""",
             table,
         )
+        indexes = await conn.fetch(
+            """SELECT indexdef AS d FROM pg_indexes WHERE tablename = $1
+               UNION ALL
+               SELECT pg_get_constraintdef(oid) FROM pg_constraint
+               WHERE conrelid = to_regclass($1) ORDER BY 1""",
+            table,
+        )
     finally:
         await conn.close()
-    return [(r["column_name"], r["data_type"]) for r in rows]
+    return [(r["column_name"], r["data_type"]) for r in columns], [r["d"] for r in indexes]
 
 
 async def test_the_logs_set_builds_api_logs_exactly_as_the_full_set_does(
     database_url: str, logs_database_url: str
 ) -> None:
-    """Every api_logs column a migration adds reaches a separate logs database too (a new
-    api_logs migration without the marker would fail here), and nothing else does."""
+    """Every api_logs column, index and constraint a migration adds reaches a separate logs
+    database too (a new api_logs migration without the marker fails here), and nothing
+    else does."""
     for table in ("api_logs", "api_log_batches"):
-        assert await _columns(logs_database_url, table) == await _columns(database_url, table)
+        assert await _shape(logs_database_url, table) == await _shape(database_url, table)
     conn = await asyncpg.connect(logs_database_url)
     try:
         tables = {
@@ -208,3 +217,37 @@ async def test_logs_database_down_control_up_calls_flow_and_rows_are_replayed(
     await server.close()
     assert await db.fetchval("SELECT count(*) FROM api_logs") == 0
     assert not list(settings.journal_dir.glob("*.journal"))
+
+
+async def test_erasure_reaches_api_logs_on_the_logs_database(
+    two_databases: GatewayClient, db: asyncpg.Connection, logs_database_url: str
+) -> None:
+    gateway = two_databases
+    tenant = await keys.create_tenant(db, "Alpha", actor="test")
+    _, partner = await keys.create_key(
+        db, tenant.id, "partner", actor="test", external_system="booking_engine"
+    )
+    _, admin = await keys.create_key(db, tenant.id, "admin", actor="test")
+    email = "ada.lovelace@example.com"
+    r = await gateway.post(
+        "/secure/guests", json={"email": email}, headers={"Authorization": f"Bearer {partner}"}
+    )
+    assert r.status == 200
+    logs = await asyncpg.connect(logs_database_url)
+    try:
+        await wait_for_rows(logs, 1, where="route = 'secure'")
+        erased = await gateway.post(
+            "/admin/v1/erasures",
+            json={"value": email},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        body = await erased.json()
+        assert erased.status == 200, body
+        assert {t["table"]: t["rows"] for t in body["tables"]}["api_logs"] == 1
+        stored = await logs.fetchval(
+            "SELECT request_body::text FROM api_logs WHERE route = 'secure'"
+        )
+        assert email not in stored and "[ERASED]" in stored
+    finally:
+        await logs.close()
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'subject.erase'") == 1
