@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics
 from gateway.admin import api as admin_api
-from gateway.admin import openapi as admin_openapi
+from gateway.admin import shapes as admin_shapes
 from gateway.auth.authenticator import Authenticator
 from gateway.capture import api as capture_api
 from gateway.capture import openapi as capture_openapi
@@ -180,14 +180,14 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 
 def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
-    return openapi.document(
-        admin_openapi.paths(),
-        capture_openapi.paths(),
-        mapping_openapi.paths(),
-        sync_openapi.paths(),
-        sync_jobs_openapi.paths(),
-        webhooks_openapi.paths(),
-    )
+    legacy = {
+        **capture_openapi.paths(),
+        **mapping_openapi.paths(),
+        **sync_openapi.paths(),
+        **sync_jobs_openapi.paths(),
+        **webhooks_openapi.paths(),
+    }
+    return openapi.document(admin_shapes.OPERATIONS, legacy=legacy)
 
 
 def json_errors(handler: Handler) -> Handler:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.web.openapi import (
+from gateway.web.openapi_legacy import (
     CURSOR,
     LIMIT,
     TIME,

@@ -42,8 +42,15 @@ class Keyset(Generic[K]):
         limit = query_int(request, "limit", default, 1, maximum)
         assert limit is not None  # a default is given
         self.limit = limit
-        self._cursor = request.query.get("cursor")
+        self._cursor = request.query.get("cursor") or None  # empty: the first page
         self._decode = decode
+
+    @classmethod
+    def of(cls, limit: int, cursor: str | None, decode: Callable[[str], K]) -> Keyset[K]:
+        """A page request from a query already read (gateway.web.contract.PageQuery)."""
+        page = cls.__new__(cls)
+        page.limit, page._cursor, page._decode = limit, cursor or None, decode
+        return page
 
     @property
     def fetch(self) -> int:

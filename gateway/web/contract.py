@@ -1,0 +1,221 @@
+"""The admin API's shapes, declared once: msgspec Structs for request bodies, query strings
+and answers, and :class:`Operation`, one endpoint's declaration. Validation (here) and the
+OpenAPI document (gateway.web.openapi) both come from them.
+
+Bad input is refused with the error shape every admin endpoint uses: ``code``, ``message``
+and ``field`` (the path of the offending value, e.g. ``auth.headers``):
+
+- body not JSON, or nested too deep: 400 ``malformed_json``; too large: 413;
+- unknown field: 422 ``unknown_field``; missing one: 422 ``missing_field``; a value of the
+  wrong type or outside its bounds: 422 ``invalid_field``;
+- a query parameter that does not fit its declaration: 400 ``bad_query``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gateway.auth.keys import Role
+from gateway.errors import ClientError, Invalid, PayloadTooLarge
+from gateway.names import NAME_RE
+from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
+MAX_QUERY_TEXT = 2048  # characters of one text query parameter
+ANY_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)  # every key but a partner's
+
+# Text PostgreSQL can store: no NUL (text and jsonb refuse it).
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
+QueryText = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=MAX_QUERY_TEXT)]
+# Entity types and external system names.
+Name = Annotated[
+    str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")
+]
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A request body: unknown fields are refused (422 unknown_field)."""
+
+
+class Query(msgspec.Struct, kw_only=True):
+    """A query string: each field is one parameter (strings converted to the field's type).
+    Parameters not declared are ignored."""
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    """An answer's shape (what the OpenAPI document promises for a status)."""
+
+
+class ErrorAnswer(Answer):
+    """Every error: a stable code, a message for people, and where it helps the field."""
+
+    code: str
+    message: str
+    field: str | None = None
+    request_id: str | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(Answer, Generic[T]):
+    """One page of a list; ``next_cursor`` (when not null) asks for the next one."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageQuery(Query):
+    """``limit`` and ``cursor`` of a paginated list (gateway.web.pagination)."""
+
+    limit: Annotated[
+        int, msgspec.Meta(ge=1, le=MAX_LIMIT, description=f"page size (default {DEFAULT_LIMIT})")
+    ] = DEFAULT_LIMIT
+    cursor: (
+        Annotated[
+            QueryText,
+            msgspec.Meta(description="next_cursor of the previous page (empty: the first)"),
+        ]
+        | None
+    ) = None
+
+
+B = TypeVar("B", bound=Body)
+Q = TypeVar("Q", bound=Query)
+
+
+class FieldError(Invalid):
+    """422 for one field of a body, named in ``field``."""
+
+    def __init__(self, message: str, *, code: str, field: str | None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+    def details(self) -> dict[str, Any]:
+        return {} if self.field is None else {"field": self.field}
+
+
+def whole_numbers(struct: msgspec.Struct, *names: str) -> None:
+    """Integer fields also take the JSON number ``7.0`` (JSON Schema calls it an integer
+    too): such a field is declared ``Annotated[int, ...] | Annotated[float, ...]`` with
+    ``extra_json_schema={"type": "integer"}``, and this turns the fields ``names`` of
+    ``struct`` into ints (7.0 -> 7)."""
+    for name in names:
+        value = getattr(struct, name)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"field {name!r} must be a whole number")
+            setattr(struct, name, int(value))
+
+
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`")
+
+
+def refusal(exc: msgspec.ValidationError) -> FieldError:
+    """The 422 for a body msgspec refused, with the field's path."""
+    text = str(exc)
+    at = _PATH.search(text)
+    path = at.group("path") if at else ""
+    message = text[: at.start()] if at else text
+    for pattern, code in ((_UNKNOWN, "unknown_field"), (_MISSING, "missing_field")):
+        hit = pattern.match(message)
+        if hit:
+            name = ".".join(p for p in (path, hit.group("name")) if p)
+            return FieldError(f"{message} ({code.replace('_', ' ')})", code=code, field=name)
+    if not path and message.startswith("Expected `object`"):
+        return FieldError("request body must be a JSON object", code="invalid_request", field=None)
+    where = f"field {path!r}: " if path else ""
+    return FieldError(f"{where}{message}", code="invalid_field", field=path or None)
+
+
+async def read_bytes(request: web.Request, max_bytes: int = MAX_BODY) -> bytes:
+    """The whole body, or 413 past ``max_bytes``."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    return bytes(data)
+
+
+def decode(data: bytes, shape: type[B]) -> B:
+    """``data`` (JSON) as ``shape``, or the error the module docstring lists."""
+    try:
+        return msgspec.json.decode(data, type=shape)
+    except msgspec.ValidationError as exc:
+        raise refusal(exc) from None
+    except msgspec.DecodeError as exc:
+        raise ClientError(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+
+
+async def read_body(request: web.Request, shape: type[B], max_bytes: int = MAX_BODY) -> B:
+    """The request body as ``shape`` (400/413/415/422 as the module docstring lists)."""
+    ctype = request.headers.get("Content-Type", "")
+    if ctype and "json" not in ctype.lower():
+        raise ClientError("Content-Type must be application/json", code="unsupported_media_type")
+    return decode(await read_bytes(request, max_bytes), shape)
+
+
+def read_query(request: web.Request, shape: type[Q]) -> Q:
+    """The query string as ``shape``; 400 bad_query when a parameter does not fit. An
+    empty parameter (``?cursor=``) counts as absent."""
+    given = {k: v for k, v in request.query.items() if v != ""}
+    try:
+        return msgspec.convert(given, shape, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        at = _PATH.search(text)
+        name = at.group("path") if at else ""
+        message = text[: at.start()] if at else text
+        raise ClientError(
+            f"query parameter {name!r}: {message}" if name else message, code="bad_query"
+        ) from None
+
+
+def plain(value: msgspec.Struct) -> dict[str, Any]:
+    """A Struct's fields as a dict (UNSET fields left out): PATCH bodies as changes."""
+    return {k: v for k, v in msgspec.structs.asdict(value).items() if v is not msgspec.UNSET}
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An OpenAPI link: the id this operation answers with feeds ``parameter`` of the
+    operation ``target`` (its operationId), e.g. POST /keys -> GET /keys/{key_id}."""
+
+    target: str
+    parameter: str
+    expression: str = "$response.body#/id"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One admin endpoint's contract: the OpenAPI document is made from these."""
+
+    operation_id: str
+    method: str
+    path: str  # as routed, e.g. /admin/v1/keys/{key_id}
+    summary: str
+    roles: tuple[Role, ...]
+    answer: Any = None  # a type (Answer, list[...]) or a raw schema dict
+    status: int = 200
+    body: type[Body] | None = None
+    query: type[Query] | None = None
+    body_media: Mapping[str, Any] | None = None  # non-JSON bodies: media type -> schema
+    errors: tuple[int, ...] = ()  # statuses beyond those every operation of its kind has
+    error_answers: Mapping[int, Any] = field(default_factory=dict)  # status -> own shape
+    links: Mapping[str, Link] = field(default_factory=dict)
+    description: str = ""
