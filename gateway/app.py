@@ -27,7 +27,7 @@ from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
 from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
-from gateway.mapping import openapi as mapping_openapi
+from gateway.mapping import shapes as mapping_shapes
 from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.flow import Mappings, Translator
@@ -182,12 +182,11 @@ def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
     legacy = {
         **capture_openapi.paths(),
-        **mapping_openapi.paths(),
         **sync_openapi.paths(),
         **sync_jobs_openapi.paths(),
         **webhooks_openapi.paths(),
     }
-    return openapi.document(admin_shapes.OPERATIONS, legacy=legacy)
+    return openapi.document(admin_shapes.OPERATIONS, mapping_shapes.OPERATIONS, legacy=legacy)
 
 
 def json_errors(handler: Handler) -> Handler:

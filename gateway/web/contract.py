@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
+import orjson
 from aiohttp import web
 
 from gateway.auth.keys import Role
@@ -38,6 +39,30 @@ QueryText = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=MAX_QUERY_TEX
 Name = Annotated[
     str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")
 ]
+
+# Free JSON the gateway stores as jsonb: no NUL in any string or key (jsonb refuses it);
+# "JsonValue" is a component of the document (gateway.web.openapi.JSON_VALUE).
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+JsonObject = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        extra_json_schema={
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": JSON_VALUE_REF,
+        }
+    ),
+]
+JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE_REF)]
+
+
+def storable_json(value: Any, name: str, max_bytes: int | None = None) -> None:
+    """Refuse (ValueError, in a Struct's ``__post_init__``: 422) JSON that jsonb cannot
+    hold (a NUL anywhere) or larger than ``max_bytes`` once written."""
+    raw = orjson.dumps(value)
+    if b"\\u0000" in raw:
+        raise ValueError(f"field {name!r} must not contain NUL characters")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise ValueError(f"field {name!r} must be at most {max_bytes} bytes as JSON")
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -159,12 +184,17 @@ def decode(data: bytes, shape: type[B]) -> B:
         raise ClientError(f"request body is not valid JSON: {exc}", code="malformed_json") from None
 
 
-async def read_body(request: web.Request, shape: type[B], max_bytes: int = MAX_BODY) -> B:
-    """The request body as ``shape`` (400/413/415/422 as the module docstring lists)."""
+async def read_json_bytes(request: web.Request, max_bytes: int = MAX_BODY) -> bytes:
+    """The body of a JSON request, not yet decoded (413, 415 unsupported_media_type)."""
     ctype = request.headers.get("Content-Type", "")
     if ctype and "json" not in ctype.lower():
         raise ClientError("Content-Type must be application/json", code="unsupported_media_type")
-    return decode(await read_bytes(request, max_bytes), shape)
+    return await read_bytes(request, max_bytes)
+
+
+async def read_body(request: web.Request, shape: type[B], max_bytes: int = MAX_BODY) -> B:
+    """The request body as ``shape`` (400/413/415/422 as the module docstring lists)."""
+    return decode(await read_json_bytes(request, max_bytes), shape)
 
 
 def read_query(request: web.Request, shape: type[Q]) -> Q:

@@ -21,7 +21,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from gateway.web.contract import Answer, ErrorAnswer, Operation
+from gateway.web.contract import NO_NUL, Answer, ErrorAnswer, Operation
 
 DOCUMENT = web.AppKey("openapi_document", dict)
 REF = "#/components/schemas/{name}"
@@ -39,6 +39,17 @@ STATUS_TEXT = {
     503: "Database unavailable",
 }
 ALWAYS = (401, 403, 429, 503)
+_VALUE = {"$ref": "#/components/schemas/JsonValue"}
+JSON_VALUE = {  # any JSON jsonb can hold: no NUL in strings or keys
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": _VALUE},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE},
+    ]
+}
 
 
 class OpenApiDocument(Answer):
@@ -67,6 +78,7 @@ def document(
     operations = [SELF, *(op for ops in features for op in ops)]
     types = _types(operations)
     (_, components) = msgspec.json.schema_components(types, ref_template=REF)
+    components["JsonValue"] = JSON_VALUE
     for t in types:
         extra = getattr(t, "__json_schema_extra__", None)
         if extra is not None:  # what a Struct cannot say itself (e.g. if/then)
