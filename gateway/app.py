@@ -155,6 +155,7 @@ def create_app(
     sync_jobs_api.setup(app)
     mapping_api.setup(app, POOL, SECRETS, MAPPINGS)
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
+    web_http.refuse_other_methods(app)  # 405 with Allow on admin paths, after all of them
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app

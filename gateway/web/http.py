@@ -16,7 +16,15 @@ from aiohttp import web
 from gateway import metrics
 from gateway.auth.authenticator import Authenticator, refuse
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError, Forbidden, GatewayError, Invalid, NotFound, PayloadTooLarge
+from gateway.errors import (
+    ClientError,
+    Forbidden,
+    GatewayError,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.web.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,26 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler
         return logged(run)  # an api_logs row per call (CALL_LOG, below)
 
     return wrap
+
+
+def refuse_other_methods(app: web.Application) -> None:
+    """A method an admin path does not serve answers 405 with ``Allow`` (JSON, like every
+    admin error), not the proxy's 404: call after every admin route is added."""
+    for resource in app.router.resources():
+        path = resource.canonical
+        if not path.startswith(PREFIX):
+            continue
+        methods = sorted({route.method for route in resource} - {"*"})
+        if not methods:
+            continue
+        refused = MethodNotAllowed(f"{path} allows {', '.join(methods)}", tuple(methods))
+
+        async def not_allowed(
+            request: web.Request, refused: MethodNotAllowed = refused
+        ) -> web.StreamResponse:
+            return error_response(refused, request.headers.get("X-Request-Id"))
+
+        resource.add_route("*", logged(not_allowed))  # type: ignore[attr-defined]
 
 
 async def read_json_object(request: web.Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:

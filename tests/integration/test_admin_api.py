@@ -39,7 +39,7 @@ def test_openapi_document_matches_served_routes(gateway: GatewayClient) -> None:
     served = set()
     for route in gateway.app.router.routes():
         path = route.resource.canonical if route.resource else ""
-        if path.startswith("/admin/v1") and route.method != "HEAD":
+        if path.startswith("/admin/v1") and route.method not in ("HEAD", "*"):
             served.add((path, route.method.lower()))
     paths = document()["paths"]
     assert isinstance(paths, dict)
@@ -47,6 +47,30 @@ def test_openapi_document_matches_served_routes(gateway: GatewayClient) -> None:
         (path, method) for path, item in paths.items() for method in item if method != "parameters"
     }
     assert served == documented
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/admin/v1/tenant", "GET, HEAD, PATCH"),
+        ("PUT", "/admin/v1/tenant", "GET, HEAD, PATCH"),
+        ("DELETE", "/admin/v1/tenant", "GET, HEAD, PATCH"),
+        ("PUT", "/admin/v1/keys/00000000-0000-0000-0000-000000000000", "DELETE, GET, HEAD"),
+        ("DELETE", "/admin/v1/mappings", "GET, HEAD, POST"),
+        ("POST", "/admin/v1/openapi.json", "GET, HEAD"),
+    ],
+)
+async def test_wrong_method_on_an_admin_path_is_405_with_allow(
+    gateway: GatewayClient, tenants: dict[str, Any], method: str, path: str, allow: str
+) -> None:
+    resp = await gateway.request(method, path, headers=tenants["alpha_admin"])
+    assert resp.status == 405, await resp.text()
+    assert resp.headers["Allow"] == allow
+    got = await resp.json()
+    assert got["code"] == "method_not_allowed" and allow in got["message"]
+    # A path the admin API does not have is still the proxy's 404.
+    resp = await gateway.request(method, "/admin/v1/nothing-here", headers=tenants["alpha_admin"])
+    assert resp.status == 404
 
 
 async def test_openapi_is_served(gateway: GatewayClient) -> None:
