@@ -19,8 +19,8 @@ from gateway.admin import api as admin_api
 from gateway.admin import shapes as admin_shapes
 from gateway.auth.authenticator import Authenticator
 from gateway.capture import api as capture_api
-from gateway.capture import openapi as capture_openapi
 from gateway.capture import partitions
+from gateway.capture import shapes as capture_shapes
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
@@ -182,12 +182,16 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
     legacy = {
-        **capture_openapi.paths(),
         **sync_openapi.paths(),
         **sync_jobs_openapi.paths(),
         **webhooks_openapi.paths(),
     }
-    return openapi.document(admin_shapes.OPERATIONS, mapping_shapes.OPERATIONS, legacy=legacy)
+    return openapi.document(
+        admin_shapes.OPERATIONS,
+        capture_shapes.OPERATIONS,
+        mapping_shapes.OPERATIONS,
+        legacy=legacy,
+    )
 
 
 def json_errors(handler: Handler) -> Handler:

@@ -53,6 +53,9 @@ JsonObject = Annotated[
     ),
 ]
 JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE_REF)]
+# A query parameter holding JSON (an object or array): documented as an
+# application/json parameter (gateway.web.openapi), read as text and parsed by parse_json.
+JSON_QUERY = {"x-json-query": True}
 
 
 def storable_json(value: Any, name: str, max_bytes: int | None = None) -> None:
@@ -208,9 +211,26 @@ def read_query(request: web.Request, shape: type[Q]) -> Q:
         at = _PATH.search(text)
         name = at.group("path") if at else ""
         message = text[: at.start()] if at else text
+        code = getattr(shape, "__query_codes__", {}).get(name, "bad_query")
         raise ClientError(
-            f"query parameter {name!r}: {message}" if name else message, code="bad_query"
+            f"query parameter {name!r}: {message}" if name else message, code=code
         ) from None
+
+
+def parse_json(raw: str | None, name: str) -> Any:
+    """A JSON query parameter (object or array, no NUL), or 400 bad_query."""
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ClientError(f"query parameter {name!r} must be JSON", code="bad_query") from None
+    if not isinstance(value, dict | list) or b"\\u0000" in orjson.dumps(value):
+        raise ClientError(
+            f"query parameter {name!r} must be a JSON object or array without NUL",
+            code="bad_query",
+        )
+    return value
 
 
 def plain(value: msgspec.Struct) -> dict[str, Any]:

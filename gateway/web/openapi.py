@@ -69,6 +69,13 @@ SELF = Operation(
     answer=OpenApiDocument,
 )
 
+JSON_FILTER = {  # a JSON query parameter (gateway.web.contract.JSON_QUERY)
+    "anyOf": [
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE},
+        {"type": "array", "items": _VALUE},
+    ]
+}
+
 
 def document(
     *features: Iterable[Operation], legacy: dict[str, Any] | None = None
@@ -204,12 +211,11 @@ def _query_parameters(op: Operation, components: dict[str, Any]) -> list[dict[st
         prop = _not_null(prop)
         description = prop.pop("description", "")
         prop.pop("default", None)
-        param: dict[str, Any] = {
-            "name": name,
-            "in": "query",
-            "required": name in required,
-            "schema": prop,
-        }
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if prop.pop("x-json-query", False):
+            param["content"] = {"application/json": {"schema": JSON_FILTER}}
+        else:
+            param["schema"] = prop
         if description:
             param["description"] = description
         out.append(param)
