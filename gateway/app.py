@@ -41,7 +41,7 @@ from gateway.routes import RouteTable
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
-from gateway.sync import openapi as sync_openapi
+from gateway.sync import shapes as sync_shapes
 from gateway.sync.jobs import api as sync_jobs_api
 from gateway.sync.jobs import openapi as sync_jobs_openapi
 from gateway.sync.jobs import store as sync_jobs_store
@@ -182,7 +182,6 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
     legacy = {
-        **sync_openapi.paths(),
         **sync_jobs_openapi.paths(),
         **webhooks_openapi.paths(),
     }
@@ -190,6 +189,7 @@ def admin_document() -> dict[str, object]:
         admin_shapes.OPERATIONS,
         capture_shapes.OPERATIONS,
         mapping_shapes.OPERATIONS,
+        sync_shapes.OPERATIONS,
         legacy=legacy,
     )
 
