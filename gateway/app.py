@@ -43,7 +43,7 @@ from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
 from gateway.sync import shapes as sync_shapes
 from gateway.sync.jobs import api as sync_jobs_api
-from gateway.sync.jobs import openapi as sync_jobs_openapi
+from gateway.sync.jobs import shapes as sync_jobs_shapes
 from gateway.sync.jobs import store as sync_jobs_store
 from gateway.sync.jobs.config import SyncJob
 from gateway.sync.jobs.runner import Hands, JobRunner
@@ -182,7 +182,6 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
     legacy = {
-        **sync_jobs_openapi.paths(),
         **webhooks_openapi.paths(),
     }
     return openapi.document(
@@ -190,6 +189,7 @@ def admin_document() -> dict[str, object]:
         capture_shapes.OPERATIONS,
         mapping_shapes.OPERATIONS,
         sync_shapes.OPERATIONS,
+        sync_jobs_shapes.OPERATIONS,
         legacy=legacy,
     )
 

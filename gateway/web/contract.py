@@ -269,3 +269,4 @@ class Operation:
     error_answers: Mapping[int, Any] = field(default_factory=dict)  # status -> own shape
     links: Mapping[str, Link] = field(default_factory=dict)
     description: str = ""
+    path_types: Mapping[str, Any] = field(default_factory=dict)  # name -> schema (not uuid)

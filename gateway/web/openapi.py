@@ -195,8 +195,9 @@ def _refusals(op: Operation) -> dict[str, Any]:
 
 def _path_parameters(op: Operation) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
+    uuid = {"type": "string", "format": "uuid"}
     return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+        {"name": n, "in": "path", "required": True, "schema": op.path_types.get(n, uuid)}
         for n in names
     ]
 
