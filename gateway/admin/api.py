@@ -6,6 +6,7 @@ of tenant B (such ids answer 404, exactly like ids that do not exist).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from gateway.errors import Conflict, Invalid, NotFound
 from gateway.web import openapi
 from gateway.web.contract import ANY_ROLE, read_body, read_query
 from gateway.web.http import AUTHENTICATOR, POOL, PREFIX, actor, endpoint, logged, parse_uuid
-from gateway.web.pagination import Keyset, bad_cursor, decode_cursor
+from gateway.web.pagination import SERIAL_CURSOR, Keyset, decode_cursor
 from gateway.web.sql import Where
 
 
@@ -143,10 +144,11 @@ async def list_audit(request: web.Request, key: ApiKey) -> Any:
 
 def _audit_cursor(raw: str) -> int:
     """The id the audit page starts after (audit rows are listed by id, newest first)."""
-    (text,) = decode_cursor(raw, 1)
-    if not text.isdigit() or len(text) > 18:
-        raise bad_cursor()
+    (text,) = decode_cursor(raw, _SERIAL)
     return int(text)
+
+
+_SERIAL = re.compile(SERIAL_CURSOR)
 
 
 def _audit_json(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from gateway.web.contract import (
     Name,
     Operation,
     Page,
-    PageQuery,
     QueryText,
+    SerialPageQuery,
     Text,
     whole_numbers,
 )
@@ -123,7 +123,7 @@ class AuditEntry(Answer):
     after: Any
 
 
-class AuditQuery(PageQuery):
+class AuditQuery(SerialPageQuery):
     action: QueryText | None = None
     object_type: QueryText | None = None
 

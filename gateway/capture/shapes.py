@@ -53,7 +53,11 @@ class LogQuery(PageQuery, rename={"from_": "from"}):
     response_body_contains: JsonFilter | None = None
 
     # bad times answer 400 bad_time_range (other parameters: bad_query)
-    __query_codes__: ClassVar[dict[str, str]] = {"from": "bad_time_range", "to": "bad_time_range"}
+    __query_codes__: ClassVar[dict[str, str]] = {
+        **PageQuery.__query_codes__,
+        "from": "bad_time_range",
+        "to": "bad_time_range",
+    }
 
 
 class LogSummary(Answer):

@@ -30,6 +30,11 @@ from gateway.web.http import PREFIX
 
 WRITERS = (Role.ADMIN, Role.SERVICE)  # internal services may record mappings too
 BASE = f"{PREFIX}/mappings"
+# The CSV header in the documented column order (the importer also takes another order).
+CSV_PATTERN = (
+    r"^entity_type,internal_id,external_system,external_id(,direction)?(,sync_status)?"
+    r"(\r?\n[^\x00]*)?$"
+)
 MAX_CONFIGURATION = 65536  # bytes of one mapping's configuration, as JSON
 ExternalId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)]
 Configuration = Annotated[
@@ -166,8 +171,8 @@ OPERATIONS = (
         description="Columns entity_type, internal_id, external_system, external_id, "
         "optional direction, sync_status. Idempotent; never overwrites.",
         body_media={
-            "text/csv": {"type": "string"},
-            "application/x-ndjson": {"type": "string"},
+            "text/csv": {"type": "string", "pattern": CSV_PATTERN},
+            "application/x-ndjson": {"type": "string", "pattern": NO_NUL},
         },
     ),
     Operation("getMapping", "get", ONE, "One mapping", ANY_ROLE, Mapping),

@@ -7,6 +7,7 @@ services report for any system of their tenant.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,9 @@ from gateway.sync import store
 from gateway.sync.model import EntityKey, Outcome, Report, Side, Status
 from gateway.sync.recorder import count_outcomes
 from gateway.sync.shapes import (
+    FEED_CURSOR,
     FEED_READERS,
     MAX_BATCH_BYTES,
-    MAX_VERSION,
     OPERATORS,
     PREFIX,
     READERS,
@@ -42,7 +43,6 @@ from gateway.web.http import POOL, actor, endpoint, parse_uuid
 from gateway.web.pagination import (
     Keyset,
     TimeKeyset,
-    bad_cursor,
     decode_cursor,
     decode_time_cursor,
     encode_cursor,
@@ -238,14 +238,11 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
 
 
 def _feed_cursor(raw: str) -> store.FeedCursor:
-    xid, kind, row_id = decode_cursor(raw, 3)
-    try:
-        value = int(xid)
-        if not 0 <= value <= MAX_VERSION or kind not in store.FEED_KINDS:
-            raise ValueError(xid)
-        return value, kind, uuid.UUID(row_id)
-    except ValueError:
-        raise bad_cursor() from None
+    xid, kind, row_id = decode_cursor(raw, _FEED_CURSOR)
+    return int(xid), kind, uuid.UUID(row_id)
+
+
+_FEED_CURSOR = re.compile(FEED_CURSOR)
 
 
 # -- operations --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -24,6 +24,7 @@ from gateway.web.contract import (
     whole_numbers,
 )
 from gateway.web.http import PREFIX as ADMIN_PREFIX
+from gateway.web.pagination import UUID_TEXT
 
 PREFIX = f"{ADMIN_PREFIX}/sync"
 MAX_VERSION = 2**63 - 1  # versions are bigint
@@ -31,6 +32,8 @@ FEED_LIMIT = 100  # changes one feed page shows when the caller gives no limit
 MAX_FEED_LIMIT = 1000
 MAX_BATCH = 20_000  # reports in one batch call
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # body of one batch call
+# A change feed position: transaction id (below 2^63), kind, row id.
+FEED_CURSOR = rf"^[0-9]{{1,18}}\.(mapping|sync_status)\.{UUID_TEXT}$"
 MAX_OLDER = 10 * 365 * 86400  # seconds older_than_seconds may ask for
 READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
 REPORTERS = (Role.ADMIN, Role.SERVICE, Role.PARTNER)
@@ -178,14 +181,18 @@ class FeedQuery(Query):
     """The change feed of one external system (a partner key: its own, which it may leave
     out)."""
 
-    external_system: QueryText
+    __query_codes__: ClassVar[dict[str, str]] = {"cursor": "bad_cursor"}
+    external_system: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=NO_NUL)]
     limit: Annotated[
         int, msgspec.Meta(ge=1, le=MAX_FEED_LIMIT, description=f"page size (default {FEED_LIMIT})")
     ] = FEED_LIMIT
     cursor: (
         Annotated[
-            QueryText,
-            msgspec.Meta(description="next_cursor of the previous poll (empty: the start)"),
+            str,
+            msgspec.Meta(
+                pattern=FEED_CURSOR,
+                description="next_cursor of the previous poll (empty: the start)",
+            ),
         ]
         | None
     ) = None

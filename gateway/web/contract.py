@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import orjson
@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway.auth.keys import Role
 from gateway.errors import ClientError, Invalid, PayloadTooLarge
 from gateway.names import NAME_RE
-from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, SERIAL_CURSOR, TIME_CURSOR
 
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
 MAX_QUERY_TEXT = 2048  # characters of one text query parameter
@@ -103,13 +103,34 @@ class Page(Answer, Generic[T]):
 class PageQuery(Query):
     """``limit`` and ``cursor`` of a paginated list (gateway.web.pagination)."""
 
+    # The code of the 400 a parameter's bad value answers (others: bad_query).
+    __query_codes__: ClassVar[dict[str, str]] = {"cursor": "bad_cursor"}
+
     limit: Annotated[
         int, msgspec.Meta(ge=1, le=MAX_LIMIT, description=f"page size (default {DEFAULT_LIMIT})")
     ] = DEFAULT_LIMIT
     cursor: (
         Annotated[
-            QueryText,
-            msgspec.Meta(description="next_cursor of the previous page (empty: the first)"),
+            str,
+            msgspec.Meta(
+                pattern=TIME_CURSOR,
+                description="next_cursor of the previous page (empty: the first)",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class SerialPageQuery(PageQuery):
+    """A list paged by a bigint id (the audit trail)."""
+
+    cursor: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=SERIAL_CURSOR,
+                description="next_cursor of the previous page (empty: the first)",
+            ),
         ]
         | None
     ) = None
@@ -203,9 +224,11 @@ async def read_body(request: web.Request, shape: type[B], max_bytes: int = MAX_B
 def read_query(request: web.Request, shape: type[Q]) -> Q:
     """The query string as ``shape``; 400 bad_query when a parameter does not fit. An
     empty parameter (``?cursor=``) counts as absent."""
+    if len(set(request.query)) != len(request.query):
+        raise ClientError("a query parameter is given more than once", code="bad_query")
     given = {k: v for k, v in request.query.items() if v != ""}
     try:
-        return msgspec.convert(given, shape, strict=False)
+        query = msgspec.convert(given, shape, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         at = _PATH.search(text)
@@ -215,6 +238,14 @@ def read_query(request: web.Request, shape: type[Q]) -> Q:
         raise ClientError(
             f"query parameter {name!r}: {message}" if name else message, code=code
         ) from None
+    for f in msgspec.structs.fields(shape):
+        # Lax conversion reads the text "null" as None: in a query string it is no value.
+        if given.get(f.encode_name) == "null" and getattr(query, f.name) is None:
+            raise ClientError(
+                f"query parameter {f.encode_name!r}: 'null' is not a value (leave it out)",
+                code="bad_query",
+            )
+    return query
 
 
 def parse_json(raw: str | None, name: str) -> Any:

@@ -80,7 +80,7 @@ async def list_runs(request: web.Request, key: ApiKey) -> Any:
     page = Keyset.of(query.limit, query.cursor, decode_time_cursor)
     async with request.app[POOL].acquire() as conn:
         rows = await store.runs(conn, job["id"], page.after(), page.fetch)
-    return page.page(rows, run_json, lambda r: (r["started_at"].isoformat(), r["id"]))
+    return page.page(rows, run_json, lambda r: (r["started_at"], r["id"]))
 
 
 async def _command(request: web.Request, key: ApiKey, action: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import msgspec
 
 from gateway.auth.keys import Role
 from gateway.routes import ROUTE_NAME_RE
-from gateway.web.contract import Answer, Operation, Page, PageQuery
+from gateway.web.contract import Answer, Link, Operation, Page, PageQuery
 from gateway.web.http import PREFIX as ADMIN_PREFIX
 
 PREFIX = f"{ADMIN_PREFIX}/sync/jobs"
@@ -79,9 +79,29 @@ class RunsQuery(PageQuery):
 ONE = f"{PREFIX}/{{name}}"
 
 
+BY_NAME = {  # operations that answer a job lead to those that take its name
+    "GetJob": Link("getSyncJob", "name", "$response.body#/name"),
+    "ListRuns": Link("listSyncJobRuns", "name", "$response.body#/name"),
+    "Run": Link("runSyncJob", "name", "$response.body#/name"),
+    "Pause": Link("pauseSyncJob", "name", "$response.body#/name"),
+    "Resume": Link("resumeSyncJob", "name", "$response.body#/name"),
+}
+FIRST_BY_NAME = {
+    k: Link(v.target, v.parameter, "$response.body#/items/0/name") for k, v in BY_NAME.items()
+}
+
+
 def _command(op_id: str, action: str, summary: str, status: int = 200) -> Operation:
     return Operation(
-        op_id, "post", f"{ONE}/{action}", summary, OPERATORS, Job, status=status, path_types=NAME
+        op_id,
+        "post",
+        f"{ONE}/{action}",
+        summary,
+        OPERATORS,
+        Job,
+        status=status,
+        path_types=NAME,
+        links=BY_NAME,
     )
 
 
@@ -94,6 +114,7 @@ OPERATIONS = (
         "counts (admin, viewer, service)",
         READERS,
         JobList,
+        links=FIRST_BY_NAME,
     ),
     Operation("getSyncJob", "get", ONE, "One sync job", READERS, Job, path_types=NAME),
     Operation(
