@@ -107,6 +107,8 @@ async def get_key(request: web.Request, key: ApiKey) -> Any:
 @endpoint(ADMIN)
 async def revoke_key(request: web.Request, key: ApiKey) -> Any:
     key_id = parse_uuid(request.match_info["key_id"], "key")
+    if key_id == key.id:  # the last admin key must not lock its tenant out by mistake
+        raise Conflict("a key cannot revoke itself: use another admin key", code="self_revocation")
     async with request.app[POOL].acquire() as conn:
         revoked = await keys.revoke_key(
             conn, key.tenant_id, key_id, actor=actor(key), actor_key_id=key.id

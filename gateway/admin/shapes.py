@@ -156,7 +156,13 @@ OPERATIONS = (
     ),
     Operation("getKey", "get", f"{PREFIX}/keys/{{key_id}}", "One key (admin)", ADMIN, Key),
     Operation(
-        "revokeKey", "delete", f"{PREFIX}/keys/{{key_id}}", "Revoke a key (admin)", ADMIN, Key
+        "revokeKey",
+        "delete",
+        f"{PREFIX}/keys/{{key_id}}",
+        "Revoke a key (admin); not the caller's own (409)",
+        ADMIN,
+        Key,
+        errors=(409,),
     ),
     Operation(
         "listAudit",

@@ -104,6 +104,13 @@ async def test_create_and_use_a_key_through_the_api(
     actions = [a["action"] for a in audit["items"]]
     assert actions[:2] == ["key.revoke", "key.create"]
     assert all(token not in orjson.dumps(a).decode() for a in audit["items"])
+    # A key cannot revoke itself (the tenant's last admin key would lock it out).
+    own = tenants["alpha_admin"]
+    mine = own["Authorization"].split()[1]
+    me = next(k for k in listed["items"] if mine.startswith(k["token_prefix"]))
+    resp = await gateway.delete(f"/admin/v1/keys/{me['id']}", headers=own)
+    assert resp.status == 409 and (await resp.json())["code"] == "self_revocation"
+    assert (await gateway.get("/admin/v1/tenant", headers=own)).status == 200
     assert audit["items"][0]["actor"].startswith("key:")
 
 
