@@ -4,7 +4,6 @@ they validate the requests and make this feature's part of the OpenAPI document.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -21,6 +20,7 @@ from gateway.web.contract import (
     QueryText,
     SerialPageQuery,
     Text,
+    Time,
     whole_numbers,
 )
 from gateway.web.http import PREFIX
@@ -54,7 +54,7 @@ ExpiresInDays = Annotated[
 class Tenant(Answer):
     id: uuid.UUID
     name: str
-    created_at: datetime
+    created_at: Time
 
 
 class TenantChange(Body):
@@ -73,9 +73,9 @@ class Key(Answer):
     external_system: str | None
     token_prefix: str
     rate_limit_per_minute: int | None
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    created_at: datetime
+    expires_at: Time | None
+    revoked_at: Time | None
+    created_at: Time
 
 
 class NewKeyAnswer(Key):
@@ -114,7 +114,7 @@ class KeyList(Answer):
 
 class AuditEntry(Answer):
     id: int
-    at: datetime
+    at: Time
     actor: str
     action: str
     object_type: str

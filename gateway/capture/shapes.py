@@ -4,7 +4,7 @@ they validate the queries and make this feature's part of the OpenAPI document."
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -17,6 +17,7 @@ from gateway.web.contract import (
     Operation,
     PageQuery,
     QueryText,
+    Time,
 )
 from gateway.web.http import PREFIX
 
@@ -37,10 +38,10 @@ class LogQuery(PageQuery, rename={"from_": "from"}):
     """GET /logs. The window is [from, to): at most 31 days are searched, ending at 'to';
     the answer says which window was searched. from >= to is an empty window."""
 
-    from_: (
-        Annotated[datetime, msgspec.Meta(description="start (default: 24 h before 'to')")] | None
-    ) = None
-    to: Annotated[datetime, msgspec.Meta(description="end, exclusive (default: now)")] | None = None
+    from_: Annotated[Time, msgspec.Meta(description="start (default: 24 h before 'to')")] | None = (
+        None
+    )
+    to: Annotated[Time, msgspec.Meta(description="end, exclusive (default: now)")] | None = None
     route: QueryText | None = None
     method: QueryText | None = None
     status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
@@ -62,7 +63,7 @@ class LogQuery(PageQuery, rename={"from_": "from"}):
 
 class LogSummary(Answer):
     id: uuid.UUID
-    created_at: datetime
+    created_at: Time
     request_id: str
     route: str | None
     upstream: str | None
@@ -104,8 +105,8 @@ class LogPage(Answer, rename={"from_": "from"}):
 
     items: list[LogSummary]
     next_cursor: str | None
-    from_: datetime
-    to: datetime
+    from_: Time
+    to: Time
 
 
 OPERATIONS = (

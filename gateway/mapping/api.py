@@ -218,6 +218,8 @@ async def import_mappings(request: web.Request, key: ApiKey) -> Any:
             "send text/csv or application/x-ndjson (JSON lines)", code="unsupported_media_type"
         )
     data = await read_bytes(request, IMPORT_MAX_BYTES)
+    if media in CSV_TYPES and not data.strip():
+        raise Invalid("a CSV import starts with its header line", code="invalid_import")
     try:
         parsed = importing.parse(data, "text/csv" if media in CSV_TYPES else "jsonl")
     except importing.ImportFormatError as exc:

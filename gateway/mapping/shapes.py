@@ -4,7 +4,6 @@ validate the requests and make this feature's part of the OpenAPI document."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -24,6 +23,7 @@ from gateway.web.contract import (
     Page,
     PageQuery,
     QueryText,
+    Time,
     storable_json,
 )
 from gateway.web.http import PREFIX
@@ -57,9 +57,9 @@ class Mapping(Answer):
     sync_status: SyncStatus
     configuration: dict[str, Any]
     origin: Origin
-    created_at: datetime
-    updated_at: datetime
-    deleted_at: datetime | None
+    created_at: Time
+    updated_at: Time
+    deleted_at: Time | None
 
 
 class NewMapping(Body):

@@ -4,7 +4,6 @@ validate the requests and make this feature's part of the OpenAPI document."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -21,6 +20,7 @@ from gateway.web.contract import (
     PageQuery,
     Query,
     QueryText,
+    Time,
     whole_numbers,
 )
 from gateway.web.http import PREFIX as ADMIN_PREFIX
@@ -33,7 +33,7 @@ MAX_FEED_LIMIT = 1000
 MAX_BATCH = 20_000  # reports in one batch call
 MAX_BATCH_BYTES = 16 * 1024 * 1024  # body of one batch call
 # A change feed position: transaction id (below 2^63), kind, row id.
-FEED_CURSOR = rf"^[0-9]{{1,18}}\.(mapping|sync_status)\.{UUID_TEXT}$"
+FEED_CURSOR = rf"^([0-9]{{1,18}}\.(mapping|sync_status)\.{UUID_TEXT})?$"
 MAX_OLDER = 10 * 365 * 86400  # seconds older_than_seconds may ask for
 READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
 REPORTERS = (Role.ADMIN, Role.SERVICE, Role.PARTNER)
@@ -106,14 +106,14 @@ class SyncStatusRow(Answer):
     pending_side: Side | None
     pending_version: int | None
     conflict: dict[str, Any] | None
-    last_attempt_at: datetime | None
-    last_success_at: datetime | None
-    unsynced_since: datetime | None
+    last_attempt_at: Time | None
+    last_success_at: Time | None
+    unsynced_since: Time | None
     error_message: str | None
     retry_count: int
-    next_retry_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    next_retry_at: Time | None
+    created_at: Time
+    updated_at: Time
 
 
 class ReportAnswer(Answer):
@@ -168,9 +168,9 @@ class SystemSummary(Answer):
     succeeded: int
     failed: int
     conflict: int
-    oldest_pending: datetime | None
-    oldest_failed: datetime | None
-    last_success: datetime | None
+    oldest_pending: Time | None
+    oldest_failed: Time | None
+    last_success: Time | None
 
 
 class Summary(Answer):

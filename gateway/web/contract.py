@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -35,6 +36,8 @@ ANY_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)  # every key but a partner's
 NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
 QueryText = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=MAX_QUERY_TEXT)]
+# A time with its offset (RFC 3339 "date-time": 2026-11-24T10:00:00Z).
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
 # Entity types and external system names.
 Name = Annotated[
     str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")
@@ -222,11 +225,13 @@ async def read_body(request: web.Request, shape: type[B], max_bytes: int = MAX_B
 
 
 def read_query(request: web.Request, shape: type[Q]) -> Q:
-    """The query string as ``shape``; 400 bad_query when a parameter does not fit. An
-    empty parameter (``?cursor=``) counts as absent."""
+    """The query string as ``shape``; 400 bad_query when a parameter does not fit (or is
+    given twice, or is the text ``null`` where a value is expected)."""
     if len(set(request.query)) != len(request.query):
         raise ClientError("a query parameter is given more than once", code="bad_query")
-    given = {k: v for k, v in request.query.items() if v != ""}
+    # An empty cursor is the first page (the cursor patterns allow ""); any other empty
+    # parameter is the value "" and checked as such.
+    given = {k: v for k, v in request.query.items() if v != "" or k != "cursor"}
     try:
         query = msgspec.convert(given, shape, strict=False)
     except msgspec.ValidationError as exc:
@@ -239,13 +244,25 @@ def read_query(request: web.Request, shape: type[Q]) -> Q:
             f"query parameter {name!r}: {message}" if name else message, code=code
         ) from None
     for f in msgspec.structs.fields(shape):
-        # Lax conversion reads the text "null" as None: in a query string it is no value.
-        if given.get(f.encode_name) == "null" and getattr(query, f.name) is None:
-            raise ClientError(
-                f"query parameter {f.encode_name!r}: 'null' is not a value (leave it out)",
-                code="bad_query",
-            )
+        _strict(f.encode_name, given.get(f.encode_name), getattr(query, f.name), shape)
     return query
+
+
+_RFC3339_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]")
+
+
+def _strict(name: str, raw: str | None, value: Any, shape: type[Query]) -> None:
+    """What lax conversion takes but the document does not: the text ``null`` as None,
+    a number as a time (seconds since 1970)."""
+    if raw == "null" and value is None:
+        raise ClientError(
+            f"query parameter {name!r}: 'null' is not a value (leave it out)", code="bad_query"
+        )
+    if isinstance(value, datetime) and raw is not None and not _RFC3339_DATE.match(raw):
+        code = getattr(shape, "__query_codes__", {}).get(name, "bad_query")
+        raise ClientError(
+            f"query parameter {name!r} must be a time such as 2026-11-24T10:00:00Z", code=code
+        )
 
 
 def parse_json(raw: str | None, name: str) -> Any:

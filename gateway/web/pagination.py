@@ -27,8 +27,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # (created_at, id): microseconds since 1970 (17 digits reach past the year 5000) and an id.
-TIME_CURSOR = rf"^[0-9]{{1,17}}\.{UUID_TEXT}$"
-SERIAL_CURSOR = r"^[0-9]{1,18}$"  # a bigint id (18 digits stay below 2^63)
+# Empty: the first page.
+TIME_CURSOR = rf"^([0-9]{{1,17}}\.{UUID_TEXT})?$"
+SERIAL_CURSOR = r"^([0-9]{1,18})?$"  # a bigint id (18 digits stay below 2^63)
 _TIME_CURSOR_RE = re.compile(TIME_CURSOR)
 
 K = TypeVar("K")  # a decoded cursor: the key the page starts after

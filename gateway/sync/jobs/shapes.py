@@ -4,14 +4,13 @@ make this part of the OpenAPI document and read the runs' query."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from gateway.auth.keys import Role
 from gateway.routes import ROUTE_NAME_RE
-from gateway.web.contract import Answer, Link, Operation, Page, PageQuery
+from gateway.web.contract import Answer, Link, Operation, Page, PageQuery, Time
 from gateway.web.http import PREFIX as ADMIN_PREFIX
 
 PREFIX = f"{ADMIN_PREFIX}/sync/jobs"
@@ -31,8 +30,8 @@ class Run(Answer):
     trigger: Literal["schedule", "manual"]
     runner: Annotated[str, msgspec.Meta(description="host:pid:id of the process that ran it")]
     status: Literal["running", "succeeded", "failed", "abandoned"]
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: Time
+    finished_at: Time | None
     cursor_before: str | None
     cursor_after: str | None
     batches: int
@@ -56,16 +55,16 @@ class Job(Answer):
     paused: bool
     running: Annotated[bool, msgspec.Meta(description="a runner holds the job right now")]
     auth: Annotated[bool, msgspec.Meta(description="credentials are stored (never shown)")]
-    run_requested_at: datetime | None
-    next_run_at: datetime
+    run_requested_at: Time | None
+    next_run_at: Time
     lease_owner: str | None
-    last_run_at: datetime | None
-    last_success_at: datetime | None
+    last_run_at: Time | None
+    last_success_at: Time | None
     last_status: str | None
     last_error: str | None
     last_run: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Time
+    updated_at: Time
 
 
 class JobList(Answer):
