@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +108,44 @@ def test_admin_api_never_answers_5xx(case: Any, live_admin: tuple[str, dict[str,
     headers = {**(case.headers or {}), **auth}
     response = case.call(base_url=base, headers=headers, timeout=10)
     case.validate_response(response, checks=[not_a_server_error])
+
+
+# The webhook endpoints are still declared by hand (gateway/webhooks/openapi.py): the
+# contract run leaves them out until they are declared as the other features are.
+NOT_YET_DECLARED = "/admin/v1/(webhooks/|events)"
+CONTRACT_TIMEOUT = 540  # seconds the whole schemathesis run may take (it stops by itself)
+
+
+@pytest.mark.slow
+def test_admin_api_keeps_its_contract(live_admin: tuple[str, dict[str, str]]) -> None:
+    """`schemathesis run <document> --checks all` (coverage, fuzzing and stateful phases,
+    a few examples per operation) finds no failure: valid requests are accepted, invalid
+    ones refused, every status and answer is the documented one, links lead somewhere."""
+    base, auth = live_admin
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{base}/admin/v1/openapi.json",
+            "-H",
+            f"Authorization: {auth['Authorization']}",
+            "--checks",
+            "all",
+            "--max-examples",
+            "8",
+            "--workers",
+            "1",
+            "--exclude-path-regex",
+            NOT_YET_DECLARED,
+            "--seed",
+            "19",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CONTRACT_TIMEOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-2000:]
+    assert "passed" in proc.stdout and "failure" not in proc.stdout.split("SUMMARY")[-1]
