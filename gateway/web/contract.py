@@ -43,19 +43,40 @@ Name = Annotated[
     str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")
 ]
 
-# Free JSON the gateway stores as jsonb: no NUL in any string or key (jsonb refuses it);
-# "JsonValue" is a component of the document (gateway.web.openapi.JSON_VALUE).
-JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
+# Free JSON the gateway stores as jsonb: no NUL in any string or key (jsonb refuses it).
+JSON_DEPTH = 3  # levels the schema spells out (client generators take no recursive schema)
+
+
+def _json_value(depth: int) -> dict[str, Any]:
+    """Any JSON without NUL, described ``depth`` levels deep (deeper values: any JSON in
+    the document; the server refuses a NUL at any depth)."""
+    inner = _json_value(depth - 1) if depth > 0 else {}
+    obj: dict[str, Any] = {"type": "object", "propertyNames": {"pattern": NO_NUL}}
+    if inner:
+        obj["additionalProperties"] = inner
+    return {
+        "anyOf": [
+            {"type": "boolean"},
+            {"type": "number"},
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "array", "items": inner},
+            obj,
+            {"type": "null"},  # last: openapi-python-client reads the union so
+        ]
+    }
+
+
+JSON_VALUE = _json_value(JSON_DEPTH)
 JsonObject = Annotated[
     dict[str, Any],
     msgspec.Meta(
         extra_json_schema={
             "propertyNames": {"pattern": NO_NUL},
-            "additionalProperties": JSON_VALUE_REF,
+            "additionalProperties": JSON_VALUE,
         }
     ),
 ]
-JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE_REF)]
+JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE)]
 # A query parameter holding JSON (an object or array): documented as an
 # application/json parameter (gateway.web.openapi), read as text and parsed by parse_json.
 JSON_QUERY = {"x-json-query": True}

@@ -21,7 +21,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from gateway.web.contract import NO_NUL, Answer, ErrorAnswer, Operation
+from gateway.web.contract import JSON_VALUE, NO_NUL, Answer, ErrorAnswer, Operation
 
 DOCUMENT = web.AppKey("openapi_document", dict)
 REF = "#/components/schemas/{name}"
@@ -39,17 +39,6 @@ STATUS_TEXT = {
     503: "Database unavailable",
 }
 ALWAYS = (401, 403, 429, 503)
-_VALUE = {"$ref": "#/components/schemas/JsonValue"}
-JSON_VALUE = {  # any JSON jsonb can hold: no NUL in strings or keys
-    "anyOf": [
-        {"type": "null"},
-        {"type": "boolean"},
-        {"type": "number"},
-        {"type": "string", "pattern": NO_NUL},
-        {"type": "array", "items": _VALUE},
-        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE},
-    ]
-}
 
 
 class OpenApiDocument(Answer):
@@ -69,10 +58,15 @@ SELF = Operation(
     answer=OpenApiDocument,
 )
 
+
 JSON_FILTER = {  # a JSON query parameter (gateway.web.contract.JSON_QUERY)
     "anyOf": [
-        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": _VALUE},
-        {"type": "array", "items": _VALUE},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": JSON_VALUE,
+        },
+        {"type": "array", "items": JSON_VALUE},
     ]
 }
 
@@ -85,7 +79,6 @@ def document(
     operations = [SELF, *(op for ops in features for op in ops)]
     types = _types(operations)
     (_, components) = msgspec.json.schema_components(types, ref_template=REF)
-    components["JsonValue"] = JSON_VALUE
     for t in types:
         extra = getattr(t, "__json_schema_extra__", None)
         if extra is not None:  # what a Struct cannot say itself (e.g. if/then)
@@ -98,7 +91,7 @@ def document(
     for op in operations:
         if op.query is not None:
             components.pop(op.query.__name__, None)  # inlined as parameters
-    return {
+    out = {
         "openapi": "3.1.0",
         "info": {
             "title": "Integration Hub gateway — admin API",
@@ -118,6 +111,29 @@ def document(
         "security": [{"bearer": []}, {"apiKey": []}],
         "paths": paths,
     }
+    return _plain_names(out)
+
+
+def _plain_names(doc: dict[str, Any]) -> dict[str, Any]:
+    """Two features' types of one name (mapping's and sync's Direction) are qualified by
+    msgspec with their module (gateway.mapping.store.Direction): name them by feature
+    instead (MappingDirection), which client generators take."""
+    schemas = doc["components"]["schemas"]
+    renames = {
+        old: old.split(".")[1].capitalize() + old.rsplit(".", 1)[1]
+        for old in schemas
+        if old.startswith("gateway.")
+    }
+    if not renames:
+        return doc
+    text = orjson.dumps(doc).decode()
+    for old, new in renames.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    out: dict[str, Any] = orjson.loads(text)
+    comps = out["components"]["schemas"]
+    for old, new in renames.items():
+        comps[new] = comps.pop(old)
+    return out
 
 
 def _types(operations: list[Operation]) -> list[Any]:
