@@ -53,7 +53,9 @@ CONTRACT_TIMEOUT = 540  # seconds the whole schemathesis run may take (it stops 
 
 
 @pytest.mark.slow
-def test_admin_api_keeps_its_contract(live_admin: tuple[str, dict[str, str]]) -> None:
+def test_admin_api_keeps_its_contract(
+    live_admin: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     """`schemathesis run <document> --checks all` (coverage, fuzzing and stateful phases,
     a few examples per operation) finds no failure: valid requests are accepted, invalid
     ones refused, every status and answer is the documented one, links lead somewhere."""
@@ -82,6 +84,7 @@ def test_admin_api_keeps_its_contract(live_admin: tuple[str, dict[str, str]]) ->
         text=True,
         timeout=CONTRACT_TIMEOUT,
         env={**os.environ, "NO_COLOR": "1"},
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
     )
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-2000:]
     assert "passed" in proc.stdout and "failure" not in proc.stdout.split("SUMMARY")[-1]
