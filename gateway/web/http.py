@@ -24,6 +24,7 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from gateway.web.responses import error_response
 
@@ -34,6 +35,15 @@ POOL = web.AppKey("admin_pool", asyncpg.Pool)  # the pool every admin endpoint u
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
 MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
 AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
+
+# What a database that is down, restarting or unreachable raises through asyncpg.
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 
 KeyHandler = Callable[[web.Request, ApiKey], Awaitable[Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -97,6 +107,11 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler
                 result = await handler(request, key)
             except GatewayError as exc:
                 return error_response(exc, request.headers.get("X-Request-Id"))
+            except DATABASE_DOWN as exc:
+                # A database that is down or unreachable: the documented 503, not a 500.
+                log.warning("admin API: database unavailable: %s", type(exc).__name__)
+                down = ServiceUnavailable("database unavailable", code="database_unavailable")
+                return error_response(down, request.headers.get("X-Request-Id"))
             except asyncpg.DataError as exc:
                 # Safety net: a client value PostgreSQL cannot take is the client's error.
                 log.info("admin API: value refused by PostgreSQL: %s", type(exc).__name__)

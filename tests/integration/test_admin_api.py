@@ -12,7 +12,9 @@ import pytest
 
 from gateway.app import admin_document as document
 from gateway.auth import keys
-from tests.fixture_types import GatewayClient, WaitRows
+from gateway.settings import Secret
+from tests.fixture_types import GatewayClient, GatewayFactory, WaitRows
+from tests.integration.fault_helpers import PgProxy, via_proxy
 
 LOGS_SECURE = "/admin/v1/logs?route=secure"  # proxied calls only (admin calls are logged too)
 
@@ -307,3 +309,26 @@ async def test_log_search_filters_and_pagination(
     ).json()
     assert detail["request_body"] == {"room": 0, "kind": "std"}
     assert [v for k, v in detail["request_headers"] if k == "Authorization"] == ["[REDACTED]"]
+
+
+async def test_admin_api_answers_503_while_the_database_is_down(
+    gateway_factory: GatewayFactory, database_url: str, db: asyncpg.Connection
+) -> None:
+    """The documented 503 (not a 500) when the database cannot be reached."""
+    proxy = PgProxy(database_url)
+    await proxy.start()
+    try:
+        gw = await gateway_factory(database_url=Secret(via_proxy(database_url, proxy.port)))
+        tenant = await keys.create_tenant(db, "Hotel Down", "test")
+        _, token = await keys.create_key(db, tenant.id, "admin", actor="test")
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await gw.get("/admin/v1/keys", headers=auth)).status == 200
+        proxy.down = True
+        proxy.drop_all()
+        resp = await gw.get("/admin/v1/keys", headers=auth)
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json())["code"] in ("database_unavailable", "not_ready")
+        paths: Any = document()["paths"]
+        assert "503" in paths["/admin/v1/keys"]["get"]["responses"]
+    finally:
+        await proxy.close()
