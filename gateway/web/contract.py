@@ -43,23 +43,29 @@ Name = Annotated[
     str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")
 ]
 
-# Free JSON the gateway stores as jsonb: no NUL in any string or key (jsonb refuses it).
-JSON_DEPTH = 3  # levels the schema spells out (client generators take no recursive schema)
+# Free JSON the gateway stores as jsonb: no NUL in any string or key (jsonb refuses it),
+# and nested at most JSON_DEPTH levels below the top object: the schema spells that out
+# (client generators take no recursive schema), storable_json checks it.
+JSON_DEPTH = 3
 
 
 def _json_value(depth: int) -> dict[str, Any]:
-    """Any JSON without NUL, described ``depth`` levels deep (deeper values: any JSON in
-    the document; the server refuses a NUL at any depth)."""
-    inner = _json_value(depth - 1) if depth > 0 else {}
-    obj: dict[str, Any] = {"type": "object", "propertyNames": {"pattern": NO_NUL}}
-    if inner:
+    """Any JSON without NUL, with arrays and objects nested at most ``depth`` levels
+    (below that they are empty): what :func:`storable_json` accepts, spelled out."""
+    if depth == 0:
+        array: dict[str, Any] = {"type": "array", "items": {}, "maxItems": 0}
+        obj: dict[str, Any] = {"type": "object", "maxProperties": 0}
+    else:
+        inner = _json_value(depth - 1)
+        array = {"type": "array", "items": inner}
+        obj = {"type": "object", "propertyNames": {"pattern": NO_NUL}}
         obj["additionalProperties"] = inner
     return {
         "anyOf": [
             {"type": "boolean"},
             {"type": "number"},
             {"type": "string", "pattern": NO_NUL},
-            {"type": "array", "items": inner},
+            array,
             obj,
             {"type": "null"},  # last: openapi-python-client reads the union so
         ]
@@ -84,12 +90,27 @@ JSON_QUERY = {"x-json-query": True}
 
 def storable_json(value: Any, name: str, max_bytes: int | None = None) -> None:
     """Refuse (ValueError, in a Struct's ``__post_init__``: 422) JSON that jsonb cannot
-    hold (a NUL anywhere) or larger than ``max_bytes`` once written."""
+    hold (a NUL anywhere), nested deeper than the document says (JSON_DEPTH levels of
+    arrays and objects below the top one), or larger than ``max_bytes`` once written."""
     raw = orjson.dumps(value)
     if b"\\u0000" in raw:
         raise ValueError(f"field {name!r} must not contain NUL characters")
     if max_bytes is not None and len(raw) > max_bytes:
         raise ValueError(f"field {name!r} must be at most {max_bytes} bytes as JSON")
+    if _too_deep(value, -1):
+        raise ValueError(
+            f"field {name!r}: arrays and objects nest at most {JSON_DEPTH} levels below it"
+        )
+
+
+def _too_deep(value: Any, level: int) -> bool:
+    """Whether a non-empty array or object sits more than JSON_DEPTH levels down."""
+    children = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, dict | list) or not children:
+        return False
+    if level >= JSON_DEPTH:
+        return True
+    return any(_too_deep(child, level + 1) for child in children)
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -294,9 +315,14 @@ def parse_json(raw: str | None, name: str) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ClientError(f"query parameter {name!r} must be JSON", code="bad_query") from None
-    if not isinstance(value, dict | list) or b"\\u0000" in orjson.dumps(value):
+    if (
+        not isinstance(value, dict | list)
+        or b"\\u0000" in orjson.dumps(value)
+        or _too_deep(value, -1)
+    ):
         raise ClientError(
-            f"query parameter {name!r} must be a JSON object or array without NUL",
+            f"query parameter {name!r} must be a JSON object or array without NUL, "
+            f"nested at most {JSON_DEPTH} levels",
             code="bad_query",
         )
     return value
