@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import logs
 from gateway.auth.keys import KeyStoreError, Role
 from gateway.errors import ConfigError, SettingsError
-from gateway.settings import Secret, Settings, mask_url
+from gateway.settings import DATA_DIR_NAME, Secret, Settings, mask_url
 
 if TYPE_CHECKING:
     from gateway.routes import RouteTable
@@ -37,11 +37,33 @@ MAX_PORT = 65535
 GC_GEN0_THRESHOLD = 20_000
 
 
-def resolve_database_url(settings: Settings, keep_running: bool = False) -> Settings:
-    """Settings with a database URL: the configured one, or the embedded server's."""
+def database_label(settings: Settings) -> str:
+    """Which database a command uses, for its messages (the URL's password masked)."""
+    if settings.database_url is not None:
+        return mask_url(settings.database_url.reveal())
+    return f"the embedded database in {settings.pgdata_dir.resolve()}"
+
+
+class NoDatabase(KeyStoreError):
+    """A command that reads existing data found no database to read it from."""
+
+
+def resolve_database_url(
+    settings: Settings, keep_running: bool = False, *, existing: bool = False
+) -> Settings:
+    """Settings with a database URL: the configured one, or the embedded server's.
+    ``existing``: the command reads data, so an embedded database that is not there yet
+    is an error naming where it was looked for, never a new empty one."""
     if settings.database_url is not None:
         return settings
     from gateway.db.embedded import start_embedded
+
+    if existing and not settings.pgdata_dir.is_dir():
+        raise NoDatabase(
+            f"no gateway database in {settings.pgdata_dir.resolve()} (looked for "
+            f"{DATA_DIR_NAME}/ in {Path.cwd()} and its parents): run this where "
+            "`gateway serve` keeps its data, or set GATEWAY_DATA_DIR or GATEWAY_DATABASE_URL"
+        )
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     dsn = start_embedded(settings.pgdata_dir, keep_running)
@@ -260,12 +282,14 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     from gateway.auth import keys
 
-    settings = resolve_database_url(Settings.from_env())
+    settings = resolve_database_url(Settings.from_env(), existing=True)
 
     async def work(conn: Any) -> Any:
         tenant = await keys.find_tenant(conn, args.tenant)
         if tenant is None:
-            raise keys.KeyStoreError(f"no tenant named {args.tenant!r}")
+            raise keys.KeyStoreError(
+                f"no tenant named {args.tenant!r} in {database_label(settings)}"
+            )
         return await keys.create_key(
             conn,
             tenant.id,
@@ -293,12 +317,14 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
     from gateway.auth import keys
 
-    settings = resolve_database_url(Settings.from_env())
+    settings = resolve_database_url(Settings.from_env(), existing=True)
 
     async def work(conn: Any) -> Any:
         tenant = await keys.find_tenant(conn, args.tenant)
         if tenant is None:
-            raise keys.KeyStoreError(f"no tenant named {args.tenant!r}")
+            raise keys.KeyStoreError(
+                f"no tenant named {args.tenant!r} in {database_label(settings)}"
+            )
         try:
             key_id = uuid.UUID(args.key_id)
         except ValueError:
@@ -307,7 +333,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
     key = asyncio.run(_with_conn(settings, work))
     if key is None:
-        print(f"gateway: no key {args.key_id} in tenant {args.tenant!r}", file=sys.stderr)
+        where = database_label(settings)
+        print(f"gateway: no key {args.key_id} in tenant {args.tenant!r} ({where})", file=sys.stderr)
         return 1
     print(f"key {key.id} revoked")
     return 0
@@ -316,7 +343,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     from gateway.crypto import load_box, rotate_all
 
-    settings = resolve_database_url(Settings.from_env())
+    settings = resolve_database_url(Settings.from_env(), existing=True)
     box = load_box([k.reveal().encode() for k in settings.encryption_keys], settings.data_dir)
 
     async def work(conn: Any) -> int:
@@ -488,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # SettingsError is one too
         print(f"gateway: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except KeyStoreError as exc:
+    except KeyStoreError as exc:  # NoDatabase and "no tenant named ..." name the database
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 

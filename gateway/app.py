@@ -19,11 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import metrics
 from gateway.admin import api as admin_api
-from gateway.admin import openapi as admin_openapi
+from gateway.admin import shapes as admin_shapes
 from gateway.auth.authenticator import Authenticator
 from gateway.capture import api as capture_api
-from gateway.capture import openapi as capture_openapi
 from gateway.capture import partitions
+from gateway.capture import shapes as capture_shapes
 from gateway.capture.erasure import erase_logs
 from gateway.capture.writer import LogWriter
 from gateway.crypto import SecretBox, load_box
@@ -34,7 +34,7 @@ from gateway.erasure import openapi as erasure_openapi
 from gateway.erasure.model import Steps as ErasureSteps
 from gateway.errors import ConfigError, GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
-from gateway.mapping import openapi as mapping_openapi
+from gateway.mapping import shapes as mapping_shapes
 from gateway.mapping.batch import batch_translator
 from gateway.mapping.cache import CacheLimits, MappingCache
 from gateway.mapping.erasure import subject_ids
@@ -51,9 +51,9 @@ from gateway.scrub import Erased, Needles
 from gateway.settings import Settings
 from gateway.shutdown import ShutdownClock
 from gateway.sync import api as sync_api
-from gateway.sync import openapi as sync_openapi
+from gateway.sync import shapes as sync_shapes
 from gateway.sync.jobs import api as sync_jobs_api
-from gateway.sync.jobs import openapi as sync_jobs_openapi
+from gateway.sync.jobs import shapes as sync_jobs_shapes
 from gateway.sync.jobs import store as sync_jobs_store
 from gateway.sync.jobs.config import SyncJob, parse_syncs
 from gateway.sync.jobs.runner import Hands, JobRunner
@@ -232,6 +232,7 @@ def create_app(
     webhooks_api.setup(app, POOL, SECRETS, SETTINGS)
     erasure_api.setup(app, erasure_steps(lambda: app[POOL], lambda: app[LOGS_POOL]))
     webhooks_catalogue_api.setup(app)
+    web_http.refuse_other_methods(app)  # 405 with Allow on admin paths, after all of them
     app[openapi.DOCUMENT] = admin_document()
     app.router.add_route("*", "/{tail:.*}", proxy_handler)
     return app
@@ -257,15 +258,18 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 
 def admin_document() -> dict[str, object]:
     """The admin API's OpenAPI document, from the paths each package declares."""
+    legacy = {
+        **webhooks_openapi.paths(),
+        **erasure_openapi.paths(),
+        **webhooks_catalogue_api.paths(),
+    }
     return openapi.document(
-        admin_openapi.paths(),
-        capture_openapi.paths(),
-        mapping_openapi.paths(),
-        sync_openapi.paths(),
-        sync_jobs_openapi.paths(),
-        webhooks_openapi.paths(),
-        erasure_openapi.paths(),
-        webhooks_catalogue_api.paths(),
+        admin_shapes.OPERATIONS,
+        capture_shapes.OPERATIONS,
+        mapping_shapes.OPERATIONS,
+        sync_shapes.OPERATIONS,
+        sync_jobs_shapes.OPERATIONS,
+        legacy=legacy,
     )
 
 

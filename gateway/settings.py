@@ -158,6 +158,23 @@ def _path(raw: str | None, default: Any) -> Any:
     return Path(raw) if raw else default
 
 
+DATA_DIR_NAME = ".gateway"  # the default data directory's name
+
+
+def find_data_dir(start: Path | None = None) -> Path:
+    """The nearest ``.gateway/`` in the working directory or one of its parents (as git
+    finds ``.git``); ``.gateway`` in the working directory when there is none."""
+    here = Path.cwd() if start is None else start
+    for folder in (here, *here.parents):
+        if (folder / DATA_DIR_NAME).is_dir():
+            return Path(DATA_DIR_NAME) if folder == here else folder / DATA_DIR_NAME
+    return Path(DATA_DIR_NAME)
+
+
+def _data_dir(raw: str | None, default: Any) -> Any:
+    return Path(raw) if raw else find_data_dir()
+
+
 def _fernet_keys(raw: str | None, default: Any) -> Any:
     if raw is None or not raw.strip():
         return default
@@ -214,12 +231,14 @@ class Settings:
     )
     data_dir: Path = setting(  # noqa: RUF009 (a field, see setting)
         "GATEWAY_DATA_DIR",
-        Path(".gateway"),
+        Path(DATA_DIR_NAME),
         _DATABASE,
         "this instance's local state: embedded database (`pg/`), api_logs journal and "
         "write-ahead log (`journal/`), generated development key (`encryption.key`), "
-        "metric files of `serve --workers` (`metrics/`); one per instance, on local disk",
-        read=_path,
+        "metric files of `serve --workers` (`metrics/`); one per instance, on local disk. "
+        "Unset: the nearest `.gateway/` in the working directory or a parent (as git finds "
+        "`.git`), else `.gateway` in the working directory",
+        read=_data_dir,
         kind="path",
     )
     db_pool_min: int = setting(

@@ -6,31 +6,21 @@ of tenant B (such ids answer 404, exactly like ids that do not exist).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.shapes import ADMIN, AuditQuery, NewKey, TenantChange
 from gateway.auth import keys
-from gateway.auth.keys import ApiKey, Role
+from gateway.auth.keys import ApiKey
 from gateway.errors import Conflict, Invalid, NotFound
 from gateway.web import openapi
-from gateway.web.http import (
-    ANY_ADMIN_ROLE,
-    AUTHENTICATOR,
-    POOL,
-    PREFIX,
-    actor,
-    check_fields,
-    endpoint,
-    field,
-    logged,
-    parse_uuid,
-    query_str,
-    read_json_object,
-)
-from gateway.web.pagination import Keyset, bad_cursor, decode_cursor
+from gateway.web.contract import ANY_ROLE, read_body, read_query
+from gateway.web.http import AUTHENTICATOR, POOL, PREFIX, actor, endpoint, logged, parse_uuid
+from gateway.web.pagination import SERIAL_CURSOR, Keyset, decode_cursor
 from gateway.web.sql import Where
 
 
@@ -50,7 +40,7 @@ def setup(app: web.Application) -> None:
 # -- tenant ------------------------------------------------------------------------------
 
 
-@endpoint(ANY_ADMIN_ROLE)
+@endpoint(ANY_ROLE)
 async def get_tenant(request: web.Request, key: ApiKey) -> Any:
     async with request.app[POOL].acquire() as conn:
         tenant = await keys.find_tenant(conn, str(key.tenant_id))
@@ -59,16 +49,12 @@ async def get_tenant(request: web.Request, key: ApiKey) -> Any:
     return tenant.public()
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def patch_tenant(request: web.Request, key: ApiKey) -> Any:
-    body = await read_json_object(request)
-    check_fields(body, {"name"}, {"name"})
-    name = field(body, "name", str, nullable=False)
-    if not 1 <= len(name.strip()) <= 200:
-        raise Invalid("field 'name' must be 1 to 200 characters", code="invalid_field")
+    body = await read_body(request, TenantChange)
     async with request.app[POOL].acquire() as conn:
         try:
-            tenant = await keys.rename_tenant(conn, key.tenant_id, name, actor(key), key.id)
+            tenant = await keys.rename_tenant(conn, key.tenant_id, body.name, actor(key), key.id)
         except keys.KeyStoreError as exc:
             raise Conflict(str(exc)) from None
     return tenant.public()
@@ -77,40 +63,30 @@ async def patch_tenant(request: web.Request, key: ApiKey) -> Any:
 # -- keys --------------------------------------------------------------------------------
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def list_keys(request: web.Request, key: ApiKey) -> Any:
     async with request.app[POOL].acquire() as conn:
         found = await keys.list_keys(conn, key.tenant_id)
     return {"items": [k.public() for k in found]}
 
 
-@endpoint([Role.ADMIN], status=201)
+@endpoint(ADMIN, status=201)
 async def create_key(request: web.Request, key: ApiKey) -> Any:
-    body = await read_json_object(request)
-    allowed = {"name", "role", "external_system", "rate_limit_per_minute", "expires_in_days"}
-    check_fields(body, allowed, {"role"})
-    role = field(body, "role", str, nullable=False)
-    name = field(body, "name", str) or ""
-    system = field(body, "external_system", str)
-    rate = field(body, "rate_limit_per_minute", int)
-    days = field(body, "expires_in_days", int)
-    if rate is not None and not 1 <= rate <= 1_000_000:
-        raise Invalid("field 'rate_limit_per_minute' must be in [1, 1000000]", code="invalid_field")
-    if days is not None and not 1 <= days <= 3650:
-        raise Invalid("field 'expires_in_days' must be in [1, 3650]", code="invalid_field")
-    if len(name) > 200:
-        raise Invalid("field 'name' must be at most 200 characters", code="invalid_field")
+    body = await read_body(request, NewKey)
+    days = body.expires_in_days
     async with request.app[POOL].acquire() as conn:
         try:
             made, token = await keys.create_key(
                 conn,
                 key.tenant_id,
-                role,
+                body.role,
                 actor=actor(key),
                 actor_key_id=key.id,
-                name=name,
-                external_system=system,
-                rate_limit_per_minute=rate,
+                name=body.name,
+                external_system=body.external_system,
+                rate_limit_per_minute=None
+                if body.rate_limit_per_minute is None
+                else int(body.rate_limit_per_minute),
                 expires_in=timedelta(days=days) if days else None,
             )
         except keys.KeyStoreError as exc:
@@ -118,7 +94,7 @@ async def create_key(request: web.Request, key: ApiKey) -> Any:
     return {**made.public(), "token": token}
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def get_key(request: web.Request, key: ApiKey) -> Any:
     key_id = parse_uuid(request.match_info["key_id"], "key")
     async with request.app[POOL].acquire() as conn:
@@ -128,9 +104,11 @@ async def get_key(request: web.Request, key: ApiKey) -> Any:
     return found.public()
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def revoke_key(request: web.Request, key: ApiKey) -> Any:
     key_id = parse_uuid(request.match_info["key_id"], "key")
+    if key_id == key.id:  # the last admin key must not lock its tenant out by mistake
+        raise Conflict("a key cannot revoke itself: use another admin key", code="self_revocation")
     async with request.app[POOL].acquire() as conn:
         revoked = await keys.revoke_key(
             conn, key.tenant_id, key_id, actor=actor(key), actor_key_id=key.id
@@ -144,15 +122,16 @@ async def revoke_key(request: web.Request, key: ApiKey) -> Any:
 # -- audit -------------------------------------------------------------------------------
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def list_audit(request: web.Request, key: ApiKey) -> Any:
-    keyset = Keyset(request, _audit_cursor)
+    query = read_query(request, AuditQuery)
+    keyset = Keyset.of(query.limit, query.cursor, _audit_cursor)
     w = Where()
     w.add("tenant_id = {}", key.tenant_id)
-    for name in ("action", "object_type"):
-        value = query_str(request, name)
-        if value is not None:
-            w.add(f"{name} = {{}}", value)
+    if query.action is not None:
+        w.add("action = {}", query.action)
+    if query.object_type is not None:
+        w.add("object_type = {}", query.object_type)
     before = keyset.after()
     if before is not None:
         w.add("id < {}", before)
@@ -167,10 +146,11 @@ async def list_audit(request: web.Request, key: ApiKey) -> Any:
 
 def _audit_cursor(raw: str) -> int:
     """The id the audit page starts after (audit rows are listed by id, newest first)."""
-    (text,) = decode_cursor(raw, 1)
-    if not text.isdigit() or len(text) > 18:
-        raise bad_cursor()
+    (text,) = decode_cursor(raw, _SERIAL)
     return int(text)
+
+
+_SERIAL = re.compile(SERIAL_CURSOR)
 
 
 def _audit_json(row: Mapping[str, Any]) -> dict[str, Any]:

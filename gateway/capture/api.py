@@ -10,25 +10,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError, NotFound
-from gateway.web.http import (
-    LOGS_POOL,
-    PREFIX,
-    endpoint,
-    parse_uuid,
-    query_int,
-    query_json,
-    query_str,
-    query_time,
-    query_uuid,
-)
-from gateway.web.pagination import TimeKeyset, newest_first
+from gateway.auth.keys import ApiKey
+from gateway.capture.shapes import DEFAULT_WINDOW, LOG_READERS, MAX_WINDOW, LogQuery
+from gateway.errors import NotFound
+from gateway.web.contract import parse_json, read_query
+from gateway.web.http import LOGS_POOL, PREFIX, endpoint, parse_uuid
+from gateway.web.pagination import Keyset, TimeKeyset, decode_time_cursor
 from gateway.web.sql import Where
-
-DEFAULT_WINDOW = timedelta(hours=24)  # log search without 'from' looks this far back
-MAX_WINDOW = timedelta(days=31)  # a search never spans more partitions than this
-LOG_READERS = (Role.ADMIN, Role.VIEWER)
 
 
 def setup(app: web.Application) -> None:
@@ -57,47 +45,44 @@ def _log_json(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-def _time_window(request: web.Request) -> tuple[datetime, datetime]:
-    now = datetime.now(UTC)
-    start, end = query_time(request, "from"), query_time(request, "to")
-    end = end or now
-    start = start or end - DEFAULT_WINDOW
-    if start >= end:
-        raise ClientError("'from' must be before 'to'", code="bad_time_range")
-    if end - start > MAX_WINDOW:
-        raise ClientError(f"a search spans at most {MAX_WINDOW.days} days", code="bad_time_range")
-    return start, end
+def _time_window(query: LogQuery) -> tuple[datetime, datetime]:
+    """[from, to): at most MAX_WINDOW, ending at 'to' (the answer names the window)."""
+
+    def utc(d: datetime | None) -> datetime | None:
+        return d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d
+
+    end = utc(query.to) or datetime.now(UTC)
+    start = utc(query.from_) or end - DEFAULT_WINDOW
+    return max(start, end - MAX_WINDOW), end
 
 
 STATUS_CLASSES = {"1xx": 100, "2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
 
 
-def _log_filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
-    start, end = _time_window(request)
+def _log_filters(
+    query: LogQuery, tenant_id: uuid.UUID, window: tuple[datetime, datetime], keyset: TimeKeyset
+) -> Where:
     w = Where()
     w.add("tenant_id = {}", tenant_id)
-    w.add("created_at >= {}", start)
-    w.add("created_at < {}", end)
+    w.add("created_at >= {}", window[0])
+    w.add("created_at < {}", window[1])
     for name in ("route", "request_id", "external_system"):
-        value = query_str(request, name)
+        value = getattr(query, name)
         if value is not None:
             w.add(f"{name} = {{}}", value)
-    method = query_str(request, "method")
-    if method is not None:
-        w.add("method = {}", method.upper())
-    path_prefix = query_str(request, "path_prefix")
-    if path_prefix is not None:
-        prefix = path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if query.method is not None:
+        w.add("method = {}", query.method.upper())
+    if query.path_prefix is not None:
+        prefix = query.path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         w.add("path LIKE {} || '%'", prefix)
-    key_id = query_uuid(request, "key_id")
-    if key_id is not None:
-        w.add("api_key_id = {}", key_id)
-    _status_filters(request, w)
+    if query.key_id is not None:
+        w.add("api_key_id = {}", query.key_id)
+    _status_filters(query, w)
     for name, column in (
         ("request_body_contains", "request_body"),
         ("response_body_contains", "response_body"),
     ):
-        value = query_json(request, name)
+        value = parse_json(getattr(query, name), name)
         if value is not None:
             w.add(f"{column} @> {{}}", value)
     before = keyset.after()
@@ -106,28 +91,28 @@ def _log_filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset)
     return w
 
 
-def _status_filters(request: web.Request, w: Where) -> None:
-    status = query_int(request, "status", None, 100, 599)
-    if status is not None:
-        w.add("status = {}", status)
-    if "status_class" in request.query:
-        base = STATUS_CLASSES.get(request.query["status_class"])
-        if base is None:
-            raise ClientError("status_class must be one of 1xx..5xx", code="bad_query")
+def _status_filters(query: LogQuery, w: Where) -> None:
+    if query.status is not None:
+        w.add("status = {}", query.status)
+    if query.status_class is not None:
+        base = STATUS_CLASSES[query.status_class]
         w.add("status >= {} AND status < {}", base, base + 100)
 
 
 @endpoint(LOG_READERS)
 async def search_logs(request: web.Request, key: ApiKey) -> Any:
-    keyset = newest_first(request)
-    w = _log_filters(request, key.tenant_id, keyset)
+    query = read_query(request, LogQuery)
+    keyset = Keyset.of(query.limit, query.cursor, decode_time_cursor)
+    window = _time_window(query)
+    w = _log_filters(query, key.tenant_id, window, keyset)
     sql = (
         f"SELECT {LOG_SUMMARY} FROM api_logs WHERE {w.sql} "
         f"ORDER BY created_at DESC, id DESC LIMIT {keyset.fetch}"
     )
     async with request.app[LOGS_POOL].acquire() as conn:
         rows = await conn.fetch(sql, *w.args)
-    return keyset.page(rows, _log_json, lambda r: (r["created_at"], r["id"]))
+    page = keyset.page(rows, _log_json, lambda r: (r["created_at"], r["id"]))
+    return {**page, "from": window[0].isoformat(), "to": window[1].isoformat()}
 
 
 @endpoint(LOG_READERS)

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from gateway.erasure.model import ErasureRequest, ErasureResult
-from gateway.web.openapi import answer, refusals
+from gateway.web.openapi_legacy import answer, refusals
 
 _REF = "#/components/schemas/{name}"
 

@@ -7,8 +7,9 @@ services report for any system of their tenant.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,63 +18,36 @@ from aiohttp import web
 from gateway.audit import audit
 from gateway.auth.keys import ApiKey, Role
 from gateway.errors import ClientError, Conflict, Invalid, NotFound
-from gateway.names import NAME_RE
 from gateway.sync import store
-from gateway.sync.model import (
-    MAX_ERROR_CHARS,
-    Direction,
-    EntityKey,
-    Outcome,
-    Report,
-    Side,
-    Status,
-)
+from gateway.sync.model import EntityKey, Outcome, Report, Side, Status
 from gateway.sync.recorder import count_outcomes
-from gateway.web.http import (
-    POOL,
-    actor,
-    check_fields,
-    endpoint,
-    field,
-    parse_uuid,
-    query_int,
-    query_str,
-    query_uuid,
-    read_json_object,
+from gateway.sync.shapes import (
+    FEED_CURSOR,
+    FEED_READERS,
+    MAX_BATCH_BYTES,
+    OPERATORS,
+    PREFIX,
+    READERS,
+    REPORTERS,
+    FeedQuery,
+    PartnerBatch,
+    PartnerFeedQuery,
+    PartnerReport,
+    ReportBatch,
+    Resolution,
+    StatusQuery,
+    SyncReport,
 )
+from gateway.web.contract import decode, read_body, read_json_bytes, read_query
+from gateway.web.http import POOL, actor, endpoint, parse_uuid
 from gateway.web.pagination import (
     Keyset,
     TimeKeyset,
-    bad_cursor,
     decode_cursor,
+    decode_time_cursor,
     encode_cursor,
-    newest_first,
 )
 from gateway.web.sql import Where
-
-PREFIX = "/admin/v1/sync"
-MAX_VERSION = 2**63 - 1  # versions are bigint
-FEED_LIMIT = 100  # changes one feed page shows when the caller gives no limit
-MAX_FEED_LIMIT = 1000
-MAX_BATCH = 20_000  # reports in one batch call
-MAX_BATCH_BYTES = 16 * 1024 * 1024  # body of one batch call
-READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
-REPORTERS = (Role.ADMIN, Role.SERVICE, Role.PARTNER)
-OPERATORS = (Role.ADMIN, Role.SERVICE)
-FEED_READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE, Role.PARTNER)
-REPORT_FIELDS = frozenset(
-    {
-        "entity_type",
-        "entity_id",
-        "external_system",
-        "direction",
-        "status",
-        "version",
-        "side",
-        "error",
-    }
-)
-REPORTABLE = frozenset(s.value for s in Status if s is not Status.CONFLICT)
 
 
 def setup(app: web.Application) -> None:
@@ -91,72 +65,27 @@ def setup(app: web.Application) -> None:
 # -- input -------------------------------------------------------------------------------
 
 
-def _name(body: Mapping[str, Any], name: str, where: str) -> str:
-    value = field(body, name, str, nullable=False)
-    if value is None:
-        raise Invalid(f"{where}field {name!r} is required", code="missing_field")
-    if not NAME_RE.match(value):
-        raise Invalid(f"{where}field {name!r} must match {NAME_RE.pattern}", code="invalid_field")
-    return str(value)
-
-
-def _enum(body: Mapping[str, Any], name: str, allowed: frozenset[str], where: str) -> str:
-    value = field(body, name, str, nullable=False)
-    if value not in allowed:
-        raise Invalid(
-            f"{where}field {name!r} must be one of {', '.join(sorted(allowed))}",
-            code="invalid_field",
-        )
-    return str(value)
-
-
-def parse_report(body: Any, key: ApiKey, where: str = "") -> Report:
-    """One report from JSON; ``where`` prefixes messages (e.g. 'reports[12]: ')."""
-    if not isinstance(body, dict):
-        raise Invalid(f"{where}a report must be a JSON object", code="invalid_field")
-    check_fields(body, REPORT_FIELDS, ("entity_type", "entity_id", "direction", "status"))
-    raw_id = field(body, "entity_id", str, nullable=False)
-    try:
-        entity_id = uuid.UUID(raw_id)
-    except (ValueError, TypeError):
-        raise Invalid(f"{where}field 'entity_id' must be a UUID", code="invalid_field") from None
-    version = field(body, "version", int)
-    if version is not None and not 0 <= version <= MAX_VERSION:
-        raise Invalid(f"{where}field 'version' must be in [0, 2^63-1]", code="invalid_field")
-    error = field(body, "error", str)
-    if error is not None and len(error) > MAX_ERROR_CHARS:
-        raise Invalid(f"{where}field 'error' is too long", code="invalid_field")
+def parse_report(body: SyncReport, key: ApiKey, where: str = "") -> Report:
+    """One checked report as the store's Report; ``where`` prefixes messages."""
     return Report(
-        key=EntityKey(
-            _name(body, "entity_type", where),
-            entity_id,
-            _system(body, key, where),
-            Direction(_enum(body, "direction", frozenset(d.value for d in Direction), where)),
-        ),
-        status=Status(_enum(body, "status", REPORTABLE, where)),
-        side=_side(body, key, where),
-        version=version,
-        error=error,
+        key=EntityKey(body.entity_type, body.entity_id, _system(body, key, where), body.direction),
+        status=Status(body.status),
+        side=body.side or (Side.EXTERNAL if key.role is Role.PARTNER else Side.INTERNAL),
+        version=None if body.version is None else int(body.version),
+        error=body.error,
     )
 
 
-def _system(body: Mapping[str, Any], key: ApiKey, where: str) -> str:
+def _system(body: SyncReport, key: ApiKey, where: str) -> str:
     if key.role is not Role.PARTNER:
-        return _name(body, "external_system", where)
-    given = body.get("external_system")
-    if given is not None and given != key.external_system:
+        return body.external_system
+    if body.external_system not in ("", key.external_system):
         raise Invalid(
             f"{where}a partner key reports for its own external system only",
             code="invalid_field",
         )
     assert key.external_system is not None
     return key.external_system
-
-
-def _side(body: Mapping[str, Any], key: ApiKey, where: str) -> Side:
-    if "side" not in body or body["side"] is None:
-        return Side.EXTERNAL if key.role is Role.PARTNER else Side.INTERNAL
-    return Side(_enum(body, "side", frozenset(s.value for s in Side), where))
 
 
 # -- output ------------------------------------------------------------------------------
@@ -188,7 +117,8 @@ async def _apply(request: web.Request, key: ApiKey, reports: list[Report]) -> li
 
 @endpoint(REPORTERS)
 async def report_one(request: web.Request, key: ApiKey) -> Any:
-    report = parse_report(await read_json_object(request), key)
+    shape = PartnerReport if key.role is Role.PARTNER else SyncReport
+    report = parse_report(await read_body(request, shape), key)
     (result,) = await _apply(request, key, [report])
     async with request.app[POOL].acquire() as conn:
         row = await store.get(conn, key.tenant_id, result.row_id)
@@ -209,11 +139,12 @@ async def report_one(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(REPORTERS)
 async def report_batch(request: web.Request, key: ApiKey) -> Any:
-    body = await read_json_object(request, MAX_BATCH_BYTES)
-    check_fields(body, {"reports"}, {"reports"})
-    items = field(body, "reports", list, nullable=False)
-    if not 1 <= len(items) <= MAX_BATCH:
-        raise Invalid(f"'reports' must hold 1 to {MAX_BATCH} reports", code="invalid_field")
+    data = await read_json_bytes(request, MAX_BATCH_BYTES)
+    items: Sequence[SyncReport]
+    if key.role is Role.PARTNER:
+        items = decode(data, PartnerBatch).reports
+    else:
+        items = decode(data, ReportBatch).reports
     reports = [parse_report(item, key, f"reports[{i}]: ") for i, item in enumerate(items)]
     applied = await _apply(request, key, reports)
     counts = {o.value: 0 for o in Outcome}
@@ -228,32 +159,18 @@ async def report_batch(request: web.Request, key: ApiKey) -> Any:
 # -- reads -------------------------------------------------------------------------------
 
 
-def _filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
+def _filters(query: StatusQuery, tenant_id: uuid.UUID, keyset: TimeKeyset) -> Where:
     w = Where()
     w.add("tenant_id = {}", tenant_id)
     w.add("deleted_at IS NULL")
-    for name, allowed in (
-        ("direction", frozenset(d.value for d in Direction)),
-        ("status", frozenset(s.value for s in Status)),
-    ):
-        value = query_str(request, name)
-        if value is not None:
-            if value not in allowed:
-                raise ClientError(
-                    f"{name} must be one of {', '.join(sorted(allowed))}", code="bad_query"
-                )
-            w.add(f"{name} = {{}}", value)
-    for name in ("entity_type", "external_system"):
-        value = query_str(request, name, 63)
+    for name in ("direction", "status", "entity_type", "external_system", "entity_id"):
+        value = getattr(query, name)
         if value is not None:
             w.add(f"{name} = {{}}", value)
-    entity_id = query_uuid(request, "entity_id")
-    if entity_id is not None:
-        w.add("entity_id = {}", entity_id)
-    older = query_int(request, "older_than_seconds", None, 0, 10 * 365 * 86400)
-    if older is not None:
-        w.add("unsynced_since <= {}", datetime.now(UTC) - timedelta(seconds=older))
-    if request.query.get("due") == "true":
+    if query.older_than_seconds is not None:
+        since = datetime.now(UTC) - timedelta(seconds=query.older_than_seconds)
+        w.add("unsynced_since <= {}", since)
+    if query.due:
         w.add("next_retry_at <= {}", datetime.now(UTC))
     before = keyset.after()
     if before is not None:
@@ -263,8 +180,9 @@ def _filters(request: web.Request, tenant_id: uuid.UUID, keyset: TimeKeyset) -> 
 
 @endpoint(READERS)
 async def list_status(request: web.Request, key: ApiKey) -> Any:
-    keyset = newest_first(request)
-    w = _filters(request, key.tenant_id, keyset)
+    query = read_query(request, StatusQuery)
+    keyset = Keyset.of(query.limit, query.cursor, decode_time_cursor)
+    w = _filters(query, key.tenant_id, keyset)
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
             f"SELECT {store.COLUMNS} FROM data_sync_status WHERE {w.sql} "
@@ -293,14 +211,13 @@ async def get_summary(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(FEED_READERS)
 async def list_changes(request: web.Request, key: ApiKey) -> Any:
-    keyset = Keyset(request, _feed_cursor, FEED_LIMIT, MAX_FEED_LIMIT)
-    system = query_str(request, "external_system", 63)
+    query = read_query(request, PartnerFeedQuery if key.role is Role.PARTNER else FeedQuery)
+    keyset = Keyset.of(query.limit, query.cursor, _feed_cursor)
+    system = query.external_system
     if key.role is Role.PARTNER:
-        if system not in (None, key.external_system):
+        if system not in ("", key.external_system):
             raise ClientError("a partner key reads its own external system only", code="bad_query")
-        system = key.external_system
-    if system is None:
-        raise ClientError("query parameter 'external_system' is required", code="bad_query")
+        system = key.external_system or ""
     after = keyset.after()
     async with request.app[POOL].acquire() as conn:
         found = await store.changes(conn, key.tenant_id, system, after, keyset.limit)
@@ -321,14 +238,11 @@ async def list_changes(request: web.Request, key: ApiKey) -> Any:
 
 
 def _feed_cursor(raw: str) -> store.FeedCursor:
-    xid, kind, row_id = decode_cursor(raw, 3)
-    try:
-        value = int(xid)
-        if not 0 <= value <= MAX_VERSION or kind not in store.FEED_KINDS:
-            raise ValueError(xid)
-        return value, kind, uuid.UUID(row_id)
-    except ValueError:
-        raise bad_cursor() from None
+    xid, kind, row_id = decode_cursor(raw, _FEED_CURSOR)
+    return int(xid), kind, uuid.UUID(row_id)
+
+
+_FEED_CURSOR = re.compile(FEED_CURSOR)
 
 
 # -- operations --------------------------------------------------------------------------
@@ -368,7 +282,5 @@ async def retry_status(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(OPERATORS)
 async def resolve_status(request: web.Request, key: ApiKey) -> Any:
-    body = await read_json_object(request)
-    check_fields(body, {"side"}, {"side"})
-    side = Side(_enum(body, "side", frozenset(s.value for s in Side), ""))
-    return await _change(request, key, "resolve", side)
+    body = await read_body(request, Resolution)
+    return await _change(request, key, "resolve", body.side)

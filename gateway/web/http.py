@@ -1,12 +1,12 @@
-"""Plumbing of the admin API: the endpoint decorator (auth, roles, JSON errors) and input
-parsing that refuses bad input with a stable code instead of a 500."""
+"""Plumbing of the admin API: the endpoint decorator (auth, roles, JSON errors), 405 for a
+method an admin path does not serve, and the hand-written input helpers the webhook
+endpoints still use (every other endpoint reads its input through gateway.web.contract)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -16,7 +16,16 @@ from aiohttp import web
 from gateway import metrics
 from gateway.auth.authenticator import Authenticator, refuse
 from gateway.auth.keys import ApiKey, Role
-from gateway.errors import ClientError, Forbidden, GatewayError, Invalid, NotFound, PayloadTooLarge
+from gateway.errors import (
+    ClientError,
+    Forbidden,
+    GatewayError,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from gateway.web.responses import error_response
 
 log = logging.getLogger(__name__)
@@ -28,6 +37,15 @@ ANY_ADMIN_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
 MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
 MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
 AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
+
+# What a database that is down, restarting or unreachable raises through asyncpg.
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 
 KeyHandler = Callable[[web.Request, ApiKey], Awaitable[Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -97,6 +115,11 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler
                 result = await handler(request, key)
             except GatewayError as exc:
                 return error_response(exc, request.headers.get("X-Request-Id"))
+            except DATABASE_DOWN as exc:
+                # A database that is down or unreachable: the documented 503, not a 500.
+                log.warning("admin API: database unavailable: %s", type(exc).__name__)
+                down = ServiceUnavailable("database unavailable", code="database_unavailable")
+                return error_response(down, request.headers.get("X-Request-Id"))
             except asyncpg.DataError as exc:
                 # Safety net: a client value PostgreSQL cannot take is the client's error.
                 log.info("admin API: value refused by PostgreSQL: %s", type(exc).__name__)
@@ -115,6 +138,26 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler
         return logged(run)  # an api_logs row per call (CALL_LOG, below)
 
     return wrap
+
+
+def refuse_other_methods(app: web.Application) -> None:
+    """A method an admin path does not serve answers 405 with ``Allow`` (JSON, like every
+    admin error), not the proxy's 404: call after every admin route is added."""
+    for resource in app.router.resources():
+        path = resource.canonical
+        if not path.startswith(PREFIX):
+            continue
+        methods = sorted({route.method for route in resource} - {"*"})
+        if not methods:
+            continue
+        refused = MethodNotAllowed(f"{path} allows {', '.join(methods)}", tuple(methods))
+
+        async def not_allowed(
+            request: web.Request, refused: MethodNotAllowed = refused
+        ) -> web.StreamResponse:
+            return error_response(refused, request.headers.get("X-Request-Id"))
+
+        resource.add_route("*", logged(not_allowed))  # type: ignore[attr-defined]
 
 
 async def read_json_object(request: web.Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
@@ -224,39 +267,6 @@ def query_int(request: web.Request, name: str, default: int | None, lo: int, hi:
         ) from None
     if not lo <= value <= hi:
         raise ClientError(f"query parameter {name!r} must be in [{lo}, {hi}]", code="bad_query")
-    return value
-
-
-def query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ClientError(
-            f"query parameter {name!r} must be an ISO 8601 time such as 2026-11-24T10:00:00Z",
-            code="bad_time_range",
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
-
-
-def query_json(request: web.Request, name: str) -> Any:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ClientError(f"query parameter {name!r} must be JSON", code="bad_query") from None
-    if "\\u0000" in raw or "\x00" in raw:  # jsonb cannot hold NUL
-        raise ClientError(f"query parameter {name!r} must not contain NUL", code="bad_query")
-    if not isinstance(value, dict | list):
-        raise ClientError(
-            f"query parameter {name!r} must be a JSON object or array", code="bad_query"
-        )
     return value
 
 

@@ -3,19 +3,19 @@
 
 A page asks the database for one row more than it shows: that row's presence says another
 page follows, and the key of the last row shown is the next page's cursor. Cursors are
-opaque to callers (base64url of a JSON list of strings); one that does not decode answers
-400 ``bad_cursor``.
+the key's parts joined by ``.`` (times as microseconds since 1970, ids as written): every
+string the documented pattern allows (:data:`TIME_CURSOR`, ...) decodes, so a cursor the
+document accepts is never refused; one outside it answers 400 ``bad_cursor``.
 """
 
 from __future__ import annotations
 
-import base64
+import re
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-import orjson
 from aiohttp import web
 
 from gateway.errors import ClientError
@@ -23,6 +23,14 @@ from gateway.web.http import query_int
 
 DEFAULT_LIMIT = 50  # rows a page shows when the caller gives no limit
 MAX_LIMIT = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+UUID_TEXT = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# (created_at, id): microseconds since 1970 (17 digits reach past the year 5000) and an id.
+# Empty: the first page.
+TIME_CURSOR = rf"^([0-9]{{1,17}}\.{UUID_TEXT})?$"
+SERIAL_CURSOR = r"^([0-9]{1,18})?$"  # a bigint id (18 digits stay below 2^63)
+_TIME_CURSOR_RE = re.compile(TIME_CURSOR)
 
 K = TypeVar("K")  # a decoded cursor: the key the page starts after
 T = TypeVar("T")  # one fetched row
@@ -42,8 +50,15 @@ class Keyset(Generic[K]):
         limit = query_int(request, "limit", default, 1, maximum)
         assert limit is not None  # a default is given
         self.limit = limit
-        self._cursor = request.query.get("cursor")
+        self._cursor = request.query.get("cursor") or None  # empty: the first page
         self._decode = decode
+
+    @classmethod
+    def of(cls, limit: int, cursor: str | None, decode: Callable[[str], K]) -> Keyset[K]:
+        """A page request from a query already read (gateway.web.contract.PageQuery)."""
+        page = cls.__new__(cls)
+        page.limit, page._cursor, page._decode = limit, cursor or None, decode
+        return page
 
     @property
     def fetch(self) -> int:
@@ -79,30 +94,22 @@ def newest_first(request: web.Request) -> TimeKeyset:
 
 
 def encode_cursor(*parts: Any) -> str:
-    """Times are written in ISO 8601, everything else with ``str``."""
-    texts = [p.isoformat() if isinstance(p, datetime) else str(p) for p in parts]
-    return base64.urlsafe_b64encode(orjson.dumps(texts)).decode().rstrip("=")
+    """The parts joined by ``.``: times as microseconds since 1970, the rest with ``str``."""
+    texts = [str((p - EPOCH) // MICROSECOND) if isinstance(p, datetime) else str(p) for p in parts]
+    return ".".join(texts)
 
 
-def decode_cursor(raw: str, n: int) -> list[str]:
-    """The ``n`` strings a cursor holds, or 400 bad_cursor."""
-    try:
-        padded = raw + "=" * (-len(raw) % 4)
-        parts = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, orjson.JSONDecodeError):
-        raise bad_cursor() from None
-    if not isinstance(parts, list) or len(parts) != n or not all(isinstance(p, str) for p in parts):
+def decode_cursor(raw: str, pattern: re.Pattern[str]) -> list[str]:
+    """The parts of a cursor that matches ``pattern``, or 400 bad_cursor."""
+    if not pattern.match(raw):
         raise bad_cursor()
-    return parts
+    return raw.split(".")
 
 
 def decode_time_cursor(raw: str) -> tuple[datetime, uuid.UUID]:
     """The (created_at, id) cursor of the newest-first lists, or 400 bad_cursor."""
-    at, row_id = decode_cursor(raw, 2)
-    try:
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except ValueError:
-        raise bad_cursor() from None
+    at, row_id = decode_cursor(raw, _TIME_CURSOR_RE)
+    return EPOCH + int(at) * MICROSECOND, uuid.UUID(row_id)
 
 
 def bad_cursor() -> ClientError:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.auth.keys import ApiKey, Role
 from gateway.web.http import endpoint, read_json_object
-from gateway.web.openapi import answer, refusals
+from gateway.web.openapi_legacy import answer, refusals
 from gateway.webhooks import api, catalogue, inputs, store
 
 TYPES = f"{api.PREFIX}/webhooks/event-types"

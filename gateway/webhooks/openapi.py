@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.names import EVENT_TYPE_RE, MAX_EVENT_TYPE, NAME_RE
-from gateway.web.openapi import (
+from gateway.web.openapi_legacy import (
     CURSOR,
     LIMIT,
     NULLABLE_TIME,

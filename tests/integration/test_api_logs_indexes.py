@@ -17,9 +17,11 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.capture import partitions
-from gateway.capture.api import LOG_DETAIL, LOG_SUMMARY, _log_filters
+from gateway.capture.api import LOG_DETAIL, LOG_SUMMARY, _log_filters, _time_window
+from gateway.capture.shapes import LogQuery
 from gateway.db import migrations
-from gateway.web.pagination import newest_first
+from gateway.web.contract import read_query
+from gateway.web.pagination import Keyset, decode_time_cursor
 from tests.conftest import with_database
 
 ROWS = 20_000  # rows of other tenants in today's partition
@@ -93,8 +95,9 @@ async def explain(db: asyncpg.Connection, sql: str, *args: Any) -> list[dict[str
 async def search_plan(db: asyncpg.Connection, query: str) -> list[dict[str, Any]]:
     """The plan of the SQL GET /admin/v1/logs?QUERY sends (gateway/capture/api.py)."""
     request = make_mocked_request("GET", f"/admin/v1/logs?{WINDOW}&{query}")
-    keyset = newest_first(request)
-    where = _log_filters(request, TENANT, keyset)
+    parsed = read_query(request, LogQuery)
+    keyset = Keyset.of(parsed.limit, parsed.cursor, decode_time_cursor)
+    where = _log_filters(parsed, TENANT, _time_window(parsed), keyset)
     sql = (
         f"SELECT {LOG_SUMMARY} FROM api_logs WHERE {where.sql} "
         f"ORDER BY created_at DESC, id DESC LIMIT {keyset.fetch}"

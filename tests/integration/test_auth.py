@@ -225,3 +225,42 @@ def test_cli_bootstraps_a_tenant_and_a_key(database_url: str, tmp_path: Path) ->
 
 
 __all__ = ["Callable"]
+
+
+def test_cli_finds_the_data_dir_upward_and_names_the_database(tmp_path: Path) -> None:
+    """The embedded database of a project is found from any folder inside it (as git finds
+    .git); from a folder outside it, a command that reads data says where it looked
+    instead of creating a new empty database."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GATEWAY_DATABASE_URL", "GATEWAY_DATA_DIR")
+    }
+    project, elsewhere = tmp_path / "hotel", tmp_path / "elsewhere"
+    inner = project / "config" / "partners"
+    inner.mkdir(parents=True)
+    elsewhere.mkdir()
+
+    def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    made = cli(project, "tenants", "create", "Hotel Alpha")
+    assert made.returncode == 0, made.stderr
+    assert (project / ".gateway" / "pg").is_dir()
+    key = cli(inner, "keys", "create", "--tenant", "Hotel Alpha", "--role", "admin")
+    assert key.returncode == 0, key.stderr
+    assert "token: gwk_" in key.stdout
+    assert not (inner / ".gateway").exists()
+    lost = cli(elsewhere, "keys", "create", "--tenant", "Hotel Alpha", "--role", "admin")
+    assert lost.returncode == 2
+    assert f"no gateway database in {elsewhere / '.gateway' / 'pg'}" in lost.stderr
+    assert not (elsewhere / ".gateway").exists()  # nothing created
+    unknown = cli(inner, "keys", "create", "--tenant", "Hotel Beta", "--role", "admin")
+    assert unknown.returncode == 2
+    assert "no tenant named 'Hotel Beta' in postgresql://" in unknown.stderr
+    assert f"host={project / '.gateway' / 'pg'}" in unknown.stderr  # the database it used

@@ -210,7 +210,8 @@ async def test_bad_input_is_refused_clearly(
         status, body = await post(gateway, "/reports", bad, svc)
         assert (status, body["code"]) == (422, code), (bad, body)
     status, body = await post(gateway, "/reports/batch", {"reports": [report("1")]}, svc)
-    assert status == 422 and body["message"].startswith("reports[0]: ")
+    assert status == 422 and body["field"] == "reports[0].entity_id", body
+    assert "reports[0].entity_id" in body["message"]
     status, body = await post(gateway, "/reports/batch", {"reports": []}, svc)
     assert status == 422
     for params in ({"cursor": "garbage"}, {"status": "weird"}, {"entity_id": "x"}):

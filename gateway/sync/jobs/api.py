@@ -11,15 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit import audit
-from gateway.auth.keys import ApiKey, Role
+from gateway.auth.keys import ApiKey
 from gateway.errors import NotFound
 from gateway.sync.jobs import store
+from gateway.sync.jobs.shapes import OPERATORS, PREFIX, READERS, RunsQuery
+from gateway.web.contract import read_query
 from gateway.web.http import POOL, actor, endpoint
-from gateway.web.pagination import newest_first
+from gateway.web.pagination import Keyset, decode_time_cursor
 
-PREFIX = "/admin/v1/sync/jobs"
-READERS = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
-OPERATORS = (Role.ADMIN, Role.SERVICE)
 HIDDEN = ("auth_secret", "lease_expires_at", "tenant_id")  # never shown; lease as "running"
 
 
@@ -76,11 +75,12 @@ async def get_job(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(READERS)
 async def list_runs(request: web.Request, key: ApiKey) -> Any:
+    query = read_query(request, RunsQuery)
     job = await _job(request, key)
-    page = newest_first(request)
+    page = Keyset.of(query.limit, query.cursor, decode_time_cursor)
     async with request.app[POOL].acquire() as conn:
         rows = await store.runs(conn, job["id"], page.after(), page.fetch)
-    return page.page(rows, run_json, lambda r: (r["started_at"].isoformat(), r["id"]))
+    return page.page(rows, run_json, lambda r: (r["started_at"], r["id"]))
 
 
 async def _command(request: web.Request, key: ApiKey, action: str) -> dict[str, Any]:
