@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from gateway.auth.keys import Role
 from gateway.names import NAME_RE
 from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -76,3 +78,25 @@ LIMIT = query_param(
     f"page size (default {DEFAULT_LIMIT})",
 )
 CURSOR = query_param("cursor", {"type": "string"}, "next_cursor of the previous page")
+
+
+_REF = "#/components/schemas/{name}"
+
+
+def inline_schema(struct: type) -> dict[str, Any]:
+    """A msgspec Struct's JSON schema with its references inlined: a hand-written path
+    carries no components, and client generators resolve no ``$defs``."""
+    (top,), components = msgspec.json.schema_components([struct], ref_template=_REF)
+    inlined: dict[str, Any] = _inline(top, components)
+    return inlined
+
+
+def _inline(node: Any, components: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            return _inline(components[ref.rsplit("/", 1)[1]], components)
+        return {k: _inline(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, components) for v in node]
+    return node

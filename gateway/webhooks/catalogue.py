@@ -23,6 +23,7 @@ from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
 from gateway.errors import Invalid
+from gateway.web.openapi_legacy import inline_schema
 
 # Event types the gateway itself publishes; always known, never declared by tenants.
 BUILTIN_TYPES: dict[str, str] = {
@@ -212,6 +213,6 @@ def webhooks_document(catalogue: EventTypeList, title: str) -> dict[str, Any]:
 
 
 def schema_of(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    """The JSON Schema of a Struct, for the admin API's OpenAPI document (3.1 takes
-    JSON Schema 2020-12 as is, ``$defs`` included)."""
-    return msgspec.json.schema(struct)
+    """The JSON Schema of a Struct, for the admin API's OpenAPI document (references
+    inlined: client generators resolve no ``$defs``)."""
+    return inline_schema(struct)

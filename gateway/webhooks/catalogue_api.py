@@ -122,7 +122,13 @@ def paths() -> dict[str, Any]:
             "put": {
                 "summary": "Declare or replace an event type (JSON Schema + description)",
                 "requestBody": body,
-                "responses": {"200": one, "201": one, **refusals(422)},
+                # 201 as 200 (the EventType): one inline schema, as client generators name
+                # one model per inline schema and refuse the same name twice
+                "responses": {
+                    "200": one,
+                    "201": answer({"type": "object"}, "Declared: the EventType, as for 200"),
+                    **refusals(422),
+                },
             },
             "delete": {
                 "summary": "Remove an event type from the catalogue",

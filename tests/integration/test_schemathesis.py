@@ -46,9 +46,10 @@ def test_admin_api_never_answers_5xx(case: Any, live_admin: tuple[str, dict[str,
     case.validate_response(response, checks=[not_a_server_error])
 
 
-# The webhook endpoints are still declared by hand (gateway/webhooks/openapi.py): the
+# The webhook endpoints (gateway/webhooks/openapi.py, catalogue_api.py) and the erasure
+# endpoint (gateway/erasure/openapi.py) are still declared by hand, not as Operations: the
 # contract run leaves them out until they are declared as the other features are.
-NOT_YET_DECLARED = "/admin/v1/(webhooks/|events)"
+NOT_YET_DECLARED = "/admin/v1/(webhooks/|events|erasures)"
 CONTRACT_TIMEOUT = 540  # seconds the whole schemathesis run may take (it stops by itself)
 
 
