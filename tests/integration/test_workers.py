@@ -107,6 +107,21 @@ async def wait_until(check: Callable[[], object], timeout: float = 30.0) -> None
     raise AssertionError("condition not met in time")
 
 
+async def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """After a failed test: stop the supervisor, never leave its workers behind."""
+    if proc.poll() is not None:
+        return
+    left = children(proc.pid)
+    proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def call_round(base: str, tag: str) -> None:
     """CALLS proxied calls, each on a fresh connection so SO_REUSEPORT spreads them."""
     connector = aiohttp.TCPConnector(force_close=True)
@@ -179,16 +194,7 @@ async def test_two_workers_share_the_port_restart_and_stop_cleanly(
         assert await asyncio.to_thread(proc.wait, 30) == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     finally:
-        if proc.poll() is None:  # the test failed: stop the tree, never leave workers behind
-            left = children(proc.pid)
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        await stop_tree(proc)
         log.close()
     rows = await db.fetch("SELECT path, count(*) AS n FROM api_logs GROUP BY path")
     counts = {r["path"]: r["n"] for r in rows}
@@ -307,16 +313,7 @@ async def test_sighup_to_the_supervisor_reloads_every_worker_unless_the_file_is_
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
-        if proc.poll() is None:
-            left = children(proc.pid)
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        await stop_tree(proc)
         log.close()
     text = log_path.read_text()
     assert text.count("routes reload refused") == 1 and "Traceback" not in text
