@@ -187,9 +187,7 @@ def upstream_request_headers(
 
 def as_multidict(headers: Iterable[RawHeader]) -> CIMultiDict[str]:
     """Raw header pairs as aiohttp's client takes them (the WebSocket relay's handshake)."""
-    return CIMultiDict(
-        (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in headers
-    )
+    return CIMultiDict(decode_headers(headers))
 
 
 def _enc(value: str) -> bytes:
