@@ -2,7 +2,7 @@
 depend on the machine's speed, its load or its frequency scaling.
 
     python bench/instructions.py [--counts 2000 4000] [--warmup 200] [--targets NAME ...]
-                                 [--tree PATH] [--no-append]
+                                 [--tree PATH] [--no-append] [--keep DIR]
     python bench/instructions.py --targets gateway --tree /work/wt/integrate   # one tree
 
 Targets (``--targets`` takes substrings of their names): the bare aiohttp pass-through,
@@ -414,6 +414,11 @@ def main() -> None:
         help="checkout the gateway targets run from (default: this one)",
     )
     parser.add_argument("--no-append", action="store_true", help="print only")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy each run's callgrind file here (<target>.<N>.out) for callgrind_annotate",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench: valgrind not found (apt-get install -y valgrind)")
@@ -448,6 +453,9 @@ def main() -> None:
             for n in [0, *counts]:
                 t0 = time.monotonic()
                 runs[n] = measure(target, launch, n, args.warmup, work)
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(work / f"callgrind.{n}.out", args.keep / f"{work.name}.{n}.out")
                 print(
                     f"{target.name}: N={n}: {runs[n]:,} Ir "
                     f"({time.monotonic() - t0:.0f} s under valgrind)",

@@ -26,13 +26,13 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 import orjson
 
+from gateway.capture.scan import plain_json
 from gateway.randomness import random_bytes
 
 REDACTED = "[REDACTED]"
@@ -109,15 +109,47 @@ MAX_TEXT_COLUMN = 4096  # chars kept of path, query, user agent, error message
 JSON_BRACKETS_UNCHECKED = 254
 
 
-@dataclass(frozen=True, slots=True)
+_UNPARSED: Any = object()  # a Body's value not parsed yet (see Body.value)
+
+
 class Body:
-    value: Any
-    format: str
-    size: int
-    truncated: bool
-    # The body's own JSON text when it can be stored exactly as received (valid JSON, no
-    # escapes that jsonb could refuse, nothing to redact): no re-serialisation needed.
-    raw: bytes | None = None
+    """A captured body as the row keeps it: ``value`` (the JSON value, text, or the binary
+    description), ``format``, the original ``size``, whether it was ``truncated``, and
+    ``raw``: the body's own JSON text when it can be stored exactly as received (valid
+    JSON, no escapes that jsonb could refuse, nothing to redact), written to the row as is.
+    A body taken by the fast path (gateway/capture/scan.py) is only parsed when its value
+    is asked for (ID translation, sync rules): most rows never need it."""
+
+    __slots__ = ("_value", "format", "raw", "size", "truncated")
+
+    def __init__(
+        self, value: Any, format: str, size: int, truncated: bool, raw: bytes | None = None
+    ) -> None:
+        self._value = value
+        self.format = format
+        self.size = size
+        self.truncated = truncated
+        self.raw = raw
+
+    @property
+    def value(self) -> Any:
+        value = self._value
+        if value is _UNPARSED:
+            try:
+                value = orjson.loads(self.raw or b"null")
+            except orjson.JSONDecodeError:  # tests/unit/test_scan.py says it cannot happen
+                value = None
+            self._value = value
+        return value
+
+    def with_size(self, size: int) -> Body:
+        return Body(self._value, self.format, size, self.truncated, self.raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"Body(format={self.format!r}, size={self.size}, truncated={self.truncated}, "
+            f"raw={self.raw is not None})"
+        )
 
     def parsed_from(self, data: bytes) -> Any:
         """The parsed JSON of ``data`` when this body was captured from exactly those bytes,
@@ -295,6 +327,9 @@ class Redactor:
         # The query prefilter folds "+" to a space as the name would be decoded; a name
         # holding "+" (or one only found by substring) is looked for by parsing instead.
         self._query_quick = not self._needles and not any("+" in k for k in self.keys)
+        # The fast path: one scan says a JSON body has nothing to redact or escape (None:
+        # a name the scan cannot look for; every body then takes the exact path).
+        self.plain_json = plain_json(self.keys)
         # Case-insensitive matching of non-ASCII names in non-ASCII bodies: not attempted.
         self._unicode_names = not all(f.isascii() for f in fields)
         alt = "|".join(_name_regex(k) for k in sorted(self.keys)) or r"(?!)"
@@ -455,6 +490,10 @@ def describe_body(
     if len(data) > cap:
         data = data[:cap]
     if not truncated:
+        if (data[:1] in (b"{", b"[") or "json" in content_type) and (
+            redactor.plain_json is not None and redactor.plain_json(data)
+        ):
+            return Body(_UNPARSED, "json", total_size, False, data)
         parsed = _try_json(data, content_type, redactor)
         if parsed is not None:
             value, storable = parsed
@@ -504,6 +543,8 @@ def describe_serialised(value: Any, data: bytes, cap: int, redactor: Redactor) -
         return describe_body(data, len(data), cap, redactor, "application/json")
     if not data:
         return EMPTY_BODY
+    if redactor.plain_json is not None and redactor.plain_json.clean(data):
+        return Body(value, "json", len(data), False, data)
     value, storable = _json_value(value, data, redactor)
     return Body(value, "json", len(data), False, data if storable else None)
 

@@ -11,7 +11,6 @@ Every outcome, refusals included, produces exactly one api_logs row.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -453,7 +452,7 @@ class Proxy:
             # Logged as far as it was read, should the call end before it is streamed on
             # (too large, or refused by a strict translated route); streaming replaces it.
             seen = policy.body(policy.request_body, head, len(head) + 1, ctype, enc)
-            ex.request_body = dataclasses.replace(seen, size=len(head))
+            ex.request_body = seen.with_size(len(head))
             if len(head) > limit:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
             return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout, head).stream()
