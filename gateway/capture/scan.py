@@ -60,33 +60,41 @@ def _stop(*_: object) -> bool:
     return True  # the first match decides: the exact path takes the body
 
 
+def _database(patterns: list[bytes]) -> hyperscan.Database:
+    """A block-mode database of ``patterns`` (caseless, each reported once), with its own
+    scratch: the gateway scans on its event loop's thread only."""
+    flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=patterns,
+        ids=list(range(len(patterns))),
+        elements=len(patterns),
+        flags=[flags] * len(patterns),
+    )
+    db.scratch = hyperscan.Scratch(db)
+    return db
+
+
+# 255 opening brackets, in a database of its own: with the names in one database its
+# bounded repeat made the whole scan ~10k instructions a KB dearer; alone it costs ~3k, and
+# a body shorter than 510 bytes cannot nest 255 levels, so short bodies skip it.
+_DEEP = _database([rb"(?:[^\[{]*[\[{]){%d}" % DEEP_BRACKETS]).scan
+_DEEP_MIN_BYTES = 2 * DEEP_BRACKETS
+
+
 class PlainJson:
     """Whether a body is plain JSON for a set of redacted names (field_keys), in one scan."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        patterns = [
-            # a key equal to a name: between quotes, or (form-like text) "&"/"=" or the ends,
-            # as record.Redactor.mentions compares them
-            b'(?:^|["&=])' + _name_pattern(k) + b'(?:["&=]|$)'
-            for k in sorted(set(keys))
-        ]
+        # A key equal to a name, between quotes (in JSON a key always is; the text and
+        # form prefilters of record.Redactor look for more).
+        patterns = [b'"' + _name_pattern(k) + b'"' for k in sorted(set(keys))]
         patterns.append(rb"\\u")  # an escape may spell a key, a NUL or a lone surrogate
         # A number with an exponent of four digits or more: PostgreSQL 15 refuses such
         # exponents above 1000 (PostgreSQL 18 at 131072). Followed by what may follow a
         # number, so hex ids in strings ("9e1234-") do not count.
         patterns.append(rb"[0-9]e[-+]?[0-9]{4}[0-9]*(?:[ \t\r\n,\]}]|$)")
-        patterns.append(rb"(?:[^\[{]*[\[{]){%d}" % DEEP_BRACKETS)
-        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=patterns,
-            ids=list(range(len(patterns))),
-            elements=len(patterns),
-            flags=[flags] * len(patterns),
-        )
-        # One scratch per database; the gateway scans on its event loop's thread only.
-        self._db.scratch = hyperscan.Scratch(self._db)
-        self._scan = self._db.scan
+        self._scan = _database(patterns).scan
 
     def __call__(self, data: bytes) -> bool:
         """True when ``data`` is ASCII JSON of at most MAX_BYTES with no ``\\u`` escape,
@@ -98,7 +106,9 @@ class PlainJson:
         if len(data) > MAX_BYTES or not data.isascii():
             return False
         try:
-            self._scan(data, match_event_handler=_stop)
+            self._scan(data, _stop)
+            if len(data) >= _DEEP_MIN_BYTES:
+                _DEEP(data, _stop)
         except hyperscan.ScanTerminated:
             return False
         try:
@@ -108,11 +118,12 @@ class PlainJson:
         return True
 
     def clean(self, data: bytes) -> bool:
-        """The scan alone, for JSON the gateway wrote itself (valid by construction)."""
+        """The scan alone, for JSON the gateway wrote itself (valid, and nested no deeper
+        than orjson writes)."""
         if not data.isascii():
             return False
         try:
-            self._scan(data, match_event_handler=_stop)
+            self._scan(data, _stop)
         except hyperscan.ScanTerminated:
             return False
         return True
