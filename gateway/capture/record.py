@@ -32,7 +32,7 @@ from urllib.parse import unquote, unquote_plus
 
 import orjson
 
-from gateway.capture.scan import plain_json
+from gateway.capture.scan import plain_json, plain_key
 from gateway.randomness import random_bytes
 
 REDACTED = "[REDACTED]"
@@ -230,7 +230,6 @@ _CONFUSABLES = (
     (b"\xc4\xb1", b"i"),
     (b"\xc4\xb0", b"i"),
 )
-_NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
 _WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
@@ -312,9 +311,7 @@ class Redactor:
         self.keys = frozenset(field_key(f) for f in fields)
         # Names mentions() can compare whole; any other (non-ASCII, odd characters) is
         # looked for as a substring, a name containing another through that one.
-        plain = {
-            k for k in self.keys if k.isascii() and k.isprintable() and _NOT_IN_TOKEN.isdisjoint(k)
-        }
+        plain = {k for k in self.keys if plain_key(k)}
         # One search for any of them as a whole quoted piece; the alternation is factored
         # into a trie (shared prefixes tried once), which re scans 2-3x faster than
         # splitting the body into pieces and checking each against a set.

@@ -33,6 +33,7 @@ DEEP_BRACKETS = 255
 MAX_BYTES = 15_000
 
 _RAW = msgspec.json.Decoder(msgspec.Raw)
+_NOT_IN_TOKEN = frozenset('"&=\\/')  # separators, and characters JSON may write escaped
 
 
 def _name_pattern(key: str) -> bytes:
@@ -52,8 +53,9 @@ def _name_pattern(key: str) -> bytes:
 
 def plain_key(key: str) -> bool:
     """Whether a field_key can be looked for as a quoted piece (the scan's form): printable
-    ASCII, no separator a body could write it with (see record.Redactor)."""
-    return key.isascii() and key.isprintable() and not (set(key) & set('"&=\\/'))
+    ASCII, no separator, no character JSON may write escaped; record.Redactor's prefilter
+    compares the same names whole and looks for the others as substrings."""
+    return key.isascii() and key.isprintable() and _NOT_IN_TOKEN.isdisjoint(key)
 
 
 def _stop(*_: object) -> bool:
