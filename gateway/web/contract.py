@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth.keys import Role
+from gateway.db.pool import json_dumps
 from gateway.errors import ClientError, Invalid, PayloadTooLarge
 from gateway.names import NAME_RE
 from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, SERIAL_CURSOR, TIME_CURSOR
@@ -88,29 +89,37 @@ JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE)]
 JSON_QUERY = {"x-json-query": True}
 
 
-def storable_json(value: Any, name: str, max_bytes: int | None = None) -> None:
+# A NUL as JSON writes it: \u0000 after an even number of backslashes (an odd one is
+# a literal backslash followed by "u0000").
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+json_bytes = json_dumps  # for the shapes of each feature
+
+
+def storable_json(
+    value: Any, name: str, max_bytes: int | None = None, *, depth: int = JSON_DEPTH
+) -> None:
     """Refuse (ValueError, in a Struct's ``__post_init__``: 422) JSON that jsonb cannot
-    hold (a NUL anywhere), nested deeper than the document says (JSON_DEPTH levels of
+    hold (a NUL anywhere), nested deeper than the document says (``depth`` levels of
     arrays and objects below the top one), or larger than ``max_bytes`` once written."""
-    raw = orjson.dumps(value)
-    if b"\\u0000" in raw:
+    if _too_deep(value, -1, depth):
+        raise ValueError(f"field {name!r}: arrays and objects nest at most {depth} levels below it")
+    raw = json_bytes(value)
+    if _NUL.search(raw):
         raise ValueError(f"field {name!r} must not contain NUL characters")
     if max_bytes is not None and len(raw) > max_bytes:
         raise ValueError(f"field {name!r} must be at most {max_bytes} bytes as JSON")
-    if _too_deep(value, -1):
-        raise ValueError(
-            f"field {name!r}: arrays and objects nest at most {JSON_DEPTH} levels below it"
-        )
 
 
-def _too_deep(value: Any, level: int) -> bool:
-    """Whether a non-empty array or object sits more than JSON_DEPTH levels down."""
+def _too_deep(value: Any, level: int, depth: int = JSON_DEPTH) -> bool:
+    """Whether a non-empty array or object sits more than ``depth`` levels down."""
     children = value.values() if isinstance(value, dict) else value
     if not isinstance(value, dict | list) or not children:
         return False
-    if level >= JSON_DEPTH:
+    if level >= depth:
         return True
-    return any(_too_deep(child, level + 1) for child in children)
+    return any(_too_deep(child, level + 1, depth) for child in children)
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -360,6 +369,8 @@ class Operation:
     body: type[Body] | None = None
     query: type[Query] | None = None
     body_media: Mapping[str, Any] | None = None  # non-JSON bodies: media type -> schema
+    body_required: bool = True  # False: the body may be left out (its defaults apply)
+    other_answers: Mapping[int, tuple[Any, str]] = field(default_factory=dict)  # 2xx -> shape
     errors: tuple[int, ...] = ()  # statuses beyond those every operation of its kind has
     error_answers: Mapping[int, Any] = field(default_factory=dict)  # status -> own shape
     links: Mapping[str, Link] = field(default_factory=dict)

@@ -71,11 +71,8 @@ JSON_FILTER = {  # a JSON query parameter (gateway.web.contract.JSON_QUERY)
 }
 
 
-def document(
-    *features: Iterable[Operation], legacy: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The whole document: the common frame plus each feature's operations (and the
-    hand-written paths of features not yet declared with Operations)."""
+def document(*features: Iterable[Operation]) -> dict[str, Any]:
+    """The whole document: the common frame plus each feature's operations."""
     operations = [SELF, *(op for ops in features for op in ops)]
     types = _types(operations)
     (_, components) = msgspec.json.schema_components(types, ref_template=REF)
@@ -86,8 +83,6 @@ def document(
     paths: dict[str, Any] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method] = _operation(op, components)
-    for path, item in (legacy or {}).items():
-        paths.setdefault(path, {}).update(item)
     for op in operations:
         if op.query is not None:
             components.pop(op.query.__name__, None)  # inlined as parameters
@@ -139,7 +134,8 @@ def _plain_names(doc: dict[str, Any]) -> dict[str, Any]:
 def _types(operations: list[Operation]) -> list[Any]:
     found: list[Any] = [ErrorAnswer]
     for op in operations:
-        for t in (op.body, op.query, op.answer, *op.error_answers.values()):
+        shapes = (shape for shape, _ in op.other_answers.values())
+        for t in (op.body, op.query, op.answer, *op.error_answers.values(), *shapes):
             if t is not None and not isinstance(t, dict) and t not in found:
                 found.append(t)
     return found
@@ -176,7 +172,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         out["parameters"] = parameters
     if op.body is not None:
         out["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": _schema(op.body)}},
         }
     elif op.body_media is not None:
@@ -186,7 +182,11 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         }
     if not op.roles:
         out["security"] = []
-    out["responses"] = {str(op.status): ok, **_refusals(op)}
+    others = {
+        str(status): _answer(_schema(shape), text)
+        for status, (shape, text) in op.other_answers.items()
+    }
+    out["responses"] = {str(op.status): ok, **others, **_refusals(op)}
     return out
 
 
