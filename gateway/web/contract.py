@@ -220,6 +220,7 @@ def whole_numbers(struct: msgspec.Struct, *names: str) -> None:
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+_NAMED = re.compile(r"^field '(?P<name>[^']*)'")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`")
 
 
@@ -236,6 +237,9 @@ def refusal(exc: msgspec.ValidationError) -> FieldError:
             return FieldError(f"{message} ({code.replace('_', ' ')})", code=code, field=name)
     if not path and message.startswith("Expected `object`"):
         return FieldError("request body must be a JSON object", code="invalid_request", field=None)
+    named = _NAMED.match(message)  # a __post_init__ check says which field it refuses
+    if not path and named:
+        return FieldError(message, code="invalid_field", field=named.group("name"))
     where = f"field {path!r}: " if path else ""
     return FieldError(f"{where}{message}", code="invalid_field", field=path or None)
 

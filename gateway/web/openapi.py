@@ -76,9 +76,9 @@ def document(*features: Iterable[Operation]) -> dict[str, Any]:
     operations = [SELF, *(op for ops in features for op in ops)]
     types = _types(operations)
     (_, components) = msgspec.json.schema_components(types, ref_template=REF)
-    for t in types:
+    for t in _structs(types):
         extra = getattr(t, "__json_schema_extra__", None)
-        if extra is not None:  # what a Struct cannot say itself (e.g. if/then)
+        if extra is not None and t.__name__ in components:  # what a Struct cannot say (if/then)
             components[t.__name__].update(extra)
     paths: dict[str, Any] = {}
     for op in operations:
@@ -129,6 +129,28 @@ def _plain_names(doc: dict[str, Any]) -> dict[str, Any]:
     for old, new in renames.items():
         comps[new] = comps.pop(old)
     return out
+
+
+def _structs(types: list[Any]) -> list[type]:
+    """Every Struct class in ``types`` or nested in them (fields, lists, unions)."""
+    found: list[type] = []
+    todo = list(msgspec.inspect.multi_type_info([t for t in types if not isinstance(t, dict)]))
+    while todo:
+        info = todo.pop()
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in found:
+                continue
+            found.append(info.cls)
+            todo.extend(f.type for f in info.fields)
+        elif isinstance(info, msgspec.inspect.UnionType):
+            todo.extend(info.types)
+        elif isinstance(info, msgspec.inspect.Metadata):
+            todo.append(info.type)
+        elif isinstance(info, msgspec.inspect.CollectionType):
+            todo.append(info.item_type)
+        elif isinstance(info, msgspec.inspect.DictType):
+            todo.extend((info.key_type, info.value_type))
+    return found
 
 
 def _types(operations: list[Operation]) -> list[Any]:

@@ -16,11 +16,12 @@ import functools
 from typing import Any
 
 import jsonschema
-import orjson
+import msgspec
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
+from gateway.db.pool import json_dumps
 from gateway.errors import Invalid
 from gateway.webhooks.shapes import EventTypeIn, EventTypeList, EventTypeShown
 
@@ -37,7 +38,7 @@ VALIDATOR_CACHE = 1024  # compiled validators kept per process (keyed by schema 
 def check_schema(declared: EventTypeIn) -> None:
     """422 invalid_schema naming where a declared schema is not a valid JSON Schema."""
     try:
-        _validator(orjson.dumps(declared.schema).decode())
+        _validator(json_dumps(declared.schema).decode())
     except SchemaError as exc:
         where = _path(exc.path)
         raise Invalid(
@@ -48,7 +49,7 @@ def check_schema(declared: EventTypeIn) -> None:
 
 @functools.lru_cache(maxsize=VALIDATOR_CACHE)
 def _validator(schema_text: str) -> jsonschema.protocols.Validator:
-    schema = orjson.loads(schema_text)
+    schema = msgspec.json.decode(schema_text)
     cls = validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
@@ -56,7 +57,7 @@ def _validator(schema_text: str) -> jsonschema.protocols.Validator:
 
 def validate_payload(event_type: str, schema: dict[str, Any], payload: Any) -> None:
     """422 ``schema_violation`` with the JSON path of the first violation."""
-    validator = _validator(orjson.dumps(schema).decode())
+    validator = _validator(json_dumps(schema).decode())
     try:
         error: ValidationError | None = min(
             validator.iter_errors(payload), key=_error_order, default=None

@@ -17,7 +17,8 @@ import msgspec
 from aiohttp import web
 
 from gateway.auth.keys import ApiKey
-from gateway.errors import Invalid
+from gateway.errors import Invalid, NotFound
+from gateway.names import is_event_type
 from gateway.web.contract import read_body
 from gateway.web.http import endpoint
 from gateway.webhooks import api, catalogue, store
@@ -30,7 +31,6 @@ from gateway.webhooks.shapes import (
     OwnEventType,
     PublicKey,
 )
-from gateway.webhooks.shapes import EventType as EventTypeName
 
 
 def setup(app: web.Application) -> None:
@@ -97,7 +97,9 @@ async def put_event_type(request: web.Request, key: ApiKey) -> Any:
 
 @endpoint(ADMIN)
 async def delete_event_type(request: web.Request, key: ApiKey) -> Any:
-    name = _name(request, EventTypeName)
+    name = request.match_info["name"]
+    if not is_event_type(name):  # no such type can have been declared
+        raise NotFound(f"no event type {name[:200]!r} in the catalogue")
     async with api.store_connection(request) as conn:
         await store.delete_event_type(conn, key.tenant_id, name, api.actor_of(key))
     return {"name": name, "deleted": True}

@@ -160,7 +160,7 @@ _LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # The last label starts with a letter: a name, never a number in disguise (0x7f.1).
 _HOSTNAME = rf"({_LABEL}\.)*[A-Za-z]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
 _PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_PCHAR = r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]"
+_PCHAR = r"([A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})"
 URL_PATTERN = (
     rf"^https://({_HOSTNAME}|{_IPV4}|\[{_IPV6}\])(:{_PORT})?(/{_PCHAR}*)?(\?({_PCHAR}|\?)*)?$"
 )

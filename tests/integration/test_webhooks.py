@@ -92,6 +92,34 @@ async def test_event_is_delivered_signed_with_standard_webhooks_headers(
     assert sub["secret"] not in (await (await gw.get(SUBS, headers=alpha["admin"])).text())
 
 
+async def test_big_integers_and_deep_payloads_are_stored_and_delivered_intact(
+    hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
+) -> None:
+    """JSON and jsonb hold integers of any size: 2**70 comes back and is delivered as
+    written (orjson refuses it and reads it as a float), in a payload nested 60 levels."""
+    gw = hooks_gateway
+    sub = await subscribe(gw, alpha["admin"], receiver.url, event_types=["ledger.*"])
+    deep: Any = {"n": -(2**70)}
+    for _ in range(59):
+        deep = [deep]
+    payload = {"amount": 2**70, "deep": deep}
+    published = await publish(gw, alpha["service"], "ledger.posted", payload)
+    assert published["event"]["payload"] == payload
+    await wait_for(lambda: len(receiver.calls) == 1)
+    call = receiver.calls[0]
+    assert b'"amount":1180591620717411303424' in call.body
+    assert Webhook(sub["secret"]).verify(call.body, call.headers)["data"] == payload
+    too_deep = {"deep": [deep]}
+    for _ in range(5):
+        too_deep = {"deep": [too_deep]}
+    resp = await gw.post(
+        "/admin/v1/events",
+        json={"type": "ledger.posted", "payload": too_deep},
+        headers=alpha["service"],
+    )
+    assert resp.status == 422 and (await resp.json())["field"] == "payload"
+
+
 async def test_rotation_signs_with_both_secrets_during_grace(
     hooks_gateway: GatewayClient, alpha: dict[str, Any], receiver: Receiver
 ) -> None:
@@ -355,7 +383,8 @@ async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
     replays = [(a["action"], a["after"]) for a in audit["items"] if "replay" in a["action"]]
     assert replays == [
         ("webhook_delivery.replay", {"replayed": 1}),
-        ("webhook_subscription.replay", {"replayed": 2}),
+        ("webhook_subscription.replay", {"replayed": 1}),
+        ("webhook_subscription.replay", {"replayed": 1}),
         ("webhook_delivery.replay", {"replayed": 1}),
     ]
 
@@ -469,7 +498,7 @@ GOOD = {"name": "x", "url": "https://example.com/h", "event_types": ["*"]}
 
 
 BAD_INPUT: tuple[tuple[dict[str, Any], str, str], ...] = (
-    ({"name": None}, "missing_field", "'name'"),
+    ({"name": None}, "missing_field", "name"),
     ({"url": "ftp://example.com"}, "invalid_url", "url"),
     ({"event_types": []}, "invalid_field", "event"),
     ({"event_types": ["Reservation!"]}, "invalid_field", "event_types"),
@@ -514,12 +543,15 @@ BAD_INPUT: tuple[tuple[dict[str, Any], str, str], ...] = (
 async def test_bad_subscription_input_is_refused_clearly(
     gateway: GatewayClient, alpha: dict[str, Any]
 ) -> None:
+    wrong = []
     for change, code, fragment in BAD_INPUT:
         body = {k: v for k, v in {**GOOD, **change}.items() if v is not None or k == "active"}
         resp = await gateway.post(SUBS, json=body, headers=alpha["admin"])
         answer = await resp.json()
-        assert resp.status == 422, (change, answer)
-        assert answer["code"] == code and fragment in answer["message"], (change, answer)
+        said = f"{answer.get('message')} field={answer.get('field')}"
+        if resp.status != 422 or answer["code"] != code or fragment not in said:
+            wrong.append((change, resp.status, answer))
+    assert not wrong, wrong
     made = await subscribe(gateway, alpha["admin"], "https://example.com/h")
     resp = await gateway.patch(f"{SUBS}/{made['id']}", json={}, headers=alpha["admin"])
     assert resp.status == 422 and (await resp.json())["code"] == "missing_field"

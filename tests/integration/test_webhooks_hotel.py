@@ -556,8 +556,9 @@ async def test_catalogue_refuses_bad_declarations(gw: GatewayClient, alpha: dict
             {"description": "x", "schema": {"type": "nonsense"}},
             "invalid_schema",
         ),
-        ("reservation.created", {"description": "x"}, "invalid_field"),
-        ("reservation.created", {"description": "x", "schema": {}, "extra": 1}, "invalid_field"),
+        ("reservation.created", {"description": "x"}, "missing_field"),
+        ("reservation.created", {"description": "x", "schema": {}, "extra": 1}, "unknown_field"),
+        ("reservation.created", {"description": " ", "schema": {}}, "invalid_field"),
         ("Not A Type", {"description": "x", "schema": {}}, "invalid_field"),
         ("webhook.delivery.failed", {"description": "x", "schema": {}}, "invalid_field"),
     ):
