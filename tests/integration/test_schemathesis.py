@@ -69,7 +69,7 @@ def test_admin_api_keeps_its_contract(
             "--checks",
             "all",
             "--max-examples",
-            "8",
+            os.environ.get("GATEWAY_CONTRACT_EXAMPLES", "8"),  # 25 for a longer run by hand
             "--workers",
             "1",
             # No NUL (U+0000) in generated text: PostgreSQL's text and jsonb cannot store
@@ -88,5 +88,6 @@ def test_admin_api_keeps_its_contract(
         env={**os.environ, "NO_COLOR": "1"},
         cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
     )
+    print(proc.stdout[-1500:])  # the summary (shown with pytest -s)
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-2000:]
     assert "passed" in proc.stdout and "failure" not in proc.stdout.split("SUMMARY")[-1]
