@@ -264,6 +264,8 @@ def decode(data: bytes, shape: type[B]) -> B:
         raise refusal(exc) from None
     except msgspec.DecodeError as exc:
         raise ClientError(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:  # msgspec stops at about 1,000 levels of nesting
+        raise ClientError("request body is nested too deep", code="malformed_json") from None
 
 
 async def read_json_bytes(request: web.Request, max_bytes: int = MAX_BODY) -> bytes:
@@ -357,6 +359,11 @@ class Link:
     target: str
     parameter: str
     expression: str = "$response.body#/id"
+
+
+def links_from(links: Mapping[str, Link], expression: str) -> dict[str, Link]:
+    """The same links, taking the id from elsewhere in the answer (``items/0/id``)."""
+    return {name: Link(link.target, link.parameter, expression) for name, link in links.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from gateway.web.contract import (
     Page,
     PageQuery,
     Time,
+    links_from,
     storable_json,
     whole_numbers,
 )
@@ -634,10 +635,7 @@ DELIVERY_ID = {
     "ListAttempts": Link("listDeliveryAttempts", "delivery_id"),
     "ReplayDelivery": Link("replayDelivery", "delivery_id"),
 }
-FIRST_DELIVERY = {
-    name: Link(link.target, link.parameter, "$response.body#/items/0/id")
-    for name, link in DELIVERY_ID.items()
-}
+FIRST_DELIVERY = links_from(DELIVERY_ID, "$response.body#/items/0/id")
 EVENT_ID = {
     "ListDeliveries": Link("listDeliveries", "event_id", "$response.body#/event/id"),
 }
