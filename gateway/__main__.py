@@ -389,7 +389,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
             if tenant is None:
                 raise KeyStoreError(f"no tenant {args.tenant!r}")
             steps = erasure_steps(lambda: control, lambda: logs)
-            req = parse({**body, "dry_run": args.dry_run})
+            req = parse(msgspec.json.encode({**body, "dry_run": args.dry_run}))
             result = await service.erase(control, steps, tenant.id, req, actor="cli")
             return msgspec.json.encode(result)
         finally:

@@ -30,7 +30,7 @@ from gateway.crypto import SecretBox, load_box
 from gateway.db import migrations
 from gateway.db.pool import bounded, close_pool, create_pool
 from gateway.erasure import api as erasure_api
-from gateway.erasure import openapi as erasure_openapi
+from gateway.erasure import shapes as erasure_shapes
 from gateway.erasure.model import Steps as ErasureSteps
 from gateway.errors import ConfigError, GatewayError, ServiceUnavailable
 from gateway.mapping import api as mapping_api
@@ -66,7 +66,7 @@ from gateway.web.http import CALL_LOG
 from gateway.web.responses import error_response, json_response
 from gateway.webhooks import api as webhooks_api
 from gateway.webhooks import catalogue_api as webhooks_catalogue_api
-from gateway.webhooks import openapi as webhooks_openapi
+from gateway.webhooks import shapes as webhooks_shapes
 from gateway.webhooks.delivery import Dispatcher, loop_pool, webhook_session
 from gateway.webhooks.emit import RouteEmitter
 from gateway.webhooks.erasure import erase_webhooks
@@ -257,19 +257,15 @@ async def _probe_at_shutdown(app: web.Application) -> None:
 
 
 def admin_document() -> dict[str, object]:
-    """The admin API's OpenAPI document, from the paths each package declares."""
-    legacy = {
-        **webhooks_openapi.paths(),
-        **erasure_openapi.paths(),
-        **webhooks_catalogue_api.paths(),
-    }
+    """The admin API's OpenAPI document, from the Operations each package declares."""
     return openapi.document(
         admin_shapes.OPERATIONS,
         capture_shapes.OPERATIONS,
         mapping_shapes.OPERATIONS,
         sync_shapes.OPERATIONS,
         sync_jobs_shapes.OPERATIONS,
-        legacy=legacy,
+        webhooks_shapes.OPERATIONS,
+        erasure_shapes.OPERATIONS,
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 # Seconds a database call on the request path (API-key and mapping lookups, route events,
@@ -32,12 +33,23 @@ CLOSE_DEADLINE = 2.0
 JSONB_VERSION = b"\x01"
 
 
+def json_dumps(value: Any) -> bytes:
+    """``value`` as JSON: orjson, or msgspec for what orjson refuses but JSON and jsonb
+    hold (integers beyond 64 bits, such as an event payload's 2**70)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return msgspec.json.encode(value)
+
+
 def _jsonb_encode(value: Any) -> bytes:
-    return JSONB_VERSION + orjson.dumps(value)
+    return JSONB_VERSION + json_dumps(value)
 
 
 def _jsonb_decode(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    # msgspec, not orjson: orjson reads an integer beyond 64 bits as a float (2**70 would
+    # come back rounded); msgspec keeps it an int.
+    return msgspec.json.decode(data[1:])
 
 
 # inet's binary form: family (2 IPv4, 3 IPv6), prefix bits, is-cidr flag, address length,

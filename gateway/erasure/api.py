@@ -10,8 +10,8 @@ from aiohttp import web
 from gateway.auth.keys import ApiKey, Role
 from gateway.erasure import service
 from gateway.erasure.model import ErasureRequest, Steps
-from gateway.errors import Invalid
-from gateway.web.http import POOL, PREFIX, actor, endpoint, read_json_object
+from gateway.web.contract import FieldError, decode, read_json_bytes
+from gateway.web.http import POOL, PREFIX, actor, endpoint
 
 STEPS = web.AppKey("erasure_steps", Steps)
 
@@ -22,17 +22,18 @@ def setup(app: web.Application, steps: Steps) -> None:
     app.router.add_post(f"{PREFIX}/erasures", create_erasure)
 
 
-def parse(body: dict[str, Any]) -> ErasureRequest:
-    """The request Struct, or 422 naming the field (msgspec's message, no value in it)."""
+def parse(data: bytes) -> ErasureRequest:
+    """The request Struct, or 422 invalid_erasure naming the field (msgspec's message,
+    no value in it); 400 malformed_json when the body is not JSON."""
     try:
-        return msgspec.convert(body, ErasureRequest)
-    except msgspec.ValidationError as exc:
-        raise Invalid(str(exc), code="invalid_erasure") from None
+        return decode(data, ErasureRequest)
+    except FieldError as exc:
+        raise FieldError(str(exc), code="invalid_erasure", field=exc.field) from None
 
 
 @endpoint([Role.ADMIN])
 async def create_erasure(request: web.Request, key: ApiKey) -> Any:
-    req = parse(await read_json_object(request))
+    req = parse(await read_json_bytes(request))
     result = await service.erase(
         request.app[POOL],
         request.app[STEPS],

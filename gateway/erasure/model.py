@@ -6,23 +6,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
 import msgspec
 
-from gateway.names import NAME_RE
 from gateway.scrub import MIN_VALUE_LENGTH, Erased, Needles
+from gateway.web.contract import NO_NUL, Answer, Body, Name
 
 MAX_ID_LENGTH = 256  # as integration_mappings.external_id
 MAX_VALUE_LENGTH = 1000
 
-Name = Annotated[str, msgspec.Meta(pattern=NAME_RE.pattern)]
-EntityId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
-Value = Annotated[str, msgspec.Meta(min_length=MIN_VALUE_LENGTH, max_length=MAX_VALUE_LENGTH)]
+EntityId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL)]
+Value = Annotated[
+    str,
+    msgspec.Meta(min_length=MIN_VALUE_LENGTH, max_length=MAX_VALUE_LENGTH, pattern=NO_NUL),
+]
 
 
-class ErasureRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class ErasureRequest(Body, omit_defaults=True):
     """Either ``entity_type`` + ``id`` (+ ``external_system`` when the id is a partner's),
     or ``value`` (a literal such as an e-mail address)."""
 
@@ -32,14 +34,48 @@ class ErasureRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     value: Value | None = None
     dry_run: bool = False
 
+    # The two ways of naming the subject, for the document (__post_init__ checks them).
+    __json_schema_extra__: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {
+                "title": "ErasureByEntity",
+                "required": ["entity_type", "id"],
+                "properties": {
+                    "entity_type": {"type": "string"},
+                    "id": {"type": "string"},
+                    "value": {"type": "null"},
+                },
+            },
+            {
+                "title": "ErasureByValue",
+                "required": ["value"],
+                "properties": {
+                    "value": {"type": "string"},
+                    "entity_type": {"type": "null"},
+                    "id": {"type": "null"},
+                    "external_system": {"type": "null"},
+                },
+            },
+        ]
+    }
 
-class TableCount(msgspec.Struct):
+    def __post_init__(self) -> None:
+        by_entity = self.entity_type is not None or self.id is not None
+        if by_entity == (self.value is not None):
+            raise ValueError("give either entity_type and id, or value")
+        if by_entity and (self.entity_type is None or self.id is None):
+            raise ValueError("entity_type and id go together")
+        if self.external_system is not None and not by_entity:
+            raise ValueError("external_system goes with entity_type and id")
+
+
+class TableCount(Answer):
     table: str
     rows: int
     batches: int
 
 
-class ErasureResult(msgspec.Struct):
+class ErasureResult(Answer):
     """What an erasure changed (``dry_run``: would change). No erased value is in it."""
 
     erasure_id: uuid.UUID

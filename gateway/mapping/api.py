@@ -12,11 +12,11 @@ import uuid
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from gateway.auth.keys import ApiKey
 from gateway.crypto import SecretBox
+from gateway.db.pool import json_dumps
 from gateway.errors import ClientError, Invalid, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.mapping import importing, store
 from gateway.mapping.flow import Mappings
@@ -96,7 +96,7 @@ def _configuration(config: dict[str, Any], box: SecretBox) -> tuple[dict[str, An
         config.pop("credentials", None)
         return config, KEEP
     secret = config.pop("credentials")
-    return config, None if secret is None else box.encrypt(orjson.dumps(secret).decode())
+    return config, None if secret is None else box.encrypt(json_dumps(secret).decode())
 
 
 def parse_new_mapping(data: bytes) -> NewMapping:

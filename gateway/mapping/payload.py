@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import orjson
+import msgspec
 
+from gateway.db.pool import json_dumps
 from gateway.mapping.cache import OUT, Pair
 from gateway.mapping.flow import Mappings
 
@@ -74,7 +75,9 @@ def payload_translator(mappings: Mappings) -> Callable[..., Any]:
     ) -> Any:
         if not id_slots(payload, event_type):
             return payload
-        payload = orjson.loads(orjson.dumps(payload))  # a copy: the event itself stays internal
+        payload = msgspec.json.decode(
+            json_dumps(payload)
+        )  # a copy: the event itself stays internal
         slots = id_slots(payload, event_type)
         pairs: set[Pair] = {(et, value) for _, _, et, value in slots}
         found = await mappings.resolve((OUT, str(tenant_id), external_system), pairs)

@@ -21,6 +21,7 @@ from gateway.web.contract import (
     Query,
     QueryText,
     Time,
+    links_from,
     whole_numbers,
 )
 from gateway.web.http import PREFIX as ADMIN_PREFIX
@@ -225,14 +226,8 @@ SYNC_ID = {
     "Retry": Link("retrySyncStatus", "sync_id"),
     "Resolve": Link("resolveSyncStatus", "sync_id"),
 }
-FIRST_ID = {
-    name: Link(link.target, link.parameter, "$response.body#/items/0/id")
-    for name, link in SYNC_ID.items()
-}
-REPORT_ID = {
-    name: Link(link.target, link.parameter, "$response.body#/status/id")
-    for name, link in SYNC_ID.items()
-}
+FIRST_ID = links_from(SYNC_ID, "$response.body#/items/0/id")
+REPORT_ID = links_from(SYNC_ID, "$response.body#/status/id")
 ONE = f"{PREFIX}/status/{{sync_id}}"
 
 OPERATIONS = (

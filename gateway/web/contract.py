@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth.keys import Role
+from gateway.db.pool import json_dumps
 from gateway.errors import ClientError, Invalid, PayloadTooLarge
 from gateway.names import NAME_RE
 from gateway.web.pagination import DEFAULT_LIMIT, MAX_LIMIT, SERIAL_CURSOR, TIME_CURSOR
@@ -88,29 +89,37 @@ JsonValue = Annotated[Any, msgspec.Meta(extra_json_schema=JSON_VALUE)]
 JSON_QUERY = {"x-json-query": True}
 
 
-def storable_json(value: Any, name: str, max_bytes: int | None = None) -> None:
+# A NUL as JSON writes it: \u0000 after an even number of backslashes (an odd one is
+# a literal backslash followed by "u0000").
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+json_bytes = json_dumps  # for the shapes of each feature
+
+
+def storable_json(
+    value: Any, name: str, max_bytes: int | None = None, *, depth: int = JSON_DEPTH
+) -> None:
     """Refuse (ValueError, in a Struct's ``__post_init__``: 422) JSON that jsonb cannot
-    hold (a NUL anywhere), nested deeper than the document says (JSON_DEPTH levels of
+    hold (a NUL anywhere), nested deeper than the document says (``depth`` levels of
     arrays and objects below the top one), or larger than ``max_bytes`` once written."""
-    raw = orjson.dumps(value)
-    if b"\\u0000" in raw:
+    if _too_deep(value, -1, depth):
+        raise ValueError(f"field {name!r}: arrays and objects nest at most {depth} levels below it")
+    raw = json_bytes(value)
+    if _NUL.search(raw):
         raise ValueError(f"field {name!r} must not contain NUL characters")
     if max_bytes is not None and len(raw) > max_bytes:
         raise ValueError(f"field {name!r} must be at most {max_bytes} bytes as JSON")
-    if _too_deep(value, -1):
-        raise ValueError(
-            f"field {name!r}: arrays and objects nest at most {JSON_DEPTH} levels below it"
-        )
 
 
-def _too_deep(value: Any, level: int) -> bool:
-    """Whether a non-empty array or object sits more than JSON_DEPTH levels down."""
+def _too_deep(value: Any, level: int, depth: int = JSON_DEPTH) -> bool:
+    """Whether a non-empty array or object sits more than ``depth`` levels down."""
     children = value.values() if isinstance(value, dict) else value
     if not isinstance(value, dict | list) or not children:
         return False
-    if level >= JSON_DEPTH:
+    if level >= depth:
         return True
-    return any(_too_deep(child, level + 1) for child in children)
+    return any(_too_deep(child, level + 1, depth) for child in children)
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -211,6 +220,7 @@ def whole_numbers(struct: msgspec.Struct, *names: str) -> None:
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`")
+_NAMED = re.compile(r"^field '(?P<name>[^']*)'")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`")
 
 
@@ -227,6 +237,9 @@ def refusal(exc: msgspec.ValidationError) -> FieldError:
             return FieldError(f"{message} ({code.replace('_', ' ')})", code=code, field=name)
     if not path and message.startswith("Expected `object`"):
         return FieldError("request body must be a JSON object", code="invalid_request", field=None)
+    named = _NAMED.match(message)  # a __post_init__ check says which field it refuses
+    if not path and named:
+        return FieldError(message, code="invalid_field", field=named.group("name"))
     where = f"field {path!r}: " if path else ""
     return FieldError(f"{where}{message}", code="invalid_field", field=path or None)
 
@@ -251,6 +264,8 @@ def decode(data: bytes, shape: type[B]) -> B:
         raise refusal(exc) from None
     except msgspec.DecodeError as exc:
         raise ClientError(f"request body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:  # msgspec stops at about 1,000 levels of nesting
+        raise ClientError("request body is nested too deep", code="malformed_json") from None
 
 
 async def read_json_bytes(request: web.Request, max_bytes: int = MAX_BODY) -> bytes:
@@ -346,6 +361,11 @@ class Link:
     expression: str = "$response.body#/id"
 
 
+def links_from(links: Mapping[str, Link], expression: str) -> dict[str, Link]:
+    """The same links, taking the id from elsewhere in the answer (``items/0/id``)."""
+    return {name: Link(link.target, link.parameter, expression) for name, link in links.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One admin endpoint's contract: the OpenAPI document is made from these."""
@@ -360,6 +380,8 @@ class Operation:
     body: type[Body] | None = None
     query: type[Query] | None = None
     body_media: Mapping[str, Any] | None = None  # non-JSON bodies: media type -> schema
+    body_required: bool = True  # False: the body may be left out (its defaults apply)
+    other_answers: Mapping[int, tuple[Any, str]] = field(default_factory=dict)  # 2xx -> shape
     errors: tuple[int, ...] = ()  # statuses beyond those every operation of its kind has
     error_answers: Mapping[int, Any] = field(default_factory=dict)  # status -> own shape
     links: Mapping[str, Link] = field(default_factory=dict)

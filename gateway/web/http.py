@@ -1,29 +1,27 @@
-"""Plumbing of the admin API: the endpoint decorator (auth, roles, JSON errors), 405 for a
-method an admin path does not serve, and the hand-written input helpers the webhook
-endpoints still use (every other endpoint reads its input through gateway.web.contract)."""
+"""Plumbing of the admin API: the endpoint decorator (auth, roles, JSON errors) and 405 for
+a method an admin path does not serve. Every endpoint reads its input through
+gateway.web.contract."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from gateway import metrics
 from gateway.auth.authenticator import Authenticator, refuse
 from gateway.auth.keys import ApiKey, Role
+from gateway.db.pool import json_dumps
 from gateway.errors import (
     ClientError,
     Forbidden,
     GatewayError,
-    Invalid,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
 )
 from gateway.web.responses import error_response
@@ -34,8 +32,6 @@ PREFIX = "/admin/v1"
 POOL = web.AppKey("admin_pool", asyncpg.Pool)  # the pool every admin endpoint uses
 LOGS_POOL = web.AppKey("admin_logs_pool", asyncpg.Pool)  # api_logs' (GATEWAY_LOGS_DATABASE_URL)
 ANY_ADMIN_ROLE = (Role.ADMIN, Role.VIEWER, Role.SERVICE)
-MAX_BODY = 1024 * 1024  # bytes accepted in one admin request body
-MAX_JSON_DEPTH = 254  # levels of nesting orjson writes; deeper bodies are refused (400)
 AUTHENTICATOR = web.AppKey("admin_authenticator", Authenticator)
 
 # What a database that is down, restarting or unreachable raises through asyncpg.
@@ -131,7 +127,7 @@ def endpoint(roles: Collection[Role], status: int = 200) -> Callable[[KeyHandler
             if isinstance(result, web.StreamResponse):
                 return result
             return web.Response(
-                body=orjson.dumps(result), status=status, content_type="application/json"
+                body=json_dumps(result), status=status, content_type="application/json"
             )
 
         run.__name__ = handler.__name__
@@ -160,114 +156,11 @@ def refuse_other_methods(app: web.Application) -> None:
         resource.add_route("*", logged(not_allowed))  # type: ignore[attr-defined]
 
 
-async def read_json_object(request: web.Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
-    """The body as a JSON object, or 400/413/415/422 with a clear code."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
-    ctype = request.headers.get("Content-Type", "")
-    if ctype and "json" not in ctype.lower():
-        raise ClientError("Content-Type must be application/json", code="unsupported_media_type")
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > max_bytes:
-            raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ClientError(
-            f"request body is not valid JSON: {exc.msg}", code="malformed_json"
-        ) from None
-    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH and not _writable(value):
-        raise ClientError(
-            f"request body is nested deeper than {MAX_JSON_DEPTH} levels", code="malformed_json"
-        )
-    if not isinstance(value, dict):
-        raise Invalid("request body must be a JSON object")
-    return value
-
-
-def _writable(value: Any) -> bool:
-    """Whether the jsonb encoder (orjson) can write it: it stops at 254 levels, and the
-    validators that walk bodies recurse once per level."""
-    try:
-        orjson.dumps(value)
-    except TypeError:
-        return False
-    return True
-
-
-def check_fields(
-    body: Mapping[str, Any], allowed: Collection[str], required: Collection[str] = ()
-) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Invalid(
-            f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
-            code="unknown_field",
-        )
-    for name in required:
-        if name not in body:
-            raise Invalid(f"field {name!r} is required", code="missing_field")
-
-
-def field(
-    body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], *, nullable: bool = True
-) -> Any:
-    value = body.get(name)
-    if value is None:
-        if not nullable and name in body:
-            raise Invalid(f"field {name!r} must not be null", code="invalid_field")
-        return None
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
-    if not isinstance(value, kind):
-        raise Invalid(f"field {name!r} has the wrong type", code="invalid_field")
-    if isinstance(value, str) and "\x00" in value:
-        raise Invalid(f"field {name!r} must not contain NUL characters", code="invalid_field")
-    return value
-
-
-def query_str(request: web.Request, name: str, max_len: int = 2048) -> str | None:
-    """A text query parameter (no NUL, bounded length), or None when absent."""
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if "\x00" in raw or len(raw) > max_len:
-        raise ClientError(f"query parameter {name!r} is not acceptable", code="bad_query")
-    return raw
-
-
 def parse_uuid(raw: str, what: str = "id") -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
         raise NotFound(f"no {what} {raw[:64]!r}") from None
-
-
-def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ClientError(f"query parameter {name!r} must be a UUID", code="bad_query") from None
-
-
-def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ClientError(
-            f"query parameter {name!r} must be an integer", code="bad_query"
-        ) from None
-    if not lo <= value <= hi:
-        raise ClientError(f"query parameter {name!r} must be in [{lo}, {hi}]", code="bad_query")
-    return value
 
 
 __all__ = ["metrics"]

@@ -71,23 +71,18 @@ JSON_FILTER = {  # a JSON query parameter (gateway.web.contract.JSON_QUERY)
 }
 
 
-def document(
-    *features: Iterable[Operation], legacy: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The whole document: the common frame plus each feature's operations (and the
-    hand-written paths of features not yet declared with Operations)."""
+def document(*features: Iterable[Operation]) -> dict[str, Any]:
+    """The whole document: the common frame plus each feature's operations."""
     operations = [SELF, *(op for ops in features for op in ops)]
     types = _types(operations)
     (_, components) = msgspec.json.schema_components(types, ref_template=REF)
-    for t in types:
+    for t in _structs(types):
         extra = getattr(t, "__json_schema_extra__", None)
-        if extra is not None:  # what a Struct cannot say itself (e.g. if/then)
+        if extra is not None and t.__name__ in components:  # what a Struct cannot say (if/then)
             components[t.__name__].update(extra)
     paths: dict[str, Any] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method] = _operation(op, components)
-    for path, item in (legacy or {}).items():
-        paths.setdefault(path, {}).update(item)
     for op in operations:
         if op.query is not None:
             components.pop(op.query.__name__, None)  # inlined as parameters
@@ -136,10 +131,33 @@ def _plain_names(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _structs(types: list[Any]) -> list[type]:
+    """Every Struct class in ``types`` or nested in them (fields, lists, unions)."""
+    found: list[type] = []
+    todo = list(msgspec.inspect.multi_type_info([t for t in types if not isinstance(t, dict)]))
+    while todo:
+        info = todo.pop()
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in found:
+                continue
+            found.append(info.cls)
+            todo.extend(f.type for f in info.fields)
+        elif isinstance(info, msgspec.inspect.UnionType):
+            todo.extend(info.types)
+        elif isinstance(info, msgspec.inspect.Metadata):
+            todo.append(info.type)
+        elif isinstance(info, msgspec.inspect.CollectionType):
+            todo.append(info.item_type)
+        elif isinstance(info, msgspec.inspect.DictType):
+            todo.extend((info.key_type, info.value_type))
+    return found
+
+
 def _types(operations: list[Operation]) -> list[Any]:
     found: list[Any] = [ErrorAnswer]
     for op in operations:
-        for t in (op.body, op.query, op.answer, *op.error_answers.values()):
+        shapes = (shape for shape, _ in op.other_answers.values())
+        for t in (op.body, op.query, op.answer, *op.error_answers.values(), *shapes):
             if t is not None and not isinstance(t, dict) and t not in found:
                 found.append(t)
     return found
@@ -176,7 +194,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         out["parameters"] = parameters
     if op.body is not None:
         out["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": _schema(op.body)}},
         }
     elif op.body_media is not None:
@@ -186,7 +204,11 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         }
     if not op.roles:
         out["security"] = []
-    out["responses"] = {str(op.status): ok, **_refusals(op)}
+    others = {
+        str(status): _answer(_schema(shape), text)
+        for status, (shape, text) in op.other_answers.items()
+    }
+    out["responses"] = {str(op.status): ok, **others, **_refusals(op)}
     return out
 
 

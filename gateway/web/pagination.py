@@ -16,10 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from aiohttp import web
-
 from gateway.errors import ClientError
-from gateway.web.http import query_int
 
 DEFAULT_LIMIT = 50  # rows a page shows when the caller gives no limit
 MAX_LIMIT = 500
@@ -37,28 +34,19 @@ T = TypeVar("T")  # one fetched row
 
 
 class Keyset(Generic[K]):
-    """One page request: the limit (read at once) and the cursor (decoded by :meth:`after`,
-    which each list calls after its own filters, so their errors are reported first)."""
+    """One page request: the limit and the cursor of a query already read
+    (gateway.web.contract.PageQuery); the cursor is decoded by :meth:`after`, which each
+    list calls after its own filters, so their errors are reported first."""
 
-    def __init__(
-        self,
-        request: web.Request,
-        decode: Callable[[str], K],
-        default: int = DEFAULT_LIMIT,
-        maximum: int = MAX_LIMIT,
-    ) -> None:
-        limit = query_int(request, "limit", default, 1, maximum)
-        assert limit is not None  # a default is given
+    def __init__(self, limit: int, cursor: str | None, decode: Callable[[str], K]) -> None:
         self.limit = limit
-        self._cursor = request.query.get("cursor") or None  # empty: the first page
+        self._cursor = cursor or None  # empty: the first page
         self._decode = decode
 
     @classmethod
     def of(cls, limit: int, cursor: str | None, decode: Callable[[str], K]) -> Keyset[K]:
         """A page request from a query already read (gateway.web.contract.PageQuery)."""
-        page = cls.__new__(cls)
-        page.limit, page._cursor, page._decode = limit, cursor or None, decode
-        return page
+        return cls(limit, cursor, decode)
 
     @property
     def fetch(self) -> int:
@@ -86,11 +74,6 @@ class Keyset(Generic[K]):
 
 
 TimeKeyset = Keyset[tuple[datetime, uuid.UUID]]  # lists by (created_at, id) descending
-
-
-def newest_first(request: web.Request) -> TimeKeyset:
-    """A page of a list ordered by ``(created_at, id)`` descending."""
-    return Keyset(request, decode_time_cursor)
 
 
 def encode_cursor(*parts: Any) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from gateway.db.pool import json_dumps
 from gateway.errors import GatewayError
 
 JSON_TYPE = "application/json"
@@ -16,7 +16,7 @@ def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        body=orjson.dumps(payload), status=status, content_type=JSON_TYPE, headers=headers
+        body=json_dumps(payload), status=status, content_type=JSON_TYPE, headers=headers
     )
 
 

@@ -4,10 +4,10 @@ first violation); subscriptions to undeclared types are refused once a tenant ha
 catalogue; the catalogue is served as JSON and as an OpenAPI 3.1 document whose
 ``webhooks`` receivers can generate types from.
 
-The shapes of the catalogue and public-key endpoints are msgspec Structs: requests are
-converted (and refused) by msgspec, answers encoded from them, and their OpenAPI schemas
-generated from the same classes. Payload schemas are checked and applied by ``jsonschema``
-(Draft 2020-12 unless a schema names its own ``$schema``).
+The shapes of the catalogue and public-key endpoints are the msgspec Structs of
+gateway/webhooks/shapes.py (requests decoded and refused by msgspec, answers encoded from
+them, the OpenAPI document made from the same classes). Payload schemas are checked and
+applied by ``jsonschema`` (Draft 2020-12 unless a schema names its own ``$schema``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import jsonschema
 import msgspec
-import orjson
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.validators import validator_for
 from referencing.exceptions import Unresolvable
 
+from gateway.db.pool import json_dumps
 from gateway.errors import Invalid
-from gateway.web.openapi_legacy import inline_schema
+from gateway.webhooks.shapes import EventTypeIn, EventTypeList, EventTypeShown
 
 # Event types the gateway itself publishes; always known, never declared by tenants.
 BUILTIN_TYPES: dict[str, str] = {
@@ -32,70 +32,24 @@ BUILTIN_TYPES: dict[str, str] = {
     "webhook.subscription.disabled": "The gateway disabled a subscription (410 or failing)",
     "webhook.endpoint.failing": "A subscription's endpoint started failing",
 }
-MAX_DESCRIPTION = 2000
-MAX_SCHEMA_BYTES = 64 * 1024  # a declared schema, serialised
 VALIDATOR_CACHE = 1024  # compiled validators kept per process (keyed by schema text)
 
 
-class EventTypeIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of ``PUT /admin/v1/webhooks/event-types/{name}``."""
-
-    description: str
-    schema: dict[str, Any]
-
-
-class EventType(msgspec.Struct):
-    name: str
-    description: str
-    schema: dict[str, Any]
-    builtin: bool = False
-    created_at: str | None = None
-    updated_at: str | None = None
-
-
-class EventTypeList(msgspec.Struct):
-    items: list[EventType]
-
-
-class PublicKey(msgspec.Struct):
-    """The tenant's ed25519 public key, for ``v1a`` signatures."""
-
-    algorithm: str
-    public_key: str | None  # whpk_<base64 of the 32-byte key>; None until a v1a subscription
-    signature_prefix: str = "v1a"
-
-
-def read_event_type(body: dict[str, Any]) -> EventTypeIn:
-    """A declared event type, or 422 naming what is wrong (field, or schema problem)."""
+def check_schema(declared: EventTypeIn) -> None:
+    """422 invalid_schema naming where a declared schema is not a valid JSON Schema."""
     try:
-        value = msgspec.convert(body, EventTypeIn)
-    except msgspec.ValidationError as exc:
-        raise Invalid(f"invalid event type: {exc}", code="invalid_field") from None
-    if not 1 <= len(value.description.strip()) <= MAX_DESCRIPTION:
-        raise Invalid(
-            f"field 'description' must be 1 to {MAX_DESCRIPTION} characters",
-            code="invalid_field",
-        )
-    text = orjson.dumps(value.schema)
-    if len(text) > MAX_SCHEMA_BYTES or "\\u0000" in text.decode():
-        raise Invalid(
-            f"field 'schema' must be at most {MAX_SCHEMA_BYTES} bytes, without NUL",
-            code="invalid_field",
-        )
-    try:
-        _validator(text.decode())
+        _validator(json_dumps(declared.schema).decode())
     except SchemaError as exc:
         where = _path(exc.path)
         raise Invalid(
             f"field 'schema' is not a valid JSON Schema at {where}: {exc.message[:300]}",
             code="invalid_schema",
         ) from None
-    return value
 
 
 @functools.lru_cache(maxsize=VALIDATOR_CACHE)
 def _validator(schema_text: str) -> jsonschema.protocols.Validator:
-    schema = orjson.loads(schema_text)
+    schema = msgspec.json.decode(schema_text)
     cls = validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
@@ -103,7 +57,7 @@ def _validator(schema_text: str) -> jsonschema.protocols.Validator:
 
 def validate_payload(event_type: str, schema: dict[str, Any], payload: Any) -> None:
     """422 ``schema_violation`` with the JSON path of the first violation."""
-    validator = _validator(orjson.dumps(schema).decode())
+    validator = _validator(json_dumps(schema).decode())
     try:
         error: ValidationError | None = min(
             validator.iter_errors(payload), key=_error_order, default=None
@@ -162,22 +116,24 @@ def unknown_patterns(patterns: list[str], declared: list[str]) -> list[str]:
     return out
 
 
+def declared(row: Any) -> EventTypeShown:
+    """A declared event type's answer, from its row."""
+    return EventTypeShown(
+        name=row["name"],
+        description=row["description"],
+        schema=row["schema"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
 def listing(rows: list[Any]) -> EventTypeList:
-    items = [
-        EventType(
-            r["name"],
-            r["description"],
-            r["schema"],
-            created_at=r["created_at"].isoformat(),
-            updated_at=r["updated_at"].isoformat(),
-        )
-        for r in rows
-    ]
+    items = [declared(r) for r in rows]
     items += [
-        EventType(name, text, {"type": "object"}, builtin=True)
+        EventTypeShown(name=name, description=text, schema={"type": "object"}, builtin=True)
         for name, text in BUILTIN_TYPES.items()
     ]
-    return EventTypeList(items)
+    return EventTypeList(items=items)
 
 
 def webhooks_document(catalogue: EventTypeList, title: str) -> dict[str, Any]:
@@ -210,9 +166,3 @@ def webhooks_document(catalogue: EventTypeList, title: str) -> dict[str, Any]:
         "info": {"title": title, "version": "1"},
         "webhooks": hooks,
     }
-
-
-def schema_of(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    """The JSON Schema of a Struct, for the admin API's OpenAPI document (references
-    inlined: client generators resolve no ``$defs``)."""
-    return inline_schema(struct)

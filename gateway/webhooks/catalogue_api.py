@@ -16,13 +16,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.auth.keys import ApiKey, Role
-from gateway.web.http import endpoint, read_json_object
-from gateway.web.openapi_legacy import answer, refusals
-from gateway.webhooks import api, catalogue, inputs, store
-
-TYPES = f"{api.PREFIX}/webhooks/event-types"
-PUBLIC_KEY = f"{api.PREFIX}/webhooks/public-key"
+from gateway.auth.keys import ApiKey
+from gateway.errors import Invalid, NotFound
+from gateway.names import is_event_type
+from gateway.web.contract import read_body
+from gateway.web.http import endpoint
+from gateway.webhooks import api, catalogue, store
+from gateway.webhooks.shapes import (
+    ADMIN,
+    PUBLIC_KEY,
+    READERS,
+    TYPES,
+    EventTypeIn,
+    OwnEventType,
+    PublicKey,
+)
 
 
 def setup(app: web.Application) -> None:
@@ -35,29 +43,42 @@ def setup(app: web.Application) -> None:
     r.add_get(PUBLIC_KEY, public_key)
 
 
-async def _catalogue(request: web.Request, key: ApiKey) -> catalogue.EventTypeList:
+async def _catalogue(request: web.Request, key: ApiKey) -> Any:
     async with request.app[api.POOL].acquire() as conn:
         rows = await store.list_event_types(conn, key.tenant_id)
     return catalogue.listing(rows)
 
 
-@endpoint(api.READERS)
+def _name(request: web.Request, shape: Any) -> str:
+    """The {name} of the path as ``shape`` (an event type), or 422 naming it."""
+    try:
+        name: str = msgspec.convert(request.match_info["name"], shape)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"path parameter 'name': {exc}", code="invalid_field") from None
+    return name
+
+
+@endpoint(READERS)
 async def list_event_types(request: web.Request, key: ApiKey) -> Any:
     return msgspec.to_builtins(await _catalogue(request, key))
 
 
-@endpoint(api.READERS)
+@endpoint(READERS)
 async def event_types_document(request: web.Request, key: ApiKey) -> Any:
     title = "Integration Hub gateway webhooks"
     return catalogue.webhooks_document(await _catalogue(request, key), title)
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def put_event_type(request: web.Request, key: ApiKey) -> Any:
-    name = inputs.event_type(request.match_info["name"], "name")
+    name = _name(request, OwnEventType)
     if name in catalogue.BUILTIN_TYPES or name.startswith("webhook."):
-        raise inputs.bad("name", "webhook.* event types are the gateway's own")
-    declared = catalogue.read_event_type(await read_json_object(request))
+        raise Invalid(
+            "path parameter 'name': webhook.* event types are the gateway's own",
+            code="invalid_field",
+        )
+    declared = await read_body(request, EventTypeIn)
+    catalogue.check_schema(declared)
     async with api.store_connection(request) as conn:
         row, created = await store.put_event_type(
             conn,
@@ -67,81 +88,25 @@ async def put_event_type(request: web.Request, key: ApiKey) -> Any:
             declared.schema,
             api.actor_of(key),
         )
-    item = catalogue.EventType(
-        row["name"],
-        row["description"],
-        row["schema"],
-        created_at=row["created_at"].isoformat(),
-        updated_at=row["updated_at"].isoformat(),
-    )
-    status = 201 if created else 200
     return web.Response(
-        body=msgspec.json.encode(item), status=status, content_type="application/json"
+        body=msgspec.json.encode(catalogue.declared(row)),
+        status=201 if created else 200,
+        content_type="application/json",
     )
 
 
-@endpoint([Role.ADMIN])
+@endpoint(ADMIN)
 async def delete_event_type(request: web.Request, key: ApiKey) -> Any:
-    name = inputs.event_type(request.match_info["name"], "name")
+    name = request.match_info["name"]
+    if not is_event_type(name):  # no such type can have been declared
+        raise NotFound(f"no event type {name[:200]!r} in the catalogue")
     async with api.store_connection(request) as conn:
         await store.delete_event_type(conn, key.tenant_id, name, api.actor_of(key))
     return {"name": name, "deleted": True}
 
 
-@endpoint(api.READERS)
+@endpoint(READERS)
 async def public_key(request: web.Request, key: ApiKey) -> Any:
     async with request.app[api.POOL].acquire() as conn:
         value = await store.public_signing_key(conn, key.tenant_id)
-    return msgspec.to_builtins(catalogue.PublicKey("ed25519", value))
-
-
-def paths() -> dict[str, Any]:
-    """OpenAPI paths of these endpoints, their schemas generated from the Structs."""
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    listing = answer(catalogue.schema_of(catalogue.EventTypeList))
-    one = answer(catalogue.schema_of(catalogue.EventType))
-    body = {
-        "required": True,
-        "content": {"application/json": {"schema": catalogue.schema_of(catalogue.EventTypeIn)}},
-    }
-    return {
-        TYPES: {
-            "get": {
-                "summary": "The event-type catalogue (declared and built-in types)",
-                "responses": {"200": listing, **refusals()},
-            }
-        },
-        TYPES + "/openapi.json": {
-            "get": {
-                "summary": "The catalogue as an OpenAPI 3.1 document of webhooks",
-                "responses": {"200": answer({"type": "object"}), **refusals()},
-            }
-        },
-        TYPES + "/{name}": {
-            "parameters": [name],
-            "put": {
-                "summary": "Declare or replace an event type (JSON Schema + description)",
-                "requestBody": body,
-                # 201 as 200 (the EventType): one inline schema, as client generators name
-                # one model per inline schema and refuse the same name twice
-                "responses": {
-                    "200": one,
-                    "201": answer({"type": "object"}, "Declared: the EventType, as for 200"),
-                    **refusals(422),
-                },
-            },
-            "delete": {
-                "summary": "Remove an event type from the catalogue",
-                "responses": {"200": answer({"type": "object"}), **refusals(404)},
-            },
-        },
-        PUBLIC_KEY: {
-            "get": {
-                "summary": "The tenant's ed25519 public key (Standard Webhooks v1a)",
-                "responses": {
-                    "200": answer(catalogue.schema_of(catalogue.PublicKey)),
-                    **refusals(),
-                },
-            }
-        },
-    }
+    return msgspec.to_builtins(PublicKey(algorithm="ed25519", public_key=value))

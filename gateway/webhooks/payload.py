@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks.webhooks import Webhook
 
 from gateway.crypto import SecretBox
+from gateway.db.pool import json_dumps
 from gateway.webhooks.model import AuthType, Claimed, SignatureScheme
 
 USER_AGENT = "IntegrationHub-Gateway-Webhooks/0.1"
@@ -134,11 +135,11 @@ def build_body(d: Claimed, data: Any) -> bytes:
         "replaced": d.coalesced_count,
     }
     if d.payload_template is not None:
-        return orjson.dumps(render_template(d.payload_template, context))
+        return json_dumps(render_template(d.payload_template, context))
     body = {k: context[k] for k in ("type", "timestamp", "data")}
     if d.coalesced_count:
         body["replaced"] = d.coalesced_count
-    return orjson.dumps(body)
+    return json_dumps(body)
 
 
 SIGNING_KEY_PREFIX = "whsk_"

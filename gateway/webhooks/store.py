@@ -513,23 +513,33 @@ async def replay_failed(
     start: datetime,
     end: datetime,
     actor: Actor,
-) -> int:
-    """Replay every failed delivery of a subscription created in [start, end)."""
+    limit: int,
+) -> tuple[int, bool]:
+    """Replay the oldest ``limit`` failed deliveries of a subscription created in
+    [start, end); how many, and whether more are left in the window."""
     async with conn.transaction():
         sub = await get_subscription(conn, tenant_id, sub_id)
         if not sub.active:
             raise ConflictError("the subscription is disabled; enable it first")
-        result = await conn.execute(
-            f"""UPDATE webhook_deliveries SET {REPLAY_SET}
+        ids = await conn.fetch(
+            """SELECT id FROM webhook_deliveries
                 WHERE subscription_id = $1 AND status = 'failed'
-                  AND created_at >= $2 AND created_at < $3""",
+                  AND created_at >= $2 AND created_at < $3
+                ORDER BY created_at, id LIMIT $4
+                FOR UPDATE""",
             sub_id,
             start,
             end,
+            limit + 1,
+        )
+        chosen = [r["id"] for r in ids[:limit]]
+        result = await conn.execute(
+            f"UPDATE webhook_deliveries SET {REPLAY_SET} WHERE id = ANY($1::uuid[])",
+            chosen,
         )
         count = int(result.split()[-1])
         await _audit_replay(conn, actor, tenant_id, "webhook_subscription", sub_id, count)
-    return count
+    return count, len(ids) > limit
 
 
 # -- the delivery loop ---------------------------------------------------------------------

@@ -78,6 +78,9 @@ def live_admin_api(database_url: str, data_dir: Path) -> Iterator[tuple[str, dic
         data_dir=data_dir,
         log_flush_interval=0.05,
         webhook_delivery=False,
+        # Whether an endpoint's address is private depends on where its name resolves,
+        # which no schema can say: the contract run allows every address.
+        webhook_allow_private=True,
     )
     table = parse_routes(routes_yaml("http://127.0.0.1:9"))
     with LiveGateway(create_app(settings_, table)) as base:

@@ -113,14 +113,26 @@ def test_a_generated_client_works(client_package: tuple[Any, Any, Any]) -> None:
     assert clash.parsed.code == "mapping_conflict" and clash.parsed.conflicting.id == mapping.id
 
     # A webhook subscription (a public literal address: no DNS, and no delivery loop).
-    sub_body = models.PostAdminV1WebhooksSubscriptionsBody(
-        name="CRM", url="https://93.184.216.34/hooks/pms", event_types=["reservation.*"]
+    sub_body = models.NewSubscription(
+        name="CRM",
+        url="https://93.184.216.34/hooks/pms",
+        event_types=["reservation.*"],
+        auth=models.AuthBearer(type_=models.AuthBearerType.BEARER, token="crm-token-0123"),
     )
-    made = _call(api, "post_admin_v1_webhooks_subscriptions", client=client, body=sub_body)
+    made = _call(api, "create_subscription", client=client, body=sub_body)
     assert made.status_code == 201, made.content
     assert made.parsed.secret.startswith("whsec_")
-    listed = _call(api, "get_admin_v1_webhooks_subscriptions", client=client).parsed
+    assert made.parsed.auth.type_ == "bearer"  # the token itself is never shown
+    listed = _call(api, "list_subscriptions", client=client).parsed
     assert [s.id for s in listed.items] == [made.parsed.id]
+    # An event published through the client (no delivery loop here: counted, not sent).
+    event = models.NewEvent(
+        type_="reservation.created",
+        payload=models.NewEventPayload.from_dict({"id": "r-1", "rooms": [{"n": 101}]}),
+    )
+    published = _call(api, "publish_event", client=client, body=event)
+    assert published.status_code == 201, published.content
+    assert published.parsed.deliveries == 1
 
     # The log search finds those calls (the admin API logs itself), newest first.
     deadline = time.monotonic() + LOG_WAIT

@@ -46,10 +46,6 @@ def test_admin_api_never_answers_5xx(case: Any, live_admin: tuple[str, dict[str,
     case.validate_response(response, checks=[not_a_server_error])
 
 
-# The webhook endpoints (gateway/webhooks/openapi.py, catalogue_api.py) and the erasure
-# endpoint (gateway/erasure/openapi.py) are still declared by hand, not as Operations: the
-# contract run leaves them out until they are declared as the other features are.
-NOT_YET_DECLARED = "/admin/v1/(webhooks/|events|erasures)"
 CONTRACT_TIMEOUT = 540  # seconds the whole schemathesis run may take (it stops by itself)
 
 
@@ -73,11 +69,16 @@ def test_admin_api_keeps_its_contract(
             "--checks",
             "all",
             "--max-examples",
-            "8",
+            os.environ.get("GATEWAY_CONTRACT_EXAMPLES", "8"),  # 25 for a longer run by hand
             "--workers",
             "1",
-            "--exclude-path-regex",
-            NOT_YET_DECLARED,
+            # No NUL (U+0000) in generated text: PostgreSQL's text and jsonb cannot store
+            # it. Names and ids declare it (pattern), but free JSON (event payloads,
+            # filters, templates, catalogue schemas) cannot without a recursive schema,
+            # which client generators refuse; its descriptions say so, and
+            # tests/integration/test_webhooks.py checks the 422 for a NUL at any depth.
+            "--generation-allow-x00",
+            "false",
             "--seed",
             "19",
         ],
@@ -87,5 +88,6 @@ def test_admin_api_keeps_its_contract(
         env={**os.environ, "NO_COLOR": "1"},
         cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
     )
+    print(proc.stdout[-1500:])  # the summary (shown with pytest -s)
     assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-2000:]
     assert "passed" in proc.stdout and "failure" not in proc.stdout.split("SUMMARY")[-1]

@@ -464,7 +464,7 @@ async def test_verify_on_subscribe_refuses_an_endpoint_that_does_not_answer_2xx(
     body = {"name": "checked", "url": receiver.url, "event_types": ["*"], "verify": True}
     resp = await gw.post(SUBS, json=body, headers=alpha["admin"])
     answer_ = await resp.json()
-    assert resp.status == 422 and answer_["code"] == "endpoint_not_verified", answer_
+    assert resp.status == 409 and answer_["code"] == "endpoint_not_verified", answer_
     assert "401" in answer_["message"]
     listed = await (await gw.get(SUBS, headers=alpha["admin"])).json()
     assert listed["items"] == [], "a refused subscription is not saved"
@@ -530,12 +530,12 @@ async def test_catalogue_validates_publishing_and_subscriptions(
     resp = await gw.post(
         "/admin/v1/events", json={"type": "folio.closed", "payload": {}}, headers=service
     )
-    assert resp.status == 422 and (await resp.json())["code"] == "unknown_event_type"
+    assert resp.status == 409 and (await resp.json())["code"] == "unknown_event_type"
 
     body = {"name": "x", "url": receiver.url, "event_types": ["folio.*"]}
     resp = await gw.post(SUBS, json=body, headers=admin)
     refused = await resp.json()
-    assert resp.status == 422 and refused["code"] == "unknown_event_type", refused
+    assert resp.status == 409 and refused["code"] == "unknown_event_type", refused
     body["event_types"] = ["reservation.created", "webhook.*"]
     assert (await gw.post(SUBS, json=body, headers=admin)).status == 201
 
@@ -556,8 +556,9 @@ async def test_catalogue_refuses_bad_declarations(gw: GatewayClient, alpha: dict
             {"description": "x", "schema": {"type": "nonsense"}},
             "invalid_schema",
         ),
-        ("reservation.created", {"description": "x"}, "invalid_field"),
-        ("reservation.created", {"description": "x", "schema": {}, "extra": 1}, "invalid_field"),
+        ("reservation.created", {"description": "x"}, "missing_field"),
+        ("reservation.created", {"description": "x", "schema": {}, "extra": 1}, "unknown_field"),
+        ("reservation.created", {"description": " ", "schema": {}}, "invalid_field"),
         ("Not A Type", {"description": "x", "schema": {}}, "invalid_field"),
         ("webhook.delivery.failed", {"description": "x", "schema": {}}, "invalid_field"),
     ):

@@ -20,7 +20,6 @@ from gateway.errors import ConfigError, SettingsError
 from gateway.routes import parse_routes
 from gateway.settings import Settings
 from gateway.webhooks.catalogue import unknown_patterns
-from gateway.webhooks.inputs import new_secret
 from gateway.webhooks.model import AttemptResult, AuthType, Claimed, DeliveryStatus
 from gateway.webhooks.payload import Signer, build_body, render_template, select_fields
 from gateway.webhooks.policy import (
@@ -30,6 +29,7 @@ from gateway.webhooks.policy import (
     decide,
     parse_retry_after,
 )
+from gateway.webhooks.shapes import new_secret
 from gateway.webhooks.ssrf import (
     AddressPolicy,
     GuardedResolver,
