@@ -237,14 +237,20 @@ def capture_raw_headers(
     for (name, value), lname in zip(raw, names, strict=True):
         # An ASCII name lowers alike as bytes and as text; a non-ASCII one cannot equal
         # an ASCII redacted name either way.
-        if lname in folded or (b"_" in lname and lname.replace(b"_", b"-") in folded):
+        # (byte values, not b"_": `in` on bytes tries the operand as an int first, and
+        # a bytes operand fails that dearly)
+        if lname in folded or (_UNDERSCORE in lname and lname.replace(b"_", b"-") in folded):
             text = REDACTED
-        elif not value.isascii() or b"\x00" in value:
+        elif not value.isascii() or _NUL in value:
             text = clean_text(value.decode("utf-8", "surrogateescape"), 1 << 16)
         else:
             text = value.decode("ascii")
         out.append([name.decode("latin-1"), text])
     return out
+
+
+_UNDERSCORE = ord("_")
+_NUL = 0
 
 
 @functools.lru_cache(maxsize=64)
