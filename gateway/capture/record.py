@@ -234,7 +234,7 @@ def capture_raw_headers(
             redact,
         )
     out = []
-    for (name, value), lname in zip(raw, names, strict=True):
+    for (name, value), lname in zip(raw, names):  # noqa: B905 (same length)
         # An ASCII name lowers alike as bytes and as text; a non-ASCII one cannot equal
         # an ASCII redacted name either way.
         # (byte values, not b"_": `in` on bytes tries the operand as an int first, and

@@ -44,11 +44,11 @@ def answer_head(
         names = [name.lower() for name, _ in raw]
     drop = _DROP
     if b"connection" in names:
-        for lname, (_, value) in zip(names, raw, strict=True):
+        for lname, (_, value) in zip(names, raw):  # noqa: B905 (same length; strict= is parsed per call)
             if lname == b"connection":
                 drop = drop | {t.strip().lower() for t in value.split(b",")}
     lines: list[bytes] = []
-    for lname, header in zip(names, raw, strict=True):
+    for lname, header in zip(names, raw):  # noqa: B905 (same length; strict= is parsed per call)
         if lname not in drop:
             lines += (b": ".join(header), b"\r\n")
     lines += (b"X-Request-Id: ", request_id.encode(), b"\r\nContent-Length: %d\r\n" % body_size)

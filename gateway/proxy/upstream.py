@@ -456,10 +456,9 @@ class UpstreamResponse:
         names = self._names
         if names is None:
             names = self.lower_names()
-        try:
-            return self.headers[names.index(name.lower())][1]
-        except ValueError:
-            return None
+        name = name.lower()
+        # (`in` first: a failed index() formats the missing name into its ValueError)
+        return self.headers[names.index(name)][1] if name in names else None
 
     @property
     def content_length(self) -> int | None:
