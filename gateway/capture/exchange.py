@@ -16,9 +16,12 @@ from gateway.capture.record import (
     omitted,
     stored,
     stored_body,
+    unparsed_json,
     uuid7,
 )
 from gateway.routes import CaptureOptions
+
+_JSON_STARTS = (b"{", b"[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,17 @@ class CapturePolicy:
             return EMPTY_BODY
         if not enabled:
             return omitted(size)
+        # describe_body's fast path, first: a complete, uncompressed body within the cap
+        # that the scan finds plain JSON is kept as received (most answers).
+        plain = self.redactor.plain_json
+        if (
+            plain is not None
+            and not encoding
+            and size == len(data) <= self.max_body_bytes
+            and (data[:1] in _JSON_STARTS or "json" in content_type)
+            and plain(data)
+        ):
+            return unparsed_json(data)
         return describe_body(data, size, self.max_body_bytes, self.redactor, content_type, encoding)
 
     def serialised_body(self, enabled: bool, value: Any, data: bytes) -> Body:

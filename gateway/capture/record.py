@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import base64
 import codecs
+import functools
 import hashlib
 import re
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -162,6 +163,12 @@ class Body:
 EMPTY_BODY = Body(None, "empty", 0, False)
 
 
+def unparsed_json(data: bytes) -> Body:
+    """The Body of complete ``data`` that the fast path found plain JSON: stored exactly as
+    received, parsed only if its value is asked for."""
+    return Body(_UNPARSED, "json", len(data), False, data)
+
+
 def omitted(size: int) -> Body:
     return Body(None, "omitted", size, False)
 
@@ -211,6 +218,47 @@ def capture_headers(items: Iterable[tuple[str, str]], redact: frozenset[str]) ->
             value = clean_text(value, 1 << 16)
         out.append([str(name), value])
     return out
+
+
+def capture_raw_headers(
+    raw: Sequence[tuple[bytes, bytes]], names: Sequence[bytes], redact: frozenset[str]
+) -> list[list[str]]:
+    """:func:`capture_headers` of headers as received (``raw``, decoded as aiohttp decodes
+    them: names latin-1, values UTF-8 with undecodable bytes kept as surrogates), given
+    their names in lower case (``names``): the same list, without decoding and lowering
+    each name for the comparison."""
+    folded = _ascii_names(redact)
+    if folded is None:  # a non-ASCII redacted name: compared as capture_headers does
+        return capture_headers(
+            [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in raw],
+            redact,
+        )
+    out = []
+    for (name, value), lname in zip(raw, names):  # noqa: B905 (same length)
+        # An ASCII name lowers alike as bytes and as text; a non-ASCII one cannot equal
+        # an ASCII redacted name either way.
+        # (byte values, not b"_": `in` on bytes tries the operand as an int first, and
+        # a bytes operand fails that dearly)
+        if lname in folded or (_UNDERSCORE in lname and lname.replace(b"_", b"-") in folded):
+            text = REDACTED
+        elif not value.isascii() or _NUL in value:
+            text = clean_text(value.decode("utf-8", "surrogateescape"), 1 << 16)
+        else:
+            text = value.decode("ascii")
+        out.append([name.decode("latin-1"), text])
+    return out
+
+
+_UNDERSCORE = ord("_")
+_NUL = 0
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_names(redact: frozenset[str]) -> frozenset[bytes] | None:
+    """Redacted header names as bytes, or None when one is not ASCII."""
+    if not all(n.isascii() for n in redact):
+        return None
+    return frozenset(n.encode() for n in redact)
 
 
 # Case-folds ASCII, writes "-" as "_" (names compare so: see field_key) and turns the form

@@ -33,27 +33,31 @@ _SERVER = b"Server: " + SERVER_SOFTWARE.encode() + b"\r\n"
 _OCTETS = b"Content-Type: application/octet-stream\r\n"
 
 
-def answer_head(raw: list[RawHeader], request_id: str, body_size: int) -> bytes:
+def answer_head(
+    raw: list[RawHeader], request_id: str, body_size: int, names: list[bytes] | None = None
+) -> bytes:
     """The header lines for the caller (each ending in CRLF, no status line, no
     Connection): the upstream's minus hop-by-hop ones and those its ``Connection`` names,
-    then X-Request-Id, Content-Length and what aiohttp would add."""
+    then X-Request-Id, Content-Length and what aiohttp would add. ``names``: the names of
+    ``raw`` in lower case, when the caller has them (UpstreamResponse.lower_names)."""
+    if names is None:
+        names = [name.lower() for name, _ in raw]
     drop = _DROP
-    for name, value in raw:
-        if name.lower() == b"connection":
-            drop = drop | {t.strip().lower() for t in value.split(b",")}
+    if b"connection" in names:
+        for lname, (_, value) in zip(names, raw):  # noqa: B905 (same length; strict= is parsed per call)
+            if lname == b"connection":
+                drop = drop | {t.strip().lower() for t in value.split(b",")}
     lines: list[bytes] = []
-    seen: set[bytes] = set()
-    for name, value in raw:
-        lname = name.lower()
+    for lname, header in zip(names, raw):  # noqa: B905 (same length; strict= is parsed per call)
         if lname not in drop:
-            seen.add(lname)
-            lines += (name, b": ", value, b"\r\n")
+            lines += (b": ".join(header), b"\r\n")
     lines += (b"X-Request-Id: ", request_id.encode(), b"\r\nContent-Length: %d\r\n" % body_size)
-    if b"date" not in seen:
+    # A name is among the lines sent when the upstream sent it and it was not dropped.
+    if b"date" not in names or b"date" in drop:
         lines += (b"Date: ", rfc822_formatted_time().encode(), b"\r\n")
-    if b"server" not in seen:
+    if b"server" not in names or b"server" in drop:
         lines.append(_SERVER)
-    if body_size and b"content-type" not in seen:
+    if body_size and (b"content-type" not in names or b"content-type" in drop):
         lines.append(_OCTETS)
     return b"".join(lines)
 

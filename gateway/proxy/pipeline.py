@@ -31,6 +31,7 @@ from gateway.capture.record import (
     DEFAULT_REDACT_HEADERS,
     Body,
     capture_headers,
+    capture_raw_headers,
     clean_text,
     now_utc,
 )
@@ -479,14 +480,14 @@ class Proxy:
     ) -> web.StreamResponse:
         """Send the upstream's answer to the caller, buffered when small, streamed otherwise."""
         status = ex.status = upstream.status
-        received = decode_headers(upstream.headers)  # for the log
-        ex.response_headers = capture_headers(received, policy.redact_headers)
+        names = upstream.lower_names()
+        ex.response_headers = capture_raw_headers(upstream.headers, names, policy.redact_headers)
         ctype = _header(upstream, b"content-type")
         enc = _header(upstream, b"content-encoding")
         size = upstream.content_length
         if request.method == "HEAD" or status in NO_BODY_STATUSES:
             upstream.release()
-            headers = downstream_response_headers(received)
+            headers = downstream_response_headers(decode_headers(upstream.headers))
             headers[REQUEST_ID_HEADER] = ex.request_id
             resp = web.Response(status=status, headers=headers)
             if size is not None and request.method == "HEAD":
@@ -511,9 +512,9 @@ class Proxy:
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")
-            head = answer_head(upstream.headers, ex.request_id, len(data))
+            head = answer_head(upstream.headers, ex.request_id, len(data), names)
             return RawAnswer(status, head, data, self.writer)
-        headers = downstream_response_headers(received)
+        headers = downstream_response_headers(decode_headers(upstream.headers))
         headers[REQUEST_ID_HEADER] = ex.request_id
         return await self._stream_response(request, upstream, headers, policy, ex, ctype, enc)
 

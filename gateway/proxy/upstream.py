@@ -427,7 +427,7 @@ class UpstreamResponse:
     (reuses the connection if the body is complete, else closes it) or ``close()``, or use
     ``async with``."""
 
-    __slots__ = ("_body", "_conn", "_reason", "headers", "reused", "status", "trailers")
+    __slots__ = ("_body", "_conn", "_names", "_reason", "headers", "reused", "status", "trailers")
 
     def __init__(self, conn: _Conn, reused: bool) -> None:
         self.status = 0
@@ -437,18 +437,28 @@ class UpstreamResponse:
         self._reason = b""
         self._conn: _Conn | None = conn
         self._body: bytes | None = None
+        self._names: list[bytes] | None = None
 
     @property
     def reason(self) -> str:
         return self._reason.decode("latin-1")
 
+    def lower_names(self) -> list[bytes]:
+        """The answer's header names in lower case, in the order of ``headers`` (lowered
+        once per answer: the pipeline looks several up and filters the rest)."""
+        names = self._names
+        if names is None:
+            names = self._names = [key.lower() for key, _ in self.headers]
+        return names
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (case-insensitive), or None."""
+        names = self._names
+        if names is None:
+            names = self.lower_names()
         name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        # (`in` first: a failed index() formats the missing name into its ValueError)
+        return self.headers[names.index(name)][1] if name in names else None
 
     @property
     def content_length(self) -> int | None:

@@ -18,6 +18,7 @@ from gateway.capture.record import (
     REDACTED,
     Redactor,
     capture_headers,
+    capture_raw_headers,
     clean_text,
     describe_body,
     describe_serialised,
@@ -79,6 +80,31 @@ def test_nul_and_surrogates_are_made_storable() -> None:
         [("X-A", "v\udcff"), ("Cookie", "s=1"), ("X-A", "2")], frozenset({"cookie"})
     )
     assert hdrs == [["X-A", "v\ufffd"], ["Cookie", "[REDACTED]"], ["X-A", "2"]]
+
+
+_NAME = st.sampled_from(
+    [b"Cookie", b"SET-COOKIE", b"x_api_key", b"X-Api_Key", b"X-Trace", b"x-\xc9", b"\xc9tag"]
+)
+_VALUE = st.one_of(
+    st.binary(max_size=12), st.sampled_from([b"ok", b"a\x00b", "Zo\u00eb".encode(), b"\xff"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.lists(st.tuples(_NAME, _VALUE), max_size=6),
+    redact=st.sampled_from(
+        [frozenset(), frozenset({"cookie", "set-cookie", "x-api-key"}), frozenset({"x-\xe9"})]
+    ),
+)
+def test_raw_headers_are_captured_as_their_decoded_form_would_be(
+    raw: list[tuple[bytes, bytes]], redact: frozenset[str]
+) -> None:
+    """capture_raw_headers (the proxy's answers, as bytes with lowered names) stores what
+    capture_headers stores for the same headers decoded as aiohttp decodes them."""
+    decoded = [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in raw]
+    names = [n.lower() for n, _ in raw]
+    assert capture_raw_headers(raw, names, redact) == capture_headers(decoded, redact)
 
 
 def test_gzip_bodies_are_decoded_for_the_log() -> None:
