@@ -55,12 +55,23 @@ class CapturePolicy:
         """The query column: ``raw`` with sensitive parameters' values redacted."""
         return clean_text(self.redactor.query(raw))
 
-    def body(self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str) -> Body:
+    def body(
+        self,
+        enabled: bool,
+        data: bytes,
+        size: int,
+        content_type: str,
+        encoding: str,
+        parse: bool = False,
+    ) -> Body:
+        """``parse``: the value will be asked for (see describe_body)."""
         if size == 0:
             return EMPTY_BODY
         if not enabled:
             return omitted(size)
-        return describe_body(data, size, self.max_body_bytes, self.redactor, content_type, encoding)
+        return describe_body(
+            data, size, self.max_body_bytes, self.redactor, content_type, encoding, parse
+        )
 
     def serialised_body(self, enabled: bool, value: Any, data: bytes) -> Body:
         """A body the gateway wrote itself from ``value`` (see describe_serialised)."""
