@@ -8,7 +8,8 @@ The two routes are measured in alternation, many short runs each, the order swap
 round (plain, translated; translated, plain; ...): the machine's speed drifts by several
 per cent within a minute, and one long run of each would carry that drift into the ratio.
 The ratio reported is that of the mean requests/s; the median of the per-round ratios and
-their spread are printed next to it.
+their spread are printed next to it, and the same per round in the gateway's CPU per call
+(plain / translated, and translation's extra µs), which the machine's load moves less.
 
 Both routes go to bench/upstream.py, which echoes POST bodies, so a translated call
 resolves 50 ids in the request and the 50 internal ids the upstream echoes back.
@@ -277,6 +278,17 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"gateway CPU per call: plain {cpu_plain:.0f} us, translated {cpu_tr:.0f} us "
             f"(+{cpu_tr - cpu_plain:.0f} us for {2 * IDS} ids)"
+        )
+        # The same comparison in CPU per call, round by round (plain / translated: what
+        # the throughput ratio would be with the gateway alone the bottleneck).
+        cpu_ratios = sorted(p / t for p, t in zip(cpu["plain"], cpu["translated"], strict=True))
+        extra = sorted(t - p for p, t in zip(cpu["plain"], cpu["translated"], strict=True))
+        print(
+            "per round, CPU per call plain / translated: "
+            f"median {statistics.median(cpu_ratios):.1%}, "
+            f"lowest {cpu_ratios[0]:.1%}, highest {cpu_ratios[-1]:.1%}; translation's "
+            f"extra CPU per call: median {statistics.median(extra):+.0f} us "
+            f"({extra[0]:+.0f} to {extra[-1]:+.0f})"
         )
         print(f"mapping cache: {hits:.0f} hits, {misses:.0f} misses")
     finally:

@@ -58,23 +58,36 @@ class CapturePolicy:
         """The query column: ``raw`` with sensitive parameters' values redacted."""
         return clean_text(self.redactor.query(raw))
 
-    def body(self, enabled: bool, data: bytes, size: int, content_type: str, encoding: str) -> Body:
+    def body(
+        self,
+        enabled: bool,
+        data: bytes,
+        size: int,
+        content_type: str,
+        encoding: str,
+        parse: bool = False,
+    ) -> Body:
+        """``parse``: the value will be asked for (see describe_body)."""
         if size == 0:
             return EMPTY_BODY
         if not enabled:
             return omitted(size)
         # describe_body's fast path, first: a complete, uncompressed body within the cap
-        # that the scan finds plain JSON is kept as received (most answers).
+        # that the scan finds plain JSON is kept as received (most answers); one whose
+        # value will be asked for (``parse``) is parsed by describe_body instead.
         plain = self.redactor.plain_json
         if (
-            plain is not None
+            not parse
+            and plain is not None
             and not encoding
             and size == len(data) <= self.max_body_bytes
             and (data[:1] in _JSON_STARTS or "json" in content_type)
             and plain(data)
         ):
             return unparsed_json(data)
-        return describe_body(data, size, self.max_body_bytes, self.redactor, content_type, encoding)
+        return describe_body(
+            data, size, self.max_body_bytes, self.redactor, content_type, encoding, parse
+        )
 
     def serialised_body(self, enabled: bool, value: Any, data: bytes) -> Body:
         """A body the gateway wrote itself from ``value`` (see describe_serialised)."""

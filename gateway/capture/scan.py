@@ -105,6 +105,11 @@ class PlainJson:
         double's range, 1e400, is numeric to jsonb and infinity to orjson: such a body's
         lazily parsed ``Body.value`` is None.)
         False says only "take the exact path"."""
+        return self.scanned(data) and valid(data)
+
+    def scanned(self, data: bytes) -> bool:
+        """:meth:`__call__` without the syntax check (:func:`valid`): for a body that will
+        be parsed anyway, whose parse checks its syntax (record.describe_body's ``parse``)."""
         if len(data) > MAX_BYTES or not data.isascii():
             return False
         try:
@@ -112,10 +117,6 @@ class PlainJson:
             if len(data) >= _DEEP_MIN_BYTES:
                 _DEEP(data, _stop)
         except hyperscan.ScanTerminated:
-            return False
-        try:
-            _RAW.decode(data)
-        except (msgspec.DecodeError, RecursionError):
             return False
         return True
 
@@ -129,6 +130,15 @@ class PlainJson:
         except hyperscan.ScanTerminated:
             return False
         return True
+
+
+def valid(data: bytes) -> bool:
+    """Whether ``data`` is JSON (msgspec's syntax check, which builds no objects)."""
+    try:
+        _RAW.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)

@@ -434,7 +434,8 @@ class Proxy:
     ) -> bytes | Any | None:
         """The body to send upstream: bytes when small and sized, else a capturing stream.
         With ``whole``, a body of unknown length (chunked) is read whole when it ends within
-        that many bytes (a translated route must see all of it); else it is streamed on."""
+        that many bytes (a translated route must see all of it); else it is streamed on.
+        A body read whole for such a route is parsed by its capture, for translation."""
         if not request.body_exists:
             return None
         size = request.content_length
@@ -448,7 +449,9 @@ class Proxy:
             most = min(whole, limit)
             head = await _read_up_to(request, most, timeout)
             if len(head) <= most:  # it ended: the whole body
-                ex.request_body = policy.body(policy.request_body, head, len(head), ctype, enc)
+                ex.request_body = policy.body(
+                    policy.request_body, head, len(head), ctype, enc, parse=True
+                )
                 return head
             # Logged as far as it was read, should the call end before it is streamed on
             # (too large, or refused by a strict translated route); streaming replaces it.
@@ -466,7 +469,9 @@ class Proxy:
                 raise RequestTimeout(_SLOW_BODY) from None
             except ConnectionResetError:
                 raise ClientGone(_GONE) from None
-            ex.request_body = policy.body(policy.request_body, data, len(data), ctype, enc)
+            ex.request_body = policy.body(
+                policy.request_body, data, len(data), ctype, enc, parse=whole > 0
+            )
             return data
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
 

@@ -38,8 +38,19 @@ def exact(data: bytes) -> tuple[Any, bool] | None:
     return _try_json(data, "application/json", R)
 
 
+def same_when_parsed(data: bytes) -> None:
+    """describe_body(parse=True) (a translated route's request: parsed by orjson instead of
+    checked by msgspec) gives the Body the default gives, its value parsed already."""
+    lazy = describe_body(data, len(data), CAP, R, "application/json")
+    eager = describe_body(data, len(data), CAP, R, "application/json", parse=True)
+    assert (eager.format, eager.size, eager.truncated) == (lazy.format, lazy.size, lazy.truncated)
+    assert eager.raw is lazy.raw or eager.raw == lazy.raw
+    assert orjson.dumps(eager.value) == orjson.dumps(lazy.value)
+
+
 def check(data: bytes) -> None:
     assert R.plain_json is not None
+    same_when_parsed(data)
     if R.plain_json(data):
         verdict = exact(data)
         if verdict is None and OUT_OF_DOUBLE.search(data):
@@ -95,6 +106,17 @@ def test_whatever_the_scan_passes_the_exact_path_stores_unchanged(value: Any, pa
 @example(b"1e1001]", b"[")
 def test_broken_bodies_are_never_passed_as_plain(tail: bytes, head: bytes) -> None:
     check(head + tail)
+
+
+def test_a_body_to_translate_is_parsed_once_by_its_capture() -> None:
+    data = orjson.dumps({"items": [{"room_id": "ROOM-1"}], "n": 1.5})
+    body = describe_body(data, len(data), CAP, R, "application/json", parse=True)
+    assert body.raw is data and body.format == "json"
+    assert body._value == orjson.loads(data)  # parsed already
+    assert body.parsed_from(data) is body._value  # what translation rewrites
+    far = b'{"a": 1e400, "items": []}'  # JSON orjson cannot hold: checked, kept, not parsed
+    body = describe_body(far, len(far), CAP, R, "application/json", parse=True)
+    assert body.raw is far and body.format == "json" and body.value is None
 
 
 def test_a_plain_answer_is_stored_as_received_and_parsed_only_when_asked() -> None:
