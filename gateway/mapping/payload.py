@@ -75,9 +75,8 @@ def payload_translator(mappings: Mappings) -> Callable[..., Any]:
     ) -> Any:
         if not id_slots(payload, event_type):
             return payload
-        payload = msgspec.json.decode(
-            json_dumps(payload)
-        )  # a copy: the event itself stays internal
+        # a copy (the event itself stays internal); msgspec keeps integers beyond 64 bits
+        payload = msgspec.json.decode(json_dumps(payload))
         slots = id_slots(payload, event_type)
         pairs: set[Pair] = {(et, value) for _, _, et, value in slots}
         found = await mappings.resolve((OUT, str(tenant_id), external_system), pairs)

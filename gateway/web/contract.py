@@ -94,9 +94,6 @@ JSON_QUERY = {"x-json-query": True}
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-json_bytes = json_dumps  # for the shapes of each feature
-
-
 def storable_json(
     value: Any, name: str, max_bytes: int | None = None, *, depth: int = JSON_DEPTH
 ) -> None:
@@ -105,7 +102,7 @@ def storable_json(
     arrays and objects below the top one), or larger than ``max_bytes`` once written."""
     if _too_deep(value, -1, depth):
         raise ValueError(f"field {name!r}: arrays and objects nest at most {depth} levels below it")
-    raw = json_bytes(value)
+    raw = json_dumps(value)
     if _NUL.search(raw):
         raise ValueError(f"field {name!r} must not contain NUL characters")
     if max_bytes is not None and len(raw) > max_bytes:

@@ -22,7 +22,7 @@ from gateway.auth.keys import ApiKey
 from gateway.crypto import SecretBox
 from gateway.errors import Conflict, Invalid, NotFound
 from gateway.settings import Settings
-from gateway.web.contract import decode, read_body, read_json_bytes, read_query
+from gateway.web.contract import decode, plain, read_body, read_json_bytes, read_query
 from gateway.web.http import endpoint, parse_uuid
 from gateway.web.pagination import Keyset, decode_time_cursor
 from gateway.web.responses import json_response
@@ -192,13 +192,6 @@ def _columns(body: SubscriptionFields, box: SecretBox) -> dict[str, Any]:
     if "rate_limit" in given:
         out["rate_limit"] = None if given["rate_limit"] is None else float(given["rate_limit"])
     return out
-
-
-def plain(body: msgspec.Struct) -> dict[str, Any]:
-    """The fields given (not UNSET), as they are (nested Structs kept)."""
-    return {
-        f: getattr(body, f) for f in body.__struct_fields__ if getattr(body, f) is not msgspec.UNSET
-    }
 
 
 def parse_subscription(data: bytes, box: SecretBox) -> tuple[NewSubscription, dict[str, Any]]:
@@ -373,11 +366,6 @@ async def _check_payload(
 ) -> None:
     """With a catalogue, a published event must be of a declared type (409 otherwise: it
     depends on the catalogue) and match its schema (422 schema_violation)."""
-    if event_type in catalogue.BUILTIN_TYPES or event_type.startswith("webhook."):
-        raise Invalid(
-            "field 'type': webhook.* event types are published by the gateway only",
-            code="invalid_field",
-        )
     has_catalogue, schema = await store.event_type_schema(conn, key.tenant_id, event_type)
     if schema is not None:
         catalogue.validate_payload(event_type, schema, payload)

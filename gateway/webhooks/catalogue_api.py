@@ -30,6 +30,7 @@ from gateway.webhooks.shapes import (
     EventTypeIn,
     OwnEventType,
     PublicKey,
+    gateway_type,
 )
 
 
@@ -72,7 +73,7 @@ async def event_types_document(request: web.Request, key: ApiKey) -> Any:
 @endpoint(ADMIN)
 async def put_event_type(request: web.Request, key: ApiKey) -> Any:
     name = _name(request, OwnEventType)
-    if name in catalogue.BUILTIN_TYPES or name.startswith("webhook."):
+    if gateway_type(name):
         raise Invalid(
             "path parameter 'name': webhook.* event types are the gateway's own",
             code="invalid_field",

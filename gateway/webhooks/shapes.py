@@ -326,6 +326,14 @@ class PayloadOptions(Body):
         storable_json(self.template, "payload.template", depth=FREE_DEPTH)
 
 
+GATEWAY_TYPES = "webhook."  # prefix of the event types the gateway publishes itself
+
+
+def gateway_type(name: str) -> bool:
+    """Whether ``name`` is one of the gateway's own (webhook.*) event types."""
+    return name.startswith(GATEWAY_TYPES)
+
+
 def _free(value: Any, name: str) -> None:
     storable_json(value, name, depth=FREE_DEPTH)
 
@@ -432,6 +440,10 @@ class NewEvent(Body):
     ) = None
 
     def __post_init__(self) -> None:
+        if gateway_type(self.type):
+            raise ValueError(
+                "field 'type': webhook.* event types are published by the gateway only"
+            )
         storable_json(self.payload, "payload", MAX_PAYLOAD_BYTES, depth=FREE_DEPTH)
 
 
