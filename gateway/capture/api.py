@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.auth.keys import ApiKey
 from gateway.capture.shapes import DEFAULT_WINDOW, LOG_READERS, MAX_WINDOW, LogQuery
 from gateway.errors import NotFound
-from gateway.web.contract import parse_json, read_query
+from gateway.web.contract import in_utc, parse_json, read_query
 from gateway.web.http import LOGS_POOL, PREFIX, endpoint, parse_uuid
 from gateway.web.pagination import Keyset, TimeKeyset, decode_time_cursor
 from gateway.web.sql import Where
@@ -48,12 +48,16 @@ def _log_json(row: asyncpg.Record) -> dict[str, Any]:
 def _time_window(query: LogQuery) -> tuple[datetime, datetime]:
     """[from, to): at most MAX_WINDOW, ending at 'to' (the answer names the window)."""
 
-    def utc(d: datetime | None) -> datetime | None:
-        return d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d
+    def back(d: datetime, by: timedelta) -> datetime:
+        # a 'to' in the year 1 has no earlier day: the window starts at the first instant
+        try:
+            return d - by
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
 
-    end = utc(query.to) or datetime.now(UTC)
-    start = utc(query.from_) or end - DEFAULT_WINDOW
-    return max(start, end - MAX_WINDOW), end
+    end = in_utc(query.to) if query.to else datetime.now(UTC)
+    start = in_utc(query.from_) if query.from_ else back(end, DEFAULT_WINDOW)
+    return max(start, back(end, MAX_WINDOW)), end
 
 
 STATUS_CLASSES = {"1xx": 100, "2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -39,6 +39,17 @@ Text = Annotated[str, msgspec.Meta(pattern=NO_NUL)]
 QueryText = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=MAX_QUERY_TEXT)]
 # A time with its offset (RFC 3339 "date-time": 2026-11-24T10:00:00Z).
 Time = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+def in_utc(d: datetime) -> datetime:
+    """A request's time in UTC, for the database: a time whose offset takes it past the
+    year 1 or 9999 (0001-01-01T00:00:00+05:00) becomes the first or last instant."""
+    try:
+        return d.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if d.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
 # Entity types and external system names.
 Name = Annotated[
     str, msgspec.Meta(pattern=NAME_RE.pattern, description="lowercase letters, digits, _")

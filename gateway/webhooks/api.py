@@ -22,7 +22,7 @@ from gateway.auth.keys import ApiKey
 from gateway.crypto import SecretBox
 from gateway.errors import Conflict, Invalid, NotFound
 from gateway.settings import Settings
-from gateway.web.contract import decode, plain, read_body, read_json_bytes, read_query
+from gateway.web.contract import decode, in_utc, plain, read_body, read_json_bytes, read_query
 from gateway.web.http import endpoint, parse_uuid
 from gateway.web.pagination import Keyset, decode_time_cursor
 from gateway.web.responses import json_response
@@ -332,10 +332,10 @@ async def replay_failed(request: web.Request, key: ApiKey) -> Any:
     at most MAX_REPLAY a call (``more``: call again with the same window)."""
     sub_id = parse_uuid(request.match_info["subscription_id"], "subscription")
     body = await read_body(request, ReplayWindow)
-    end = body.end or datetime.now(UTC)
+    end = in_utc(body.end) if body.end else datetime.now(UTC)
     async with _store(request) as conn:
         count, more = await store.replay_failed(
-            conn, key.tenant_id, sub_id, body.start, end, _actor(key), MAX_REPLAY
+            conn, key.tenant_id, sub_id, in_utc(body.start), end, _actor(key), MAX_REPLAY
         )
     return {"replayed": count, "more": more}
 

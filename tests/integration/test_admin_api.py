@@ -286,6 +286,14 @@ async def test_log_search_filters_and_pagination(
     assert (await search("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"))["items"] == []
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     assert (await search(f"from={now}&to={now}"))["items"] == []
+    # Times at the ends of the calendar are windows like any other (they were a 500: the
+    # 31 days before 0001-01-03 and 0001-01-01T00:00+05:00 in UTC are before the year 1).
+    early = await search("from=2000-01-01T00:00:00Z&to=0001-01-03T00:00:03Z")
+    assert (early["from"], early["items"]) == ("2000-01-01T00:00:00+00:00", [])
+    early = await search("to=0001-01-01T00:00:00%2B05:00")
+    assert (early["from"], early["to"]) == ("0001-01-01T00:00:00+00:00",) * 2
+    late = await search("from=9999-12-31T23:00:00-05:00&to=9999-12-31T23:59:59Z")
+    assert late["items"] == [] and late["from"].startswith("9999-12-31T23:59:59.999999")
     assert len((await search("status_class=4xx"))["items"]) == 1
     assert len((await search("status=200&method=post"))["items"]) == 5
     assert len((await search("path_prefix=/secure/echo/r"))["items"]) == 5

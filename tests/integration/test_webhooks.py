@@ -370,6 +370,9 @@ async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
         f"{SUBS}/{sub['id']}/replay", json={"from": first["created_at"][:10]}, headers=admin
     )
     assert resp.status == 422  # a time without its offset is not an RFC 3339 date-time
+    for edge in ({"from": "0001-01-01T00:00:00+05:00"}, {"from": "9999-12-31T23:00:00-05:00"}):
+        resp = await gw.post(f"{SUBS}/{sub['id']}/replay", json=edge, headers=admin)
+        assert resp.status == 202 and await resp.json() == {"replayed": 0, "more": False}
 
     async def all_delivered() -> bool:
         return await _statuses(gw, admin) == ["delivered"] * 3
@@ -383,6 +386,8 @@ async def test_dead_after_last_attempt_then_replayed_one_by_one_and_in_bulk(
     replays = [(a["action"], a["after"]) for a in audit["items"] if "replay" in a["action"]]
     assert replays == [
         ("webhook_delivery.replay", {"replayed": 1}),
+        ("webhook_subscription.replay", {"replayed": 0}),
+        ("webhook_subscription.replay", {"replayed": 0}),
         ("webhook_subscription.replay", {"replayed": 1}),
         ("webhook_subscription.replay", {"replayed": 1}),
         ("webhook_delivery.replay", {"replayed": 1}),
