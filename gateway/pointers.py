@@ -66,7 +66,7 @@ class Trie(dict[str, "Trie | Leaf"]):
     the node's place as a pointer and ``first`` a leaf below it, which name the field when
     a ``strict`` node meets a value it cannot enter."""
 
-    __slots__ = ("at", "chain", "first", "lists", "records", "strict")
+    __slots__ = ("at", "chain", "compiled", "first", "lists", "records", "strict")
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,6 +75,7 @@ class Trie(dict[str, "Trie | Leaf"]):
         self.strict = self.lists = False
         self.at = ""
         self.first: Leaf | None = None
+        self.compiled: Any = None  # the form a faster walker made of it (mapping.textids)
 
 
 class NotAnId(ValueError):

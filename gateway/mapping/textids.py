@@ -1,0 +1,108 @@
+"""ID translation on the JSON text: the ids a trie names are found by the C scanner
+(``gateway/_idscan.c``), looked up in the mapping cache, and written back in place; every
+other byte of the body stays as the partner (or the upstream) sent it.
+
+The parsed-value walk (:mod:`gateway.mapping.translate`) stays the reference and the
+fallback: :func:`find` answers None when the scanner is not built (no C compiler at install)
+or cannot decide a body the same way for certain: not JSON, a value a strict route must
+refuse (the walk names the problem), an escaped id or key, a key named twice, ``*`` over an
+object. The walk then decides, with the same result (tests/unit/test_textids.py holds the
+two paths equal on generated bodies).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from gateway.pointers import WILDCARD, Leaf, Trie, is_index
+
+try:
+    from gateway import _idscan
+except ImportError:  # pragma: no cover - built without a C compiler
+    _idscan = None  # type: ignore[assignment]
+
+AVAILABLE = _idscan is not None
+UNSUPPORTED = False  # Trie.compiled of a trie the scanner cannot walk
+
+
+class Program(NamedTuple):
+    """A trie compiled for the scanner, and its leaves in the scanner's numbering."""
+
+    scanner: Any  # _idscan.Program
+    leaves: tuple[Leaf, ...]
+
+
+class Found(NamedTuple):
+    """The ids of one body: ``values[i]`` those at ``leaves[i]``, in document order;
+    ``spans`` their places, packed for :func:`splice`."""
+
+    leaves: tuple[Leaf, ...]
+    values: list[list[str]]
+    spans: bytes
+
+
+def program(trie: Trie) -> Program | None:
+    """The trie compiled for the scanner (once, kept on the trie), or None when the
+    scanner is not built, the trie is empty, or a node mixes ``*`` with named segments."""
+    compiled = trie.compiled
+    if compiled is None:
+        compiled = trie.compiled = _compile(trie) if AVAILABLE and trie else UNSUPPORTED
+    return compiled or None
+
+
+def _compile(root: Trie) -> Program | bool:
+    nodes: list[Trie] = [root]
+    leaves: list[Leaf] = []
+    rows: list[tuple[bool, int | None, list[tuple[bytes, int, int]]]] = []
+    for node in nodes:  # grows while walked: breadth first, the root is node 0
+        star: int | None = None
+        entries: list[tuple[bytes, int, int]] = []
+        for seg, sub in node.items():
+            if type(sub) is Leaf:
+                child = ~len(leaves)
+                leaves.append(sub)
+            else:
+                child = len(nodes)
+                nodes.append(sub)  # type: ignore[arg-type]
+            if seg == WILDCARD:
+                star = child
+            else:
+                entries.append((seg.encode("utf-8", "surrogatepass"), child, _index(seg)))
+        if star is not None and entries or len(entries) > 64:
+            return UNSUPPORTED  # a value walked by two children: the parsed walk does it
+        rows.append((node.strict, star, entries))
+    return Program(_idscan.Program(rows, len(leaves)), tuple(leaves))
+
+
+def _index(seg: str) -> int:
+    return int(seg) if is_index(seg) and len(seg) < 19 else -1
+
+
+def find(body: bytes, trie: Trie) -> Found | None:
+    """The ids the trie names in ``body``, or None for the parsed walk to decide."""
+    compiled = program(trie)
+    if compiled is None:
+        return None
+    found = compiled.scanner.scan(body)
+    if found is None:
+        return None
+    return Found(compiled.leaves, found[0], found[1])
+
+
+def splice(body: bytes, found: Found, news: list[list[str | None]]) -> bytes:
+    """``body`` with the i-th id at each leaf replaced by ``news[leaf][i]`` (None keeps it)."""
+    out: bytes = _idscan.splice(body, found.spans, news)
+    return out
+
+
+def in_order(found: Found) -> list[tuple[int, int]]:
+    """``(leaf number, position among that leaf's ids)`` of every id, in document order
+    (for naming the first unknown id the way the parsed walk would)."""
+    spans = memoryview(found.spans).cast("I")
+    seen = [0] * len(found.leaves)
+    out = []
+    for k in range(2, len(spans), 3):
+        leaf = spans[k]
+        out.append((leaf, seen[leaf]))
+        seen[leaf] += 1
+    return out

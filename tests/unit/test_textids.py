@@ -1,0 +1,233 @@
+"""The C scanner of ID translation (gateway/_idscan.c, gateway.mapping.textids) against the
+parsed-value walk it stands in for (gateway.mapping.translate): on every generated body and
+set of pointers, either the scanner declines (None: the walk decides) or it finds the same
+ids, and the spliced body reads as the walk's rewritten value. It never accepts a body
+orjson refuses, nor one a strict route must refuse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from gateway import pointers
+from gateway.mapping import textids, translate
+
+pytestmark = pytest.mark.skipif(
+    not textids.AVAILABLE, reason="gateway._idscan is not built (no C compiler at install)"
+)
+
+KEYS = ["id", "room_id", "items", "guest", "0", "1", "a", "é"]
+POINTERS = [
+    "/id",
+    "/room_id",
+    "/items/*/room_id",
+    "/items/*/guest/id",
+    "/items/0/id",
+    "/guest/id",
+    "/guest/*",
+    "/items/*",
+    "/a/1/room_id",
+    "/é/id",
+    "/items/*/*/id",
+]
+
+ids = st.text(max_size=6) | st.integers(-(2**70), 2**70)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | ids,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def shaped(draw: st.DrawFn, pointer: str, depth: int = 0) -> Any:
+    """A value that mostly follows ``pointer`` (so it holds ids there), with noise."""
+    segments = pointers.parse_pointer(pointer)
+
+    def at(i: int) -> Any:
+        if i == len(segments) or draw(st.integers(0, 9)) == 0:
+            return draw(ids | json_values) if draw(st.booleans()) else draw(ids)
+        seg = segments[i]
+        if seg == "*":
+            if draw(st.integers(0, 5)) == 0:
+                return {draw(st.sampled_from(KEYS)): at(i + 1)}
+            return [at(i + 1) for _ in range(draw(st.integers(0, 3)))]
+        if pointers.is_index(seg) and draw(st.booleans()):
+            return [at(i + 1) for _ in range(int(seg) + draw(st.integers(0, 2)))]
+        noise = draw(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=2))
+        return {**noise, seg: at(i + 1)}
+
+    return at(0)
+
+
+def tries() -> st.SearchStrategy[pointers.Trie]:
+    def build(chosen: list[str], strict: bool) -> pointers.Trie | None:
+        try:
+            return pointers.compile_pointers([(p, "room") for p in chosen], strict=strict)
+        except ValueError:  # overlapping pointers: routes.yaml refuses them too
+            return None
+
+    return (
+        st.builds(build, st.lists(st.sampled_from(POINTERS), min_size=1, max_size=3), st.booleans())
+        .filter(lambda t: t is not None)
+        .map(lambda t: t)  # type: ignore[arg-type,return-value]
+    )
+
+
+def mapped(value: str) -> str | None:
+    """The test's mapping: some ids map (to text that needs escaping), others do not."""
+    if len(value) % 3 == 0:
+        return None
+    return f'T"{value}\\\n'
+
+
+def by_walk(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | str:
+    """The reference: the rewritten value and the ids per leaf; or why it refuses."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "not json"
+    slots: list[translate.Slot] = []
+    try:
+        translate.collect(doc, trie, slots)
+    except pointers.NotAnId:
+        return "not an id"
+    program = textids.program(trie)
+    leaves = program.leaves if program else ()
+    per_leaf: list[list[str]] = [[] for _ in leaves]
+    for container, key, leaf, value in slots:
+        per_leaf[leaves.index(leaf)].append(value)
+        new = mapped(value)
+        if new is not None:
+            container[key] = new
+    return doc, per_leaf
+
+
+def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
+    found = textids.find(body, trie)
+    if found is None:
+        return None
+    news = [[mapped(v) for v in values] for values in found.values]
+    out = textids.splice(body, found, news)  # type: ignore[arg-type]
+    return orjson.loads(out), found.values
+
+
+def encodings(value: Any) -> list[bytes]:
+    """The same value as different clients write it."""
+    return [
+        orjson.dumps(value),
+        json.dumps(value, indent=1).encode(),
+        json.dumps(value, ensure_ascii=False, separators=(" ,", " : ")).encode(),
+    ]
+
+
+def values_and_tries() -> st.SearchStrategy[tuple[Any, pointers.Trie | None]]:
+    """A trie, and a body shaped by one of its pointers (or by none)."""
+
+    def pick(chosen: list[str], strict: bool) -> st.SearchStrategy[Any]:
+        try:
+            trie = pointers.compile_pointers([(p, "room") for p in chosen], strict=strict)
+        except ValueError:  # overlapping pointers: routes.yaml refuses them too
+            return st.nothing()
+        bodies = st.sampled_from(chosen).flatmap(shaped) | json_values
+        if len(chosen) > 1:  # several pointers' shapes merged into one object
+            bodies |= st.tuples(*(shaped(p) for p in chosen)).map(_merge)
+        return st.tuples(bodies, st.just(trie))
+
+    return st.tuples(
+        st.lists(st.sampled_from(POINTERS), min_size=1, max_size=3, unique=True), st.booleans()
+    ).flatmap(lambda a: pick(*a))
+
+
+def _merge(parts: tuple[Any, ...]) -> Any:
+    out: dict[str, Any] = {}
+    for part in parts:
+        if isinstance(part, dict):
+            out.update(part)
+    return out
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(values_and_tries())
+@example(({"items": [{"room_id": "R1"}, {"room_id": 7}, {"room_id": None}]}, None))
+def test_the_scanner_finds_what_the_walk_finds(case: tuple[Any, pointers.Trie | None]) -> None:
+    value, trie = case
+    if trie is None:
+        trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
+    try:
+        texts = encodings(value)
+    except (TypeError, ValueError):  # integers beyond 64 bits: orjson cannot write them
+        texts = [json.dumps(value).encode()]
+    for body in texts:
+        got = by_text(body, trie)
+        if got is None:
+            continue  # the walk decides; nothing to compare
+        reference = by_walk(body, trie)
+        assert not isinstance(reference, str), (body, reference)
+        assert got[1] == reference[1], body
+        assert got[0] == reference[0], body
+
+
+def test_the_common_shape_takes_the_text_path() -> None:
+    trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
+    body = json.dumps(
+        {"items": [{"room_id": f"R{i}", "note": "é \\ \"x\""} for i in range(3)]}, indent=2
+    ).encode()
+    found = textids.find(body, trie)
+    assert found is not None and found.values == [["R0", "R1", "R2"]]
+    out = textids.splice(body, found, [["a", None, 'q"']])
+    assert out == body.replace(b'"R0"', b'"a"').replace(b'"R2"', b'"q\\""')
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"items": [{"room_id": "R\\u0031"}]}', "an escaped id"),
+        (b'{"items": [{"room\\u005fid": "R1"}]}', "an escaped key where keys are compared"),
+        (b'{"items": [{"room_id": "R1", "room_id": "R2"}]}', "a key twice"),
+        (b'{"items": [{"room_id": true}]}', "a strict route's non-id"),
+        (b'{"items": {"room_id": "R1"}}', "an object where an array belongs"),
+        (b'{"items": [{"room_id": "R1"}]} x', "trailing text"),
+        (b'{"items": [{"room_id": "R1"},]}', "a trailing comma"),
+        (b'{"items": [{"room_id": "\xed\xa0\x80"}]}', "a surrogate in UTF-8"),
+        (b'{"note": "\\ud800", "items": []}', "a lone surrogate escape"),
+        (b'{"items": [{"room_id": -0}]}', "-0 (the walk reads 0)"),
+        (b'{"items": [{"room_id": 1234567890123456789}]}', "19 digits"),
+        (b"[" * 1001 + b"]" * 1001, "deeper than 1000 levels"),
+        (b"\xef\xbb\xbf{}", "a byte order mark"),
+    ],
+)
+def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> None:
+    trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
+    assert textids.find(body, trie) is None, why
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=40), st.sampled_from([b'{"items":[{"room_id":', b"[", b'"', b""]))
+def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes) -> None:
+    trie = pointers.compile_pointers([("/items/*/room_id", "room")])
+    body = head + tail
+    if textids.find(body, trie) is not None:
+        orjson.loads(body)  # raises if the scanner took a body that is not JSON
+
+
+def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
+    trie = pointers.compile_pointers([("/items/*/id", "room"), ("/items/0/x", "room")])
+    assert textids.program(trie) is None
+    assert textids.find(b'{"items": []}', trie) is None
+
+
+def test_splice_refuses_spans_that_do_not_fit() -> None:
+    trie = pointers.compile_pointers([("/id", "room")])
+    found = textids.find(b'{"id": "abc"}', trie)
+    assert found is not None
+    with pytest.raises(ValueError):
+        textids.splice(b"{}", found, [["x"]])
+    with pytest.raises(ValueError):
+        textids.splice(b'{"id": "abc"}', found, [[]])
