@@ -31,7 +31,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MAX_DEPTH 1000    /* orjson reads 1024 levels; deeper bodies take the slow path */
+#define MAX_DEPTH 1024    /* as orjson reads: a deeper body is "not JSON" either way */
 #define MAX_ENTRIES 64    /* named segments of one node (a duplicate-key bit each) */
 #define MAX_INT_DIGITS 18 /* an integer id that surely fits in an int64, as orjson reads it */
 #define NO_TARGET INT32_MIN

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ import orjson
 from gateway import metrics, pointers
 from gateway.db.pool import REQUEST_DEADLINE, bounded
 from gateway.errors import ClientError, GatewayError, ServiceUnavailable, UpstreamError
-from gateway.mapping import store, translate
+from gateway.mapping import store, textids, translate
 from gateway.mapping.cache import IN, OUT, MappingCache, Pair, Scope
 from gateway.routes import Route, Translation
 
@@ -173,8 +173,9 @@ class Flow:
     """One request on a translated route."""
 
     __slots__ = (
+        "_forwarded",
+        "_forwarded_text",
         "auto_external",
-        "forwarded",
         "key_id",
         "m",
         "max_response_bytes",
@@ -200,7 +201,8 @@ class Flow:
         self.tenant, self.system, self.key_id = tenant, system, key_id
         self.record: dict[str, Any] = {}  # the api_logs row's ``translated`` column
         self.auto_external: str | None = None
-        self.forwarded: Any = None  # the request body as forwarded (internal ids), parsed
+        self._forwarded: Any = None  # the request body as forwarded, parsed (see forwarded)
+        self._forwarded_text: bytes | None = None  # or as text, when spliced
 
     @property
     def translates_response(self) -> bool:
@@ -218,26 +220,23 @@ class Flow:
         in_path = translate.path_ids(m, dict(tr.path_params)) if m else []
         in_query = self._query_ids(query) if tr.query_params else []
         done: dict[str, Any] = {}
-        rest: list[translate.Slot] = []
-        doc = self._request_doc(body, parsed, scope, done, rest)
+        text, doc, rest = self._body_ids(body, parsed, scope, done)
         if not (in_path or in_query or rest):  # the cache mapped every id, or there were none
             if not done:
                 return raw_path, query, body
             self.record["request"] = done
-            return raw_path, query, _encode(doc, ClientError, "request body", "malformed_body")
+            return raw_path, query, self._request_out(text, doc)
         extra = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
         unknown: list[translate.Slot] = []
-        resolved = await self._fill(scope, rest, extra, done, unknown)
+        if text is not None:
+            resolved = await self._fill_text(scope, text, extra, done, unknown)
+        else:
+            resolved = await self._fill(scope, rest, extra, done, unknown)
         self._check_unknown(in_path, in_query, unknown, resolved)
         rewritten = bool(done)
         path_new = [(p[3], v) for p in in_path if (v := resolved.get((p[1], p[2])))]
         query_new = {q[0]: v for q in in_query if (v := resolved.get((q[2], q[3])))}
-        for p in in_path:
-            if resolved.get((p[1], p[2])):
-                done[f"path:{p[0]}"] = 1
-        for _, name, et, value in in_query:
-            if resolved.get((et, value)):
-                done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
+        _count_params(in_path, in_query, resolved, done)
         self._note("request", done, unknown, resolved)
         if path_new:
             raw_path = translate.rewrite_path(raw_path, path_new)
@@ -245,7 +244,60 @@ class Flow:
             query = translate.rewrite_query(query, query_new)
         if not rewritten:
             return raw_path, query, body
-        return raw_path, query, _encode(doc, ClientError, "request body", "malformed_body")
+        return raw_path, query, self._request_out(text, doc)
+
+    def _body_ids(
+        self, body: bytes | None, parsed: Any, scope: Scope, done: dict[str, Any]
+    ) -> tuple[TextIds | None, Any, list[translate.Slot]]:
+        """The request body's ids: found in its text and looked up in the cache, or walked
+        in its parsed value (rewritten in place). The ids the cache did not map are left
+        in the list returned."""
+        text = self._request_text(body)
+        if text is None:
+            rest: list[translate.Slot] = []
+            return None, self._request_doc(body, parsed, scope, done, rest), rest
+        text.look_up(self.m.cache.fresh, scope, done)
+        self.m.hits[IN].n += sum(done.values())
+        return text, None, text.rest
+
+    def _request_text(self, body: bytes | None) -> TextIds | None:
+        """The request body's ids found in its text, or None for the parsed walk (no body
+        to read, a route that auto-maps, or a body the scanner leaves to the walk)."""
+        tr = self.tr
+        if type(body) is not bytes or not body or tr.auto_map is not None or not tr.request_trie:
+            return None
+        found = textids.find(body, tr.request_trie)
+        return TextIds(body, found) if found is not None else None
+
+    def _request_out(self, text: TextIds | None, doc: Any) -> bytes:
+        """The rewritten request body: spliced into its text, or written from its value."""
+        if text is not None:
+            self._forwarded_text = out = text.spliced()
+            return out
+        return _encode(doc, ClientError, "request body", "malformed_body")
+
+    @property
+    def forwarded(self) -> Any:
+        """The request body as forwarded (internal ids), parsed; None when there was none
+        to translate (sync reads the partner's then)."""
+        if self._forwarded is None and self._forwarded_text is not None:
+            self._forwarded = orjson.loads(self._forwarded_text)
+        return self._forwarded
+
+    async def _fill_text(
+        self,
+        scope: Scope,
+        text: TextIds,
+        extra: set[Pair],
+        done: dict[str, Any],
+        unknown: list[translate.Slot],
+    ) -> dict[Pair, str | None]:
+        """:meth:`_fill` for ids found in the text: the cache's misses and ``extra`` in one
+        resolve; ``unknown`` gets the ids left unmapped, in document order."""
+        answers = await self.m.resolve(scope, text.wanted() | extra) if text.rest or extra else {}
+        if text.rest:
+            unknown.extend(text.fill(answers, done))
+        return answers
 
     def _query_ids(self, query: str) -> list[tuple[int, str, str, str]]:
         """The declared query parameters; a strict route refuses one empty or repeated."""
@@ -317,7 +369,7 @@ class Flow:
             if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
                 self.auto_external = str(value)
         self._walk(doc, self.tr.request_trie, scope, done, rest)
-        self.forwarded = doc  # rewritten in place by the walk and _fill
+        self._forwarded = doc  # rewritten in place by the walk and _fill
         return doc
 
     def _untranslatable(self, why: str, status: int) -> None:
@@ -431,6 +483,12 @@ class Flow:
         if encoding and encoding != "identity":
             self.record["response_body"] = "not translated: compressed answer"
             return data, None
+        scope = (OUT, self.tenant, self.system)
+        found = None
+        if self.tr.auto_map is None and self.tr.response_trie:
+            found = textids.find(data, self.tr.response_trie)
+        if found is not None:
+            return await self._outbound_text(scope, TextIds(data, found)), None
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -438,7 +496,6 @@ class Flow:
             return data, None
         if self.tr.auto_map is not None:
             await self._auto_map(status, doc)
-        scope = (OUT, self.tenant, self.system)
         done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
         self._walk(doc, self.tr.response_trie, scope, done, rest)
@@ -450,6 +507,18 @@ class Flow:
         if not done:
             return data, None
         return _encode(doc, UpstreamError, "upstream answer", "upstream_error"), doc
+
+    async def _outbound_text(self, scope: Scope, text: TextIds) -> bytes:
+        """:meth:`outbound` for an answer whose ids were found in its text."""
+        done: dict[str, Any] = {}
+        unknown: list[translate.Slot] = []
+        text.look_up(self.m.cache.fresh, scope, done)
+        self.m.hits[OUT].n += sum(done.values())
+        if text.rest:
+            await self._fill_text(scope, text, set(), done, unknown)
+        if done or unknown:
+            self._note("response", done, unknown, {})
+        return text.spliced() if done else text.body
 
     async def _auto_map(self, status: int, doc: Any) -> None:
         auto = self.tr.auto_map
@@ -468,6 +537,90 @@ class Flow:
             uuid.UUID(canonical),
             self.key_id,
         )
+
+
+def wants_parsed_request(tr: Translation) -> bool:
+    """Whether :meth:`Flow.inbound` reads a request body as a parsed value (then its
+    capture parses it once for both): on a route that auto-maps (which reads a value), or
+    whose pointers the text scanner cannot walk. Otherwise the ids are found in the text."""
+    if not tr.reads_request_body:
+        return False
+    return tr.auto_map is not None or textids.program(tr.request_trie) is None
+
+
+def _count_params(
+    in_path: list[Any], in_query: list[Any], resolved: dict[Pair, str | None], done: dict[str, Any]
+) -> None:
+    """Path and query parameters rewritten, counted in ``done`` (the ``translated`` column)."""
+    for p in in_path:
+        if resolved.get((p[1], p[2])):
+            done[f"path:{p[0]}"] = 1
+    for _, name, et, value in in_query:
+        if resolved.get((et, value)):
+            done[f"query:{name}"] = done.get(f"query:{name}", 0) + 1
+
+
+class TextIds:
+    """The ids of one body found in its text (textids.find), and what they become:
+    ``news[leaf][i]`` the replacement of the i-th id at that leaf, None while unknown."""
+
+    __slots__ = ("body", "found", "news", "rest")
+
+    def __init__(self, body: bytes, found: textids.Found) -> None:
+        self.body, self.found = body, found
+        self.news: list[list[str | None]] = []
+        self.rest: list[translate.Slot] = []  # (None, None, leaf, id) the cache did not map
+
+    def look_up(
+        self,
+        fresh: Callable[[Scope, float, str], Mapping[str, str]],
+        scope: Scope,
+        done: dict[str, Any],
+    ) -> None:
+        """Each id through the cache's fresh entries; counted in ``done`` per pointer."""
+        now = time.monotonic()
+        news = self.news
+        for leaf, values in zip(self.found.leaves, self.found.values, strict=True):
+            if not values:
+                news.append([])
+                continue
+            new = list(map(fresh(scope, now, leaf.entity_type).get, values))
+            news.append(new)
+            missing = new.count(None)
+            if missing < len(new):
+                done[leaf.record] = done.get(leaf.record, 0) + len(new) - missing
+            if missing:
+                self.rest.extend((None, i, leaf, v) for i, v in enumerate(values) if new[i] is None)
+
+    def wanted(self) -> set[Pair]:
+        return {(slot[2].entity_type, slot[3]) for slot in self.rest}
+
+    def fill(
+        self, answers: Mapping[Pair, str | None], done: dict[str, Any]
+    ) -> list[translate.Slot]:
+        """Write the resolved ids in; the ones left unmapped, in document order."""
+        leaves = self.found.leaves
+        for _, i, leaf, value in self.rest:
+            new = answers.get((leaf.entity_type, value))
+            if new is not None:
+                self.news[leaves.index(leaf)][i] = new
+                done[leaf.record] = done.get(leaf.record, 0) + 1
+        left = {
+            (leaves.index(s[2]), s[1])
+            for s in self.rest
+            if self.news[leaves.index(s[2])][s[1]] is None
+        }
+        if not left:
+            return []
+        values = self.found.values
+        return [
+            (None, i, leaves[n], values[n][i])
+            for n, i in textids.in_order(self.found)
+            if (n, i) in left
+        ]
+
+    def spliced(self) -> bytes:
+        return textids.splice(self.body, self.found, self.news)
 
 
 def _encode(doc: Any, error: type[GatewayError], what: str, code: str) -> bytes:

@@ -12,23 +12,23 @@ two paths equal on generated bodies).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from gateway.pointers import WILDCARD, Leaf, Trie, is_index
 
 try:
     from gateway import _idscan
 except ImportError:  # pragma: no cover - built without a C compiler
-    _idscan = None  # type: ignore[assignment]
-
-AVAILABLE = _idscan is not None
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 UNSUPPORTED = False  # Trie.compiled of a trie the scanner cannot walk
 
 
 class Program(NamedTuple):
     """A trie compiled for the scanner, and its leaves in the scanner's numbering."""
 
-    scanner: Any  # _idscan.Program
+    scanner: _idscan.Program
     leaves: tuple[Leaf, ...]
 
 
@@ -68,7 +68,7 @@ def _compile(root: Trie) -> Program | bool:
                 star = child
             else:
                 entries.append((seg.encode("utf-8", "surrogatepass"), child, _index(seg)))
-        if star is not None and entries or len(entries) > 64:
+        if (star is not None and entries) or len(entries) > 64:
             return UNSUPPORTED  # a value walked by two children: the parsed walk does it
         rows.append((node.strict, star, entries))
     return Program(_idscan.Program(rows, len(leaves)), tuple(leaves))
@@ -91,8 +91,7 @@ def find(body: bytes, trie: Trie) -> Found | None:
 
 def splice(body: bytes, found: Found, news: list[list[str | None]]) -> bytes:
     """``body`` with the i-th id at each leaf replaced by ``news[leaf][i]`` (None keeps it)."""
-    out: bytes = _idscan.splice(body, found.spans, news)
-    return out
+    return _idscan.splice(body, found.spans, news)
 
 
 def in_order(found: Found) -> list[tuple[int, int]]:

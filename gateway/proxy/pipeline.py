@@ -51,7 +51,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.mapping.flow import Flow, Translator
+from gateway.mapping.flow import Flow, Translator, wants_parsed_request
 from gateway.proxy import upstream as pool
 from gateway.proxy import websocket
 from gateway.proxy.answer import RawAnswer, answer_head
@@ -371,7 +371,8 @@ class Proxy:
     ) -> web.StreamResponse:
         tr = route.translate if self.translator is not None else None
         whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
-        body = streamed = await self._request_body(request, policy, ex, whole)
+        parse = tr is not None and wants_parsed_request(tr)
+        body = streamed = await self._request_body(request, policy, ex, whole, parse)
         raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
         flow: Flow | None = None
         if route.translate is not None and self.translator is not None:  # ID translation
@@ -430,12 +431,17 @@ class Proxy:
             raise UpstreamError(f"upstream {up.name!r} failed: {type(exc).__name__}") from exc
 
     async def _request_body(
-        self, request: web.Request, policy: CapturePolicy, ex: Exchange, whole: int = 0
+        self,
+        request: web.Request,
+        policy: CapturePolicy,
+        ex: Exchange,
+        whole: int = 0,
+        parse: bool = False,
     ) -> bytes | Any | None:
         """The body to send upstream: bytes when small and sized, else a capturing stream.
         With ``whole``, a body of unknown length (chunked) is read whole when it ends within
         that many bytes (a translated route must see all of it); else it is streamed on.
-        A body read whole for such a route is parsed by its capture, for translation."""
+        With ``parse``, a body read whole is parsed by its capture, for translation."""
         if not request.body_exists:
             return None
         size = request.content_length
@@ -450,7 +456,7 @@ class Proxy:
             head = await _read_up_to(request, most, timeout)
             if len(head) <= most:  # it ended: the whole body
                 ex.request_body = policy.body(
-                    policy.request_body, head, len(head), ctype, enc, parse=True
+                    policy.request_body, head, len(head), ctype, enc, parse=parse
                 )
                 return head
             # Logged as far as it was read, should the call end before it is streamed on
@@ -470,7 +476,7 @@ class Proxy:
             except ConnectionResetError:
                 raise ClientGone(_GONE) from None
             ex.request_body = policy.body(
-                policy.request_body, data, len(data), ctype, enc, parse=whole > 0
+                policy.request_body, data, len(data), ctype, enc, parse=parse
             )
             return data
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
