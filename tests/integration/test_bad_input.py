@@ -399,7 +399,8 @@ async def test_enormous_nesting_on_translated_routes(
     assert [r["status"] for r in rows] == [req.status, 200]
     if readable:
         counts = [
-            (r["translated"] or {}).get(side) for r, side in zip(rows, ("request", "response"))
+            (r["translated"] or {}).get(side)
+            for r, side in zip(rows, ("request", "response"), strict=True)
         ]
         assert counts == [{"body:/guest_id": 1}] * 2
 
