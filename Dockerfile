@@ -5,8 +5,11 @@
 # Another port: -e GATEWAY_PORT=9080 (both `serve` and the HEALTHCHECK read it; a `--port`
 # given on the command line instead would leave the HEALTHCHECK probing GATEWAY_PORT).
 FROM python:3.11-slim AS build
+# A C compiler for gateway._idscan (ID translation's JSON scanner); only in this stage.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gateway ./gateway
 # The embedded PostgreSQL wheel is for development only: drop it from the image.
 RUN pip install --no-cache-dir --prefix=/install . \
