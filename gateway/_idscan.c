@@ -79,6 +79,22 @@ static void init_tables(void) {
         STOP[c] = (c == '"' || c == '\\' || c < 0x20 || c >= 0x80);
 }
 
+/* Eight bytes at a time: whether any of them is '"', '\\', a control or non-ASCII (exact
+ * for "any": the borrows of these tests only ever follow a byte that does match). */
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+static inline int any_stop8(const unsigned char *p) {
+    uint64_t x, q, b;
+    memcpy(&x, p, 8);
+    q = x ^ (ONES * '"'); /* a zero byte where x holds '"' */
+    b = x ^ (ONES * '\\');
+    uint64_t below = (x - ONES * 0x20) & ~x; /* high bit set under a byte < 0x20 */
+    uint64_t quote = (q - ONES) & ~q;
+    uint64_t slash = (b - ONES) & ~b;
+    return ((below | quote | slash | x) & HIGHS) != 0; /* x: a non-ASCII byte */
+}
+
 static inline void skip_ws(Scan *s) {
     const unsigned char *p = s->p, *end = s->end;
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
@@ -140,6 +156,8 @@ static int string(Scan *s, int *escaped) {
     const unsigned char *p = s->p + 1, *end = s->end;
     *escaped = 0;
     for (;;) {
+        while (end - p >= 8 && !any_stop8(p))
+            p += 8;
         while (p < end && !STOP[*p])
             p++;
         if (p >= end)
@@ -619,17 +637,27 @@ static PyTypeObject ProgramType = {
 
 /* Bytes a replacement takes as a JSON string, quotes included. */
 static Py_ssize_t escaped_len(const unsigned char *t, Py_ssize_t n) {
-    Py_ssize_t out = 2;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t out = 2, i = 0;
+    while (n - i >= 8 && !any_stop8(t + i)) { /* non-ASCII counts as stop: looked at below */
+        out += 8;
+        i += 8;
+    }
+    for (; i < n; i++) {
         unsigned c = t[i];
         out += (c == '"' || c == '\\') ? 2 : (c < 0x20 ? 6 : 1);
     }
     return out;
 }
 
-static char *write_escaped(char *w, const unsigned char *t, Py_ssize_t n) {
+static char *write_escaped(char *w, const unsigned char *t, Py_ssize_t n, Py_ssize_t len) {
     static const char hex[] = "0123456789abcdef";
     *w++ = '"';
+    if (len == n + 2) { /* nothing to escape */
+        memcpy(w, t, (size_t)n);
+        w += n;
+        *w++ = '"';
+        return w;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned c = t[i];
         if (c == '"' || c == '\\') {
@@ -705,7 +733,8 @@ static PyObject *splice(PyObject *module, PyObject *args) {
         w += start - last;
         Py_ssize_t len;
         const char *text = PyUnicode_AsUTF8AndSize(new, &len); /* cached by the first pass */
-        w = write_escaped(w, (const unsigned char *)text, len);
+        w = write_escaped(w, (const unsigned char *)text, len,
+                          escaped_len((const unsigned char *)text, len));
         last = stop;
     }
     memcpy(w, src + last, (size_t)(body.len - last));

@@ -380,7 +380,7 @@ class Proxy:
                 route, ex.tenant_id or "", ex.external_system or "", ex.api_key_id
             )
             ex.translated = flow.record
-            parsed = ex.request_body.parsed_from(body) if isinstance(body, bytes) else None
+            parsed = ex.request_body.parsed_from(body) if parse and type(body) is bytes else None
             raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
             if route.sync is not None:  # sync status is keyed on the internal ids
                 internal = route.regex.fullmatch(raw_path)
