@@ -67,6 +67,10 @@ typedef struct {
     PyObject *values; /* list of lists, one per leaf */
     uint32_t *spans;
     Py_ssize_t n_spans, cap_spans;
+    PyObject *views;   /* scan(body, views): a dict per leaf, id -> replacement; or NULL */
+    PyObject *news;    /* then: a list per leaf, the replacement of each id or None */
+    Py_ssize_t *hits;  /* then: ids replaced, per leaf */
+    Py_ssize_t misses; /* then: ids the views do not hold */
 } Scan;
 
 /* --- character classes ----------------------------------------------------------------- */
@@ -256,6 +260,18 @@ static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsig
         return FAILED;
     PyObject *list = PyList_GET_ITEM(s->values, leaf);
     int err = PyList_Append(list, value);
+    if (err == 0 && s->views != NULL) {
+        PyObject *new = PyDict_GetItemWithError(PyList_GET_ITEM(s->views, leaf), value);
+        if (new == NULL && PyErr_Occurred()) {
+            err = -1;
+        } else {
+            if (new != NULL && PyUnicode_Check(new))
+                s->hits[leaf]++;
+            else
+                s->misses++, new = Py_None;
+            err = PyList_Append(PyList_GET_ITEM(s->news, leaf), new);
+        }
+    }
     Py_DECREF(value);
     if (err < 0)
         return FAILED;
@@ -563,16 +579,56 @@ fail:
     return -1;
 }
 
-static PyObject *Program_scan(Program *self, PyObject *arg) {
+static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
+                         PyObject *news);
+
+static PyObject *new_lists(Py_ssize_t n) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *l = PyList_New(0);
+        if (l == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, l);
+    }
+    return out;
+}
+
+static PyObject *Program_scan(Program *self, PyObject *args) {
     Py_buffer buf;
+    PyObject *arg, *views = Py_None;
     if (self->nodes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is not initialised");
         return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O|O", &arg, &views))
+        return NULL;
+    if (views != Py_None) {
+        if (!PyList_Check(views) || PyList_GET_SIZE(views) != self->n_leaves) {
+            PyErr_SetString(PyExc_TypeError, "views must be a list of a dict per leaf");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
+            if (!PyDict_Check(PyList_GET_ITEM(views, i))) {
+                PyErr_SetString(PyExc_TypeError, "views must be a list of a dict per leaf");
+                return NULL;
+            }
+        }
     }
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *result = NULL;
     Scan s = {0};
+    if (views != Py_None) {
+        s.views = views;
+        s.news = new_lists(self->n_leaves);
+        s.hits = PyMem_Calloc((size_t)self->n_leaves, sizeof(Py_ssize_t));
+        if (s.news == NULL || s.hits == NULL) {
+            if (s.hits == NULL)
+                PyErr_NoMemory();
+            goto done;
+        }
+    }
     if (buf.len >= UINT32_MAX) { /* spans are uint32 offsets: far beyond any body read */
         result = Py_NewRef(Py_None);
         goto done;
@@ -580,15 +636,9 @@ static PyObject *Program_scan(Program *self, PyObject *arg) {
     s.base = s.p = buf.buf;
     s.end = s.base + buf.len;
     s.leaf_strict = self->nodes[0].strict;
-    s.values = PyList_New(self->n_leaves);
+    s.values = new_lists(self->n_leaves);
     if (s.values == NULL)
         goto done;
-    for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
-        PyObject *l = PyList_New(0);
-        if (l == NULL)
-            goto done;
-        PyList_SET_ITEM(s.values, i, l);
-    }
     skip_ws(&s);
     int r = value(&s, self, 0);
     if (r == OK) {
@@ -606,19 +656,48 @@ static PyObject *Program_scan(Program *self, PyObject *arg) {
                                                 s.n_spans * (Py_ssize_t)sizeof(uint32_t));
     if (spans == NULL)
         goto done;
-    result = PyTuple_Pack(2, s.values, spans);
+    if (s.views == NULL) {
+        result = PyTuple_Pack(2, s.values, spans);
+        Py_DECREF(spans);
+        goto done;
+    }
+    PyObject *hits = PyList_New(self->n_leaves), *out = Py_None;
+    Py_ssize_t replaced = 0;
+    for (Py_ssize_t i = 0; hits != NULL && i < self->n_leaves; i++) {
+        PyObject *h = PyLong_FromSsize_t(s.hits[i]);
+        replaced += s.hits[i];
+        if (h == NULL)
+            Py_CLEAR(hits);
+        else
+            PyList_SET_ITEM(hits, i, h);
+    }
+    if (hits != NULL && s.misses == 0) /* every id replaced: the new body at once */
+        out = replaced ? spliced(buf.buf, buf.len, s.spans, s.n_spans / 3, s.news) : arg;
+    else
+        Py_INCREF(out);
+    if (hits != NULL && out != NULL)
+        result = PyTuple_Pack(5, s.values, spans, s.news, hits, out);
+    if (out != arg)
+        Py_XDECREF(out);
+    Py_XDECREF(hits);
     Py_DECREF(spans);
 done:
     Py_XDECREF(s.values);
+    Py_XDECREF(s.news);
+    PyMem_Free(s.hits);
     PyMem_Free(s.spans);
     PyBuffer_Release(&buf);
     return result;
 }
 
 static PyMethodDef Program_methods[] = {
-    {"scan", (PyCFunction)Program_scan, METH_O,
-     "scan(body) -> (values, spans) | None: the ids the pointers name, per leaf, and their "
-     "places; None when the body is not JSON or the walk is the slow path's to decide."},
+    {"scan", (PyCFunction)Program_scan, METH_VARARGS,
+     "scan(body[, views]) -> (values, spans) | None: the ids the pointers name, per leaf, "
+     "and their places; None when the body is not JSON or the walk is the slow path's to "
+     "decide. With views (a dict per leaf: id -> replacement): (values, spans, news, hits, "
+     "out), news[leaf][i] the replacement of each id or None, hits the ids replaced per leaf, "
+     "out the new body when every id had a replacement (the body itself when none was "
+     "found), else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -678,25 +757,22 @@ static char *write_escaped(char *w, const unsigned char *t, Py_ssize_t n, Py_ssi
     return w;
 }
 
-static PyObject *splice(PyObject *module, PyObject *args) {
-    Py_buffer body, spans;
-    PyObject *news, *result = NULL;
-    Py_ssize_t *next = NULL;
-    if (!PyArg_ParseTuple(args, "y*y*O!", &body, &spans, &PyList_Type, &news))
-        return NULL;
+/* The body (src, len) with the replacements of news written over the n spans sp. */
+static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
+                         PyObject *news) {
+    PyObject *result = NULL;
     Py_ssize_t n_leaves = PyList_GET_SIZE(news);
-    const uint32_t *sp = spans.buf;
-    Py_ssize_t n = spans.len / (Py_ssize_t)(3 * sizeof(uint32_t));
-    next = PyMem_Calloc((size_t)(n_leaves ? n_leaves : 1), sizeof(Py_ssize_t));
-    if (next == NULL) {
+    Py_ssize_t *next = PyMem_Calloc((size_t)(n_leaves ? n_leaves : 1), sizeof(Py_ssize_t));
+    Py_ssize_t *sizes = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
+    if (next == NULL || sizes == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     /* First pass: check every span and replacement, and the length of the result. */
-    Py_ssize_t total = body.len, last = 0;
+    Py_ssize_t total = len, last = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint32_t start = sp[3 * i], stop = sp[3 * i + 1], leaf = sp[3 * i + 2];
-        if (start < last || stop < start || stop > body.len || leaf >= n_leaves) {
+        if (start < last || stop < start || stop > len || leaf >= n_leaves) {
             PyErr_SetString(PyExc_ValueError, "spans do not fit the body");
             goto done;
         }
@@ -710,17 +786,17 @@ static PyObject *splice(PyObject *module, PyObject *args) {
         next[leaf]++;
         if (new == Py_None)
             continue;
-        Py_ssize_t len;
-        const char *text = PyUnicode_AsUTF8AndSize(new, &len);
+        Py_ssize_t n_text;
+        const char *text = PyUnicode_AsUTF8AndSize(new, &n_text);
         if (text == NULL)
             goto done;
-        total += escaped_len((const unsigned char *)text, len) - (Py_ssize_t)(stop - start);
+        sizes[i] = escaped_len((const unsigned char *)text, n_text);
+        total += sizes[i] - (Py_ssize_t)(stop - start);
     }
     result = PyBytes_FromStringAndSize(NULL, total);
     if (result == NULL)
         goto done;
     char *w = PyBytes_AS_STRING(result);
-    const char *src = body.buf;
     memset(next, 0, (size_t)(n_leaves ? n_leaves : 1) * sizeof(Py_ssize_t));
     last = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -731,15 +807,25 @@ static PyObject *splice(PyObject *module, PyObject *args) {
             continue;
         memcpy(w, src + last, (size_t)(start - last));
         w += start - last;
-        Py_ssize_t len;
-        const char *text = PyUnicode_AsUTF8AndSize(new, &len); /* cached by the first pass */
-        w = write_escaped(w, (const unsigned char *)text, len,
-                          escaped_len((const unsigned char *)text, len));
+        Py_ssize_t n_text;
+        const char *text = PyUnicode_AsUTF8AndSize(new, &n_text); /* cached by the first pass */
+        w = write_escaped(w, (const unsigned char *)text, n_text, sizes[i]);
         last = stop;
     }
-    memcpy(w, src + last, (size_t)(body.len - last));
+    memcpy(w, src + last, (size_t)(len - last));
 done:
     PyMem_Free(next);
+    PyMem_Free(sizes);
+    return result;
+}
+
+static PyObject *splice(PyObject *module, PyObject *args) {
+    Py_buffer body, spans;
+    PyObject *news;
+    if (!PyArg_ParseTuple(args, "y*y*O!", &body, &spans, &PyList_Type, &news))
+        return NULL;
+    PyObject *result = spliced(body.buf, body.len, spans.buf,
+                               spans.len / (Py_ssize_t)(3 * sizeof(uint32_t)), news);
     PyBuffer_Release(&body);
     PyBuffer_Release(&spans);
     return result;

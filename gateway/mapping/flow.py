@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -249,25 +249,30 @@ class Flow:
     def _body_ids(
         self, body: bytes | None, parsed: Any, scope: Scope, done: dict[str, Any]
     ) -> tuple[TextIds | None, Any, list[translate.Slot]]:
-        """The request body's ids: found in its text and looked up in the cache, or walked
-        in its parsed value (rewritten in place). The ids the cache did not map are left
-        in the list returned."""
-        text = self._request_text(body)
+        """The request body's ids: found in its text and looked up in the cache (textids),
+        or walked in its parsed value (rewritten in place). The ids the cache did not map
+        are left in the list returned."""
+        tr = self.tr
+        text = None
+        if type(body) is bytes and body and tr.auto_map is None and tr.request_trie:
+            text = self._text(body, tr.request_trie, scope, done)
         if text is None:
             rest: list[translate.Slot] = []
             return None, self._request_doc(body, parsed, scope, done, rest), rest
-        text.look_up(self.m.cache.fresh, scope, done)
-        self.m.hits[IN].n += sum(done.values())
         return text, None, text.rest
 
-    def _request_text(self, body: bytes | None) -> TextIds | None:
-        """The request body's ids found in its text, or None for the parsed walk (no body
-        to read, a route that auto-maps, or a body the scanner leaves to the walk)."""
-        tr = self.tr
-        if type(body) is not bytes or not body or tr.auto_map is not None or not tr.request_trie:
+    def _text(
+        self, body: bytes, trie: pointers.Trie, scope: Scope, done: dict[str, Any]
+    ) -> TextIds | None:
+        """The body's ids found in its text, the cache's fresh entries rewritten (counted
+        in ``done``); None when the scanner leaves the body to the parsed walk."""
+        found = textids.find(body, trie, partial(self.m.cache.fresh, scope, time.monotonic()))
+        if found is None:
             return None
-        found = textids.find(body, tr.request_trie)
-        return TextIds(body, found) if found is not None else None
+        text = TextIds(body, found, done)
+        if done:
+            self.m.hits[scope[0]].n += sum(done.values())
+        return text
 
     def _request_out(self, text: TextIds | None, doc: Any) -> bytes:
         """The rewritten request body: spliced into its text, or written from its value."""
@@ -484,11 +489,11 @@ class Flow:
             self.record["response_body"] = "not translated: compressed answer"
             return data, None
         scope = (OUT, self.tenant, self.system)
-        found = None
+        done: dict[str, Any] = {}
         if self.tr.auto_map is None and self.tr.response_trie:
-            found = textids.find(data, self.tr.response_trie)
-        if found is not None:
-            return await self._outbound_text(scope, TextIds(data, found)), None
+            text = self._text(data, self.tr.response_trie, scope, done)
+            if text is not None:
+                return await self._outbound_text(scope, text, done), None
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -496,7 +501,6 @@ class Flow:
             return data, None
         if self.tr.auto_map is not None:
             await self._auto_map(status, doc)
-        done: dict[str, Any] = {}
         rest: list[translate.Slot] = []
         self._walk(doc, self.tr.response_trie, scope, done, rest)
         unknown: list[translate.Slot] = []
@@ -508,12 +512,9 @@ class Flow:
             return data, None
         return _encode(doc, UpstreamError, "upstream answer", "upstream_error"), doc
 
-    async def _outbound_text(self, scope: Scope, text: TextIds) -> bytes:
+    async def _outbound_text(self, scope: Scope, text: TextIds, done: dict[str, Any]) -> bytes:
         """:meth:`outbound` for an answer whose ids were found in its text."""
-        done: dict[str, Any] = {}
         unknown: list[translate.Slot] = []
-        text.look_up(self.m.cache.fresh, scope, done)
-        self.m.hits[OUT].n += sum(done.values())
         if text.rest:
             await self._fill_text(scope, text, set(), done, unknown)
         if done or unknown:
@@ -561,36 +562,23 @@ def _count_params(
 
 
 class TextIds:
-    """The ids of one body found in its text (textids.find), and what they become:
-    ``news[leaf][i]`` the replacement of the i-th id at that leaf, None while unknown."""
+    """The ids of one body found in its text and looked up in the cache's fresh entries
+    (textids.find): ``news[leaf][i]`` the replacement of the i-th id at that leaf, None
+    while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots."""
 
-    __slots__ = ("body", "found", "news", "rest")
+    __slots__ = ("body", "found", "news", "out", "rest")
 
-    def __init__(self, body: bytes, found: textids.Found) -> None:
-        self.body, self.found = body, found
-        self.news: list[list[str | None]] = []
-        self.rest: list[translate.Slot] = []  # (None, None, leaf, id) the cache did not map
-
-    def look_up(
-        self,
-        fresh: Callable[[Scope, float, str], Mapping[str, str]],
-        scope: Scope,
-        done: dict[str, Any],
-    ) -> None:
-        """Each id through the cache's fresh entries; counted in ``done`` per pointer."""
-        now = time.monotonic()
-        news = self.news
-        for leaf, values in zip(self.found.leaves, self.found.values, strict=True):
-            if not values:
-                news.append([])
-                continue
-            new = list(map(fresh(scope, now, leaf.entity_type).get, values))
-            news.append(new)
-            missing = new.count(None)
-            if missing < len(new):
-                done[leaf.record] = done.get(leaf.record, 0) + len(new) - missing
-            if missing:
-                self.rest.extend((None, i, leaf, v) for i, v in enumerate(values) if new[i] is None)
+    def __init__(self, body: bytes, found: textids.Found, done: dict[str, Any]) -> None:
+        self.body, self.found, self.news, self.out = body, found, found.news, found.out
+        for leaf, n in zip(found.leaves, found.hits, strict=True):
+            if n:
+                done[leaf.record] = done.get(leaf.record, 0) + n
+        self.rest: list[translate.Slot] = []
+        if found.out is None:  # some ids the cache did not map
+            for leaf, values, news in zip(found.leaves, found.values, found.news, strict=True):
+                self.rest.extend(
+                    (None, i, leaf, v) for i, v in enumerate(values) if news[i] is None
+                )
 
     def wanted(self) -> set[Pair]:
         return {(slot[2].entity_type, slot[3]) for slot in self.rest}
@@ -605,11 +593,7 @@ class TextIds:
             if new is not None:
                 self.news[leaves.index(leaf)][i] = new
                 done[leaf.record] = done.get(leaf.record, 0) + 1
-        left = {
-            (leaves.index(s[2]), s[1])
-            for s in self.rest
-            if self.news[leaves.index(s[2])][s[1]] is None
-        }
+        left = {(n, s[1]) for s in self.rest if self.news[n := leaves.index(s[2])][s[1]] is None}
         if not left:
             return []
         values = self.found.values
@@ -620,6 +604,8 @@ class TextIds:
         ]
 
     def spliced(self) -> bytes:
+        if self.out is not None and not self.rest:
+            return self.out
         return textids.splice(self.body, self.found, self.news)
 
 

@@ -12,6 +12,7 @@ two paths equal on generated bodies).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from gateway.pointers import WILDCARD, Leaf, Trie, is_index
@@ -34,11 +35,16 @@ class Program(NamedTuple):
 
 class Found(NamedTuple):
     """The ids of one body: ``values[i]`` those at ``leaves[i]``, in document order;
-    ``spans`` their places, packed for :func:`splice`."""
+    ``spans`` their places, packed for :func:`splice`. Found with ``views``: ``news[i][k]``
+    the replacement of ``values[i][k]`` or None, ``hits[i]`` how many there were, and
+    ``out`` the new body when every id had one (the body itself when it held none)."""
 
     leaves: tuple[Leaf, ...]
     values: list[list[str]]
     spans: bytes
+    news: list[list[str | None]]
+    hits: list[int]
+    out: bytes | None
 
 
 def program(trie: Trie) -> Program | None:
@@ -78,15 +84,16 @@ def _index(seg: str) -> int:
     return int(seg) if is_index(seg) and len(seg) < 19 else -1
 
 
-def find(body: bytes, trie: Trie) -> Found | None:
-    """The ids the trie names in ``body``, or None for the parsed walk to decide."""
+def find(body: bytes, trie: Trie, views: Callable[[str], Mapping[str, str]]) -> Found | None:
+    """The ids the trie names in ``body``, each looked up in ``views(entity_type)`` (a
+    dict: id → replacement); or None for the parsed walk to decide."""
     compiled = program(trie)
     if compiled is None:
         return None
-    found = compiled.scanner.scan(body)
+    found = compiled.scanner.scan(body, [views(leaf.entity_type) for leaf in compiled.leaves])
     if found is None:
         return None
-    return Found(compiled.leaves, found[0], found[1])
+    return Found(compiled.leaves, *found)
 
 
 def splice(body: bytes, found: Found, news: list[list[str | None]]) -> bytes:

@@ -97,12 +97,23 @@ def by_walk(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | s
     return doc, per_leaf
 
 
+NONE: dict[str, str] = {}
+
+
 def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
-    found = textids.find(body, trie)
+    """The scanner: ids found, looked up in the test's mapping, and spliced in."""
+    found = textids.find(body, trie, lambda entity_type: NONE)
     if found is None:
         return None
-    news = [[mapped(v) for v in values] for values in found.values]
-    out = textids.splice(body, found, news)
+    table = {v: new for ids in found.values for v in ids if (new := mapped(v)) is not None}
+    again = textids.find(body, trie, lambda entity_type: table)
+    assert again is not None and again.values == found.values
+    assert again.news == [[mapped(v) for v in ids] for ids in found.values]
+    assert again.hits == [sum(v in table for v in ids) for ids in found.values]
+    everything = all(v in table for ids in found.values for v in ids)
+    assert (again.out is not None) is everything
+    out = textids.splice(body, again, again.news)
+    assert again.out is None or again.out == out
     return orjson.loads(out), found.values
 
 
@@ -167,7 +178,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
     body = json.dumps(
         {"items": [{"room_id": f"R{i}", "note": 'é \\ "x"'} for i in range(3)]}, indent=2
     ).encode()
-    found = textids.find(body, trie)
+    found = textids.find(body, trie, lambda et: NONE)
     assert found is not None and found.values == [["R0", "R1", "R2"]]
     out = textids.splice(body, found, [["a", None, 'q"']])
     assert out == body.replace(b'"R0"', b'"a"').replace(b'"R2"', b'"q\\""')
@@ -193,7 +204,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
 )
 def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
-    assert textids.find(body, trie) is None, why
+    assert textids.find(body, trie, lambda et: NONE) is None, why
 
 
 @settings(max_examples=400)
@@ -201,19 +212,19 @@ def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> No
 def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")])
     body = head + tail
-    if textids.find(body, trie) is not None:
+    if textids.find(body, trie, lambda et: NONE) is not None:
         orjson.loads(body)  # raises if the scanner took a body that is not JSON
 
 
 def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
     trie = pointers.compile_pointers([("/items/*/id", "room"), ("/items/0/x", "room")])
     assert textids.program(trie) is None
-    assert textids.find(b'{"items": []}', trie) is None
+    assert textids.find(b'{"items": []}', trie, lambda et: NONE) is None
 
 
 def test_splice_refuses_spans_that_do_not_fit() -> None:
     trie = pointers.compile_pointers([("/id", "room")])
-    found = textids.find(b'{"id": "abc"}', trie)
+    found = textids.find(b'{"id": "abc"}', trie, lambda et: NONE)
     assert found is not None
     with pytest.raises(ValueError):
         textids.splice(b"{}", found, [["x"]])
