@@ -75,20 +75,27 @@ typedef struct {
 
 /* --- character classes ----------------------------------------------------------------- */
 
-/* 1 for the bytes that stop the plain run of a string: '"', '\\', controls, non-ASCII. */
-static unsigned char STOP[256];
+/* 1 for the bytes that stop the plain run of a string: '"', '\\', controls, non-ASCII;
+ * and for JSON's four whitespace bytes. */
+static unsigned char STOP[256], WS[256];
 
 static void init_tables(void) {
-    for (int c = 0; c < 256; c++)
+    for (int c = 0; c < 256; c++) {
         STOP[c] = (c == '"' || c == '\\' || c < 0x20 || c >= 0x80);
+        WS[c] = (c == ' ' || c == '\n' || c == '\r' || c == '\t');
+    }
 }
 
-/* Eight bytes at a time: whether any of them is '"', '\\', a control or non-ASCII (exact
- * for "any": the borrows of these tests only ever follow a byte that does match). */
+/* Eight bytes at a time: a mask with the high bit of each byte that is '"', '\\', a
+ * control or non-ASCII. The lowest such byte is always marked exactly (these tests' borrows
+ * only run upwards from a byte that does match), so its place is the mask's lowest bit. */
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WORDS 1 /* the first byte in memory is the word's lowest */
+#endif
 
-static inline int any_stop8(const unsigned char *p) {
+static inline uint64_t stop_mask8(const unsigned char *p) {
     uint64_t x, q, b;
     memcpy(&x, p, 8);
     q = x ^ (ONES * '"'); /* a zero byte where x holds '"' */
@@ -96,12 +103,27 @@ static inline int any_stop8(const unsigned char *p) {
     uint64_t below = (x - ONES * 0x20) & ~x; /* high bit set under a byte < 0x20 */
     uint64_t quote = (q - ONES) & ~q;
     uint64_t slash = (b - ONES) & ~b;
-    return ((below | quote | slash | x) & HIGHS) != 0; /* x: a non-ASCII byte */
+    return (below | quote | slash | x) & HIGHS; /* x: a non-ASCII byte */
+}
+
+/* The first byte at or after p that STOP marks, or end. */
+static inline const unsigned char *next_stop(const unsigned char *p, const unsigned char *end) {
+#ifdef WORDS
+    while (end - p >= 8) {
+        uint64_t m = stop_mask8(p);
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && !STOP[*p])
+        p++;
+    return p;
 }
 
 static inline void skip_ws(Scan *s) {
     const unsigned char *p = s->p, *end = s->end;
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    while (p < end && WS[*p])
         p++;
     s->p = p;
 }
@@ -155,15 +177,14 @@ static Py_ssize_t utf8_seq(const unsigned char *p, const unsigned char *end) {
 }
 
 /* A string at s->p (on its opening quote): validated; s->p after the closing quote.
- * *escaped tells whether it held an escape. */
+ * *escaped gets ESCAPED when it held an escape, NON_ASCII when a byte >= 0x80. */
+enum { ESCAPED = 1, NON_ASCII = 2 };
+
 static int string(Scan *s, int *escaped) {
     const unsigned char *p = s->p + 1, *end = s->end;
     *escaped = 0;
     for (;;) {
-        while (end - p >= 8 && !any_stop8(p))
-            p += 8;
-        while (p < end && !STOP[*p])
-            p++;
+        p = next_stop(p, end);
         if (p >= end)
             return GIVE_UP;
         unsigned c = *p;
@@ -175,13 +196,14 @@ static int string(Scan *s, int *escaped) {
             return GIVE_UP;
         if (c >= 0x80) {
             Py_ssize_t n = utf8_seq(p, end);
+            *escaped |= NON_ASCII;
             if (!n)
                 return GIVE_UP;
             p += n;
             continue;
         }
         /* a backslash */
-        *escaped = 1;
+        *escaped |= ESCAPED;
         if (end - p < 2)
             return GIVE_UP;
         switch (p[1]) {
@@ -302,13 +324,20 @@ static int leaf_value(Scan *s, const Program *prog, int32_t leaf) {
         int escaped;
         if ((r = string(s, &escaped)) != OK)
             return r;
-        if (escaped)
+        if (escaped & ESCAPED)
             return GIVE_UP;
         Py_ssize_t len = (s->p - start) - 2;
         if (len == 0)
             return s->leaf_strict ? GIVE_UP : OK;
-        return record(s, leaf, start, s->p,
-                      PyUnicode_DecodeUTF8((const char *)start + 1, len, NULL));
+        PyObject *id;
+        if (escaped & NON_ASCII) {
+            id = PyUnicode_DecodeUTF8((const char *)start + 1, len, NULL);
+        } else { /* ASCII: the bytes are the characters */
+            id = PyUnicode_New(len, 127);
+            if (id != NULL)
+                memcpy(PyUnicode_1BYTE_DATA(id), start + 1, (size_t)len);
+        }
+        return record(s, leaf, start, s->p, id);
     }
     if (*start == '-' || (*start >= '0' && *start <= '9')) {
         int is_int;
@@ -359,7 +388,7 @@ static int object(Scan *s, const Program *prog, const Node *node) {
             return r;
         int32_t child = NO_TARGET;
         if (node != NULL) {
-            if (escaped)
+            if (escaped & ESCAPED)
                 return GIVE_UP;
             Py_ssize_t at;
             const Entry *e = find_key(node, key + 1, (s->p - key) - 2, &at);
@@ -716,12 +745,9 @@ static PyTypeObject ProgramType = {
 
 /* Bytes a replacement takes as a JSON string, quotes included. */
 static Py_ssize_t escaped_len(const unsigned char *t, Py_ssize_t n) {
-    Py_ssize_t out = 2, i = 0;
-    while (n - i >= 8 && !any_stop8(t + i)) { /* non-ASCII counts as stop: looked at below */
-        out += 8;
-        i += 8;
-    }
-    for (; i < n; i++) {
+    const unsigned char *first = next_stop(t, t + n); /* non-ASCII stops too: counted below */
+    Py_ssize_t out = 2 + (first - t);
+    for (Py_ssize_t i = first - t; i < n; i++) {
         unsigned c = t[i];
         out += (c == '"' || c == '\\') ? 2 : (c < 0x20 ? 6 : 1);
     }
