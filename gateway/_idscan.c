@@ -36,7 +36,7 @@
 #define MAX_INT_DIGITS 18 /* an integer id that surely fits in an int64, as orjson reads it */
 #define NO_TARGET INT32_MIN
 
-enum { OK = 0, GIVE_UP = 1, FAILED = 2 }; /* FAILED: a Python exception is set */
+enum { OK = 0, GIVE_UP = 1, FAILED = 2, MORE = 3 }; /* FAILED: a Python exception is set */
 
 typedef struct {
     const char *key;
@@ -368,6 +368,21 @@ static const Entry *find_key(const Node *node, const unsigned char *key, Py_ssiz
     return NULL;
 }
 
+/* After a member or an element: a comma (MORE follow) or the closing byte (OK). */
+static inline int next_member(Scan *s, unsigned char close) {
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ',') {
+        s->p++;
+        skip_ws(s);
+        return MORE;
+    }
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return OK;
+    }
+    return GIVE_UP;
+}
+
 static int object(Scan *s, const Program *prog, const Node *node) {
     uint64_t seen = 0;
     int r;
@@ -404,21 +419,8 @@ static int object(Scan *s, const Program *prog, const Node *node) {
             return GIVE_UP;
         s->p++;
         skip_ws(s);
-        if ((r = value(s, prog, child)) != OK)
+        if ((r = value(s, prog, child)) != OK || (r = next_member(s, '}')) != MORE)
             return r;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return GIVE_UP;
-        if (*s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
-            return OK;
-        }
-        return GIVE_UP;
     }
 }
 
@@ -451,21 +453,8 @@ static int array(Scan *s, const Program *prog, const Node *node) {
         }
         if (s->p >= s->end)
             return GIVE_UP;
-        if ((r = value(s, prog, child)) != OK)
+        if ((r = value(s, prog, child)) != OK || (r = next_member(s, ']')) != MORE)
             return r;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return GIVE_UP;
-        if (*s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (*s->p == ']') {
-            s->p++;
-            return OK;
-        }
-        return GIVE_UP;
     }
 }
 
