@@ -559,6 +559,11 @@ def main() -> None:
         help="copy each run's callgrind file here (<target>.<N>.out) for callgrind_annotate",
     )
     args = parser.parse_args()
+    # Started in the background by a shell without job control (`nohup ... &`), this process
+    # ignores SIGINT, and so would every target it starts: they would not stop on SIGINT
+    # (stop() kills them after 120 s, and callgrind writes no counts). Their SIGINT is the
+    # default again once this process handles it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if shutil.which("valgrind") is None:
         sys.exit("bench: valgrind not found (apt-get install -y valgrind)")
     tree = args.tree.resolve()
