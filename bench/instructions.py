@@ -4,13 +4,23 @@ depend on the machine's speed, its load or its frequency scaling.
     python bench/instructions.py [--counts 2000 4000] [--warmup 200] [--targets NAME ...]
                                  [--tree PATH] [--no-append] [--keep DIR]
     python bench/instructions.py --targets gateway --tree /work/wt/integrate   # one tree
+    python bench/instructions.py --targets "plain POST" "translated POST"   # ID translation
 
 Targets (``--targets`` takes substrings of their names): the bare aiohttp pass-through,
 the same with UpstreamPool, the aiohttp server alone, the logging reference (the bare
 pass-through plus queued COPY into the gateway's own partitioned, indexed api_logs), and
-the gateway (`gateway serve`, bench/routes.bench.yaml) three ways: full capture with a
-partner key, body capture off, a public route. ``--tree`` runs the gateway targets from
-another checkout (its own migrations on its own database, its .venv if it has one).
+the gateway (`gateway serve`, bench/routes.bench.yaml) three ways with GETs: full capture
+with a partner key, body capture off, a public route; and two ways with POSTs of
+bench/translation.py's body (2.8 KB of JSON, 50 room ids, echoed by the upstream): "plain
+POST" to its untranslated route, "translated POST" to its route translating
+``/items/*/room_id`` both ways (50 ids in, the 50 echoed internal ids back out), each
+route added last to the bench routes (the two differ in their prefix and the translate
+block; both reach the upstream as /reservations).
+The POST targets share a database of their own holding bench/translation.py's 50 room
+mappings (imported through the admin API of a native gateway, which also checks that the
+route translates every id); the warm-up calls fill the mapping cache, whose TTL is set
+long (WARM_MAPPINGS). ``--tree`` runs the gateway targets from another checkout (its own
+migrations on its own database, its .venv if it has one).
 
 For each target, and for each count N plus a baseline of 0:
 
@@ -19,7 +29,8 @@ For each target, and for each count N plus a baseline of 0:
 2. the target runs under ``valgrind --tool=callgrind --callgrind-out-file=<tmp>/...``;
    readiness is seen in /proc/net/tcp (a listening socket), without connecting to it;
 3. a load client in another process (plain blocking sockets, one keep-alive connection,
-   one request at a time) makes ``--warmup`` calls, then N more;
+   one request at a time) makes ``--warmup`` calls, then N more (GETs, or POSTs of the
+   target's body);
 4. for targets that log, the script waits until every call's api_logs row is in the
    database, so the writer's COPYs are inside the counted run (clock-driven background
    timers are set long, see QUIET_GATEWAY: the writers flush by batch size, 1000 rows, and
@@ -42,6 +53,7 @@ import argparse
 import asyncio
 import datetime
 import functools
+import json
 import os
 import platform
 import re
@@ -53,21 +65,28 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import harness  # noqa: E402  (bench/ is no package: harness.py is found through sys.path)
+import translation  # noqa: E402  (its body, routes and mappings check: the POST targets)
 
 ROOT = HERE.parent
 PY = sys.executable
 PATH = "/api/v1/reservations/7f1c2a9e"  # a route with full capture (bench/routes.bench.yaml)
 NO_BODIES_PATH = "/nobodies/reservations/7f1c2a9e"  # the same with body capture off
 PUBLIC_PATH = "/public/reservations/7f1c2a9e"  # a public route: no API key
+PLAIN_POST_PATH = "/plain/reservations"  # bench/translation.py's routes (see Context)
+TRANSLATED_POST_PATH = "/tr/reservations"
+JSON = ("Content-Type: application/json",)
 RESULTS = HERE / "RESULTS-instructions.md"
 VALGRIND = ["valgrind", "--tool=callgrind"]
 START_TIMEOUT = 1200.0  # seconds for a target to listen under valgrind (a loaded machine)
@@ -97,6 +116,9 @@ QUIET_GATEWAY = {
     "GATEWAY_SYNC_STATS_INTERVAL": "3600",
 }
 QUIET_REFERENCE = {"BARE_LOG_FLUSH_INTERVAL": "60"}
+# The POST targets: found mappings stay cached for the whole run (by default 300 s, which a
+# run under valgrind can outlast: the expired ids would be looked up again, counted).
+WARM_MAPPINGS = {"GATEWAY_MAPPING_CACHE_TTL": "86400"}
 
 
 class Context:
@@ -125,6 +147,65 @@ class Context:
     def routes(self) -> Path:
         return harness.bench_routes(self.tmp, self.up_port)
 
+    def routes_with(self, name: str) -> Path:
+        """The bench routes plus bench/translation.py's route ``name`` (``plain`` or
+        ``translated``) last, written to ``tmp``: the POST targets' routes differ only in
+        that route."""
+        bench = yaml.safe_load(self.routes.read_text())
+        extra = yaml.safe_load(translation.ROUTES.format(upstream_port=self.up_port))
+        bench["routes"] += [r for r in extra["routes"] if r["name"] == name]
+        path = self.tmp / f"routes.{name}.yaml"
+        path.write_text(yaml.safe_dump(bench, sort_keys=False))
+        return path
+
+    @functools.cached_property
+    def translation_db(self) -> harness.GatewayDb:
+        """A database for the POST targets with bench/translation.py's 50 room mappings
+        (booking_engine) for the partner key's tenant, imported through the admin API of a
+        native `gateway serve`, which then checks that the translated route looks up every
+        id of a call (translation.check)."""
+        db = harness.prepare_database(self.cluster, "bench_translation", self.tree)
+        made = harness.gateway_cli(
+            self.tree, db.env, "keys", "create", "--tenant", harness.TENANT, "--role", "admin"
+        )
+        admin = made.split("token: ")[1].split()[0]
+        port = harness.free_port()
+        base = f"http://127.0.0.1:{port}"
+        log = self.tmp / "mappings.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [
+                    *(harness.tree_python(self.tree), "-m", "gateway", "serve"),
+                    *("--routes", str(self.routes_with("translated"))),
+                    *("--host", "127.0.0.1", "--port", str(port)),
+                ],
+                env=db.env,
+                cwd=self.tree,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            wait_listening(proc, port, 300, log)
+            harness.wait_http(base + "/healthz")
+            csv = "entity_type,internal_id,external_system,external_id\n" + "".join(
+                f"room,{uuid.uuid4()},booking_engine,ROOM-{i}\n" for i in range(translation.IDS)
+            )
+            report = json.loads(
+                translation.post(
+                    base + "/admin/v1/mappings/import",
+                    csv.encode(),
+                    {"Authorization": f"Bearer {admin}", "Content-Type": "text/csv"},
+                )
+            )
+            if report.get("created") != translation.IDS:
+                raise RuntimeError(f"mappings import: {report}")
+            translation.check(base, db.token)
+        finally:
+            stop(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"gateway (mappings) exited with {proc.returncode}:\n{tail(log)}")
+        return db
+
 
 @dataclass(frozen=True)
 class Target:
@@ -133,6 +214,8 @@ class Target:
     name: str
     launch: Callable[[Context], Launch]
     path: str = PATH
+    body: bytes | None = None  # None: GETs; else POSTs of this body
+    headers: tuple[str, ...] = ()  # sent besides the launch's (Content-Type of the body)
 
 
 def script(name: str, *args: str) -> Callable[[int], list[str]]:
@@ -142,15 +225,27 @@ def script(name: str, *args: str) -> Callable[[int], list[str]]:
 def gateway(ctx: Context) -> Launch:
     """`gateway serve` from the context's tree on the bench routes, with a partner key
     (public routes get it too, and ignore it)."""
-    db = ctx.gateway_db
+    return serve(ctx, ctx.gateway_db, ctx.routes)
+
+
+def gateway_post(route: str) -> Callable[[Context], Launch]:
+    """`gateway serve` on the bench routes plus bench/translation.py's route ``route``,
+    on the database with its mappings, with the partner key."""
+    return lambda ctx: serve(ctx, ctx.translation_db, ctx.routes_with(route), WARM_MAPPINGS)
+
+
+def serve(
+    ctx: Context, db: harness.GatewayDb, routes: Path, env: dict[str, str] | None = None
+) -> Launch:
     python = harness.tree_python(ctx.tree)
-    routes = str(ctx.routes)
     return Launch(
         command=lambda port: [
-            *(python, "-m", "gateway", "serve", "--routes", routes),
+            *(python, "-m", "gateway", "serve", "--routes", str(routes)),
             *("--host", "127.0.0.1", "--port", str(port)),
         ],
-        env={k: db.env[k] for k in ("GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL")} | QUIET_GATEWAY,
+        env={k: db.env[k] for k in ("GATEWAY_DATA_DIR", "GATEWAY_DATABASE_URL")}
+        | QUIET_GATEWAY
+        | (env or {}),
         cwd=ctx.tree,
         headers=(f"Authorization: Bearer {db.token}",),
         rows_dsn=db.dsn,
@@ -184,20 +279,47 @@ TARGETS = [
     Target("gateway, full capture", gateway, PATH),
     Target("gateway, bodies off", gateway, NO_BODIES_PATH),
     Target("gateway, public route", gateway, PUBLIC_PATH),
+    # bench/translation.py's body (50 room ids), untranslated and translated both ways.
+    Target(
+        "gateway, plain POST",
+        gateway_post("plain"),
+        PLAIN_POST_PATH,
+        translation.body(),
+        JSON,
+    ),
+    Target(
+        "gateway, translated POST",
+        gateway_post("translated"),
+        TRANSLATED_POST_PATH,
+        translation.body(),
+        JSON,
+    ),
 ]
 
 
-# -- the load client (run as its own process: `instructions.py load PORT COUNT PATH [HEADER...]`)
+# -- the load client (run as its own process:
+#    `instructions.py load PORT COUNT PATH [HEADER...] [--method M] [--body-file FILE]`)
 
 
-def load(port: int, count: int, path: str, headers: list[str]) -> None:
-    """``count`` GETs over one keep-alive connection, one at a time; each answer must be a
-    200 with a Content-Length."""
+def load(
+    port: int,
+    count: int,
+    path: str,
+    headers: list[str],
+    body: bytes | None = None,
+    method: str = "",
+) -> None:
+    """``count`` requests over one keep-alive connection, one at a time: GETs, or with
+    ``body`` POSTs of it (``method`` overrides either); each answer must be a 200 with a
+    Content-Length."""
+    method = method or ("GET" if body is None else "POST")
+    if body is not None:
+        headers = [*headers, f"Content-Length: {len(body)}"]
     extra = "".join(f"{h}\r\n" for h in headers)
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench-instructions\r\n"
-        f"Accept: application/json\r\n{extra}\r\n"
-    ).encode()
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"User-Agent: bench-instructions\r\nAccept: application/json\r\n{extra}\r\n"
+    ).encode() + (body or b"")
     length_re = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -260,12 +382,29 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float
             proc.wait()
 
 
-def run_load(port: int, count: int, launch: Launch, path: str) -> None:
+def run_load(port: int, count: int, launch: Launch, target: Target, tmp: Path) -> None:
+    args = [str(port), str(count), target.path, *launch.headers, *target.headers]
+    if target.body is not None:
+        (tmp / "body").write_bytes(target.body)
+        args += ["--body-file", str(tmp / "body")]
     subprocess.run(
-        [PY, __file__, "load", str(port), str(count), path, *launch.headers],
+        [PY, __file__, "load", *args],
         check=True,
         timeout=CALL_TIMEOUT,
     )
+
+
+def load_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="instructions.py load", description=load.__doc__)
+    parser.add_argument("port", type=int)
+    parser.add_argument("count", type=int)
+    parser.add_argument("path")
+    parser.add_argument("headers", nargs="*", help='e.g. "Authorization: Bearer ..."')
+    parser.add_argument("--method", default="", help="default: GET, or POST with a body")
+    parser.add_argument("--body-file", type=Path, help="the request body (sent as is)")
+    args = parser.parse_args(argv)
+    body = args.body_file.read_bytes() if args.body_file is not None else None
+    load(args.port, args.count, args.path, args.headers, body, args.method)
 
 
 def totals(out_file: Path) -> int:
@@ -304,7 +443,7 @@ def run_target(
     try:
         wait_listening(proc, port, START_TIMEOUT if prefix else 300, log)
         before = asyncio.run(harness.count_rows(launch.rows_dsn)) if launch.rows_dsn else 0
-        run_load(port, warmup + calls, launch, target.path)
+        run_load(port, warmup + calls, launch, target, tmp)
         if launch.rows_dsn is not None:
             want = before + warmup + calls
             seen = harness.wait_rows(launch.rows_dsn, want)
@@ -395,7 +534,7 @@ def append_results(text: str, command: str, warmup: int, tree: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
-        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:])
+        load_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[2000, 4000])
@@ -420,6 +559,11 @@ def main() -> None:
         help="copy each run's callgrind file here (<target>.<N>.out) for callgrind_annotate",
     )
     args = parser.parse_args()
+    # Started in the background by a shell without job control (`nohup ... &`), this process
+    # ignores SIGINT, and so would every target it starts: they would not stop on SIGINT
+    # (stop() kills them after 120 s, and callgrind writes no counts). Their SIGINT is the
+    # default again once this process handles it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if shutil.which("valgrind") is None:
         sys.exit("bench: valgrind not found (apt-get install -y valgrind)")
     tree = args.tree.resolve()
