@@ -259,6 +259,7 @@ class Flow:
         if text is None:
             rest: list[translate.Slot] = []
             return None, self._request_doc(body, parsed, scope, done, rest), rest
+        self._forwarded_text = text.body  # until ids are written into it (_request_out)
         return text, None, text.rest
 
     def _text(
@@ -283,8 +284,8 @@ class Flow:
 
     @property
     def forwarded(self) -> Any:
-        """The request body as forwarded (internal ids), parsed; None when there was none
-        to translate (sync reads the partner's then)."""
+        """The request body as forwarded (internal ids), parsed (for sync, on the routes
+        that have it); None when there was none to translate."""
         if self._forwarded is None and self._forwarded_text is not None:
             self._forwarded = orjson.loads(self._forwarded_text)
         return self._forwarded
