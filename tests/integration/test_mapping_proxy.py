@@ -470,8 +470,10 @@ async def test_chunked_request_bodies_on_translated_routes(
     assert refused["request_body_size"] == len(big) and refused["request_body_truncated"]
 
     resp = await gw.post("/tu/upload", data=chunks(b'{"guest_id": ', b'"G-1"}'), headers=be)
-    # translated in its text: the partner's space after the colon stays
-    assert (await resp.json())["size"] == len(f'{{"guest_id": "{GUEST}"}}')
+    # translated in its text, the partner's space after the colon kept (written anew from
+    # the parsed value where the scanner is not built)
+    sep = " " if textids.AVAILABLE else ""
+    assert (await resp.json())["size"] == len(f'{{"guest_id":{sep}"{GUEST}"}}')
 
     resp = await gw.post(
         "/tu/upload", data=chunks(big[:700], big[700:2000], big[2000:]), headers=be
