@@ -252,10 +252,9 @@ class Flow:
         """The request body's ids: found in its text and looked up in the cache (textids),
         or walked in its parsed value (rewritten in place). The ids the cache did not map
         are left in the list returned."""
-        tr = self.tr
         text = None
-        if type(body) is bytes and body and tr.auto_map is None and tr.request_trie:
-            text = self._text(body, tr.request_trie, scope, done)
+        if type(body) is bytes and body and _text_request(self.tr):
+            text = self._text(body, self.tr.request_trie, scope, done)
         if text is None:
             rest: list[translate.Slot] = []
             return None, self._request_doc(body, parsed, scope, done, rest), rest
@@ -545,9 +544,13 @@ def wants_parsed_request(tr: Translation) -> bool:
     """Whether :meth:`Flow.inbound` reads a request body as a parsed value (then its
     capture parses it once for both): on a route that auto-maps (which reads a value), or
     whose pointers the text scanner cannot walk. Otherwise the ids are found in the text."""
-    if not tr.reads_request_body:
-        return False
-    return tr.auto_map is not None or textids.program(tr.request_trie) is None
+    return tr.reads_request_body and not _text_request(tr)
+
+
+def _text_request(tr: Translation) -> bool:
+    """Whether the request body's ids are found in its text: the route has request
+    pointers the scanner can walk, and does not auto-map (which reads a parsed value)."""
+    return tr.auto_map is None and textids.program(tr.request_trie) is not None
 
 
 def _count_params(
