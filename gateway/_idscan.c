@@ -60,17 +60,18 @@ typedef struct {
     PyObject *keys; /* keeps the key bytes alive */
 } Program;
 
+typedef struct Index Index;
+
 typedef struct {
     const unsigned char *base, *p, *end;
     int depth;
     int leaf_strict;
-    PyObject *values; /* list of lists, one per leaf */
     uint32_t *spans;
     Py_ssize_t n_spans, cap_spans;
-    PyObject *views;   /* scan(body, views): a dict per leaf, id -> replacement; or NULL */
-    PyObject *news;    /* then: a list per leaf, the replacement of each id or None */
+    Index **indexes;   /* scan(body, indexes): an Index per leaf, id -> replacement; or NULL */
+    PyObject **repl;   /* then: the replacement of each id (borrowed from its Index) or NULL */
     Py_ssize_t *hits;  /* then: ids replaced, per leaf */
-    Py_ssize_t misses; /* then: ids the views do not hold */
+    Py_ssize_t misses; /* then: ids the indexes do not hold */
 } Scan;
 
 /* --- character classes ----------------------------------------------------------------- */
@@ -123,6 +124,12 @@ static inline const unsigned char *next_stop(const unsigned char *p, const unsig
 
 static inline void skip_ws(Scan *s) {
     const unsigned char *p = s->p, *end = s->end;
+    if (p < end && *p > ' ')
+        return; /* most often: no whitespace */
+    if (p < end && *p == ' ' && (++p == end || *p > ' ')) {
+        s->p = p; /* or one space, as after json.dumps's ", " and ": " */
+        return;
+    }
     while (p < end && WS[*p])
         p++;
     s->p = p;
@@ -276,36 +283,335 @@ static int literal(Scan *s, const char *word, Py_ssize_t n) {
     return OK;
 }
 
-static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsigned char *stop,
-                  PyObject *value) {
-    if (value == NULL)
-        return FAILED;
-    PyObject *list = PyList_GET_ITEM(s->values, leaf);
-    int err = PyList_Append(list, value);
-    if (err == 0 && s->views != NULL) {
-        PyObject *new = PyDict_GetItemWithError(PyList_GET_ITEM(s->views, leaf), value);
-        if (new == NULL && PyErr_Occurred()) {
-            err = -1;
-        } else {
-            if (new != NULL && PyUnicode_Check(new))
-                s->hits[leaf]++;
-            else
-                s->misses++, new = Py_None;
-            err = PyList_Append(PyList_GET_ITEM(s->news, leaf), new);
+/* --- Index: id -> replacement, looked up on the id's bytes ------------------------------
+ *
+ * The mapping cache keeps one per view next to its dict (gateway/mapping/cache.py), so the
+ * scanner looks each id up where it lies in the body: no str made per id, no list, and the
+ * replacement's bytes written straight into the new body. Open addressing with linear
+ * probing over (hash, key, value); the hash is SipHash-1-3 (as CPython's str hash) under a
+ * key drawn from os.urandom when the module loads, so ids a partner chooses cannot be made
+ * to collide. Keys and values are str; a key is hashed and compared as UTF-8. */
+
+static uint64_t SIP_K0, SIP_K1;
+
+static int sip_key(void) { /* SIP_K0, SIP_K1 from os.urandom(16) */
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *key = os ? PyObject_CallMethod(os, "urandom", "i", 16) : NULL;
+    Py_XDECREF(os);
+    if (key == NULL)
+        return -1;
+    if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 16) {
+        Py_DECREF(key);
+        PyErr_SetString(PyExc_RuntimeError, "os.urandom(16) gave no 16 bytes");
+        return -1;
+    }
+    memcpy(&SIP_K0, PyBytes_AS_STRING(key), 8);
+    memcpy(&SIP_K1, PyBytes_AS_STRING(key) + 8, 8);
+    Py_DECREF(key);
+    return 0;
+}
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                             \
+    do {                                                                                     \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                            \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                               \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                               \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                            \
+    } while (0)
+
+static uint64_t siphash13(const unsigned char *p, Py_ssize_t n) {
+    uint64_t v0 = SIP_K0 ^ UINT64_C(0x736f6d6570736575), v1 = SIP_K1 ^ UINT64_C(0x646f72616e646f6d);
+    uint64_t v2 = SIP_K0 ^ UINT64_C(0x6c7967656e657261), v3 = SIP_K1 ^ UINT64_C(0x7465646279746573);
+    uint64_t b = (uint64_t)n << 56, m;
+    const unsigned char *end = p + (n & ~(Py_ssize_t)7);
+    for (; p < end; p += 8) {
+        memcpy(&m, p, 8); /* little-endian hosts; elsewhere a different (still keyed) hash */
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t t = 0;
+    switch (n & 7) {
+    case 7: t |= (uint64_t)p[6] << 48; /* fall through */
+    case 6: t |= (uint64_t)p[5] << 40; /* fall through */
+    case 5: t |= (uint64_t)p[4] << 32; /* fall through */
+    case 4: t |= (uint64_t)p[3] << 24; /* fall through */
+    case 3: t |= (uint64_t)p[2] << 16; /* fall through */
+    case 2: t |= (uint64_t)p[1] << 8;  /* fall through */
+    case 1: t |= (uint64_t)p[0];
+    }
+    b |= t;
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* A str's UTF-8 bytes (its own for ASCII, else CPython's cached copy); NULL with an
+ * exception when it has none (a lone surrogate). */
+static inline const char *utf8_of(PyObject *str, Py_ssize_t *n) {
+    if (PyUnicode_IS_COMPACT_ASCII(str)) {
+        *n = PyUnicode_GET_LENGTH(str);
+        return (const char *)PyUnicode_1BYTE_DATA(str);
+    }
+    return PyUnicode_AsUTF8AndSize(str, n);
+}
+
+typedef struct {
+    uint64_t hash;
+    PyObject *key; /* NULL: an empty slot */
+    PyObject *value;
+} Slot;
+
+struct Index {
+    PyObject_HEAD
+    Py_ssize_t used, mask;
+    Slot *slots;
+};
+
+static PyTypeObject IndexType;
+
+/* The slot holding the key with these bytes, or the empty slot where it would go. */
+static inline Slot *index_slot(const Index *ix, uint64_t h, const char *key, Py_ssize_t n) {
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)ix->mask);
+    for (;;) {
+        Slot *slot = &ix->slots[i];
+        if (slot->key == NULL)
+            return slot;
+        if (slot->hash == h) {
+            Py_ssize_t len;
+            const char *k = utf8_of(slot->key, &len); /* never fails: checked when stored */
+            if (len == n && memcmp(k, key, (size_t)n) == 0)
+                return slot;
+        }
+        i = (i + 1) & ix->mask;
+    }
+}
+
+static inline PyObject *index_get(const Index *ix, const unsigned char *key, Py_ssize_t n) {
+    if (ix->used == 0)
+        return NULL;
+    const Slot *slot = index_slot(ix, siphash13(key, n), (const char *)key, n);
+    return slot->key != NULL ? slot->value : NULL;
+}
+
+static int index_resize(Index *ix, Py_ssize_t cap) {
+    Slot *old = ix->slots;
+    Py_ssize_t old_cap = old ? ix->mask + 1 : 0;
+    Slot *slots = PyMem_Calloc((size_t)cap, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ix->slots = slots;
+    ix->mask = cap - 1;
+    for (Py_ssize_t i = 0; i < old_cap; i++) {
+        if (old[i].key == NULL)
+            continue;
+        Py_ssize_t j = (Py_ssize_t)(old[i].hash & (uint64_t)ix->mask);
+        while (slots[j].key != NULL)
+            j = (j + 1) & ix->mask;
+        slots[j] = old[i];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+static PyObject *Index_set(Index *self, PyObject *args) {
+    PyObject *key, *value;
+    if (!PyArg_ParseTuple(args, "UU", &key, &value))
+        return NULL;
+    Py_ssize_t n;
+    const char *k = utf8_of(key, &n);
+    if (k == NULL || utf8_of(value, &n) == NULL) {
+        /* not UTF-8 (a lone surrogate): never in a JSON text, so never looked up here */
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    k = utf8_of(key, &n);
+    if ((self->used + 1) * 2 > (self->slots ? self->mask + 1 : 0) &&
+        index_resize(self, self->slots ? (self->mask + 1) * 2 : 8) < 0)
+        return NULL;
+    uint64_t h = siphash13((const unsigned char *)k, n);
+    Slot *slot = index_slot(self, h, k, n);
+    Py_INCREF(value);
+    if (slot->key == NULL) {
+        Py_INCREF(key);
+        slot->key = key;
+        slot->hash = h;
+        self->used++;
+    } else {
+        Py_DECREF(slot->value);
+    }
+    slot->value = value;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Index_discard(Index *self, PyObject *key) {
+    if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "an Index key is a str");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *k = utf8_of(key, &n);
+    if (k == NULL) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    if (self->used == 0)
+        Py_RETURN_FALSE;
+    Slot *slot = index_slot(self, siphash13((const unsigned char *)k, n), k, n);
+    if (slot->key == NULL)
+        Py_RETURN_FALSE;
+    Py_DECREF(slot->key);
+    Py_DECREF(slot->value);
+    self->used--;
+    /* Backward-shift deletion: move up every later entry of the run that may sit here. */
+    Py_ssize_t i = slot - self->slots, j = i, mask = self->mask;
+    self->slots[i].key = self->slots[i].value = NULL;
+    for (;;) {
+        j = (j + 1) & mask;
+        Slot *next = &self->slots[j];
+        if (next->key == NULL)
+            break;
+        Py_ssize_t home = (Py_ssize_t)(next->hash & (uint64_t)mask);
+        /* next may move to i when its home is not in the cyclic range (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            self->slots[i] = *next;
+            next->key = next->value = NULL;
+            i = j;
         }
     }
-    Py_DECREF(value);
-    if (err < 0)
-        return FAILED;
+    if (self->used == 0) { /* a view emptied by expiry or invalidation: give the memory back */
+        PyMem_Free(self->slots);
+        self->slots = NULL;
+        self->mask = 0;
+    }
+    Py_RETURN_TRUE;
+}
+
+static void index_clear(Index *self) {
+    Slot *slots = self->slots;
+    Py_ssize_t cap = slots ? self->mask + 1 : 0;
+    self->slots = NULL;
+    self->used = self->mask = 0;
+    for (Py_ssize_t i = 0; i < cap; i++) {
+        if (slots[i].key != NULL) {
+            Py_DECREF(slots[i].key);
+            Py_DECREF(slots[i].value);
+        }
+    }
+    PyMem_Free(slots);
+}
+
+static PyObject *Index_get(Index *self, PyObject *args) {
+    PyObject *key, *dflt = Py_None;
+    if (!PyArg_ParseTuple(args, "U|O", &key, &dflt))
+        return NULL;
+    Py_ssize_t n;
+    const char *k = utf8_of(key, &n);
+    if (k == NULL) {
+        PyErr_Clear();
+        return Py_NewRef(dflt);
+    }
+    PyObject *v = index_get(self, (const unsigned char *)k, n);
+    return Py_NewRef(v != NULL ? v : dflt);
+}
+
+static PyObject *Index_clear_method(Index *self, PyObject *unused) {
+    index_clear(self);
+    Py_RETURN_NONE;
+}
+
+static int Index_init(Index *self, PyObject *args, PyObject *kwds) {
+    PyObject *items = NULL;
+    static char *kwlist[] = {"items", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O", kwlist, &items))
+        return -1;
+    index_clear(self);
+    if (items == NULL)
+        return 0;
+    PyObject *it = PyObject_GetIter(items), *pair;
+    if (it == NULL)
+        return -1;
+    while ((pair = PyIter_Next(it)) != NULL) {
+        PyObject *r = Index_set(self, pair);
+        Py_DECREF(pair);
+        if (r == NULL) {
+            Py_DECREF(it);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static void Index_dealloc(Index *self) {
+    index_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t Index_len(Index *self) { return self->used; }
+
+static PySequenceMethods Index_as_sequence = {.sq_length = (lenfunc)Index_len};
+
+static PyMethodDef Index_methods[] = {
+    {"set", (PyCFunction)Index_set, METH_VARARGS,
+     "set(key, value) -> bool: key -> value (both str); False (nothing stored) when either "
+     "has no UTF-8 form (a lone surrogate), which no JSON text can hold."},
+    {"discard", (PyCFunction)Index_discard, METH_O, "discard(key) -> bool: whether it was held."},
+    {"get", (PyCFunction)Index_get, METH_VARARGS, "get(key[, default])"},
+    {"clear", (PyCFunction)Index_clear_method, METH_NOARGS, "clear(): hold nothing."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject IndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gateway._idscan.Index",
+    .tp_basicsize = sizeof(Index),
+    .tp_dealloc = (destructor)Index_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Index([(key, value), ...]): str -> str, looked up by the scanner on the "
+              "bytes of an id (see gateway/_idscan.c).",
+    .tp_methods = Index_methods,
+    .tp_as_sequence = &Index_as_sequence,
+    .tp_init = (initproc)Index_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* --- the walk -------------------------------------------------------------------------- */
+
+/* An id at [start, stop) of the body (its token: a string with its quotes, or an integer),
+ * its bytes [key, key + n): its place recorded and, with indexes, its replacement. */
+static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsigned char *stop,
+                  const unsigned char *key, Py_ssize_t n) {
     if (s->n_spans + 3 > s->cap_spans) {
         Py_ssize_t cap = s->cap_spans ? s->cap_spans * 2 : 96;
         uint32_t *grown = PyMem_Realloc(s->spans, (size_t)cap * sizeof(uint32_t));
-        if (grown == NULL) {
+        PyObject **repl = s->indexes == NULL ? NULL
+                                             : PyMem_Realloc(s->repl, (size_t)(cap / 3) * sizeof(PyObject *));
+        if (grown != NULL)
+            s->spans = grown;
+        if (repl != NULL)
+            s->repl = repl;
+        if (grown == NULL || (s->indexes != NULL && repl == NULL)) {
             PyErr_NoMemory();
             return FAILED;
         }
-        s->spans = grown;
         s->cap_spans = cap;
+    }
+    if (s->indexes != NULL) {
+        PyObject *new = index_get(s->indexes[leaf], key, n);
+        if (new != NULL)
+            s->hits[leaf]++, Py_INCREF(new); /* held: a collection may run Python code */
+        else
+            s->misses++;
+        s->repl[s->n_spans / 3] = new;
     }
     s->spans[s->n_spans++] = (uint32_t)(start - s->base);
     s->spans[s->n_spans++] = (uint32_t)(stop - s->base);
@@ -329,15 +635,7 @@ static int leaf_value(Scan *s, const Program *prog, int32_t leaf) {
         Py_ssize_t len = (s->p - start) - 2;
         if (len == 0)
             return s->leaf_strict ? GIVE_UP : OK;
-        PyObject *id;
-        if (escaped & NON_ASCII) {
-            id = PyUnicode_DecodeUTF8((const char *)start + 1, len, NULL);
-        } else { /* ASCII: the bytes are the characters */
-            id = PyUnicode_New(len, 127);
-            if (id != NULL)
-                memcpy(PyUnicode_1BYTE_DATA(id), start + 1, (size_t)len);
-        }
-        return record(s, leaf, start, s->p, id);
+        return record(s, leaf, start, s->p, start + 1, len);
     }
     if (*start == '-' || (*start >= '0' && *start <= '9')) {
         int is_int;
@@ -347,7 +645,7 @@ static int leaf_value(Scan *s, const Program *prog, int32_t leaf) {
         Py_ssize_t digits = len - (*start == '-');
         if (!is_int || digits > MAX_INT_DIGITS || (len == 2 && start[0] == '-' && start[1] == '0'))
             return (s->leaf_strict || is_int) ? GIVE_UP : OK;
-        return record(s, leaf, start, s->p, PyUnicode_DecodeASCII((const char *)start, len, NULL));
+        return record(s, leaf, start, s->p, start, len);
     }
     if (*start == 'n')
         return literal(s, "null", 4);
@@ -360,7 +658,8 @@ static const Entry *find_key(const Node *node, const unsigned char *key, Py_ssiz
                              Py_ssize_t *at) {
     for (Py_ssize_t i = 0; i < node->n_entries; i++) {
         const Entry *e = &node->entries[i];
-        if (e->key_len == len && memcmp(e->key, key, (size_t)len) == 0) {
+        if (e->key_len == len && (len == 0 || (e->key[0] == (char)key[0] &&
+                                               memcmp(e->key, key, (size_t)len) == 0))) {
             *at = i;
             return e;
         }
@@ -598,7 +897,7 @@ fail:
 }
 
 static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
-                         PyObject *news);
+                         PyObject *const *repl);
 
 static PyObject *new_lists(Py_ssize_t n) {
     PyObject *out = PyList_New(n);
@@ -612,38 +911,67 @@ static PyObject *new_lists(Py_ssize_t n) {
     return out;
 }
 
+/* values[leaf]: the ids of each leaf as str, in document order (from their spans). */
+static PyObject *values_of(const unsigned char *body, const uint32_t *sp, Py_ssize_t n,
+                           Py_ssize_t n_leaves) {
+    PyObject *values = new_lists(n_leaves);
+    for (Py_ssize_t i = 0; values != NULL && i < n; i++) {
+        uint32_t start = sp[3 * i], stop = sp[3 * i + 1], leaf = sp[3 * i + 2];
+        PyObject *id = body[start] == '"' /* validated UTF-8 without escapes */
+                           ? PyUnicode_DecodeUTF8((const char *)body + start + 1,
+                                                  (Py_ssize_t)(stop - start) - 2, NULL)
+                           : PyUnicode_DecodeASCII((const char *)body + start,
+                                                   (Py_ssize_t)(stop - start), NULL);
+        if (id == NULL || PyList_Append(PyList_GET_ITEM(values, leaf), id) < 0)
+            Py_CLEAR(values);
+        Py_XDECREF(id);
+    }
+    return values;
+}
+
+/* news[leaf]: the replacement of each id of the leaf, or None. */
+static PyObject *news_of(const uint32_t *sp, Py_ssize_t n, Py_ssize_t n_leaves,
+                         PyObject *const *repl) {
+    PyObject *news = new_lists(n_leaves);
+    for (Py_ssize_t i = 0; news != NULL && i < n; i++) {
+        PyObject *new = repl[i] != NULL ? repl[i] : Py_None;
+        if (PyList_Append(PyList_GET_ITEM(news, sp[3 * i + 2]), new) < 0)
+            Py_CLEAR(news);
+    }
+    return news;
+}
+
 static PyObject *Program_scan(Program *self, PyObject *args) {
     Py_buffer buf;
-    PyObject *arg, *views = Py_None;
+    PyObject *arg, *indexes = Py_None;
     if (self->nodes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O|O", &arg, &views))
+    if (!PyArg_ParseTuple(args, "O|O", &arg, &indexes))
         return NULL;
-    if (views != Py_None) {
-        if (!PyList_Check(views) || PyList_GET_SIZE(views) != self->n_leaves) {
-            PyErr_SetString(PyExc_TypeError, "views must be a list of a dict per leaf");
+    if (indexes != Py_None) {
+        if (!PyList_Check(indexes) || PyList_GET_SIZE(indexes) != self->n_leaves) {
+            PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
             return NULL;
         }
         for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
-            if (!PyDict_Check(PyList_GET_ITEM(views, i))) {
-                PyErr_SetString(PyExc_TypeError, "views must be a list of a dict per leaf");
+            if (Py_TYPE(PyList_GET_ITEM(indexes, i)) != &IndexType) {
+                PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
                 return NULL;
             }
         }
     }
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *result = NULL;
+    PyObject *result = NULL, *spans = NULL, *hits = NULL, *values = NULL, *news = NULL;
     Scan s = {0};
-    if (views != Py_None) {
-        s.views = views;
-        s.news = new_lists(self->n_leaves);
+    if (indexes != Py_None) {
+        /* the list's items: held by the list, which the caller holds during the call */
+        s.indexes = (Index **)((PyListObject *)indexes)->ob_item;
         s.hits = PyMem_Calloc((size_t)self->n_leaves, sizeof(Py_ssize_t));
-        if (s.news == NULL || s.hits == NULL) {
-            if (s.hits == NULL)
-                PyErr_NoMemory();
+        if (s.hits == NULL) {
+            PyErr_NoMemory();
             goto done;
         }
     }
@@ -654,9 +982,6 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
     s.base = s.p = buf.buf;
     s.end = s.base + buf.len;
     s.leaf_strict = self->nodes[0].strict;
-    s.values = new_lists(self->n_leaves);
-    if (s.values == NULL)
-        goto done;
     skip_ws(&s);
     int r = value(&s, self, 0);
     if (r == OK) {
@@ -670,16 +995,18 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    PyObject *spans = PyBytes_FromStringAndSize((const char *)s.spans,
-                                                s.n_spans * (Py_ssize_t)sizeof(uint32_t));
+    Py_ssize_t n = s.n_spans / 3;
+    spans = PyBytes_FromStringAndSize((const char *)s.spans,
+                                      s.n_spans * (Py_ssize_t)sizeof(uint32_t));
     if (spans == NULL)
         goto done;
-    if (s.views == NULL) {
-        result = PyTuple_Pack(2, s.values, spans);
-        Py_DECREF(spans);
+    if (s.indexes == NULL) {
+        values = values_of(s.base, s.spans, n, self->n_leaves);
+        if (values != NULL)
+            result = PyTuple_Pack(2, values, spans);
         goto done;
     }
-    PyObject *hits = PyList_New(self->n_leaves), *out = Py_None;
+    hits = PyList_New(self->n_leaves);
     Py_ssize_t replaced = 0;
     for (Py_ssize_t i = 0; hits != NULL && i < self->n_leaves; i++) {
         PyObject *h = PyLong_FromSsize_t(s.hits[i]);
@@ -689,21 +1016,30 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
         else
             PyList_SET_ITEM(hits, i, h);
     }
-    if (hits != NULL && s.misses == 0) /* every id replaced: the new body at once */
-        out = replaced ? spliced(buf.buf, buf.len, s.spans, s.n_spans / 3, s.news) : arg;
-    else
-        Py_INCREF(out);
-    if (hits != NULL && out != NULL)
-        result = PyTuple_Pack(5, s.values, spans, s.news, hits, out);
-    if (out != arg)
-        Py_XDECREF(out);
-    Py_XDECREF(hits);
-    Py_DECREF(spans);
+    if (hits == NULL)
+        goto done;
+    if (s.misses == 0) { /* every id replaced: the new body at once, and no lists */
+        PyObject *out = replaced ? spliced(buf.buf, buf.len, s.spans, n, s.repl) : Py_NewRef(arg);
+        if (out != NULL) {
+            result = PyTuple_Pack(5, Py_None, spans, Py_None, hits, out);
+            Py_DECREF(out);
+        }
+        goto done;
+    }
+    values = values_of(s.base, s.spans, n, self->n_leaves);
+    news = values ? news_of(s.spans, n, self->n_leaves, s.repl) : NULL;
+    if (news != NULL)
+        result = PyTuple_Pack(5, values, spans, news, hits, Py_None);
 done:
-    Py_XDECREF(s.values);
-    Py_XDECREF(s.news);
+    Py_XDECREF(spans);
+    Py_XDECREF(hits);
+    Py_XDECREF(values);
+    Py_XDECREF(news);
+    for (Py_ssize_t i = 0; s.repl != NULL && i < s.n_spans / 3; i++)
+        Py_XDECREF(s.repl[i]);
     PyMem_Free(s.hits);
     PyMem_Free(s.spans);
+    PyMem_Free(s.repl);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -772,37 +1108,26 @@ static char *write_escaped(char *w, const unsigned char *t, Py_ssize_t n, Py_ssi
     return w;
 }
 
-/* The body (src, len) with the replacements of news written over the n spans sp. */
+/* The body (src, len) with repl[i] (a str, or NULL to keep the id) written over span i. */
 static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
-                         PyObject *news) {
+                         PyObject *const *repl) {
     PyObject *result = NULL;
-    Py_ssize_t n_leaves = PyList_GET_SIZE(news);
-    Py_ssize_t *next = PyMem_Calloc((size_t)(n_leaves ? n_leaves : 1), sizeof(Py_ssize_t));
-    Py_ssize_t *sizes = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
-    if (next == NULL || sizes == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    /* First pass: check every span and replacement, and the length of the result. */
+    Py_ssize_t *sizes = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    if (sizes == NULL)
+        return PyErr_NoMemory();
+    /* First pass: check every span, and the length of the result. */
     Py_ssize_t total = len, last = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t start = sp[3 * i], stop = sp[3 * i + 1], leaf = sp[3 * i + 2];
-        if (start < last || stop < start || stop > len || leaf >= n_leaves) {
+        uint32_t start = sp[3 * i], stop = sp[3 * i + 1];
+        if (start < last || stop < start || stop > len) {
             PyErr_SetString(PyExc_ValueError, "spans do not fit the body");
             goto done;
         }
         last = stop;
-        PyObject *list = PyList_GET_ITEM(news, leaf);
-        if (!PyList_Check(list) || next[leaf] >= PyList_GET_SIZE(list)) {
-            PyErr_SetString(PyExc_ValueError, "fewer replacements than spans");
-            goto done;
-        }
-        PyObject *new = PyList_GET_ITEM(list, next[leaf]);
-        next[leaf]++;
-        if (new == Py_None)
+        if (repl[i] == NULL)
             continue;
         Py_ssize_t n_text;
-        const char *text = PyUnicode_AsUTF8AndSize(new, &n_text);
+        const char *text = utf8_of(repl[i], &n_text);
         if (text == NULL)
             goto done;
         sizes[i] = escaped_len((const unsigned char *)text, n_text);
@@ -812,35 +1137,55 @@ static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py
     if (result == NULL)
         goto done;
     char *w = PyBytes_AS_STRING(result);
-    memset(next, 0, (size_t)(n_leaves ? n_leaves : 1) * sizeof(Py_ssize_t));
     last = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t start = sp[3 * i], stop = sp[3 * i + 1], leaf = sp[3 * i + 2];
-        PyObject *new = PyList_GET_ITEM(PyList_GET_ITEM(news, leaf), next[leaf]);
-        next[leaf]++;
-        if (new == Py_None)
+        if (repl[i] == NULL)
             continue;
+        uint32_t start = sp[3 * i], stop = sp[3 * i + 1];
         memcpy(w, src + last, (size_t)(start - last));
         w += start - last;
         Py_ssize_t n_text;
-        const char *text = PyUnicode_AsUTF8AndSize(new, &n_text); /* cached by the first pass */
+        const char *text = utf8_of(repl[i], &n_text); /* known to succeed: the first pass */
         w = write_escaped(w, (const unsigned char *)text, n_text, sizes[i]);
         last = stop;
     }
     memcpy(w, src + last, (size_t)(len - last));
 done:
-    PyMem_Free(next);
     PyMem_Free(sizes);
     return result;
 }
 
 static PyObject *splice(PyObject *module, PyObject *args) {
     Py_buffer body, spans;
-    PyObject *news;
+    PyObject *news, *result = NULL;
     if (!PyArg_ParseTuple(args, "y*y*O!", &body, &spans, &PyList_Type, &news))
         return NULL;
-    PyObject *result = spliced(body.buf, body.len, spans.buf,
-                               spans.len / (Py_ssize_t)(3 * sizeof(uint32_t)), news);
+    Py_ssize_t n = spans.len / (Py_ssize_t)(3 * sizeof(uint32_t)), n_leaves = PyList_GET_SIZE(news);
+    const uint32_t *sp = spans.buf;
+    Py_ssize_t *next = PyMem_Calloc((size_t)(n_leaves ? n_leaves : 1), sizeof(Py_ssize_t));
+    PyObject **repl = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
+    if (next == NULL || repl == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* the i-th id of each leaf: news[leaf][i] */
+        uint32_t leaf = sp[3 * i + 2];
+        PyObject *list = leaf < n_leaves ? PyList_GET_ITEM(news, leaf) : NULL;
+        if (list == NULL || !PyList_Check(list) || next[leaf] >= PyList_GET_SIZE(list)) {
+            PyErr_SetString(PyExc_ValueError, "fewer replacements than spans");
+            goto done;
+        }
+        PyObject *new = PyList_GET_ITEM(list, next[leaf]++);
+        if (new != Py_None && !PyUnicode_Check(new)) {
+            PyErr_SetString(PyExc_TypeError, "a replacement is a str or None");
+            goto done;
+        }
+        repl[i] = new == Py_None ? NULL : new;
+    }
+    result = spliced(body.buf, body.len, sp, n, repl);
+done:
+    PyMem_Free(next);
+    PyMem_Free(repl);
     PyBuffer_Release(&body);
     PyBuffer_Release(&spans);
     return result;
@@ -863,12 +1208,13 @@ static struct PyModuleDef moduledef = {
 
 PyMODINIT_FUNC PyInit__idscan(void) {
     init_tables();
-    if (PyType_Ready(&ProgramType) < 0)
+    if (PyType_Ready(&ProgramType) < 0 || PyType_Ready(&IndexType) < 0 || sip_key() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0) {
+    if (PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0 ||
+        PyModule_AddObjectRef(m, "Index", (PyObject *)&IndexType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -23,8 +23,13 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway import metrics
+from gateway.mapping import textids
+
+if TYPE_CHECKING:
+    from gateway.mapping.textids import Index
 
 IN = "in"  # external id → internal id (requests)
 OUT = "out"  # internal id → external id (responses)
@@ -36,6 +41,7 @@ Scope = tuple[str, str, str]  # way, tenant, system
 Pair = tuple[str, str]  # entity_type, id
 Entry = tuple[str | None, float, int]  # the other id (None: no mapping), expiry, size
 NOTHING: Mapping[str, str] = {}
+_EMPTY_INDEX = textids.new_index()  # never written to
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +59,25 @@ def _size(entity_type: str, key: str, value: str | None) -> int:
 class Table:
     """The ids of one entity type in one scope (see the module docstring)."""
 
-    __slots__ = ("entries", "fresh", "until")
+    __slots__ = ("entries", "fresh", "index", "until")
 
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         # The found entries, in insertion (= expiry) order; all fresh while now < until.
         self.fresh: dict[str, str] = {}
+        # The same entries for the JSON text scanner (looked up on an id's bytes), or None
+        # when it is not built; changed only through add_fresh and drop_fresh.
+        self.index = textids.new_index()
         self.until = math.inf  # the expiry of the oldest entry in fresh, or earlier
+
+    def add_fresh(self, key: str, value: str) -> None:
+        self.fresh[key] = value
+        if self.index is not None:
+            self.index.set(key, value)
+
+    def drop_fresh(self, key: str) -> None:
+        if self.fresh.pop(key, None) is not None and self.index is not None:
+            self.index.discard(key)
 
     def prune(self, now: float) -> None:
         """Drop the expired entries from the front of ``fresh`` (they stay in ``entries``,
@@ -73,7 +91,7 @@ class Table:
                 break
             gone.append(key)
         for key in gone:
-            del fresh[key]
+            self.drop_fresh(key)
 
 
 class MappingCache:
@@ -101,6 +119,17 @@ class MappingCache:
         if now >= table.until:
             table.prune(now)
         return table.fresh
+
+    def fresh_index(self, scope: Scope, now: float, entity_type: str) -> Index:
+        """:meth:`fresh` as an :class:`~gateway.mapping.textids.Index`, for the JSON text
+        scanner (only called where it is built)."""
+        table = self._held(scope, entity_type)
+        if table is None or table.index is None:
+            assert _EMPTY_INDEX is not None  # built, as the caller's scanner is
+            return _EMPTY_INDEX
+        if now >= table.until:
+            table.prune(now)
+        return table.index
 
     def _held(self, scope: Scope, entity_type: str) -> Table | None:
         tables = self._scopes.get(scope)
@@ -149,7 +178,7 @@ class MappingCache:
             table.entries[key] = (value, now + ttl, size)
             if value is not None and key:  # inserted last: expires last (one TTL)
                 # (an empty id is never looked up: the walk skips it, and so must the view)
-                table.fresh[key] = value
+                table.add_fresh(key, value)
                 table.until = min(table.until, now + ttl)
             self._count += 1
             self._bytes += size
@@ -174,7 +203,7 @@ class MappingCache:
         if old is None:
             return 0
         if old[0] is not None:
-            table.fresh.pop(key, None)  # absent when pruned
+            table.drop_fresh(key)  # absent when pruned
         self._count -= 1
         self._bytes -= old[2]
         return 1

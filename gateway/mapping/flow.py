@@ -266,7 +266,7 @@ class Flow:
     ) -> TextIds | None:
         """The body's ids found in its text, the cache's fresh entries rewritten (counted
         in ``done``); None when the scanner leaves the body to the parsed walk."""
-        found = textids.find(body, trie, partial(self.m.cache.fresh, scope, time.monotonic()))
+        found = textids.find(body, trie, partial(self.m.cache.fresh_index, scope, time.monotonic()))
         if found is None:
             return None
         text = TextIds(body, found, done)
@@ -568,17 +568,19 @@ def _count_params(
 class TextIds:
     """The ids of one body found in its text and looked up in the cache's fresh entries
     (textids.find): ``news[leaf][i]`` the replacement of the i-th id at that leaf, None
-    while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots."""
+    while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots. When the cache mapped
+    every id, ``out`` is the new body already and there are no lists."""
 
     __slots__ = ("body", "found", "news", "out", "rest")
 
     def __init__(self, body: bytes, found: textids.Found, done: dict[str, Any]) -> None:
-        self.body, self.found, self.news, self.out = body, found, found.news, found.out
+        self.body, self.found, self.out = body, found, found.out
+        self.news = found.news if found.news is not None else []
         for leaf, n in zip(found.leaves, found.hits, strict=True):
             if n:
                 done[leaf.record] = done.get(leaf.record, 0) + n
         self.rest: list[translate.Slot] = []
-        if found.out is None:  # some ids the cache did not map
+        if found.values is not None and found.news is not None:  # some ids were not mapped
             for leaf, values, news in zip(found.leaves, found.values, found.news, strict=True):
                 self.rest.extend(
                     (None, i, leaf, v) for i, v in enumerate(values) if news[i] is None
@@ -601,6 +603,7 @@ class TextIds:
         if not left:
             return []
         values = self.found.values
+        assert values is not None  # there were ids to fill
         return [
             (None, i, leaves[n], values[n][i])
             for n, i in textids.in_order(self.found)

@@ -12,13 +12,14 @@ two paths equal on generated bodies).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
 from gateway.pointers import WILDCARD, Leaf, Trie, is_index
 
 try:
     from gateway import _idscan
+    from gateway._idscan import Index as Index
 except ImportError:  # pragma: no cover - built without a C compiler
     AVAILABLE = False
 else:
@@ -34,17 +35,25 @@ class Program(NamedTuple):
 
 
 class Found(NamedTuple):
-    """The ids of one body: ``values[i]`` those at ``leaves[i]``, in document order;
-    ``spans`` their places, packed for :func:`splice`. Found with ``views``: ``news[i][k]``
-    the replacement of ``values[i][k]`` or None, ``hits[i]`` how many there were, and
-    ``out`` the new body when every id had one (the body itself when it held none)."""
+    """The ids of one body, looked up in an :class:`Index` per leaf (:func:`find`):
+    ``spans`` their places in document order, packed for :func:`splice`; ``hits[i]`` how
+    many ids at ``leaves[i]`` had a replacement. When every id had one, ``out`` is the new
+    body (the body itself when it held no id) and ``values``/``news`` are None; otherwise
+    ``values[i]`` are the ids at ``leaves[i]`` in document order, ``news[i][k]`` the
+    replacement of ``values[i][k]`` or None, and ``out`` None."""
 
     leaves: tuple[Leaf, ...]
-    values: list[list[str]]
+    values: list[list[str]] | None
     spans: bytes
-    news: list[list[str | None]]
+    news: list[list[str | None]] | None
     hits: list[int]
     out: bytes | None
+
+
+def new_index() -> Index | None:
+    """An empty :class:`Index` (for the mapping cache to keep beside a view), or None when
+    the scanner is not built."""
+    return _idscan.Index() if AVAILABLE else None
 
 
 def program(trie: Trie) -> Program | None:
@@ -84,13 +93,13 @@ def _index(seg: str) -> int:
     return int(seg) if is_index(seg) and len(seg) < 19 else -1
 
 
-def find(body: bytes, trie: Trie, views: Callable[[str], Mapping[str, str]]) -> Found | None:
-    """The ids the trie names in ``body``, each looked up in ``views(entity_type)`` (a
-    dict: id → replacement); or None for the parsed walk to decide."""
+def find(body: bytes, trie: Trie, indexes: Callable[[str], Index]) -> Found | None:
+    """The ids the trie names in ``body``, each looked up in ``indexes(entity_type)``
+    (id → replacement); or None for the parsed walk to decide."""
     compiled = program(trie)
     if compiled is None:
         return None
-    found = compiled.scanner.scan(body, [views(leaf.entity_type) for leaf in compiled.leaves])
+    found = compiled.scanner.scan(body, [indexes(leaf.entity_type) for leaf in compiled.leaves])
     if found is None:
         return None
     return Found(compiled.leaves, *found)

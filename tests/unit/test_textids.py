@@ -7,7 +7,7 @@ orjson refuses, nor one a strict route must refuse."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 
 from gateway import pointers
 from gateway.mapping import textids, translate
+
+if TYPE_CHECKING:
+    from gateway.mapping.textids import Index
 
 pytestmark = pytest.mark.skipif(
     not textids.AVAILABLE, reason="gateway._idscan is not built (no C compiler at install)"
@@ -97,24 +100,38 @@ def by_walk(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | s
     return doc, per_leaf
 
 
-NONE: dict[str, str] = {}
+def index(items: dict[str, str] | None = None) -> Index:
+    from gateway._idscan import Index  # built: the module is skipped otherwise
+
+    return Index((items or {}).items())
+
+
+def nothing(entity_type: str) -> Index:
+    return index()
 
 
 def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
     """The scanner: ids found, looked up in the test's mapping, and spliced in."""
-    found = textids.find(body, trie, lambda entity_type: NONE)
+    found = textids.find(body, trie, nothing)
     if found is None:
         return None
-    table = {v: new for ids in found.values for v in ids if (new := mapped(v)) is not None}
-    again = textids.find(body, trie, lambda entity_type: table)
-    assert again is not None and again.values == found.values
-    assert again.news == [[mapped(v) for v in ids] for ids in found.values]
-    assert again.hits == [sum(v in table for v in ids) for ids in found.values]
-    everything = all(v in table for ids in found.values for v in ids)
+    values = found.values if found.values is not None else [[] for _ in found.leaves]
+    assert found.spans == b"" or found.values is not None  # ids, none mapped: named
+    table = {v: new for ids in values for v in ids if (new := mapped(v)) is not None}
+    again = textids.find(body, trie, lambda entity_type: index(table))
+    assert again is not None and again.spans == found.spans
+    everything = all(v in table for ids in values for v in ids)
     assert (again.out is not None) is everything
+    assert again.hits == [sum(v in table for v in ids) for ids in values]
+    if everything:  # written at once: no lists
+        assert again.values is None and again.news is None and again.out is not None
+        news = [[mapped(v) for v in ids] for ids in values]
+        assert textids.splice(body, again, news) == again.out
+        return orjson.loads(again.out), values
+    assert again.values == values
+    assert again.news == [[mapped(v) for v in ids] for ids in values]
     out = textids.splice(body, again, again.news)
-    assert again.out is None or again.out == out
-    return orjson.loads(out), found.values
+    return orjson.loads(out), values
 
 
 def encodings(value: Any) -> list[bytes]:
@@ -178,7 +195,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
     body = json.dumps(
         {"items": [{"room_id": f"R{i}", "note": 'é \\ "x"'} for i in range(3)]}, indent=2
     ).encode()
-    found = textids.find(body, trie, lambda et: NONE)
+    found = textids.find(body, trie, nothing)
     assert found is not None and found.values == [["R0", "R1", "R2"]]
     out = textids.splice(body, found, [["a", None, 'q"']])
     assert out == body.replace(b'"R0"', b'"a"').replace(b'"R2"', b'"q\\""')
@@ -204,7 +221,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
 )
 def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
-    assert textids.find(body, trie, lambda et: NONE) is None, why
+    assert textids.find(body, trie, nothing) is None, why
 
 
 @settings(max_examples=400)
@@ -212,21 +229,65 @@ def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> No
 def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")])
     body = head + tail
-    if textids.find(body, trie, lambda et: NONE) is not None:
+    if textids.find(body, trie, nothing) is not None:
         orjson.loads(body)  # raises if the scanner took a body that is not JSON
 
 
 def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
     trie = pointers.compile_pointers([("/items/*/id", "room"), ("/items/0/x", "room")])
     assert textids.program(trie) is None
-    assert textids.find(b'{"items": []}', trie, lambda et: NONE) is None
+    assert textids.find(b'{"items": []}', trie, nothing) is None
 
 
 def test_splice_refuses_spans_that_do_not_fit() -> None:
     trie = pointers.compile_pointers([("/id", "room")])
-    found = textids.find(b'{"id": "abc"}', trie, lambda et: NONE)
+    found = textids.find(b'{"id": "abc"}', trie, nothing)
     assert found is not None
     with pytest.raises(ValueError):
         textids.splice(b"{}", found, [["x"]])
     with pytest.raises(ValueError):
         textids.splice(b'{"id": "abc"}', found, [[]])
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.sampled_from(["a", "b", "é", "ROOM-1", "12", "x" * 40, ""]))
+        | st.tuples(st.booleans(), st.text(max_size=12)),
+        max_size=300,
+    )
+)
+def test_an_index_holds_what_a_dict_holds(ops: list[tuple[bool, str]]) -> None:
+    """set/discard in any order (growing, emptying, the deletion's shifts): every key
+    answers as a dict would, looked up by the scanner on the bytes of a JSON text."""
+    ix, model = index(), {}
+    trie = pointers.compile_pointers([("/id", "room")])
+    for n, (put, key) in enumerate(ops):
+        if put:
+            stored = ix.set(key, f"v{n}")
+            if stored:
+                model[key] = f"v{n}"
+            else:  # only a key with no UTF-8 form (a lone surrogate) is refused
+                key.encode("utf-8")  # raises
+        else:
+            assert ix.discard(key) == (model.pop(key, None) is not None)
+        assert len(ix) == len(model)
+    for key in {k for _, k in ops}:
+        assert ix.get(key) == model.get(key)
+        if key and key in model:  # the scanner finds it by its bytes
+            body = json.dumps({"id": key}, ensure_ascii=False).encode()
+            found = textids.find(body, trie, lambda et: ix)
+            if found is not None:  # not escaped by json.dumps
+                assert found.out == json.dumps({"id": model[key]}).encode()
+
+
+def test_an_index_refuses_what_is_not_str() -> None:
+    ix = index()
+    with pytest.raises(TypeError):
+        ix.set("a", 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ix.discard(b"a")  # type: ignore[arg-type]
+    assert ix.set("\ud800", "x") is False and len(ix) == 0
+    with pytest.raises(TypeError):  # the scanner takes an Index per leaf, nothing else
+        trie = pointers.compile_pointers([("/id", "room")])
+        textids.find(b'{"id": "a"}', trie, lambda et: {})  # type: ignore[arg-type,return-value]

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from functools import partial
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import metrics, pointers
-from gateway.mapping import importing, translate
+from gateway.mapping import importing, textids, translate
 from gateway.mapping.cache import IN, OUT, CacheLimits, MappingCache
 from gateway.mapping.listener import apply_notification
 
@@ -520,3 +522,39 @@ def test_a_strict_query_refuses_empty_and_repeated_parameters(
     assert translate.query_ids("guest=G-1&room=&x=", {"guest": "guest"}, strict=True) == [
         (0, "guest", "guest", "G-1")
     ]
+
+
+@pytest.mark.skipif(not textids.AVAILABLE, reason="gateway._idscan is not built")
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "unmapped", "invalidate", "later", "tenant"]),
+            st.sampled_from(["a", "b", "c", "é", "", "R1"]),
+        ),
+        max_size=60,
+    )
+)
+def test_the_scanners_index_is_the_fresh_view(ops: list[tuple[str, str]]) -> None:
+    """Whatever happens to the cache (lookups stored, ids found unmapped, changes
+    announced, entries expiring or evicted by the bound), the Index the scanner reads
+    answers exactly as the fresh dict the walk reads."""
+    cache = MappingCache(CacheLimits(max_entries=4, max_bytes=10**6, ttl=10, negative_ttl=5))
+    scope = (IN, "t", "s")
+    now = time.monotonic()
+    for n, (op, key) in enumerate(ops):
+        if op == "put":
+            cache.put_many(scope, {("room", key): f"u{n}"}, cache.generation)
+        elif op == "unmapped":
+            cache.put_many(scope, {("room", key): None}, cache.generation)
+        elif op == "invalidate":
+            cache.invalidate_rows([("t", "s", "room", "whatever", key)])
+        elif op == "tenant":
+            cache.invalidate_tenants(["t"])
+        else:
+            now += 6
+        fresh = cache.fresh(scope, now, "room")
+        index = cache.fresh_index(scope, now, "room")
+        assert len(index) == len(fresh)
+        for k in ["a", "b", "c", "é", "", "R1"]:
+            assert index.get(k) == fresh.get(k)
