@@ -5,9 +5,9 @@
  * ID translation (gateway/mapping/flow.py) used to parse each translated body with orjson,
  * rewrite the ids in the parsed value and serialise it again: ~470k instructions for a call
  * with 50 ids each way, two thirds of an untranslated call. Here one pass over the bytes
- * validates the JSON (RFC 8259: grammar, UTF-8, escapes, surrogate pairs) and records each
- * id's place; Python looks the ids up in the mapping cache (dict lookups in C) and splice()
- * writes the body with every other byte as it was.
+ * validates the JSON (RFC 8259: grammar, UTF-8, escapes, surrogate pairs), finds each id,
+ * looks it up in the mapping cache's Index for its leaf on the id's own bytes and, when
+ * every id has a replacement, writes the new body with every other byte as it was.
  *
  * The walk follows the same rules as gateway.mapping.translate.walk (see that module); for
  * whatever it does not decide the same way for certain, scan() answers None and the caller
@@ -19,12 +19,13 @@
  *     twice in one object (the parsed value keeps the last), a key with an escape where keys
  *     are compared, an id with an escape, an integer id of more than 18 digits, or "-0".
  *
- * Program(nodes, leaves): nodes is a sequence of (strict, star, entries), star the child
- * of "*" or None, entries a sequence of (key bytes, child, index or -1); a child is a node
- * number (>= 0) or ~leaf (< 0). scan(body) -> (values, spans) | None: values[leaf] is the
- * list of ids (str) found at that leaf in document order, spans packs (start, end, leaf) of
- * each id token as three uint32 in document order. splice(body, spans, news) -> bytes:
- * news[leaf][i] is the replacement of the i-th id of that leaf, or None to keep it.
+ * Program(nodes, leaves, found): nodes is a sequence of (strict, star, entries), star the
+ * child of "*" or None, entries a sequence of (key bytes, child, index or -1); a child is a
+ * node number (>= 0) or ~leaf (< 0); leaves a tuple, one item per leaf, handed back in each
+ * result; found the tuple type of the results (see Program_scan). Index: id -> replacement,
+ * kept by the mapping cache and looked up on the bytes of each id (see below).
+ * splice(body, spans, news) -> bytes: news[leaf][i] is the replacement of the i-th id of
+ * that leaf, or None to keep it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -57,19 +58,23 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t n_nodes, n_leaves;
     Node *nodes;
-    PyObject *keys; /* keeps the key bytes alive */
+    PyObject *keys;       /* keeps the key bytes alive */
+    PyObject *leaves;     /* a tuple: what the caller calls each leaf (first in a result) */
+    PyTypeObject *found;  /* a tuple type of six: the type of scan()'s result */
 } Program;
 
 typedef struct Index Index;
 
 typedef struct {
-    const unsigned char *base, *p, *end;
+    const unsigned char *base, *end; /* *end is 0: the body is a bytes object */
     int depth;
     int leaf_strict;
+    int failed; /* a Python exception is set (the walk answered NULL for it) */
     uint32_t *spans;
     Py_ssize_t n_spans, cap_spans;
     Index **indexes;   /* scan(body, indexes): an Index per leaf, id -> replacement; or NULL */
-    PyObject **repl;   /* then: the replacement of each id (borrowed from its Index) or NULL */
+    PyObject **repl;   /* then: the replacement of each id (held) or NULL */
+    Py_ssize_t *sizes; /* then: the bytes each replacement takes as a JSON string */
     Py_ssize_t *hits;  /* then: ids replaced, per leaf */
     Py_ssize_t misses; /* then: ids the indexes do not hold */
 } Scan;
@@ -122,17 +127,19 @@ static inline const unsigned char *next_stop(const unsigned char *p, const unsig
     return p;
 }
 
-static inline void skip_ws(Scan *s) {
-    const unsigned char *p = s->p, *end = s->end;
-    if (p < end && *p > ' ')
-        return; /* most often: no whitespace */
-    if (p < end && *p == ' ' && (++p == end || *p > ' ')) {
-        s->p = p; /* or one space, as after json.dumps's ", " and ": " */
-        return;
-    }
-    while (p < end && WS[*p])
+/* The walk's position is a pointer passed along and returned (NULL: give up, or with
+ * s->failed an exception), so it stays in a register. The body is a bytes object, whose
+ * buffer CPython ends with a 0 byte: a loop over bytes stops there without checking the end
+ * (0 is no whitespace, no digit, and ends a string as a control byte does). */
+
+static inline const unsigned char *skip_ws(const unsigned char *p) {
+    if (*p > ' ')
+        return p; /* most often: no whitespace */
+    if (*p == ' ' && p[1] > ' ')
+        return p + 1; /* or one space, as after json.dumps's ", " and ": " */
+    while (WS[*p])
         p++;
-    s->p = p;
+    return p;
 }
 
 static int hex4(const unsigned char *p, unsigned *out) {
@@ -183,104 +190,119 @@ static Py_ssize_t utf8_seq(const unsigned char *p, const unsigned char *end) {
     return 0;
 }
 
-/* A string at s->p (on its opening quote): validated; s->p after the closing quote.
- * *escaped gets ESCAPED when it held an escape, NON_ASCII when a byte >= 0x80. */
+/* A string's special byte at p (a backslash, a control or a non-ASCII byte): the byte
+ * after it (and its escape or UTF-8 sequence), or NULL when the string is not valid. */
 enum { ESCAPED = 1, NON_ASCII = 2 };
 
-static int string(Scan *s, int *escaped) {
-    const unsigned char *p = s->p + 1, *end = s->end;
-    *escaped = 0;
-    for (;;) {
-        p = next_stop(p, end);
-        if (p >= end)
-            return GIVE_UP;
-        unsigned c = *p;
-        if (c == '"') {
-            s->p = p + 1;
-            return OK;
-        }
-        if (c < 0x20)
-            return GIVE_UP;
-        if (c >= 0x80) {
-            Py_ssize_t n = utf8_seq(p, end);
-            *escaped |= NON_ASCII;
-            if (!n)
-                return GIVE_UP;
-            p += n;
-            continue;
-        }
-        /* a backslash */
-        *escaped |= ESCAPED;
-        if (end - p < 2)
-            return GIVE_UP;
-        switch (p[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            p += 2;
-            break;
-        case 'u': {
-            unsigned u, lo;
-            if (end - p < 6 || !hex4(p + 2, &u))
-                return GIVE_UP;
+static const unsigned char *__attribute__((noinline))
+string_special(const unsigned char *p, const unsigned char *end, int *flags) {
+    unsigned c = *p;
+    if (c < 0x20)
+        return NULL; /* a control byte, or the end */
+    if (c >= 0x80) {
+        Py_ssize_t n = utf8_seq(p, end);
+        *flags |= NON_ASCII;
+        return n ? p + n : NULL;
+    }
+    *flags |= ESCAPED; /* a backslash */
+    if (end - p < 2)
+        return NULL;
+    switch (p[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        return p + 2;
+    case 'u': {
+        unsigned u, lo;
+        if (end - p < 6 || !hex4(p + 2, &u))
+            return NULL;
+        p += 6;
+        if (u >= 0xDC00 && u <= 0xDFFF)
+            return NULL; /* a low surrogate alone */
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) ||
+                lo < 0xDC00 || lo > 0xDFFF)
+                return NULL; /* a high surrogate alone */
             p += 6;
-            if (u >= 0xDC00 && u <= 0xDFFF)
-                return GIVE_UP; /* a low surrogate alone */
-            if (u >= 0xD800 && u <= 0xDBFF) {
-                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) ||
-                    lo < 0xDC00 || lo > 0xDFFF)
-                    return GIVE_UP; /* a high surrogate alone */
-                p += 6;
-            }
-            break;
         }
-        default:
-            return GIVE_UP;
-        }
+        return p;
+    }
+    default:
+        return NULL;
     }
 }
 
-/* A number at s->p: validated; *is_int when it has no fraction and no exponent. */
-static int number(Scan *s, int *is_int) {
-    const unsigned char *p = s->p, *end = s->end;
+/* The rest of a string from p (after its opening quote), validated: the byte after its
+ * closing quote, or NULL. *flags gets ESCAPED when it held an escape, NON_ASCII a byte >=
+ * 0x80. */
+static inline const unsigned char *string_rest(const unsigned char *p, const unsigned char *end,
+                                               int *flags) {
+    for (;;) {
+#ifdef WORDS
+        while (end - p >= 8) {
+            uint64_t m = stop_mask8(p);
+            if (m) {
+                p += __builtin_ctzll(m) >> 3;
+                goto stop;
+            }
+            p += 8;
+        }
+#endif
+        while (!STOP[*p])
+            p++;
+#ifdef WORDS
+    stop:
+#endif
+        if (*p == '"')
+            return p + 1;
+        if ((p = string_special(p, end, flags)) == NULL)
+            return NULL;
+    }
+}
+
+#define DIGIT(c) ((unsigned)((c) - '0') < 10)
+
+/* A number from p, validated: the byte after it, or NULL; *is_int when it has no fraction
+ * and no exponent. */
+static inline const unsigned char *number(const unsigned char *p, int *is_int) {
     *is_int = 1;
-    if (p < end && *p == '-')
+    if (*p == '-')
         p++;
-    if (p >= end)
-        return GIVE_UP;
     if (*p == '0') {
         p++;
     } else if (*p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9')
+        do
             p++;
+        while (DIGIT(*p));
     } else {
-        return GIVE_UP;
+        return NULL;
     }
-    if (p < end && *p == '.') {
+    if (*p == '.') {
         *is_int = 0;
         p++;
-        if (p >= end || *p < '0' || *p > '9')
-            return GIVE_UP;
-        while (p < end && *p >= '0' && *p <= '9')
+        if (!DIGIT(*p))
+            return NULL;
+        do
             p++;
+        while (DIGIT(*p));
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    if (*p == 'e' || *p == 'E') {
         *is_int = 0;
         p++;
-        if (p < end && (*p == '+' || *p == '-'))
+        if (*p == '+' || *p == '-')
             p++;
-        if (p >= end || *p < '0' || *p > '9')
-            return GIVE_UP;
-        while (p < end && *p >= '0' && *p <= '9')
+        if (!DIGIT(*p))
+            return NULL;
+        do
             p++;
+        while (DIGIT(*p));
     }
-    s->p = p;
-    return OK;
+    return p;
 }
 
-static int literal(Scan *s, const char *word, Py_ssize_t n) {
-    if (s->end - s->p < n || memcmp(s->p, word, (size_t)n) != 0)
-        return GIVE_UP;
-    s->p += n;
-    return OK;
+static inline const unsigned char *literal(const Scan *s, const unsigned char *p,
+                                           const char *word, Py_ssize_t n) {
+    if (s->end - p < n || memcmp(p, word, (size_t)n) != 0)
+        return NULL;
+    return p + n;
 }
 
 /* --- Index: id -> replacement, looked up on the id's bytes ------------------------------
@@ -291,6 +313,8 @@ static int literal(Scan *s, const char *word, Py_ssize_t n) {
  * probing over (hash, key, value); the hash is SipHash-1-3 (as CPython's str hash) under a
  * key drawn from os.urandom when the module loads, so ids a partner chooses cannot be made
  * to collide. Keys and values are str; a key is hashed and compared as UTF-8. */
+
+static Py_ssize_t escaped_len(const unsigned char *t, Py_ssize_t n);
 
 static uint64_t SIP_K0, SIP_K1;
 
@@ -366,6 +390,7 @@ typedef struct {
     uint64_t hash;
     PyObject *key; /* NULL: an empty slot */
     PyObject *value;
+    Py_ssize_t json_len; /* bytes the value takes written as a JSON string */
 } Slot;
 
 struct Index {
@@ -393,11 +418,11 @@ static inline Slot *index_slot(const Index *ix, uint64_t h, const char *key, Py_
     }
 }
 
-static inline PyObject *index_get(const Index *ix, const unsigned char *key, Py_ssize_t n) {
+static inline const Slot *index_get(const Index *ix, const unsigned char *key, Py_ssize_t n) {
     if (ix->used == 0)
         return NULL;
     const Slot *slot = index_slot(ix, siphash13(key, n), (const char *)key, n);
-    return slot->key != NULL ? slot->value : NULL;
+    return slot->key != NULL ? slot : NULL;
 }
 
 static int index_resize(Index *ix, Py_ssize_t cap) {
@@ -427,12 +452,13 @@ static PyObject *Index_set(Index *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "UU", &key, &value))
         return NULL;
     Py_ssize_t n;
-    const char *k = utf8_of(key, &n);
-    if (k == NULL || utf8_of(value, &n) == NULL) {
+    const char *k = utf8_of(key, &n), *v = k ? utf8_of(value, &n) : NULL;
+    if (v == NULL) {
         /* not UTF-8 (a lone surrogate): never in a JSON text, so never looked up here */
         PyErr_Clear();
         Py_RETURN_FALSE;
     }
+    Py_ssize_t json_len = escaped_len((const unsigned char *)v, n);
     k = utf8_of(key, &n);
     if ((self->used + 1) * 2 > (self->slots ? self->mask + 1 : 0) &&
         index_resize(self, self->slots ? (self->mask + 1) * 2 : 8) < 0)
@@ -449,6 +475,7 @@ static PyObject *Index_set(Index *self, PyObject *args) {
         Py_DECREF(slot->value);
     }
     slot->value = value;
+    slot->json_len = json_len;
     Py_RETURN_TRUE;
 }
 
@@ -519,8 +546,8 @@ static PyObject *Index_get(Index *self, PyObject *args) {
         PyErr_Clear();
         return Py_NewRef(dflt);
     }
-    PyObject *v = index_get(self, (const unsigned char *)k, n);
-    return Py_NewRef(v != NULL ? v : dflt);
+    const Slot *slot = index_get(self, (const unsigned char *)k, n);
+    return Py_NewRef(slot != NULL ? slot->value : dflt);
 }
 
 static PyObject *Index_clear_method(Index *self, PyObject *unused) {
@@ -593,24 +620,33 @@ static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsig
     if (s->n_spans + 3 > s->cap_spans) {
         Py_ssize_t cap = s->cap_spans ? s->cap_spans * 2 : 96;
         uint32_t *grown = PyMem_Realloc(s->spans, (size_t)cap * sizeof(uint32_t));
-        PyObject **repl = s->indexes == NULL ? NULL
-                                             : PyMem_Realloc(s->repl, (size_t)(cap / 3) * sizeof(PyObject *));
         if (grown != NULL)
             s->spans = grown;
-        if (repl != NULL)
-            s->repl = repl;
-        if (grown == NULL || (s->indexes != NULL && repl == NULL)) {
+        PyObject **repl = NULL;
+        Py_ssize_t *sizes = NULL;
+        if (s->indexes != NULL) {
+            if ((repl = PyMem_Realloc(s->repl, (size_t)(cap / 3) * sizeof(PyObject *))) != NULL)
+                s->repl = repl;
+            if ((sizes = PyMem_Realloc(s->sizes, (size_t)(cap / 3) * sizeof(Py_ssize_t))) != NULL)
+                s->sizes = sizes;
+        }
+        if (grown == NULL || (s->indexes != NULL && (repl == NULL || sizes == NULL))) {
             PyErr_NoMemory();
+            s->failed = 1;
             return FAILED;
         }
         s->cap_spans = cap;
     }
     if (s->indexes != NULL) {
-        PyObject *new = index_get(s->indexes[leaf], key, n);
-        if (new != NULL)
-            s->hits[leaf]++, Py_INCREF(new); /* held: a collection may run Python code */
-        else
+        const Slot *slot = index_get(s->indexes[leaf], key, n);
+        PyObject *new = NULL;
+        if (slot != NULL) {
+            new = Py_NewRef(slot->value); /* held: a collection may run Python code */
+            s->sizes[s->n_spans / 3] = slot->json_len;
+            s->hits[leaf]++;
+        } else {
             s->misses++;
+        }
         s->repl[s->n_spans / 3] = new;
     }
     s->spans[s->n_spans++] = (uint32_t)(start - s->base);
@@ -619,123 +655,111 @@ static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsig
     return OK;
 }
 
-static int value(Scan *s, const Program *prog, int32_t target);
+static const unsigned char *value(Scan *s, const Program *prog, int32_t target,
+                                  const unsigned char *p);
 
 /* The value at a leaf: a non-empty string or an integer is an id; null is no reference;
  * anything else is skipped, or gives up on a strict program (NotAnId is the slow path's). */
-static int leaf_value(Scan *s, const Program *prog, int32_t leaf) {
-    const unsigned char *start = s->p;
-    int r;
-    if (*start == '"') {
-        int escaped;
-        if ((r = string(s, &escaped)) != OK)
-            return r;
-        if (escaped & ESCAPED)
-            return GIVE_UP;
-        Py_ssize_t len = (s->p - start) - 2;
+static const unsigned char *leaf_value(Scan *s, const Program *prog, int32_t leaf,
+                                       const unsigned char *p) {
+    const unsigned char *start = p;
+    if (*p == '"') {
+        int flags = 0;
+        if ((p = string_rest(p + 1, s->end, &flags)) == NULL || (flags & ESCAPED))
+            return NULL;
+        Py_ssize_t len = (p - start) - 2;
         if (len == 0)
-            return s->leaf_strict ? GIVE_UP : OK;
-        return record(s, leaf, start, s->p, start + 1, len);
+            return s->leaf_strict ? NULL : p;
+        return record(s, leaf, start, p, start + 1, len) == OK ? p : NULL;
     }
-    if (*start == '-' || (*start >= '0' && *start <= '9')) {
+    if (*p == '-' || DIGIT(*p)) {
         int is_int;
-        if ((r = number(s, &is_int)) != OK)
-            return r;
-        Py_ssize_t len = s->p - start;
+        if ((p = number(p, &is_int)) == NULL)
+            return NULL;
+        Py_ssize_t len = p - start;
         Py_ssize_t digits = len - (*start == '-');
         if (!is_int || digits > MAX_INT_DIGITS || (len == 2 && start[0] == '-' && start[1] == '0'))
-            return (s->leaf_strict || is_int) ? GIVE_UP : OK;
-        return record(s, leaf, start, s->p, start, len);
+            return (s->leaf_strict || is_int) ? NULL : p;
+        return record(s, leaf, start, p, start, len) == OK ? p : NULL;
     }
-    if (*start == 'n')
-        return literal(s, "null", 4);
+    if (*p == 'n')
+        return literal(s, p, "null", 4);
     if (s->leaf_strict)
-        return GIVE_UP;
-    return value(s, prog, NO_TARGET);
+        return NULL;
+    return value(s, prog, NO_TARGET, p);
 }
 
-static const Entry *find_key(const Node *node, const unsigned char *key, Py_ssize_t len,
-                             Py_ssize_t *at) {
-    for (Py_ssize_t i = 0; i < node->n_entries; i++) {
-        const Entry *e = &node->entries[i];
-        if (e->key_len == len && (len == 0 || (e->key[0] == (char)key[0] &&
-                                               memcmp(e->key, key, (size_t)len) == 0))) {
-            *at = i;
-            return e;
-        }
+/* A member's or an element's value: strings and numbers no pointer names are skipped here,
+ * the rest by value(). */
+static inline const unsigned char *member(Scan *s, const Program *prog, int32_t target,
+                                          const unsigned char *p) {
+    if (target == NO_TARGET) {
+        int x;
+        if (*p == '"')
+            return string_rest(p + 1, s->end, &x);
+        if (DIGIT(*p) || *p == '-')
+            return number(p, &x);
     }
-    return NULL;
+    return value(s, prog, target, p);
 }
 
-/* After a member or an element: a comma (MORE follow) or the closing byte (OK). */
-static inline int next_member(Scan *s, unsigned char close) {
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ',') {
-        s->p++;
-        skip_ws(s);
-        return MORE;
-    }
-    if (s->p < s->end && *s->p == close) {
-        s->p++;
-        return OK;
-    }
-    return GIVE_UP;
-}
-
-static int object(Scan *s, const Program *prog, const Node *node) {
+static const unsigned char *object(Scan *s, const Program *prog, const Node *node,
+                                   const unsigned char *p) {
     uint64_t seen = 0;
-    int r;
     if (node != NULL && node->star != NO_TARGET)
-        return GIVE_UP; /* "*" over an object's values: the slow path */
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        return OK;
-    }
+        return NULL; /* "*" over an object's values: the slow path */
+    p = skip_ws(p + 1);
+    if (*p == '}')
+        return p + 1;
     for (;;) {
-        if (s->p >= s->end || *s->p != '"')
-            return GIVE_UP;
-        const unsigned char *key = s->p;
-        int escaped;
-        if ((r = string(s, &escaped)) != OK)
-            return r;
+        if (*p != '"')
+            return NULL;
+        const unsigned char *key = p + 1;
+        int flags = 0;
+        if ((p = string_rest(key, s->end, &flags)) == NULL)
+            return NULL;
         int32_t child = NO_TARGET;
         if (node != NULL) {
-            if (escaped & ESCAPED)
-                return GIVE_UP;
-            Py_ssize_t at;
-            const Entry *e = find_key(node, key + 1, (s->p - key) - 2, &at);
-            if (e != NULL) {
-                if (seen & ((uint64_t)1 << at))
-                    return GIVE_UP; /* the same named field twice */
-                seen |= (uint64_t)1 << at;
-                child = e->child;
+            if (flags & ESCAPED)
+                return NULL;
+            Py_ssize_t len = (p - key) - 1;
+            for (Py_ssize_t i = 0; i < node->n_entries; i++) {
+                const Entry *e = &node->entries[i];
+                if (e->key_len == len && (len == 0 || (e->key[0] == (char)key[0] &&
+                                                       memcmp(e->key, key, (size_t)len) == 0))) {
+                    if (seen & ((uint64_t)1 << i))
+                        return NULL; /* the same named field twice */
+                    seen |= (uint64_t)1 << i;
+                    child = e->child;
+                    break;
+                }
             }
         }
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return GIVE_UP;
-        s->p++;
-        skip_ws(s);
-        if ((r = value(s, prog, child)) != OK || (r = next_member(s, '}')) != MORE)
-            return r;
+        p = skip_ws(p);
+        if (*p != ':')
+            return NULL;
+        p = skip_ws(p + 1);
+        if ((p = member(s, prog, child, p)) == NULL)
+            return NULL;
+        p = skip_ws(p);
+        if (*p == ',') {
+            p = skip_ws(p + 1);
+            continue;
+        }
+        return *p == '}' ? p + 1 : NULL;
     }
 }
 
-static int array(Scan *s, const Program *prog, const Node *node) {
-    int r;
+static const unsigned char *array(Scan *s, const Program *prog, const Node *node,
+                                  const unsigned char *p) {
     if (node != NULL && !node->lists) {
         if (node->strict)
-            return GIVE_UP; /* an array where an object belongs */
+            return NULL; /* an array where an object belongs */
         node = NULL;
     }
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        return OK;
-    }
+    p = skip_ws(p + 1);
+    if (*p == ']')
+        return p + 1;
     for (int64_t i = 0;; i++) {
         int32_t child = NO_TARGET;
         if (node != NULL) {
@@ -750,43 +774,46 @@ static int array(Scan *s, const Program *prog, const Node *node) {
                 }
             }
         }
-        if (s->p >= s->end)
-            return GIVE_UP;
-        if ((r = value(s, prog, child)) != OK || (r = next_member(s, ']')) != MORE)
-            return r;
+        if ((p = member(s, prog, child, p)) == NULL)
+            return NULL;
+        p = skip_ws(p);
+        if (*p == ',') {
+            p = skip_ws(p + 1);
+            continue;
+        }
+        return *p == ']' ? p + 1 : NULL;
     }
 }
 
-/* Any value at s->p, walked with ``target``: a node, ~leaf, or NO_TARGET (validated only). */
-static int value(Scan *s, const Program *prog, int32_t target) {
-    if (s->p >= s->end)
-        return GIVE_UP;
+/* Any value at p, walked with ``target``: a node, ~leaf, or NO_TARGET (validated only). */
+static const unsigned char *value(Scan *s, const Program *prog, int32_t target,
+                                  const unsigned char *p) {
     if (target != NO_TARGET && target < 0)
-        return leaf_value(s, prog, ~target);
+        return leaf_value(s, prog, ~target, p);
     const Node *node = target == NO_TARGET ? NULL : &prog->nodes[target];
-    int r, escaped, is_int;
-    switch (*s->p) {
+    int x;
+    switch (*p) {
     case '{':
     case '[':
         if (++s->depth > MAX_DEPTH)
-            return GIVE_UP;
-        r = *s->p == '{' ? object(s, prog, node) : array(s, prog, node);
+            return NULL;
+        p = *p == '{' ? object(s, prog, node, p) : array(s, prog, node, p);
         s->depth--;
-        return r;
+        return p;
     case 'n':
-        return literal(s, "null", 4);
+        return literal(s, p, "null", 4);
     }
     if (node != NULL && node->strict)
-        return GIVE_UP; /* a scalar where a container belongs */
-    switch (*s->p) {
+        return NULL; /* a scalar where a container belongs */
+    switch (*p) {
     case '"':
-        return string(s, &escaped);
+        return string_rest(p + 1, s->end, &x);
     case 't':
-        return literal(s, "true", 4);
+        return literal(s, p, "true", 4);
     case 'f':
-        return literal(s, "false", 5);
+        return literal(s, p, "false", 5);
     default:
-        return number(s, &is_int);
+        return number(p, &x);
     }
 }
 
@@ -799,6 +826,8 @@ static void Program_dealloc(Program *self) {
         PyMem_Free(self->nodes);
     }
     Py_XDECREF(self->keys);
+    Py_XDECREF(self->leaves);
+    Py_XDECREF(self->found);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -810,15 +839,22 @@ static int check_child(Program *self, long child) {
 }
 
 static int Program_init(Program *self, PyObject *args, PyObject *kwds) {
-    PyObject *nodes;
-    Py_ssize_t n_leaves;
-    static char *kwlist[] = {"nodes", "leaves", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &nodes, &n_leaves))
+    PyObject *nodes, *leaves, *found;
+    static char *kwlist[] = {"nodes", "leaves", "found", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!", kwlist, &nodes, &PyTuple_Type, &leaves,
+                                     &PyType_Type, &found))
         return -1;
     if (self->nodes != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is already initialised");
         return -1;
     }
+    if (!PyType_IsSubtype((PyTypeObject *)found, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "found must be a tuple type");
+        return -1;
+    }
+    Py_ssize_t n_leaves = PyTuple_GET_SIZE(leaves);
+    self->leaves = Py_NewRef(leaves);
+    self->found = (PyTypeObject *)Py_NewRef(found);
     PyObject *seq = PySequence_Fast(nodes, "nodes must be a sequence");
     if (seq == NULL)
         return -1;
@@ -897,7 +933,7 @@ fail:
 }
 
 static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
-                         PyObject *const *repl);
+                         PyObject *const *repl, const Py_ssize_t *known);
 
 static PyObject *new_lists(Py_ssize_t n) {
     PyObject *out = PyList_New(n);
@@ -941,57 +977,63 @@ static PyObject *news_of(const uint32_t *sp, Py_ssize_t n, Py_ssize_t n_leaves,
     return news;
 }
 
+/* scan()'s result: a Program.found of (leaves, values, spans, news, hits, out). */
+static PyObject *found_of(Program *self, PyObject *values, PyObject *spans, PyObject *news,
+                          PyObject *hits, PyObject *out) {
+    PyObject *t = self->found->tp_alloc(self->found, 6);
+    if (t == NULL)
+        return NULL;
+    PyObject *items[6] = {self->leaves, values, spans, news, hits, out};
+    for (int i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(t, i, Py_NewRef(items[i]));
+    return t;
+}
+
 static PyObject *Program_scan(Program *self, PyObject *args) {
     Py_buffer buf;
-    PyObject *arg, *indexes = Py_None;
+    PyObject *arg, *indexes;
     if (self->nodes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O|O", &arg, &indexes))
+    if (!PyArg_ParseTuple(args, "OO", &arg, &indexes))
         return NULL;
-    if (indexes != Py_None) {
-        if (!PyList_Check(indexes) || PyList_GET_SIZE(indexes) != self->n_leaves) {
+    if (!PyList_Check(indexes) || PyList_GET_SIZE(indexes) != self->n_leaves) {
+        PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
+        if (Py_TYPE(PyList_GET_ITEM(indexes, i)) != &IndexType) {
             PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
             return NULL;
         }
-        for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
-            if (Py_TYPE(PyList_GET_ITEM(indexes, i)) != &IndexType) {
-                PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
-                return NULL;
-            }
-        }
+    }
+    if (!PyBytes_Check(arg)) { /* its buffer ends with a 0 byte, which the walk relies on */
+        PyErr_SetString(PyExc_TypeError, "scan() takes a bytes object");
+        return NULL;
     }
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *result = NULL, *spans = NULL, *hits = NULL, *values = NULL, *news = NULL;
     Scan s = {0};
-    if (indexes != Py_None) {
-        /* the list's items: held by the list, which the caller holds during the call */
-        s.indexes = (Index **)((PyListObject *)indexes)->ob_item;
-        s.hits = PyMem_Calloc((size_t)self->n_leaves, sizeof(Py_ssize_t));
-        if (s.hits == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
+    /* the list's items: held by the list, which the caller holds during the call */
+    s.indexes = (Index **)((PyListObject *)indexes)->ob_item;
+    s.hits = PyMem_Calloc((size_t)self->n_leaves, sizeof(Py_ssize_t));
+    if (s.hits == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
     if (buf.len >= UINT32_MAX) { /* spans are uint32 offsets: far beyond any body read */
         result = Py_NewRef(Py_None);
         goto done;
     }
-    s.base = s.p = buf.buf;
+    s.base = buf.buf;
     s.end = s.base + buf.len;
     s.leaf_strict = self->nodes[0].strict;
-    skip_ws(&s);
-    int r = value(&s, self, 0);
-    if (r == OK) {
-        skip_ws(&s);
-        if (s.p != s.end)
-            r = GIVE_UP; /* something after the value */
-    }
-    if (r == FAILED)
+    const unsigned char *end = value(&s, self, 0, skip_ws(s.base));
+    if (s.failed)
         goto done;
-    if (r == GIVE_UP) {
+    if (end == NULL || skip_ws(end) != s.end) { /* not JSON, or something after the value */
         result = Py_NewRef(Py_None);
         goto done;
     }
@@ -1000,12 +1042,6 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
                                       s.n_spans * (Py_ssize_t)sizeof(uint32_t));
     if (spans == NULL)
         goto done;
-    if (s.indexes == NULL) {
-        values = values_of(s.base, s.spans, n, self->n_leaves);
-        if (values != NULL)
-            result = PyTuple_Pack(2, values, spans);
-        goto done;
-    }
     hits = PyList_New(self->n_leaves);
     Py_ssize_t replaced = 0;
     for (Py_ssize_t i = 0; hits != NULL && i < self->n_leaves; i++) {
@@ -1019,9 +1055,9 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
     if (hits == NULL)
         goto done;
     if (s.misses == 0) { /* every id replaced: the new body at once, and no lists */
-        PyObject *out = replaced ? spliced(buf.buf, buf.len, s.spans, n, s.repl) : Py_NewRef(arg);
+        PyObject *out = replaced ? spliced(buf.buf, buf.len, s.spans, n, s.repl, s.sizes) : Py_NewRef(arg);
         if (out != NULL) {
-            result = PyTuple_Pack(5, Py_None, spans, Py_None, hits, out);
+            result = found_of(self, Py_None, spans, Py_None, hits, out);
             Py_DECREF(out);
         }
         goto done;
@@ -1029,7 +1065,7 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
     values = values_of(s.base, s.spans, n, self->n_leaves);
     news = values ? news_of(s.spans, n, self->n_leaves, s.repl) : NULL;
     if (news != NULL)
-        result = PyTuple_Pack(5, values, spans, news, hits, Py_None);
+        result = found_of(self, values, spans, news, hits, Py_None);
 done:
     Py_XDECREF(spans);
     Py_XDECREF(hits);
@@ -1040,18 +1076,20 @@ done:
     PyMem_Free(s.hits);
     PyMem_Free(s.spans);
     PyMem_Free(s.repl);
+    PyMem_Free(s.sizes);
     PyBuffer_Release(&buf);
     return result;
 }
 
 static PyMethodDef Program_methods[] = {
     {"scan", (PyCFunction)Program_scan, METH_VARARGS,
-     "scan(body[, views]) -> (values, spans) | None: the ids the pointers name, per leaf, "
-     "and their places; None when the body is not JSON or the walk is the slow path's to "
-     "decide. With views (a dict per leaf: id -> replacement): (values, spans, news, hits, "
-     "out), news[leaf][i] the replacement of each id or None, hits the ids replaced per leaf, "
-     "out the new body when every id had a replacement (the body itself when none was "
-     "found), else None."},
+     "scan(body, indexes) -> found | None: the ids the pointers name in body (bytes), each "
+     "looked up in indexes[leaf] (an Index per leaf); None when the body is not JSON or the "
+     "walk is the slow path's to decide. found (of the Program's found type): (leaves, "
+     "values, spans, news, hits, out): hits the ids replaced per leaf; when every id had a "
+     "replacement, out is the new body (the body itself when none was found) and values, "
+     "news are None; else values[leaf] the ids of each leaf as str and news[leaf][i] the "
+     "replacement of each or None, out None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1108,9 +1146,10 @@ static char *write_escaped(char *w, const unsigned char *t, Py_ssize_t n, Py_ssi
     return w;
 }
 
-/* The body (src, len) with repl[i] (a str, or NULL to keep the id) written over span i. */
+/* The body (src, len) with repl[i] (a str, or NULL to keep the id) written over span i;
+ * known[i], when given, the bytes repl[i] takes as a JSON string. */
 static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py_ssize_t n,
-                         PyObject *const *repl) {
+                         PyObject *const *repl, const Py_ssize_t *known) {
     PyObject *result = NULL;
     Py_ssize_t *sizes = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
     if (sizes == NULL)
@@ -1126,11 +1165,15 @@ static PyObject *spliced(const char *src, Py_ssize_t len, const uint32_t *sp, Py
         last = stop;
         if (repl[i] == NULL)
             continue;
-        Py_ssize_t n_text;
-        const char *text = utf8_of(repl[i], &n_text);
-        if (text == NULL)
-            goto done;
-        sizes[i] = escaped_len((const unsigned char *)text, n_text);
+        if (known != NULL) {
+            sizes[i] = known[i];
+        } else {
+            Py_ssize_t n_text;
+            const char *text = utf8_of(repl[i], &n_text);
+            if (text == NULL)
+                goto done;
+            sizes[i] = escaped_len((const unsigned char *)text, n_text);
+        }
         total += sizes[i] - (Py_ssize_t)(stop - start);
     }
     result = PyBytes_FromStringAndSize(NULL, total);
@@ -1182,7 +1225,7 @@ static PyObject *splice(PyObject *module, PyObject *args) {
         }
         repl[i] = new == Py_None ? NULL : new;
     }
-    result = spliced(body.buf, body.len, sp, n, repl);
+    result = spliced(body.buf, body.len, sp, n, repl, NULL);
 done:
     PyMem_Free(next);
     PyMem_Free(repl);

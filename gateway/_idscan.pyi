@@ -1,7 +1,7 @@
 """Types of the C extension gateway._idscan (gateway/_idscan.c)."""
 
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import Any
 
 class Index:
     def __init__(self, items: Iterable[tuple[str, str]] = ...) -> None: ...
@@ -15,16 +15,9 @@ class Program:
     def __init__(
         self,
         nodes: Sequence[tuple[bool, int | None, Sequence[tuple[bytes, int, int]]]],
-        leaves: int,
+        leaves: tuple[Any, ...],
+        found: type[Any],
     ) -> None: ...
-    @overload
-    def scan(self, body: bytes) -> tuple[list[list[str]], bytes] | None: ...
-    @overload
-    def scan(
-        self, body: bytes, indexes: list[Index]
-    ) -> (
-        tuple[list[list[str]] | None, bytes, list[list[str | None]] | None, list[int], bytes | None]
-        | None
-    ): ...
+    def scan(self, body: bytes, indexes: list[Index]) -> Any: ...  # found | None
 
 def splice(body: bytes, spans: bytes, news: list[list[str | None]]) -> bytes: ...

@@ -120,16 +120,21 @@ class MappingCache:
             table.prune(now)
         return table.fresh
 
-    def fresh_index(self, scope: Scope, now: float, entity_type: str) -> Index:
-        """:meth:`fresh` as an :class:`~gateway.mapping.textids.Index`, for the JSON text
-        scanner (only called where it is built)."""
-        table = self._held(scope, entity_type)
-        if table is None or table.index is None:
-            assert _EMPTY_INDEX is not None  # built, as the caller's scanner is
-            return _EMPTY_INDEX
-        if now >= table.until:
-            table.prune(now)
-        return table.index
+    def fresh_indexes(self, scope: Scope, now: float, entity_types: tuple[str, ...]) -> list[Index]:
+        """:meth:`fresh` of each entity type as an :class:`~gateway.mapping.textids.Index`,
+        for the JSON text scanner (only called where it is built)."""
+        tables = self._scopes.get(scope)
+        out = []
+        for entity_type in entity_types:
+            table = tables.get(entity_type) if tables is not None else None
+            if table is None or table.index is None:
+                assert _EMPTY_INDEX is not None  # built, as the caller's scanner is
+                out.append(_EMPTY_INDEX)
+                continue
+            if now >= table.until:
+                table.prune(now)
+            out.append(table.index)
+        return out
 
     def _held(self, scope: Scope, entity_type: str) -> Table | None:
         tables = self._scopes.get(scope)

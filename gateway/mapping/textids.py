@@ -28,10 +28,12 @@ UNSUPPORTED = False  # Trie.compiled of a trie the scanner cannot walk
 
 
 class Program(NamedTuple):
-    """A trie compiled for the scanner, and its leaves in the scanner's numbering."""
+    """A trie compiled for the scanner, its leaves in the scanner's numbering and their
+    entity types (what :func:`find`'s ``indexes`` is asked for)."""
 
     scanner: _idscan.Program
     leaves: tuple[Leaf, ...]
+    entity_types: tuple[str, ...]
 
 
 class Found(NamedTuple):
@@ -86,23 +88,30 @@ def _compile(root: Trie) -> Program | bool:
         if (star is not None and entries) or len(entries) > 64:
             return UNSUPPORTED  # a value walked by two children: the parsed walk does it
         rows.append((node.strict, star, entries))
-    return Program(_idscan.Program(rows, len(leaves)), tuple(leaves))
+    kept = tuple(leaves)
+    return Program(
+        _idscan.Program(rows, kept, Found), kept, tuple(leaf.entity_type for leaf in kept)
+    )
 
 
 def _index(seg: str) -> int:
     return int(seg) if is_index(seg) and len(seg) < 19 else -1
 
 
-def find(body: bytes, trie: Trie, indexes: Callable[[str], Index]) -> Found | None:
-    """The ids the trie names in ``body``, each looked up in ``indexes(entity_type)``
-    (id → replacement); or None for the parsed walk to decide."""
-    compiled = program(trie)
-    if compiled is None:
-        return None
-    found = compiled.scanner.scan(body, [indexes(leaf.entity_type) for leaf in compiled.leaves])
-    if found is None:
-        return None
-    return Found(compiled.leaves, *found)
+def find(
+    body: bytes, trie: Trie, indexes: Callable[[tuple[str, ...]], list[Index]]
+) -> Found | None:
+    """The ids the trie names in ``body``, each looked up in the :class:`Index` of its
+    leaf's entity type (``indexes(entity types)`` gives them, in the order asked); or None
+    for the parsed walk to decide. The hot path: one call into the scanner, which builds
+    the Found."""
+    compiled = trie.compiled
+    if not compiled:
+        compiled = program(trie)
+        if compiled is None:
+            return None
+    found: Found | None = compiled.scanner.scan(body, indexes(compiled.entity_types))
+    return found
 
 
 def splice(body: bytes, found: Found, news: list[list[str | None]]) -> bytes:

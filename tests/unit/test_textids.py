@@ -106,8 +106,8 @@ def index(items: dict[str, str] | None = None) -> Index:
     return Index((items or {}).items())
 
 
-def nothing(entity_type: str) -> Index:
-    return index()
+def nothing(entity_types: tuple[str, ...]) -> list[Index]:
+    return [index() for _ in entity_types]
 
 
 def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
@@ -118,7 +118,7 @@ def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | N
     values = found.values if found.values is not None else [[] for _ in found.leaves]
     assert found.spans == b"" or found.values is not None  # ids, none mapped: named
     table = {v: new for ids in values for v in ids if (new := mapped(v)) is not None}
-    again = textids.find(body, trie, lambda entity_type: index(table))
+    again = textids.find(body, trie, lambda types: [index(table) for _ in types])
     assert again is not None and again.spans == found.spans
     everything = all(v in table for ids in values for v in ids)
     assert (again.out is not None) is everything
@@ -276,7 +276,7 @@ def test_an_index_holds_what_a_dict_holds(ops: list[tuple[bool, str]]) -> None:
         assert ix.get(key) == model.get(key)
         if key and key in model:  # the scanner finds it by its bytes
             body = json.dumps({"id": key}, ensure_ascii=False).encode()
-            found = textids.find(body, trie, lambda et: ix)
+            found = textids.find(body, trie, lambda types: [ix])
             if found is not None:  # not escaped by json.dumps
                 assert found.out == json.dumps({"id": model[key]}).encode()
 
@@ -290,4 +290,4 @@ def test_an_index_refuses_what_is_not_str() -> None:
     assert ix.set("\ud800", "x") is False and len(ix) == 0
     with pytest.raises(TypeError):  # the scanner takes an Index per leaf, nothing else
         trie = pointers.compile_pointers([("/id", "room")])
-        textids.find(b'{"id": "a"}', trie, lambda et: {})  # type: ignore[arg-type,return-value]
+        textids.find(b'{"id": "a"}', trie, lambda types: [{}])  # type: ignore[list-item]

@@ -554,7 +554,7 @@ def test_the_scanners_index_is_the_fresh_view(ops: list[tuple[str, str]]) -> Non
         else:
             now += 6
         fresh = cache.fresh(scope, now, "room")
-        index = cache.fresh_index(scope, now, "room")
+        (index,) = cache.fresh_indexes(scope, now, ("room",))
         assert len(index) == len(fresh)
         for k in ["a", "b", "c", "é", "", "R1"]:
             assert index.get(k) == fresh.get(k)
