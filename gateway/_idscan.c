@@ -22,7 +22,8 @@
  * Program(nodes, leaves, found): nodes is a sequence of (strict, star, entries), star the
  * child of "*" or None, entries a sequence of (key bytes, child, index or -1); a child is a
  * node number (>= 0) or ~leaf (< 0); leaves a tuple, one item per leaf, handed back in each
- * result; found the tuple type of the results (see Program_scan). Index: id -> replacement,
+ * result; found the tuple type of the results (see Program_scan); records a tuple, the key
+ * each leaf's replacements are counted under in scan()'s ``done``. Index: id -> replacement,
  * kept by the mapping cache and looked up on the bytes of each id (see below).
  * splice(body, spans, news) -> bytes: news[leaf][i] is the replacement of the i-th id of
  * that leaf, or None to keep it.
@@ -60,6 +61,7 @@ typedef struct {
     Node *nodes;
     PyObject *keys;       /* keeps the key bytes alive */
     PyObject *leaves;     /* a tuple: what the caller calls each leaf (first in a result) */
+    PyObject *records;    /* a tuple: the key each leaf's replacements are counted under */
     PyTypeObject *found;  /* a tuple type of six: the type of scan()'s result */
 } Program;
 
@@ -827,6 +829,7 @@ static void Program_dealloc(Program *self) {
     }
     Py_XDECREF(self->keys);
     Py_XDECREF(self->leaves);
+    Py_XDECREF(self->records);
     Py_XDECREF(self->found);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -839,10 +842,10 @@ static int check_child(Program *self, long child) {
 }
 
 static int Program_init(Program *self, PyObject *args, PyObject *kwds) {
-    PyObject *nodes, *leaves, *found;
-    static char *kwlist[] = {"nodes", "leaves", "found", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!", kwlist, &nodes, &PyTuple_Type, &leaves,
-                                     &PyType_Type, &found))
+    PyObject *nodes, *leaves, *found, *records;
+    static char *kwlist[] = {"nodes", "leaves", "found", "records", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!", kwlist, &nodes, &PyTuple_Type,
+                                     &leaves, &PyType_Type, &found, &PyTuple_Type, &records))
         return -1;
     if (self->nodes != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is already initialised");
@@ -853,7 +856,12 @@ static int Program_init(Program *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     Py_ssize_t n_leaves = PyTuple_GET_SIZE(leaves);
+    if (PyTuple_GET_SIZE(records) != n_leaves) {
+        PyErr_SetString(PyExc_ValueError, "a record per leaf");
+        return -1;
+    }
     self->leaves = Py_NewRef(leaves);
+    self->records = Py_NewRef(records);
     self->found = (PyTypeObject *)Py_NewRef(found);
     PyObject *seq = PySequence_Fast(nodes, "nodes must be a sequence");
     if (seq == NULL)
@@ -977,6 +985,31 @@ static PyObject *news_of(const uint32_t *sp, Py_ssize_t n, Py_ssize_t n_leaves,
     return news;
 }
 
+/* done[records[leaf]] += the ids replaced at the leaf, for each leaf that had any. */
+static int count_hits(Program *self, const Py_ssize_t *hits, PyObject *done) {
+    for (Py_ssize_t i = 0; i < self->n_leaves; i++) {
+        if (hits[i] == 0)
+            continue;
+        PyObject *key = PyTuple_GET_ITEM(self->records, i);
+        PyObject *had = PyDict_GetItemWithError(done, key), *now;
+        if (had == NULL && PyErr_Occurred())
+            return -1;
+        if (had == NULL) {
+            now = PyLong_FromSsize_t(hits[i]);
+        } else {
+            PyObject *add = PyLong_FromSsize_t(hits[i]);
+            now = add ? PyNumber_Add(had, add) : NULL;
+            Py_XDECREF(add);
+        }
+        if (now == NULL || PyDict_SetItem(done, key, now) < 0) {
+            Py_XDECREF(now);
+            return -1;
+        }
+        Py_DECREF(now);
+    }
+    return 0;
+}
+
 /* scan()'s result: a Program.found of (leaves, values, spans, news, hits, out). */
 static PyObject *found_of(Program *self, PyObject *values, PyObject *spans, PyObject *news,
                           PyObject *hits, PyObject *out) {
@@ -991,12 +1024,12 @@ static PyObject *found_of(Program *self, PyObject *values, PyObject *spans, PyOb
 
 static PyObject *Program_scan(Program *self, PyObject *args) {
     Py_buffer buf;
-    PyObject *arg, *indexes;
+    PyObject *arg, *indexes, *done;
     if (self->nodes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Program is not initialised");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OO", &arg, &indexes))
+    if (!PyArg_ParseTuple(args, "OOO!", &arg, &indexes, &PyDict_Type, &done))
         return NULL;
     if (!PyList_Check(indexes) || PyList_GET_SIZE(indexes) != self->n_leaves) {
         PyErr_SetString(PyExc_TypeError, "indexes must be a list of an Index per leaf");
@@ -1052,7 +1085,7 @@ static PyObject *Program_scan(Program *self, PyObject *args) {
         else
             PyList_SET_ITEM(hits, i, h);
     }
-    if (hits == NULL)
+    if (hits == NULL || count_hits(self, s.hits, done) < 0)
         goto done;
     if (s.misses == 0) { /* every id replaced: the new body at once, and no lists */
         PyObject *out = replaced ? spliced(buf.buf, buf.len, s.spans, n, s.repl, s.sizes) : Py_NewRef(arg);
@@ -1083,8 +1116,9 @@ done:
 
 static PyMethodDef Program_methods[] = {
     {"scan", (PyCFunction)Program_scan, METH_VARARGS,
-     "scan(body, indexes) -> found | None: the ids the pointers name in body (bytes), each "
-     "looked up in indexes[leaf] (an Index per leaf); None when the body is not JSON or the "
+     "scan(body, indexes, done) -> found | None: the ids the pointers name in body (bytes), "
+     "each looked up in indexes[leaf] (an Index per leaf), the replacements of each leaf "
+     "counted into done[records[leaf]]; None when the body is not JSON or the "
      "walk is the slow path's to decide. found (of the Program's found type): (leaves, "
      "values, spans, news, hits, out): hits the ids replaced per leaf; when every id had a "
      "replacement, out is the new body (the body itself when none was found) and values, "

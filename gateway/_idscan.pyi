@@ -17,7 +17,8 @@ class Program:
         nodes: Sequence[tuple[bool, int | None, Sequence[tuple[bytes, int, int]]]],
         leaves: tuple[Any, ...],
         found: type[Any],
+        records: tuple[str, ...],
     ) -> None: ...
-    def scan(self, body: bytes, indexes: list[Index]) -> Any: ...  # found | None
+    def scan(self, body: bytes, indexes: list[Index], done: dict[str, Any]) -> Any: ...
 
 def splice(body: bytes, spans: bytes, news: list[list[str | None]]) -> bytes: ...

@@ -266,15 +266,14 @@ class Flow:
     ) -> TextIds | None:
         """The body's ids found in its text, the cache's fresh entries rewritten (counted
         in ``done``); None when the scanner leaves the body to the parsed walk."""
-        found = textids.find(
-            body, trie, partial(self.m.cache.fresh_indexes, scope, time.monotonic())
-        )
+        indexes = partial(self.m.cache.fresh_indexes, scope, time.monotonic())
+        found = textids.find(body, trie, indexes, done)
         if found is None:
             return None
-        text = TextIds(body, found, done)
-        if text.hits:
-            self.m.hits[scope[0]].n += text.hits
-        return text
+        hits = sum(found.hits)
+        if hits:
+            self.m.hits[scope[0]].n += hits
+        return TextIds(body, found)
 
     def _request_out(self, text: TextIds | None, doc: Any) -> bytes:
         """The rewritten request body: spliced into its text, or written from its value."""
@@ -573,19 +572,14 @@ class TextIds:
     while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots. When the cache mapped
     every id, ``out`` is the new body already and there are no lists."""
 
-    __slots__ = ("body", "found", "hits", "news", "out", "rest")
+    __slots__ = ("body", "found", "news", "out", "rest")
 
-    def __init__(self, body: bytes, found: textids.Found, done: dict[str, Any]) -> None:
-        leaves, values, _, news, hits, self.out = found
-        self.body, self.found, self.hits = body, found, 0
-        for leaf, n in zip(leaves, hits, strict=True):  # one count per leaf
-            if n:
-                done[leaf.record] = done.get(leaf.record, 0) + n
-                self.hits += n
+    def __init__(self, body: bytes, found: textids.Found) -> None:
+        self.body, self.found, self.out = body, found, found.out
         self.rest: list[translate.Slot] = []
-        self.news = news if news is not None else []
-        if values is not None:  # some ids were not mapped
-            for leaf, ids, new in zip(leaves, values, self.news, strict=True):
+        self.news: list[list[str | None]] = found.news or []
+        if found.values is not None:  # some ids were not mapped (the mapped ones are counted)
+            for leaf, ids, new in zip(found.leaves, found.values, self.news, strict=True):
                 self.rest.extend((None, i, leaf, v) for i, v in enumerate(ids) if new[i] is None)
 
     def wanted(self) -> set[Pair]:

@@ -13,7 +13,7 @@ two paths equal on generated bodies).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.pointers import WILDCARD, Leaf, Trie, is_index
 
@@ -90,7 +90,9 @@ def _compile(root: Trie) -> Program | bool:
         rows.append((node.strict, star, entries))
     kept = tuple(leaves)
     return Program(
-        _idscan.Program(rows, kept, Found), kept, tuple(leaf.entity_type for leaf in kept)
+        _idscan.Program(rows, kept, Found, tuple(leaf.record for leaf in kept)),
+        kept,
+        tuple(leaf.entity_type for leaf in kept),
     )
 
 
@@ -99,18 +101,21 @@ def _index(seg: str) -> int:
 
 
 def find(
-    body: bytes, trie: Trie, indexes: Callable[[tuple[str, ...]], list[Index]]
+    body: bytes,
+    trie: Trie,
+    indexes: Callable[[tuple[str, ...]], list[Index]],
+    done: dict[str, Any],
 ) -> Found | None:
     """The ids the trie names in ``body``, each looked up in the :class:`Index` of its
-    leaf's entity type (``indexes(entity types)`` gives them, in the order asked); or None
-    for the parsed walk to decide. The hot path: one call into the scanner, which builds
-    the Found."""
+    leaf's entity type (``indexes(entity types)`` gives them, in the order asked), the
+    replacements counted into ``done`` under each leaf's ``record``; or None for the parsed
+    walk to decide. The hot path: one call into the scanner, which builds the Found."""
     compiled = trie.compiled
     if not compiled:
         compiled = program(trie)
         if compiled is None:
             return None
-    found: Found | None = compiled.scanner.scan(body, indexes(compiled.entity_types))
+    found: Found | None = compiled.scanner.scan(body, indexes(compiled.entity_types), done)
     return found
 
 

@@ -144,7 +144,7 @@ def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     and with the scanner declining every body, so the parsed walk does it all. The text
     run checks the scanner did find ids (the test went the way it is named for)."""
     if request.param == "walk":
-        monkeypatch.setattr(textids, "find", lambda body, trie, views: None)
+        monkeypatch.setattr(textids, "find", lambda body, trie, indexes, done: None)
         yield "walk"
         return
     if not textids.AVAILABLE:
@@ -152,8 +152,8 @@ def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     found: list[Any] = []
     scan = textids.find
 
-    def recording(body: bytes, trie: Any, views: Any) -> Any:
-        result = scan(body, trie, views)
+    def recording(body: bytes, trie: Any, indexes: Any, done: Any) -> Any:
+        result = scan(body, trie, indexes, done)
         found.append(result)
         return result
 

@@ -112,14 +112,17 @@ def nothing(entity_types: tuple[str, ...]) -> list[Index]:
 
 def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
     """The scanner: ids found, looked up in the test's mapping, and spliced in."""
-    found = textids.find(body, trie, nothing)
+    found = textids.find(body, trie, nothing, {})
     if found is None:
         return None
     values = found.values if found.values is not None else [[] for _ in found.leaves]
     assert found.spans == b"" or found.values is not None  # ids, none mapped: named
     table = {v: new for ids in values for v in ids if (new := mapped(v)) is not None}
-    again = textids.find(body, trie, lambda types: [index(table) for _ in types])
+    done = {"body:/elsewhere": 2}
+    again = textids.find(body, trie, lambda types: [index(table) for _ in types], done)
     assert again is not None and again.spans == found.spans
+    counted = {leaf.record: n for leaf, n in zip(again.leaves, again.hits, strict=True) if n}
+    assert done == {"body:/elsewhere": 2, **counted}  # replacements counted per field
     everything = all(v in table for ids in values for v in ids)
     assert (again.out is not None) is everything
     assert again.hits == [sum(v in table for v in ids) for ids in values]
@@ -195,7 +198,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
     body = json.dumps(
         {"items": [{"room_id": f"R{i}", "note": 'é \\ "x"'} for i in range(3)]}, indent=2
     ).encode()
-    found = textids.find(body, trie, nothing)
+    found = textids.find(body, trie, nothing, {})
     assert found is not None and found.values == [["R0", "R1", "R2"]]
     out = textids.splice(body, found, [["a", None, 'q"']])
     assert out == body.replace(b'"R0"', b'"a"').replace(b'"R2"', b'"q\\""')
@@ -221,7 +224,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
 )
 def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
-    assert textids.find(body, trie, nothing) is None, why
+    assert textids.find(body, trie, nothing, {}) is None, why
 
 
 @settings(max_examples=400)
@@ -229,19 +232,19 @@ def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> No
 def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")])
     body = head + tail
-    if textids.find(body, trie, nothing) is not None:
+    if textids.find(body, trie, nothing, {}) is not None:
         orjson.loads(body)  # raises if the scanner took a body that is not JSON
 
 
 def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
     trie = pointers.compile_pointers([("/items/*/id", "room"), ("/items/0/x", "room")])
     assert textids.program(trie) is None
-    assert textids.find(b'{"items": []}', trie, nothing) is None
+    assert textids.find(b'{"items": []}', trie, nothing, {}) is None
 
 
 def test_splice_refuses_spans_that_do_not_fit() -> None:
     trie = pointers.compile_pointers([("/id", "room")])
-    found = textids.find(b'{"id": "abc"}', trie, nothing)
+    found = textids.find(b'{"id": "abc"}', trie, nothing, {})
     assert found is not None
     with pytest.raises(ValueError):
         textids.splice(b"{}", found, [["x"]])
@@ -276,7 +279,7 @@ def test_an_index_holds_what_a_dict_holds(ops: list[tuple[bool, str]]) -> None:
         assert ix.get(key) == model.get(key)
         if key and key in model:  # the scanner finds it by its bytes
             body = json.dumps({"id": key}, ensure_ascii=False).encode()
-            found = textids.find(body, trie, lambda types: [ix])
+            found = textids.find(body, trie, lambda types: [ix], {})
             if found is not None:  # not escaped by json.dumps
                 assert found.out == json.dumps({"id": model[key]}).encode()
 
@@ -290,4 +293,4 @@ def test_an_index_refuses_what_is_not_str() -> None:
     assert ix.set("\ud800", "x") is False and len(ix) == 0
     with pytest.raises(TypeError):  # the scanner takes an Index per leaf, nothing else
         trie = pointers.compile_pointers([("/id", "room")])
-        textids.find(b'{"id": "a"}', trie, lambda types: [{}])  # type: ignore[list-item]
+        textids.find(b'{"id": "a"}', trie, lambda types: [{}], {})  # type: ignore[list-item]
