@@ -35,8 +35,8 @@ IN = "in"  # external id → internal id (requests)
 OUT = "out"  # internal id → external id (responses)
 # Bytes an entry costs beyond its characters: two str headers, the tuple, the float, its
 # slots in `entries`, `fresh` and the scanner's index; measured with tracemalloc over
-# 100,000 entries (bench/cache_memory.py): 291 without the
-# index, 375 with it (its table is 25-50 % full: 64-128 bytes an entry).
+# 100,000 entries (bench/cache_memory.py): 299 without the index, 383 with it (its table
+# is 25-50 % full: 64-128 bytes an entry).
 ENTRY_OVERHEAD = 400
 
 Scope = tuple[str, str, str]  # way, tenant, system
