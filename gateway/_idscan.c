@@ -38,7 +38,6 @@
 #define MAX_INT_DIGITS 18 /* an integer id that surely fits in an int64, as orjson reads it */
 #define NO_TARGET INT32_MIN
 
-enum { OK = 0, GIVE_UP = 1, FAILED = 2, MORE = 3 }; /* FAILED: a Python exception is set */
 
 typedef struct {
     const char *key;
@@ -74,11 +73,11 @@ typedef struct {
     int failed; /* a Python exception is set (the walk answered NULL for it) */
     uint32_t *spans;
     Py_ssize_t n_spans, cap_spans;
-    Index **indexes;   /* scan(body, indexes): an Index per leaf, id -> replacement; or NULL */
-    PyObject **repl;   /* then: the replacement of each id (held) or NULL */
-    Py_ssize_t *sizes; /* then: the bytes each replacement takes as a JSON string */
-    Py_ssize_t *hits;  /* then: ids replaced, per leaf */
-    Py_ssize_t misses; /* then: ids the indexes do not hold */
+    Index **indexes;   /* an Index per leaf, id -> replacement */
+    PyObject **repl;   /* the replacement of each id (held) or NULL */
+    Py_ssize_t *sizes; /* the bytes each replacement takes as a JSON string */
+    Py_ssize_t *hits;  /* ids replaced, per leaf */
+    Py_ssize_t misses; /* ids the indexes do not hold */
 } Scan;
 
 /* --- character classes ----------------------------------------------------------------- */
@@ -238,21 +237,7 @@ string_special(const unsigned char *p, const unsigned char *end, int *flags) {
 static inline const unsigned char *string_rest(const unsigned char *p, const unsigned char *end,
                                                int *flags) {
     for (;;) {
-#ifdef WORDS
-        while (end - p >= 8) {
-            uint64_t m = stop_mask8(p);
-            if (m) {
-                p += __builtin_ctzll(m) >> 3;
-                goto stop;
-            }
-            p += 8;
-        }
-#endif
-        while (!STOP[*p])
-            p++;
-#ifdef WORDS
-    stop:
-#endif
+        p = next_stop(p, end); /* at end: the 0 byte, which string_special refuses */
         if (*p == '"')
             return p + 1;
         if ((p = string_special(p, end, flags)) == NULL)
@@ -453,15 +438,14 @@ static PyObject *Index_set(Index *self, PyObject *args) {
     PyObject *key, *value;
     if (!PyArg_ParseTuple(args, "UU", &key, &value))
         return NULL;
-    Py_ssize_t n;
-    const char *k = utf8_of(key, &n), *v = k ? utf8_of(value, &n) : NULL;
+    Py_ssize_t n, n_value;
+    const char *k = utf8_of(key, &n), *v = k ? utf8_of(value, &n_value) : NULL;
     if (v == NULL) {
         /* not UTF-8 (a lone surrogate): never in a JSON text, so never looked up here */
         PyErr_Clear();
         Py_RETURN_FALSE;
     }
-    Py_ssize_t json_len = escaped_len((const unsigned char *)v, n);
-    k = utf8_of(key, &n);
+    Py_ssize_t json_len = escaped_len((const unsigned char *)v, n_value);
     if ((self->used + 1) * 2 > (self->slots ? self->mask + 1 : 0) &&
         index_resize(self, self->slots ? (self->mask + 1) * 2 : 8) < 0)
         return NULL;
@@ -616,7 +600,8 @@ static PyTypeObject IndexType = {
 /* --- the walk -------------------------------------------------------------------------- */
 
 /* An id at [start, stop) of the body (its token: a string with its quotes, or an integer),
- * its bytes [key, key + n): its place recorded and, with indexes, its replacement. */
+ * its bytes [key, key + n): its place and its replacement recorded. 0, or -1 with
+ * s->failed (out of memory). */
 static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsigned char *stop,
                   const unsigned char *key, Py_ssize_t n) {
     if (s->n_spans + 3 > s->cap_spans) {
@@ -624,37 +609,33 @@ static int record(Scan *s, int32_t leaf, const unsigned char *start, const unsig
         uint32_t *grown = PyMem_Realloc(s->spans, (size_t)cap * sizeof(uint32_t));
         if (grown != NULL)
             s->spans = grown;
-        PyObject **repl = NULL;
-        Py_ssize_t *sizes = NULL;
-        if (s->indexes != NULL) {
-            if ((repl = PyMem_Realloc(s->repl, (size_t)(cap / 3) * sizeof(PyObject *))) != NULL)
-                s->repl = repl;
-            if ((sizes = PyMem_Realloc(s->sizes, (size_t)(cap / 3) * sizeof(Py_ssize_t))) != NULL)
-                s->sizes = sizes;
-        }
-        if (grown == NULL || (s->indexes != NULL && (repl == NULL || sizes == NULL))) {
+        PyObject **repl = PyMem_Realloc(s->repl, (size_t)(cap / 3) * sizeof(PyObject *));
+        if (repl != NULL)
+            s->repl = repl;
+        Py_ssize_t *sizes = PyMem_Realloc(s->sizes, (size_t)(cap / 3) * sizeof(Py_ssize_t));
+        if (sizes != NULL)
+            s->sizes = sizes;
+        if (grown == NULL || repl == NULL || sizes == NULL) {
             PyErr_NoMemory();
             s->failed = 1;
-            return FAILED;
+            return -1;
         }
         s->cap_spans = cap;
     }
-    if (s->indexes != NULL) {
-        const Slot *slot = index_get(s->indexes[leaf], key, n);
-        PyObject *new = NULL;
-        if (slot != NULL) {
-            new = Py_NewRef(slot->value); /* held: a collection may run Python code */
-            s->sizes[s->n_spans / 3] = slot->json_len;
-            s->hits[leaf]++;
-        } else {
-            s->misses++;
-        }
-        s->repl[s->n_spans / 3] = new;
+    const Slot *slot = index_get(s->indexes[leaf], key, n);
+    PyObject *new = NULL;
+    if (slot != NULL) {
+        new = Py_NewRef(slot->value); /* held: a collection may run Python code */
+        s->sizes[s->n_spans / 3] = slot->json_len;
+        s->hits[leaf]++;
+    } else {
+        s->misses++;
     }
+    s->repl[s->n_spans / 3] = new;
     s->spans[s->n_spans++] = (uint32_t)(start - s->base);
     s->spans[s->n_spans++] = (uint32_t)(stop - s->base);
     s->spans[s->n_spans++] = (uint32_t)leaf;
-    return OK;
+    return 0;
 }
 
 static const unsigned char *value(Scan *s, const Program *prog, int32_t target,
@@ -672,7 +653,7 @@ static const unsigned char *leaf_value(Scan *s, const Program *prog, int32_t lea
         Py_ssize_t len = (p - start) - 2;
         if (len == 0)
             return s->leaf_strict ? NULL : p;
-        return record(s, leaf, start, p, start + 1, len) == OK ? p : NULL;
+        return record(s, leaf, start, p, start + 1, len) == 0 ? p : NULL;
     }
     if (*p == '-' || DIGIT(*p)) {
         int is_int;
@@ -682,7 +663,7 @@ static const unsigned char *leaf_value(Scan *s, const Program *prog, int32_t lea
         Py_ssize_t digits = len - (*start == '-');
         if (!is_int || digits > MAX_INT_DIGITS || (len == 2 && start[0] == '-' && start[1] == '0'))
             return (s->leaf_strict || is_int) ? NULL : p;
-        return record(s, leaf, start, p, start, len) == OK ? p : NULL;
+        return record(s, leaf, start, p, start, len) == 0 ? p : NULL;
     }
     if (*p == 'n')
         return literal(s, p, "null", 4);
