@@ -32,6 +32,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_DEPTH 1024    /* as orjson reads: a deeper body is "not JSON" either way */
 #define MAX_ENTRIES 64    /* named segments of one node (a duplicate-key bit each) */
@@ -113,8 +116,23 @@ static inline uint64_t stop_mask8(const unsigned char *p) {
     return (below | quote | slash | x) & HIGHS; /* x: a non-ASCII byte */
 }
 
-/* The first byte at or after p that STOP marks, or end. */
+/* The first byte at or after p that STOP marks, or end. Sixteen bytes at a time where
+ * SSE2 is (every x86-64): a signed compare below 0x20 marks controls and non-ASCII bytes
+ * (>= 0x80 are negative) in one instruction; then eight at a time, then one. */
 static inline const unsigned char *next_stop(const unsigned char *p, const unsigned char *end) {
+#ifdef __SSE2__
+    const __m128i quote = _mm_set1_epi8('"'), slash = _mm_set1_epi8('\\');
+    const __m128i low = _mm_set1_epi8(0x20);
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, slash)),
+                                   _mm_cmplt_epi8(x, low));
+        unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (m)
+            return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
 #ifdef WORDS
     while (end - p >= 8) {
         uint64_t m = stop_mask8(p);

@@ -175,11 +175,13 @@ class Flow:
     __slots__ = (
         "_forwarded",
         "_forwarded_text",
+        "answer_checked",
         "auto_external",
         "key_id",
         "m",
         "max_response_bytes",
         "record",
+        "request_checked",
         "route",
         "system",
         "tenant",
@@ -203,6 +205,9 @@ class Flow:
         self.auto_external: str | None = None
         self._forwarded: Any = None  # the request body as forwarded, parsed (see forwarded)
         self._forwarded_text: bytes | None = None  # or as text, when spliced
+        # The scanner read the request body, or wrote the answer, as JSON (RFC 8259): its
+        # capture need not check the syntax again (CapturePolicy.body's ``checked``).
+        self.request_checked = self.answer_checked = False
 
     @property
     def translates_response(self) -> bool:
@@ -228,7 +233,7 @@ class Flow:
             return raw_path, query, self._request_out(text, doc)
         extra = {(p[1], p[2]) for p in in_path} | {(q[2], q[3]) for q in in_query}
         unknown: list[translate.Slot] = []
-        if text is not None:
+        if isinstance(text, TextIds):
             resolved = await self._fill_text(scope, text, extra, done, unknown)
         else:
             resolved = await self._fill(scope, rest, extra, done, unknown)
@@ -248,35 +253,46 @@ class Flow:
 
     def _body_ids(
         self, body: bytes | None, parsed: Any, scope: Scope, done: dict[str, Any]
-    ) -> tuple[TextIds | None, Any, list[translate.Slot]]:
+    ) -> tuple[TextIds | bytes | None, Any, list[translate.Slot]]:
         """The request body's ids: found in its text and looked up in the cache (textids),
         or walked in its parsed value (rewritten in place). The ids the cache did not map
         are left in the list returned."""
         text = None
-        if type(body) is bytes and body and _text_request(self.tr):
+        if type(body) is bytes and body and scans_request_text(self.tr):
             text = self._text(body, self.tr.request_trie, scope, done)
         if text is None:
             rest: list[translate.Slot] = []
             return None, self._request_doc(body, parsed, scope, done, rest), rest
+        self.request_checked = True
+        if isinstance(text, bytes):  # every id mapped: the body as it goes upstream
+            self._forwarded_text = text
+            return text, None, []
         self._forwarded_text = text.body  # until ids are written into it (_request_out)
         return text, None, text.rest
 
     def _text(
         self, body: bytes, trie: pointers.Trie, scope: Scope, done: dict[str, Any]
-    ) -> TextIds | None:
+    ) -> TextIds | bytes | None:
         """The body's ids found in its text, the cache's fresh entries rewritten (counted
-        in ``done``); None when the scanner leaves the body to the parsed walk."""
-        indexes = partial(self.m.cache.fresh_indexes, scope, time.monotonic())
-        found = textids.find(body, trie, indexes, done)
+        in ``done``): the new body when the cache mapped every id (the body itself when it
+        has none), else a TextIds holding the rest; None when the scanner leaves the body
+        to the parsed walk."""
+        compiled = trie.compiled or textids.program(trie)
+        if compiled is None:
+            return None
+        indexes = self.m.cache.fresh_indexes(scope, time.monotonic(), compiled.entity_types)
+        found = compiled.scanner.scan(body, indexes, done)
         if found is None:
             return None
         hits = sum(found.hits)
         if hits:
             self.m.hits[scope[0]].n += hits
-        return TextIds(body, found)
+        return found.out if found.out is not None else TextIds(body, found)
 
-    def _request_out(self, text: TextIds | None, doc: Any) -> bytes:
+    def _request_out(self, text: TextIds | bytes | None, doc: Any) -> bytes:
         """The rewritten request body: spliced into its text, or written from its value."""
+        if isinstance(text, bytes):
+            return text
         if text is not None:
             self._forwarded_text = out = text.spliced()
             return out
@@ -493,6 +509,7 @@ class Flow:
         done: dict[str, Any] = {}
         if self.tr.auto_map is None and self.tr.response_trie:
             text = self._text(data, self.tr.response_trie, scope, done)
+            self.answer_checked = text is not None  # what goes back: that text, or spliced
             if text is not None:
                 return await self._outbound_text(scope, text, done), None
         try:
@@ -513,8 +530,14 @@ class Flow:
             return data, None
         return _encode(doc, UpstreamError, "upstream answer", "upstream_error"), doc
 
-    async def _outbound_text(self, scope: Scope, text: TextIds, done: dict[str, Any]) -> bytes:
+    async def _outbound_text(
+        self, scope: Scope, text: TextIds | bytes, done: dict[str, Any]
+    ) -> bytes:
         """:meth:`outbound` for an answer whose ids were found in its text."""
+        if isinstance(text, bytes):  # the cache mapped every id: the new answer
+            if done:
+                self.record["response"] = done
+            return text
         unknown: list[translate.Slot] = []
         if text.rest:
             await self._fill_text(scope, text, set(), done, unknown)
@@ -545,12 +568,13 @@ def wants_parsed_request(tr: Translation) -> bool:
     """Whether :meth:`Flow.inbound` reads a request body as a parsed value (then its
     capture parses it once for both): on a route that auto-maps (which reads a value), or
     whose pointers the text scanner cannot walk. Otherwise the ids are found in the text."""
-    return tr.reads_request_body and not _text_request(tr)
+    return tr.reads_request_body and not scans_request_text(tr)
 
 
-def _text_request(tr: Translation) -> bool:
+def scans_request_text(tr: Translation) -> bool:
     """Whether the request body's ids are found in its text: the route has request
-    pointers the scanner can walk, and does not auto-map (which reads a parsed value)."""
+    pointers the scanner can walk, and does not auto-map (which reads a parsed value).
+    The scanner then also checks the body's syntax (``Flow.request_checked``)."""
     return tr.auto_map is None and textids.program(tr.request_trie) is not None
 
 
@@ -567,20 +591,19 @@ def _count_params(
 
 
 class TextIds:
-    """The ids of one body found in its text and looked up in the cache's fresh entries
-    (textids.find): ``news[leaf][i]`` the replacement of the i-th id at that leaf, None
-    while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots. When the cache mapped
-    every id, ``out`` is the new body already and there are no lists."""
+    """The ids of one body found in its text (the scanner) when the cache's fresh entries
+    did not map them all: ``news[leaf][i]`` the replacement of the i-th id at that leaf,
+    None while unknown; ``rest`` those, as ``(None, i, leaf, id)`` slots. (When the cache
+    maps every id, the scanner writes the new body itself and there is no TextIds.)"""
 
-    __slots__ = ("body", "found", "news", "out", "rest")
+    __slots__ = ("body", "found", "news", "rest")
 
     def __init__(self, body: bytes, found: textids.Found) -> None:
-        self.body, self.found, self.out = body, found, found.out
+        assert found.values is not None and found.news is not None  # some ids were not mapped
+        self.body, self.found, self.news = body, found, found.news
         self.rest: list[translate.Slot] = []
-        self.news: list[list[str | None]] = found.news or []
-        if found.values is not None:  # some ids were not mapped (the mapped ones are counted)
-            for leaf, ids, new in zip(found.leaves, found.values, self.news, strict=True):
-                self.rest.extend((None, i, leaf, v) for i, v in enumerate(ids) if new[i] is None)
+        for leaf, ids, new in zip(found.leaves, found.values, self.news, strict=True):
+            self.rest.extend((None, i, leaf, v) for i, v in enumerate(ids) if new[i] is None)
 
     def wanted(self) -> set[Pair]:
         return {(slot[2].entity_type, slot[3]) for slot in self.rest}
@@ -607,8 +630,6 @@ class TextIds:
         ]
 
     def spliced(self) -> bytes:
-        if self.out is not None and not self.rest:
-            return self.out
         return textids.splice(self.body, self.found, self.news)
 
 

@@ -51,7 +51,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.mapping.flow import Flow, Translator, wants_parsed_request
+from gateway.mapping.flow import Flow, Translator, scans_request_text, wants_parsed_request
 from gateway.proxy import upstream as pool
 from gateway.proxy import websocket
 from gateway.proxy.answer import RawAnswer, answer_head
@@ -372,16 +372,26 @@ class Proxy:
         tr = route.translate if self.translator is not None else None
         whole = self.settings.stream_threshold_bytes if tr and tr.reads_request_body else 0
         parse = tr is not None and wants_parsed_request(tr)
-        body = streamed = await self._request_body(request, policy, ex, whole, parse)
+        # A body the translation scanner reads is captured after it: the scanner checks its
+        # syntax on the way, so the capture need not (CapturePolicy.body's ``checked``).
+        later = tr is not None and scans_request_text(tr)
+        body = streamed = await self._request_body(request, policy, ex, whole, parse, later)
         raw_path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
         flow: Flow | None = None
         if route.translate is not None and self.translator is not None:  # ID translation
-            flow = self.translator.start(
-                route, ex.tenant_id or "", ex.external_system or "", ex.api_key_id
-            )
-            ex.translated = flow.record
-            parsed = ex.request_body.parsed_from(body) if parse and type(body) is bytes else None
-            raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
+            try:
+                flow = self.translator.start(
+                    route, ex.tenant_id or "", ex.external_system or "", ex.api_key_id
+                )
+                ex.translated = flow.record
+                parsed = None
+                if parse and type(body) is bytes:  # parsed by its capture, for translation
+                    parsed = ex.request_body.parsed_from(body)
+                raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
+            finally:  # refused or not, the row keeps the body as the partner sent it
+                if later and type(streamed) is bytes:
+                    checked = flow is not None and flow.request_checked
+                    self._capture_request(request, policy, ex, streamed, checked=checked)
             if route.sync is not None:  # sync status is keyed on the internal ids
                 internal = route.regex.fullmatch(raw_path)
                 ex.forwarded_params = internal.groupdict() if internal else {}
@@ -437,11 +447,13 @@ class Proxy:
         ex: Exchange,
         whole: int = 0,
         parse: bool = False,
+        later: bool = False,
     ) -> bytes | Any | None:
         """The body to send upstream: bytes when small and sized, else a capturing stream.
         With ``whole``, a body of unknown length (chunked) is read whole when it ends within
         that many bytes (a translated route must see all of it); else it is streamed on.
-        With ``parse``, a body read whole is parsed by its capture, for translation."""
+        With ``parse``, a body read whole is parsed by its capture, for translation; with
+        ``later``, a body read whole is left for the caller to capture (_capture_request)."""
         if not request.body_exists:
             return None
         size = request.content_length
@@ -455,9 +467,8 @@ class Proxy:
             most = min(whole, limit)
             head = await _read_up_to(request, most, timeout)
             if len(head) <= most:  # it ended: the whole body
-                ex.request_body = policy.body(
-                    policy.request_body, head, len(head), ctype, enc, parse=parse
-                )
+                if not later:
+                    self._capture_request(request, policy, ex, head, parse=parse)
                 return head
             # Logged as far as it was read, should the call end before it is streamed on
             # (too large, or refused by a strict translated route); streaming replaces it.
@@ -467,19 +478,32 @@ class Proxy:
                 raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
             return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout, head).stream()
         if size is not None and size <= self.settings.stream_threshold_bytes:
-            try:
-                data = await _read_body(request, self.settings.client_timeout)
-            except web.HTTPRequestEntityTooLarge as exc:
-                raise PayloadTooLarge(f"request body exceeds the {limit} byte limit") from exc
-            except TimeoutError:  # a slow client must not hold its handler forever
-                raise RequestTimeout(_SLOW_BODY) from None
-            except ConnectionResetError:
-                raise ClientGone(_GONE) from None
-            ex.request_body = policy.body(
-                policy.request_body, data, len(data), ctype, enc, parse=parse
-            )
+            data = await _read_sized(request, limit, timeout)
+            if not later:
+                self._capture_request(request, policy, ex, data, parse=parse)
             return data
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
+
+    @staticmethod
+    def _capture_request(
+        request: web.Request,
+        policy: CapturePolicy,
+        ex: Exchange,
+        data: bytes,
+        parse: bool = False,
+        checked: bool = False,
+    ) -> None:
+        """The row's request body, from a body read whole (see CapturePolicy.body)."""
+        h = request.headers
+        ex.request_body = policy.body(
+            policy.request_body,
+            data,
+            len(data),
+            h.get("Content-Type", ""),
+            h.get("Content-Encoding", ""),
+            parse=parse,
+            checked=checked,
+        )
 
     async def _relay(
         self,
@@ -519,7 +543,10 @@ class Proxy:
             if written is not None:
                 ex.response_body = policy.serialised_body(policy.response_body, written, data)
             else:
-                ex.response_body = policy.body(policy.response_body, data, len(data), ctype, enc)
+                checked = flow is not None and flow.answer_checked  # JSON the scanner wrote
+                ex.response_body = policy.body(
+                    policy.response_body, data, len(data), ctype, enc, checked=checked
+                )
             if request.transport is None or request.transport.is_closing():
                 ex.status = CLIENT_GONE_STATUS
                 ex.fail("client_disconnected", "client closed the connection before the answer")
@@ -693,6 +720,18 @@ async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
             break
         data += chunk
     return bytes(data)
+
+
+async def _read_sized(request: web.Request, limit: int, timeout: float) -> bytes:
+    """A body of declared length, read whole; its failures as the caller's errors."""
+    try:
+        return await _read_body(request, timeout)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds the {limit} byte limit") from exc
+    except TimeoutError:  # a slow client must not hold its handler forever
+        raise RequestTimeout(_SLOW_BODY) from None
+    except ConnectionResetError:
+        raise ClientGone(_GONE) from None
 
 
 async def _read_body(request: web.Request, timeout: float) -> bytes:

@@ -21,7 +21,9 @@ from aiohttp.test_utils import TestServer
 
 from gateway import metrics
 from gateway.auth import keys
+from gateway.capture import scan as capture_scan
 from gateway.mapping import store, textids
+from gateway.mapping.flow import Flow, TextIds
 from gateway.mapping.store import Actor, Direction, NewMapping
 from tests.fixture_types import AiohttpServer, GatewayClient, GatewayFactory, WaitRows
 from tests.integration import upstream_app
@@ -144,22 +146,23 @@ def body_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     and with the scanner declining every body, so the parsed walk does it all. The text
     run checks the scanner did find ids (the test went the way it is named for)."""
     if request.param == "walk":
-        monkeypatch.setattr(textids, "find", lambda body, trie, indexes, done: None)
+        monkeypatch.setattr(Flow, "_text", lambda self, body, trie, scope, done: None)
         yield "walk"
         return
     if not textids.AVAILABLE:
         pytest.skip("gateway._idscan is not built (no C compiler at install)")
-    found: list[Any] = []
-    scan = textids.find
+    found: list[bool] = []
+    scan = Flow._text
 
-    def recording(body: bytes, trie: Any, indexes: Any, done: Any) -> Any:
-        result = scan(body, trie, indexes, done)
-        found.append(result)
+    def recording(self: Flow, body: bytes, trie: Any, scope: Any, done: Any) -> Any:
+        result = scan(self, body, trie, scope, done)
+        # ids found: some not mapped (a TextIds), or all mapped (a new body)
+        found.append(isinstance(result, TextIds) or (result is not None and result != body))
         return result
 
-    monkeypatch.setattr(textids, "find", recording)
+    monkeypatch.setattr(Flow, "_text", recording)
     yield "text"
-    assert any(f is not None and f.spans for f in found), "no ids found in any text"
+    assert any(found), "no ids found in any text"
 
 
 def db_lookups() -> float:
@@ -412,6 +415,43 @@ async def test_malformed_bodies_are_refused_cleanly_or_passed(
     assert rows[1]["translated"]["request_body"].startswith("not translated")
     assert rows[3]["translated"]["response_body"] == "not translated: answer is not JSON"
     assert all(r["status"] < 500 for r in rows)
+
+
+async def test_capture_checks_the_syntax_of_bodies_the_scanner_did_not(
+    gw: GatewayClient, world: dict[str, Any], wait_rows: WaitRows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capture's syntax check (msgspec) runs once a body at most: the translation scanner
+    checks a request body it reads and the answer it writes, so capture leaves those out;
+    every other body is still checked (an untranslated route, a body the scanner declines),
+    and one that is not JSON is logged as text, never as jsonb."""
+    if not textids.AVAILABLE:
+        pytest.skip("gateway._idscan is not built (no C compiler at install)")
+    checked: list[bytes] = []
+    valid = capture_scan.valid
+
+    def counting(data: bytes) -> bool:
+        checked.append(data)
+        return valid(data)
+
+    monkeypatch.setattr(capture_scan, "valid", counting)
+    be = {**world["booking_engine"], "Content-Type": "application/json"}
+    body = {"guest_id": "G-1", "items": [{"room_id": "101"}, {"room_id": "102"}]}
+    resp = await gw.post("/tr/mirror/reservations/R-1", json=body, headers=be)
+    assert resp.status == 200 and (await resp.json())["body"] == body
+    (row,) = await wait_rows(1)
+    assert row["request_body"] == body and row["response_body"]["body"] == body
+    assert row["translated"]["request"]["body:/items/*/room_id"] == 2
+    assert checked == []  # both bodies went through the scanner
+    resp = await gw.post("/api/mirror/x", json=body)  # no translation: capture checks
+    assert resp.status == 200
+    rows = await wait_rows(2)
+    assert rows[1]["request_body"] == body and len(checked) == 2  # the request and answer
+    broken = b'{"guest_id": "G-1", "items": [{"room_id": "101"}]'  # unclosed: declined
+    resp = await gw.post("/tr/mirror/reservations/R-1", data=broken, headers=be)
+    assert resp.status == 400 and (await resp.json())["code"] == "malformed_body"
+    rows = await wait_rows(3)
+    assert rows[2]["request_body"] == broken.decode()  # logged as the text it was
+    assert checked[2:] == [broken]
 
 
 async def test_chunked_answer_is_read_whole_and_translated(

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import pointers
+from gateway.capture.scan import valid
 from gateway.mapping import textids, translate
 
 if TYPE_CHECKING:
@@ -234,6 +235,49 @@ def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes)
     body = head + tail
     if textids.find(body, trie, nothing, {}) is not None:
         orjson.loads(body)  # raises if the scanner took a body that is not JSON
+        assert valid(body)  # nor one capture's syntax check refuses
+
+
+@settings(max_examples=1500)
+@given(
+    json_values,
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**6),
+            st.sampled_from([0, 1, 2]),  # replace, insert, delete
+            st.sampled_from([*b'{}[]:,"\\ -+.eE0123456789tfnulx\x00\x1f\x7f\xc3\xff']),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_what_the_scanner_accepts_or_writes_capture_would_accept(
+    value: Any, edits: list[tuple[int, int, int]]
+) -> None:
+    """Capture leaves out its syntax check (msgspec) for a body the scanner read or wrote
+    (CapturePolicy.body's ``checked``): so whatever the scanner accepts, near-JSON included
+    (valid bodies with a byte or three changed), msgspec must accept too, and the body the
+    scanner writes must be JSON with the same value as the walk's."""
+    try:
+        body = bytearray(json.dumps(value, ensure_ascii=False).encode())
+    except ValueError:
+        return
+    for at, how, byte in edits:
+        at %= len(body) + 1
+        if how == 0 and at < len(body):
+            body[at] = byte
+        elif how == 1:
+            body.insert(at, byte)
+        elif at < len(body):
+            del body[at]
+    trie = pointers.compile_pointers([("/items/*/room_id", "room"), ("/id", "room")])
+    found = textids.find(bytes(body), trie, nothing, {})
+    if found is None:
+        return
+    assert valid(bytes(body)), bytes(body)
+    table = {v: mapped(v) or "x" for ids in (found.values or []) for v in ids}
+    again = textids.find(bytes(body), trie, lambda types: [index(table) for _ in types], {})
+    assert again is not None and again.out is not None and valid(again.out)
 
 
 def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
