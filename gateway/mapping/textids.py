@@ -109,7 +109,8 @@ def find(
     """The ids the trie names in ``body``, each looked up in the :class:`Index` of its
     leaf's entity type (``indexes(entity types)`` gives them, in the order asked), the
     replacements counted into ``done`` under each leaf's ``record``; or None for the parsed
-    walk to decide. The hot path: one call into the scanner, which builds the Found."""
+    walk to decide: one call into the scanner, which builds the Found. (Flow._text makes
+    the same call inline: on its hot path this function's frame was ~3k instructions.)"""
     compiled = trie.compiled
     if not compiled:
         compiled = program(trie)
