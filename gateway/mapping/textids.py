@@ -3,17 +3,16 @@
 other byte of the body stays as the partner (or the upstream) sent it.
 
 The parsed-value walk (:mod:`gateway.mapping.translate`) stays the reference and the
-fallback: :func:`find` answers None when the scanner is not built (no C compiler at install)
-or cannot decide a body the same way for certain: not JSON, a value a strict route must
-refuse (the walk names the problem), an escaped id or key, a key named twice, ``*`` over an
-object. The walk then decides, with the same result (tests/unit/test_textids.py holds the
-two paths equal on generated bodies).
+fallback: a trie has no :func:`program` when the scanner is not built (no C compiler at
+install), and the scanner answers None for a body it cannot decide the same way for
+certain: not JSON, a value a strict route must refuse (the walk names the problem), an
+escaped id or key, a key named twice, ``*`` over an object. The walk then decides, with
+the same result (tests/unit/test_textids.py holds the two paths equal on generated bodies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from gateway.pointers import WILDCARD, Leaf, Trie, is_index
 
@@ -29,7 +28,8 @@ UNSUPPORTED = False  # Trie.compiled of a trie the scanner cannot walk
 
 class Program(NamedTuple):
     """A trie compiled for the scanner, its leaves in the scanner's numbering and their
-    entity types (what :func:`find`'s ``indexes`` is asked for)."""
+    entity types: ``scanner.scan(body, indexes, done)`` takes an :class:`Index` per leaf, in
+    this order (gateway.mapping.flow.Flow._text), and answers a :class:`Found` or None."""
 
     scanner: _idscan.Program
     leaves: tuple[Leaf, ...]
@@ -37,7 +37,7 @@ class Program(NamedTuple):
 
 
 class Found(NamedTuple):
-    """The ids of one body, looked up in an :class:`Index` per leaf (:func:`find`):
+    """The ids of one body, looked up in an :class:`Index` per leaf (``Program.scanner``):
     ``spans`` their places in document order, packed for :func:`splice`; ``hits[i]`` how
     many ids at ``leaves[i]`` had a replacement. When every id had one, ``out`` is the new
     body (the body itself when it held no id) and ``values``/``news`` are None; otherwise
@@ -98,26 +98,6 @@ def _compile(root: Trie) -> Program | bool:
 
 def _index(seg: str) -> int:
     return int(seg) if is_index(seg) and len(seg) < 19 else -1
-
-
-def find(
-    body: bytes,
-    trie: Trie,
-    indexes: Callable[[tuple[str, ...]], list[Index]],
-    done: dict[str, Any],
-) -> Found | None:
-    """The ids the trie names in ``body``, each looked up in the :class:`Index` of its
-    leaf's entity type (``indexes(entity types)`` gives them, in the order asked), the
-    replacements counted into ``done`` under each leaf's ``record``; or None for the parsed
-    walk to decide: one call into the scanner, which builds the Found. (Flow._text makes
-    the same call inline: on its hot path this function's frame was ~3k instructions.)"""
-    compiled = trie.compiled
-    if not compiled:
-        compiled = program(trie)
-        if compiled is None:
-            return None
-    found: Found | None = compiled.scanner.scan(body, indexes(compiled.entity_types), done)
-    return found
 
 
 def splice(body: bytes, found: Found, news: list[list[str | None]]) -> bytes:

@@ -390,8 +390,9 @@ class Proxy:
                 raw_path, query, body = await flow.inbound(raw_path, query, body, parsed)
             finally:  # refused or not, the row keeps the body as the partner sent it
                 if later and type(streamed) is bytes:
-                    checked = flow is not None and flow.request_checked
-                    self._capture_request(request, policy, ex, streamed, checked=checked)
+                    h, checked = request.headers, flow is not None and flow.request_checked
+                    ctype, enc = h.get("Content-Type", ""), h.get("Content-Encoding", "")
+                    _capture_request_body(policy, ex, streamed, ctype, enc, checked=checked)
             if route.sync is not None:  # sync status is keyed on the internal ids
                 internal = route.regex.fullmatch(raw_path)
                 ex.forwarded_params = internal.groupdict() if internal else {}
@@ -453,7 +454,7 @@ class Proxy:
         With ``whole``, a body of unknown length (chunked) is read whole when it ends within
         that many bytes (a translated route must see all of it); else it is streamed on.
         With ``parse``, a body read whole is parsed by its capture, for translation; with
-        ``later``, a body read whole is left for the caller to capture (_capture_request)."""
+        ``later``, a body read whole is left for the caller to capture (_capture_request_body)."""
         if not request.body_exists:
             return None
         size = request.content_length
@@ -468,7 +469,7 @@ class Proxy:
             head = await _read_up_to(request, most, timeout)
             if len(head) <= most:  # it ended: the whole body
                 if not later:
-                    self._capture_request(request, policy, ex, head, parse=parse)
+                    _capture_request_body(policy, ex, head, ctype, enc, parse=parse)
                 return head
             # Logged as far as it was read, should the call end before it is streamed on
             # (too large, or refused by a strict translated route); streaming replaces it.
@@ -480,30 +481,9 @@ class Proxy:
         if size is not None and size <= self.settings.stream_threshold_bytes:
             data = await _read_sized(request, limit, timeout)
             if not later:
-                self._capture_request(request, policy, ex, data, parse=parse)
+                _capture_request_body(policy, ex, data, ctype, enc, parse=parse)
             return data
         return _StreamCapture(request, policy, ex, limit, ctype, enc, timeout).stream()
-
-    @staticmethod
-    def _capture_request(
-        request: web.Request,
-        policy: CapturePolicy,
-        ex: Exchange,
-        data: bytes,
-        parse: bool = False,
-        checked: bool = False,
-    ) -> None:
-        """The row's request body, from a body read whole (see CapturePolicy.body)."""
-        h = request.headers
-        ex.request_body = policy.body(
-            policy.request_body,
-            data,
-            len(data),
-            h.get("Content-Type", ""),
-            h.get("Content-Encoding", ""),
-            parse=parse,
-            checked=checked,
-        )
 
     async def _relay(
         self,
@@ -720,6 +700,21 @@ async def _read_up_to(request: web.Request, most: int, timeout: float) -> bytes:
             break
         data += chunk
     return bytes(data)
+
+
+def _capture_request_body(
+    policy: CapturePolicy,
+    ex: Exchange,
+    data: bytes,
+    ctype: str,
+    enc: str,
+    parse: bool = False,
+    checked: bool = False,
+) -> None:
+    """The row's request body, from a body read whole (see CapturePolicy.body)."""
+    ex.request_body = policy.body(
+        policy.request_body, data, len(data), ctype, enc, parse=parse, checked=checked
+    )
 
 
 async def _read_sized(request: web.Request, limit: int, timeout: float) -> bytes:

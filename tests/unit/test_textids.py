@@ -7,6 +7,7 @@ orjson refuses, nor one a strict route must refuse."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -101,6 +102,22 @@ def by_walk(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | s
     return doc, per_leaf
 
 
+def find(
+    body: bytes,
+    trie: pointers.Trie,
+    indexes: Callable[[tuple[str, ...]], list[Index]],
+    done: dict[str, Any],
+) -> textids.Found | None:
+    """The scanner's call as gateway.mapping.flow.Flow._text makes it, with the indexes
+    from ``indexes(entity types)``; None when the trie has no program or the scanner
+    declines the body."""
+    compiled = textids.program(trie)
+    if compiled is None:
+        return None
+    found: textids.Found | None = compiled.scanner.scan(body, indexes(compiled.entity_types), done)
+    return found
+
+
 def index(items: dict[str, str] | None = None) -> Index:
     from gateway._idscan import Index  # built: the module is skipped otherwise
 
@@ -113,14 +130,14 @@ def nothing(entity_types: tuple[str, ...]) -> list[Index]:
 
 def by_text(body: bytes, trie: pointers.Trie) -> tuple[Any, list[list[str]]] | None:
     """The scanner: ids found, looked up in the test's mapping, and spliced in."""
-    found = textids.find(body, trie, nothing, {})
+    found = find(body, trie, nothing, {})
     if found is None:
         return None
     values = found.values if found.values is not None else [[] for _ in found.leaves]
     assert found.spans == b"" or found.values is not None  # ids, none mapped: named
     table = {v: new for ids in values for v in ids if (new := mapped(v)) is not None}
     done = {"body:/elsewhere": 2}
-    again = textids.find(body, trie, lambda types: [index(table) for _ in types], done)
+    again = find(body, trie, lambda types: [index(table) for _ in types], done)
     assert again is not None and again.spans == found.spans
     counted = {leaf.record: n for leaf, n in zip(again.leaves, again.hits, strict=True) if n}
     assert done == {"body:/elsewhere": 2, **counted}  # replacements counted per field
@@ -199,7 +216,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
     body = json.dumps(
         {"items": [{"room_id": f"R{i}", "note": 'é \\ "x"'} for i in range(3)]}, indent=2
     ).encode()
-    found = textids.find(body, trie, nothing, {})
+    found = find(body, trie, nothing, {})
     assert found is not None and found.values == [["R0", "R1", "R2"]]
     out = textids.splice(body, found, [["a", None, 'q"']])
     assert out == body.replace(b'"R0"', b'"a"').replace(b'"R2"', b'"q\\""')
@@ -225,7 +242,7 @@ def test_the_common_shape_takes_the_text_path() -> None:
 )
 def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")], strict=True)
-    assert textids.find(body, trie, nothing, {}) is None, why
+    assert find(body, trie, nothing, {}) is None, why
 
 
 @settings(max_examples=400)
@@ -233,7 +250,7 @@ def test_the_scanner_declines_what_it_cannot_decide(body: bytes, why: str) -> No
 def test_the_scanner_never_accepts_what_orjson_refuses(tail: bytes, head: bytes) -> None:
     trie = pointers.compile_pointers([("/items/*/room_id", "room")])
     body = head + tail
-    if textids.find(body, trie, nothing, {}) is not None:
+    if find(body, trie, nothing, {}) is not None:
         orjson.loads(body)  # raises if the scanner took a body that is not JSON
         assert valid(body)  # nor one capture's syntax check refuses
 
@@ -271,24 +288,24 @@ def test_what_the_scanner_accepts_or_writes_capture_would_accept(
         elif at < len(body):
             del body[at]
     trie = pointers.compile_pointers([("/items/*/room_id", "room"), ("/id", "room")])
-    found = textids.find(bytes(body), trie, nothing, {})
+    found = find(bytes(body), trie, nothing, {})
     if found is None:
         return
     assert valid(bytes(body)), bytes(body)
     table = {v: mapped(v) or "x" for ids in (found.values or []) for v in ids}
-    again = textids.find(bytes(body), trie, lambda types: [index(table) for _ in types], {})
+    again = find(bytes(body), trie, lambda types: [index(table) for _ in types], {})
     assert again is not None and again.out is not None and valid(again.out)
 
 
 def test_a_trie_mixing_star_and_names_is_left_to_the_walk() -> None:
     trie = pointers.compile_pointers([("/items/*/id", "room"), ("/items/0/x", "room")])
     assert textids.program(trie) is None
-    assert textids.find(b'{"items": []}', trie, nothing, {}) is None
+    assert find(b'{"items": []}', trie, nothing, {}) is None
 
 
 def test_splice_refuses_spans_that_do_not_fit() -> None:
     trie = pointers.compile_pointers([("/id", "room")])
-    found = textids.find(b'{"id": "abc"}', trie, nothing, {})
+    found = find(b'{"id": "abc"}', trie, nothing, {})
     assert found is not None
     with pytest.raises(ValueError):
         textids.splice(b"{}", found, [["x"]])
@@ -323,7 +340,7 @@ def test_an_index_holds_what_a_dict_holds(ops: list[tuple[bool, str]]) -> None:
         assert ix.get(key) == model.get(key)
         if key and key in model:  # the scanner finds it by its bytes
             body = json.dumps({"id": key}, ensure_ascii=False).encode()
-            found = textids.find(body, trie, lambda types: [ix], {})
+            found = find(body, trie, lambda types: [ix], {})
             if found is not None:  # not escaped by json.dumps
                 assert found.out == json.dumps({"id": model[key]}).encode()
 
@@ -337,4 +354,4 @@ def test_an_index_refuses_what_is_not_str() -> None:
     assert ix.set("\ud800", "x") is False and len(ix) == 0
     with pytest.raises(TypeError):  # the scanner takes an Index per leaf, nothing else
         trie = pointers.compile_pointers([("/id", "room")])
-        textids.find(b'{"id": "a"}', trie, lambda types: [{}], {})  # type: ignore[list-item]
+        find(b'{"id": "a"}', trie, lambda types: [{}], {})  # type: ignore[list-item]
